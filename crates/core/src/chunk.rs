@@ -1,0 +1,205 @@
+//! Chunks: records that travel together under one tag, and the delivery tracking that tells the
+//! input that produced them what became of them.
+//!
+//! A chunk is created by an input, filtered in place, then shared (`Arc<Chunk>`) by every output
+//! whose `Match` accepts its tag. Each output marks the outcome on the chunk's [`Delivery`]; when
+//! the last reference is dropped the delivery's callback runs once with the worst outcome seen.
+//! That single drop is where buffer memory is released and where an input learns it may commit
+//! (for tail: move the offset).
+
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::event::Record;
+use crate::tag::Tag;
+
+/// What happened to a chunk, worst outcome across all outputs that took it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum DeliveryStatus {
+    /// Every output that matched accepted it (or none matched, or filters dropped every record).
+    Delivered = 0,
+    /// An output gave up on it (a permanent error, or `Retry_Limit` reached): the data is gone,
+    /// it was counted and logged. Re-reading it would only fail again.
+    Rejected = 1,
+    /// It was dropped before any output finished with it (shutdown before delivery). The input
+    /// must not treat it as delivered: after a restart it is read again.
+    Abandoned = 2,
+}
+
+impl DeliveryStatus {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => DeliveryStatus::Delivered,
+            1 => DeliveryStatus::Rejected,
+            _ => DeliveryStatus::Abandoned,
+        }
+    }
+
+    /// Whether the input may move past these records (offsets committed).
+    pub fn is_final(self) -> bool {
+        self != DeliveryStatus::Abandoned
+    }
+}
+
+/// Callback run once when every holder of a chunk has let go of it.
+pub type DeliveryCallback = Box<dyn FnOnce(DeliveryStatus) + Send>;
+
+/// Shared outcome of one chunk.
+///
+/// It counts holders that still owe an outcome: it starts with one (the router, which takes it
+/// when the input emits), every output the router hands the chunk to adds one
+/// ([`Delivery::expect`]), and each holder settles its share with [`Delivery::mark`]. When the
+/// tracker drops, any holder that never settled makes the outcome `Abandoned`.
+pub struct Delivery {
+    status: AtomicU8,
+    owed: AtomicUsize,
+    callbacks: Mutex<Vec<DeliveryCallback>>,
+}
+
+impl Delivery {
+    /// A new tracker owed one outcome (the router's), with no callbacks.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Delivery {
+            status: AtomicU8::new(DeliveryStatus::Delivered as u8),
+            owed: AtomicUsize::new(1),
+            callbacks: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Adds a callback to run when the last holder drops.
+    pub fn on_done(&self, cb: DeliveryCallback) {
+        if let Ok(mut cbs) = self.callbacks.lock() {
+            cbs.push(cb);
+        }
+    }
+
+    /// Registers `n` more holders that each owe an outcome.
+    pub fn expect(&self, n: usize) {
+        self.owed.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Settles one holder's share; the worst outcome wins.
+    pub fn mark(&self, status: DeliveryStatus) {
+        self.status.fetch_max(status as u8, Ordering::AcqRel);
+        let _ = self
+            .owed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// The outcome so far: `Abandoned` while any holder still owes one.
+    pub fn status(&self) -> DeliveryStatus {
+        if self.owed.load(Ordering::Acquire) > 0 {
+            return DeliveryStatus::Abandoned;
+        }
+        DeliveryStatus::from_u8(self.status.load(Ordering::Acquire))
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        let status = self.status();
+        let cbs = match self.callbacks.get_mut() {
+            Ok(c) => std::mem::take(c),
+            Err(poisoned) => std::mem::take(poisoned.into_inner()),
+        };
+        for cb in cbs {
+            cb(status);
+        }
+    }
+}
+
+/// Records that share a tag, produced by one input.
+pub struct Chunk {
+    pub tag: Tag,
+    pub records: Vec<Record>,
+    /// Bytes this chunk counts against its input's `Mem_Buf_Limit`.
+    pub size: usize,
+    /// Outcome tracking; `None` only for chunks nobody waits on (tests, tools).
+    pub delivery: Option<Arc<Delivery>>,
+}
+
+impl Chunk {
+    /// A chunk with no delivery tracking.
+    pub fn new(tag: Tag, records: Vec<Record>) -> Self {
+        let size = records.iter().map(Record::approx_size).sum();
+        Chunk {
+            tag,
+            records,
+            size,
+            delivery: None,
+        }
+    }
+
+    /// Records this holder's outcome on the chunk's delivery tracker, if any.
+    pub fn mark(&self, status: DeliveryStatus) {
+        if let Some(d) = &self.delivery {
+            d.mark(status);
+        }
+    }
+}
+
+impl std::fmt::Debug for Chunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chunk")
+            .field("tag", &self.tag)
+            .field("records", &self.records.len())
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn tracked() -> (Arc<Delivery>, mpsc::Receiver<DeliveryStatus>) {
+        let d = Delivery::new();
+        let (tx, rx) = mpsc::channel();
+        d.on_done(Box::new(move |s| {
+            let _ = tx.send(s);
+        }));
+        (d, rx)
+    }
+
+    #[test]
+    fn unsettled_router_share_is_abandoned() {
+        let (d, rx) = tracked();
+        drop(d);
+        assert_eq!(rx.try_recv(), Ok(DeliveryStatus::Abandoned));
+    }
+
+    #[test]
+    fn no_route_is_delivered() {
+        let (d, rx) = tracked();
+        d.mark(DeliveryStatus::Delivered); // router: nothing matched
+        drop(d);
+        assert_eq!(rx.try_recv(), Ok(DeliveryStatus::Delivered));
+    }
+
+    #[test]
+    fn one_output_delivered_other_never_settled_is_abandoned() {
+        let (d, rx) = tracked();
+        d.expect(2);
+        d.mark(DeliveryStatus::Delivered); // router
+        d.mark(DeliveryStatus::Delivered); // output 1; output 2 dropped at shutdown
+        drop(d);
+        assert_eq!(rx.try_recv(), Ok(DeliveryStatus::Abandoned));
+    }
+
+    #[test]
+    fn callback_runs_once_after_last_holder_with_worst_status() {
+        let (d, rx) = tracked();
+        d.expect(2);
+        d.mark(DeliveryStatus::Delivered);
+        let other = Arc::clone(&d);
+        d.mark(DeliveryStatus::Delivered);
+        drop(d);
+        assert!(rx.try_recv().is_err(), "must wait for the last holder");
+        other.mark(DeliveryStatus::Rejected);
+        drop(other);
+        assert_eq!(rx.try_recv(), Ok(DeliveryStatus::Rejected));
+        assert!(rx.try_recv().is_err());
+    }
+}

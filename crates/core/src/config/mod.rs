@@ -1,0 +1,254 @@
+//! The configuration model and its readers.
+//!
+//! Reading is two-stage (see ARCHITECTURE.md): the readers ([`classic`], [`yaml`]) turn a file
+//! into [`Section`]s of raw `key value` [`Entry`]s that remember their file and line, expanding
+//! `${VAR}` and following includes, but judging nothing else. The engine then builds each
+//! plugin's typed options from those entries ([`options!`](crate::options)), which is where
+//! unknown keys and bad values are reported.
+
+pub mod classic;
+pub mod env;
+mod error;
+mod options;
+pub mod units;
+pub mod yaml;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use env::Vars;
+pub use error::{suggest, ConfigError, Span};
+pub use options::{ByteSize, OptSpec, OptValue};
+
+/// The kind of a section: `[INPUT]` in classic files, `pipeline.inputs` in YAML, and so on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SectionKind {
+    Service,
+    Input,
+    Filter,
+    Output,
+    Parser,
+    MultilineParser,
+    Plugins,
+    Custom,
+    Upstream,
+    Node,
+}
+
+impl SectionKind {
+    /// Every kind, with its classic header name.
+    pub const ALL: &'static [(SectionKind, &'static str)] = &[
+        (SectionKind::Service, "SERVICE"),
+        (SectionKind::Input, "INPUT"),
+        (SectionKind::Filter, "FILTER"),
+        (SectionKind::Output, "OUTPUT"),
+        (SectionKind::Parser, "PARSER"),
+        (SectionKind::MultilineParser, "MULTILINE_PARSER"),
+        (SectionKind::Plugins, "PLUGINS"),
+        (SectionKind::Custom, "CUSTOM"),
+        (SectionKind::Upstream, "UPSTREAM"),
+        (SectionKind::Node, "NODE"),
+    ];
+
+    /// The kind for a classic header name (case-insensitive).
+    pub fn from_header(name: &str) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(name))
+            .map(|(k, _)| *k)
+    }
+
+    /// The classic header name.
+    pub fn header(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map(|(_, n)| *n)
+            .unwrap_or("?")
+    }
+}
+
+/// One `key value` line, with where it was written. Keys keep the spelling the user wrote;
+/// every lookup is case-insensitive.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub key: String,
+    pub value: String,
+    pub span: Span,
+}
+
+/// A section and its entries in the order written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Section {
+    pub kind: SectionKind,
+    /// Where the section starts (its header line, or the YAML list item).
+    pub span: Span,
+    pub entries: Vec<Entry>,
+}
+
+impl Section {
+    /// A new empty section.
+    pub fn new(kind: SectionKind, span: Span) -> Self {
+        Section {
+            kind,
+            span,
+            entries: Vec::new(),
+        }
+    }
+
+    /// The last entry for `key` (last one wins, as in Fluent Bit).
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.key.eq_ignore_ascii_case(key))
+    }
+
+    /// The value of the last entry for `key`.
+    pub fn value(&self, key: &str) -> Option<&str> {
+        self.get(key).map(|e| e.value.as_str())
+    }
+
+    /// The plugin name (`Name` key) if any.
+    pub fn name(&self) -> Option<&str> {
+        self.value("name")
+    }
+
+    /// Appends an entry.
+    pub fn push(&mut self, key: impl Into<String>, value: impl Into<String>, span: Span) {
+        self.entries.push(Entry {
+            key: key.into(),
+            value: value.into(),
+            span,
+        });
+    }
+}
+
+/// A whole configuration: every section of the main file and its includes, in order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Config {
+    pub sections: Vec<Section>,
+    /// The main file, when read from one; relative paths in it resolve against its directory.
+    pub path: Option<PathBuf>,
+}
+
+/// The two file formats Fluent Bit reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Classic,
+    Yaml,
+}
+
+impl Format {
+    /// Picks the format from the extension (`.yaml`/`.yml`), else from the content: a classic
+    /// file's first significant line is a `[SECTION]` or an `@` command.
+    pub fn detect(path: &Path, text: &str) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml") => {
+                Format::Yaml
+            }
+            Some(e) if e.eq_ignore_ascii_case("conf") => Format::Classic,
+            _ => {
+                let first = text
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty() && !l.starts_with('#'));
+                match first {
+                    Some(l) if l.starts_with('[') || l.starts_with('@') => Format::Classic,
+                    Some(_) => Format::Yaml,
+                    None => Format::Classic,
+                }
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Reads a config file in either format, following includes and expanding variables from
+    /// the environment (and `@SET` / YAML `env`).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let mut vars = Vars::from_env();
+        Self::load_with(path, &mut vars)
+    }
+
+    /// As [`Config::load`], with the variables given.
+    pub fn load_with(path: &Path, vars: &mut Vars) -> Result<Config, ConfigError> {
+        let text = read_file(path)?;
+        let sections = match Format::detect(path, &text) {
+            Format::Classic => classic::parse(&text, path, vars)?,
+            Format::Yaml => yaml::parse(&text, path, vars)?,
+        };
+        Ok(Config {
+            sections,
+            path: Some(path.to_path_buf()),
+        })
+    }
+
+    /// Sections of one kind, in order.
+    pub fn sections(&self, kind: SectionKind) -> impl Iterator<Item = &Section> {
+        self.sections.iter().filter(move |s| s.kind == kind)
+    }
+
+    /// The directory relative paths resolve against.
+    pub fn base_dir(&self) -> PathBuf {
+        self.path
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    /// Reads every `Parsers_File` named in `[SERVICE]` (relative to the main file) and appends
+    /// their `[PARSER]` / `[MULTILINE_PARSER]` sections. An empty value (an unset variable) is
+    /// skipped.
+    pub fn load_parsers_files(&mut self, vars: &mut Vars) -> Result<(), ConfigError> {
+        let files: Vec<(PathBuf, Span)> = self
+            .sections(SectionKind::Service)
+            .flat_map(|s| s.entries.iter())
+            .filter(|e| e.key.eq_ignore_ascii_case("parsers_file") && !e.value.trim().is_empty())
+            .map(|e| (self.base_dir().join(e.value.trim()), e.span.clone()))
+            .collect();
+        for (file, span) in files {
+            self.add_parsers_file(&file, vars).map_err(|e| match e {
+                ConfigError::Io { source, .. } => ConfigError::key(
+                    &span,
+                    "Parsers_File",
+                    format!("cannot read {}: {source}", file.display()),
+                ),
+                other => other,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Reads one parsers file (either format) and appends its parser sections.
+    pub fn add_parsers_file(&mut self, file: &Path, vars: &mut Vars) -> Result<(), ConfigError> {
+        let parsers = Config::load_with(file, vars)?;
+        for s in parsers.sections {
+            match s.kind {
+                SectionKind::Parser | SectionKind::MultilineParser => self.sections.push(s),
+                other => return Err(ConfigError::at(
+                    &s.span,
+                    format!(
+                        "a parsers file may only hold [PARSER] and [MULTILINE_PARSER], not [{}]",
+                        other.header()
+                    ),
+                )),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a file, mapping the error to one that names it.
+pub(crate) fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The shared file name used in spans.
+pub(crate) fn file_arc(path: &Path) -> Arc<Path> {
+    Arc::from(path)
+}

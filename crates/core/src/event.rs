@@ -1,0 +1,561 @@
+//! The record: a nanosecond timestamp plus an ordered map of JSON-like values.
+//!
+//! Maps keep insertion order and are a flat `Vec` of pairs: records hold a handful of keys, so a
+//! linear scan beats hashing and keeps one allocation per map. Strings are `CompactString`s, which
+//! store up to 24 bytes inline, so the usual keys (`log`, `stream`, `time`) never allocate.
+
+use std::fmt;
+
+use compact_str::CompactString;
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
+
+/// A string inside a record: inline up to 24 bytes, heap beyond.
+pub type Str = CompactString;
+
+/// Time of an event, in nanoseconds since the Unix epoch (UTC).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventTime(pub i64);
+
+impl EventTime {
+    /// The current wall-clock time.
+    pub fn now() -> Self {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        EventTime(d.as_nanos() as i64)
+    }
+
+    /// Builds a time from whole seconds and nanoseconds.
+    pub const fn from_parts(secs: i64, nanos: u32) -> Self {
+        EventTime(secs * 1_000_000_000 + nanos as i64)
+    }
+
+    /// Whole seconds since the epoch.
+    pub const fn secs(self) -> i64 {
+        self.0.div_euclid(1_000_000_000)
+    }
+
+    /// Nanoseconds within the second.
+    pub const fn subsec_nanos(self) -> u32 {
+        self.0.rem_euclid(1_000_000_000) as u32
+    }
+
+    /// Milliseconds since the epoch (what CloudWatch Logs takes).
+    pub const fn as_millis(self) -> i64 {
+        self.0.div_euclid(1_000_000)
+    }
+
+    /// Seconds as a float, as Fluent Bit prints `date` in `json_date_format double`.
+    pub fn as_f64(self) -> f64 {
+        self.secs() as f64 + self.subsec_nanos() as f64 / 1e9
+    }
+}
+
+/// A JSON-like value; the shape of msgpack as Fluent Bit uses it.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub enum Value {
+    #[default]
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Str(Str),
+    Array(Vec<Value>),
+    Map(Map),
+}
+
+impl Value {
+    /// The string inside, if this is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The map inside, if this is a map.
+    pub fn as_map(&self) -> Option<&Map> {
+        match self {
+            Value::Map(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The map inside, mutably, if this is a map.
+    pub fn as_map_mut(&mut self) -> Option<&mut Map> {
+        match self {
+            Value::Map(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// A rough count of the bytes this value takes in msgpack, used for buffer accounting.
+    pub fn approx_size(&self) -> usize {
+        match self {
+            Value::Null | Value::Bool(_) => 1,
+            Value::Int(_) | Value::UInt(_) | Value::Float(_) => 9,
+            Value::Str(s) => s.len() + 3,
+            Value::Array(a) => 3 + a.iter().map(Value::approx_size).sum::<usize>(),
+            Value::Map(m) => m.approx_size(),
+        }
+    }
+
+    /// Converts a parsed `serde_json` value, keeping key order.
+    pub fn from_json(v: serde_json::Value) -> Value {
+        match v {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(b),
+            serde_json::Value::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    Value::Int(i)
+                } else if let Some(u) = n.as_u64() {
+                    Value::UInt(u)
+                } else {
+                    Value::Float(n.as_f64().unwrap_or(0.0))
+                }
+            }
+            serde_json::Value::String(s) => Value::Str(s.into()),
+            serde_json::Value::Array(a) => {
+                Value::Array(a.into_iter().map(Value::from_json).collect())
+            }
+            serde_json::Value::Object(o) => Value::Map(Map(o
+                .into_iter()
+                .map(|(k, v)| (Str::from(k), Value::from_json(v)))
+                .collect())),
+        }
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::Str(s.into())
+    }
+}
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value::Str(s.into())
+    }
+}
+impl From<Str> for Value {
+    fn from(s: Str) -> Self {
+        Value::Str(s)
+    }
+}
+impl From<i64> for Value {
+    fn from(i: i64) -> Self {
+        Value::Int(i)
+    }
+}
+impl From<f64> for Value {
+    fn from(f: f64) -> Self {
+        Value::Float(f)
+    }
+}
+impl From<bool> for Value {
+    fn from(b: bool) -> Self {
+        Value::Bool(b)
+    }
+}
+impl From<Map> for Value {
+    fn from(m: Map) -> Self {
+        Value::Map(m)
+    }
+}
+
+/// An ordered map. Duplicate keys are possible (msgpack allows them) but the helpers here keep
+/// keys unique: `insert` replaces in place, so a key keeps its position.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Map(pub Vec<(Str, Value)>);
+
+impl Map {
+    /// An empty map.
+    pub const fn new() -> Self {
+        Map(Vec::new())
+    }
+
+    /// An empty map with room for `n` pairs.
+    pub fn with_capacity(n: usize) -> Self {
+        Map(Vec::with_capacity(n))
+    }
+
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the map has no pairs.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The value of the first pair whose key is `key`.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// The value of the first pair whose key is `key`, mutably.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
+        self.0.iter_mut().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// Position of the first pair whose key is `key`.
+    pub fn position(&self, key: &str) -> Option<usize> {
+        self.0.iter().position(|(k, _)| k == key)
+    }
+
+    /// Whether a pair with this key exists.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.position(key).is_some()
+    }
+
+    /// Sets `key` to `value`: replaces the value in place if the key exists, else appends.
+    pub fn insert(&mut self, key: impl Into<Str>, value: impl Into<Value>) {
+        let key = key.into();
+        let value = value.into();
+        match self.position(&key) {
+            Some(i) => self.0[i].1 = value,
+            None => self.0.push((key, value)),
+        }
+    }
+
+    /// Appends a pair without looking for an existing key (for builders that know keys are new).
+    pub fn push(&mut self, key: impl Into<Str>, value: impl Into<Value>) {
+        self.0.push((key.into(), value.into()));
+    }
+
+    /// Removes every pair whose key is `key`, returning the first value removed.
+    pub fn remove(&mut self, key: &str) -> Option<Value> {
+        let i = self.position(key)?;
+        let (_, v) = self.0.remove(i);
+        self.0.retain(|(k, _)| k != key);
+        Some(v)
+    }
+
+    /// Renames the first pair with key `from` to `to`, in place. Returns whether it did.
+    pub fn rename(&mut self, from: &str, to: &str) -> bool {
+        match self.position(from) {
+            Some(i) => {
+                self.0[i].0 = to.into();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Iterates over the pairs in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Str, &Value)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    /// A rough msgpack size, used for buffer accounting.
+    pub fn approx_size(&self) -> usize {
+        3 + self
+            .0
+            .iter()
+            .map(|(k, v)| k.len() + 1 + v.approx_size())
+            .sum::<usize>()
+    }
+}
+
+impl FromIterator<(Str, Value)> for Map {
+    fn from_iter<T: IntoIterator<Item = (Str, Value)>>(iter: T) -> Self {
+        Map(iter.into_iter().collect())
+    }
+}
+
+/// One event: when it happened and what it says.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Record {
+    pub time: EventTime,
+    pub body: Map,
+}
+
+impl Record {
+    /// A record with this time and body.
+    pub fn new(time: EventTime, body: Map) -> Self {
+        Record { time, body }
+    }
+
+    /// A rough msgpack size of the record, used for buffer accounting.
+    pub fn approx_size(&self) -> usize {
+        12 + self.body.approx_size()
+    }
+}
+
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Null => s.serialize_unit(),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Int(i) => s.serialize_i64(*i),
+            Value::UInt(u) => s.serialize_u64(*u),
+            Value::Float(f) => s.serialize_f64(*f),
+            Value::Str(v) => s.serialize_str(v),
+            Value::Array(a) => {
+                let mut seq = s.serialize_seq(Some(a.len()))?;
+                for v in a {
+                    seq.serialize_element(v)?;
+                }
+                seq.end()
+            }
+            Value::Map(m) => m.serialize(s),
+        }
+    }
+}
+
+impl Serialize for Map {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k.as_str(), v)?;
+        }
+        map.end()
+    }
+}
+
+/// Deserializes straight into [`Value`] (no intermediate `serde_json::Value`), keeping key
+/// order. Strings up to 24 bytes land inline, so decoding `{"log":…,"stream":…,"time":…}`
+/// allocates for the long `log` string and the map only.
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValueVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Map {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ValueVisitor).and_then(|v| match v {
+            Value::Map(m) => Ok(m),
+            _ => Err(serde::de::Error::custom("expected a JSON object")),
+        })
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Int(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(i64::try_from(v).map_or(Value::UInt(v), Value::Int))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::Float(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::Str(Str::from(v)))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Value, E> {
+        Ok(Value::Str(Str::from(v)))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::Str(Str::from(v)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(v) = seq.next_element::<Value>()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Vec::with_capacity(map.size_hint().unwrap_or(4).min(64));
+        while let Some(k) = map.next_key::<KeyStr>()? {
+            let v = map.next_value::<Value>()?;
+            out.push((k.0, v));
+        }
+        Ok(Value::Map(Map(out)))
+    }
+}
+
+/// A map key decoded without going through `String`.
+struct KeyStr(Str);
+
+impl<'de> Deserialize<'de> for KeyStr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct K;
+        impl<'de> Visitor<'de> for K {
+            type Value = KeyStr;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<KeyStr, E> {
+                Ok(KeyStr(Str::from(v)))
+            }
+            fn visit_string<E>(self, v: String) -> Result<KeyStr, E> {
+                Ok(KeyStr(Str::from(v)))
+            }
+        }
+        d.deserialize_str(K)
+    }
+}
+
+/// Writes a value the way Fluent Bit's `stdout` output prints msgpack: maps as
+/// `{"k"=>"v"}`, strings quoted, arrays as `[a, b]`.
+pub struct FluentDisplay<'a>(pub &'a Value);
+
+impl fmt::Display for FluentDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_fluent(f, self.0)
+    }
+}
+
+fn write_fluent(f: &mut fmt::Formatter<'_>, v: &Value) -> fmt::Result {
+    match v {
+        Value::Null => f.write_str("nil"),
+        Value::Bool(b) => write!(f, "{b}"),
+        Value::Int(i) => write!(f, "{i}"),
+        Value::UInt(u) => write!(f, "{u}"),
+        Value::Float(x) => write_float(f, *x),
+        Value::Str(s) => write_quoted(f, s),
+        Value::Array(a) => {
+            f.write_str("[")?;
+            for (i, v) in a.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write_fluent(f, v)?;
+            }
+            f.write_str("]")
+        }
+        Value::Map(m) => write_fluent_map(f, m),
+    }
+}
+
+/// Writes a map as Fluent Bit's msgpack printer does: `{"k"=>"v", "n"=>1}`.
+pub fn write_fluent_map(f: &mut fmt::Formatter<'_>, m: &Map) -> fmt::Result {
+    f.write_str("{")?;
+    for (i, (k, v)) in m.0.iter().enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        write_quoted(f, k)?;
+        f.write_str("=>")?;
+        write_fluent(f, v)?;
+    }
+    f.write_str("}")
+}
+
+/// msgpack-c's object printer formats doubles with C's `%f`.
+fn write_float(f: &mut fmt::Formatter<'_>, x: f64) -> fmt::Result {
+    write!(f, "{x:.6}")
+}
+
+fn write_quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+    f.write_str("\"")?;
+    for c in s.chars() {
+        match c {
+            '"' => f.write_str("\\\"")?,
+            '\\' => f.write_str("\\\\")?,
+            '\n' => f.write_str("\\n")?,
+            '\r' => f.write_str("\\r")?,
+            '\t' => f.write_str("\\t")?,
+            c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
+            c => write!(f, "{c}")?,
+        }
+    }
+    f.write_str("\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_replaces_in_place_and_keeps_order() {
+        let mut m = Map::new();
+        m.insert("a", 1i64);
+        m.insert("b", "x");
+        m.insert("a", 2i64);
+        assert_eq!(m.0.len(), 2);
+        assert_eq!(m.0[0].0, "a");
+        assert_eq!(m.get("a"), Some(&Value::Int(2)));
+    }
+
+    #[test]
+    fn remove_drops_every_duplicate() {
+        let mut m = Map(vec![
+            ("a".into(), Value::Int(1)),
+            ("b".into(), Value::Int(2)),
+            ("a".into(), Value::Int(3)),
+        ]);
+        assert_eq!(m.remove("a"), Some(Value::Int(1)));
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.remove("zz"), None);
+    }
+
+    #[test]
+    fn time_parts_round_trip_before_and_after_epoch() {
+        let t = EventTime::from_parts(1_576_777_272, 706_307_780);
+        assert_eq!(t.secs(), 1_576_777_272);
+        assert_eq!(t.subsec_nanos(), 706_307_780);
+        assert_eq!(t.as_millis(), 1_576_777_272_706);
+        let neg = EventTime(-1);
+        assert_eq!(neg.secs(), -1);
+        assert_eq!(neg.subsec_nanos(), 999_999_999);
+    }
+
+    #[test]
+    fn json_conversion_keeps_key_order_and_serializes_back() {
+        let v: serde_json::Value =
+            serde_json::from_str(r#"{"z":1,"a":{"y":[true,null,1.5]},"m":"s"}"#).unwrap();
+        let ours = Value::from_json(v);
+        let keys: Vec<_> = ours
+            .as_map()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(keys, ["z", "a", "m"]);
+        assert_eq!(
+            serde_json::to_string(&ours).unwrap(),
+            r#"{"z":1,"a":{"y":[true,null,1.5]},"m":"s"}"#
+        );
+    }
+
+    #[test]
+    fn deserializes_json_directly_keeping_order() {
+        let m: Map = serde_json::from_str(
+            r#"{"log":"GET / \"x\"\n","stream":"stdout","n":-3,"u":18446744073709551615,"f":0.5,"a":[1,{"b":null}]}"#,
+        )
+        .unwrap();
+        assert_eq!(m.get("log"), Some(&Value::from("GET / \"x\"\n")));
+        assert_eq!(m.get("n"), Some(&Value::Int(-3)));
+        assert_eq!(m.get("u"), Some(&Value::UInt(u64::MAX)));
+        assert_eq!(m.0[1].0, "stream");
+        assert!(serde_json::from_str::<Map>("[1]").is_err());
+        assert!(serde_json::from_str::<Map>("{\"a\":").is_err());
+    }
+
+    #[test]
+    fn fluent_display_matches_msgpack_printer_style() {
+        let mut m = Map::new();
+        m.insert("message", "say \"hi\"\n");
+        m.insert("n", 1i64);
+        m.insert("f", 2.0f64);
+        m.insert("arr", Value::Array(vec![Value::Bool(false), Value::Null]));
+        let s = FluentDisplay(&Value::Map(m)).to_string();
+        assert_eq!(
+            s,
+            r#"{"message"=>"say \"hi\"\n", "n"=>1, "f"=>2.000000, "arr"=>[false, nil]}"#
+        );
+    }
+}

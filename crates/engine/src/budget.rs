@@ -1,0 +1,105 @@
+//! `Mem_Buf_Limit`: the bytes an input has emitted that are not yet delivered (or given up).
+//!
+//! An input that has reached its limit waits in `acquire` (it is "paused", as Fluent Bit logs it)
+//! until deliveries release enough; it does not lose its place, because it simply has not read
+//! further. Like Fluent Bit, the chunk that crosses the limit is accepted, the next one waits.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
+
+/// The buffer budget of one input.
+#[derive(Debug)]
+pub struct MemBudget {
+    limit: usize,
+    used: AtomicUsize,
+    notify: Notify,
+}
+
+impl MemBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        MemBudget {
+            limit: limit.max(1),
+            used: AtomicUsize::new(0),
+            notify: Notify::new(),
+        }
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Whether the input is over its limit (paused).
+    pub fn is_full(&self) -> bool {
+        self.used() >= self.limit
+    }
+
+    /// Takes `n` bytes once usage is below the limit. Returns whether it had to wait.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: nothing is taken unless the future completes.
+    pub async fn acquire(&self, n: usize) -> bool {
+        let mut waited = false;
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let cur = self.used.load(Ordering::Acquire);
+            if cur < self.limit {
+                if self
+                    .used
+                    .compare_exchange(cur, cur + n, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return waited;
+                }
+                continue;
+            }
+            waited = true;
+            notified.await;
+        }
+    }
+
+    /// Gives back `n` bytes and wakes a paused input.
+    pub fn release(&self, n: usize) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(n))
+            });
+        self.notify.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn waits_at_limit_and_resumes_on_release() {
+        let b = Arc::new(MemBudget::new(100));
+        assert!(!b.acquire(60).await);
+        assert!(!b.acquire(60).await, "the crossing chunk is accepted");
+        assert!(b.is_full());
+        let b2 = Arc::clone(&b);
+        let waiter = tokio::spawn(async move { b2.acquire(10).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "must pause while over the limit");
+        b.release(60);
+        let waited = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("resumes after release")
+            .unwrap();
+        assert!(waited);
+        assert_eq!(b.used(), 70);
+    }
+}

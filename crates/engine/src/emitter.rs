@@ -1,0 +1,90 @@
+//! The handle an input emits records through: it charges the input's `Mem_Buf_Limit`, wires the
+//! chunk's delivery tracking back to the input, and hands the chunk to the router.
+
+use std::sync::Arc;
+
+use logferry_core::chunk::{DeliveryCallback, DeliveryStatus};
+use logferry_core::{Chunk, Delivery, Record, Tag};
+use tokio::sync::mpsc;
+
+use crate::budget::MemBudget;
+use crate::metrics::PluginMetrics;
+use crate::plugin::PluginError;
+
+/// Emits chunks for one input instance. Cheap to clone.
+#[derive(Clone)]
+pub struct Emitter {
+    tx: mpsc::Sender<Chunk>,
+    budget: Arc<MemBudget>,
+    metrics: Arc<PluginMetrics>,
+}
+
+impl Emitter {
+    pub(crate) fn new(
+        tx: mpsc::Sender<Chunk>,
+        budget: Arc<MemBudget>,
+        metrics: Arc<PluginMetrics>,
+    ) -> Self {
+        Emitter {
+            tx,
+            budget,
+            metrics,
+        }
+    }
+
+    /// Sends `records` under `tag`. Waits first while the input is over its `Mem_Buf_Limit`
+    /// (the input is paused). `read_bytes` is what the input read to make them (for
+    /// `fluentbit_input_bytes_total`). `ack`, if given, runs once with the chunk's final
+    /// [`DeliveryStatus`] after every output is done with it.
+    ///
+    /// # Cancel safety
+    /// Not cancel-safe once the budget is taken: do not race it in `select!`.
+    pub async fn emit(
+        &self,
+        tag: Tag,
+        records: Vec<Record>,
+        read_bytes: usize,
+        ack: Option<DeliveryCallback>,
+    ) -> Result<(), PluginError> {
+        if records.is_empty() {
+            if let Some(ack) = ack {
+                ack(DeliveryStatus::Delivered);
+            }
+            return Ok(());
+        }
+        let size: usize = records.iter().map(Record::approx_size).sum();
+        if self.budget.is_full() {
+            tracing::warn!(input = %self.metrics.name, "paused (mem buf overlimit)");
+            PluginMetrics::add(&self.metrics.paused, 1);
+            self.budget.acquire(size).await;
+            tracing::info!(input = %self.metrics.name, "resume (mem buf overlimit)");
+        } else {
+            self.budget.acquire(size).await;
+        }
+        let delivery = Delivery::new();
+        let budget = Arc::clone(&self.budget);
+        delivery.on_done(Box::new(move |_| budget.release(size)));
+        if let Some(ack) = ack {
+            delivery.on_done(ack);
+        }
+        PluginMetrics::add(&self.metrics.records, records.len() as u64);
+        PluginMetrics::add(&self.metrics.bytes, read_bytes as u64);
+        let chunk = Chunk {
+            tag,
+            records,
+            size,
+            delivery: Some(delivery),
+        };
+        self.tx.send(chunk).await.map_err(|_| PluginError::Closed)
+    }
+
+    /// Whether the input is over its `Mem_Buf_Limit` right now.
+    pub fn is_paused(&self) -> bool {
+        self.budget.is_full()
+    }
+
+    /// Bytes this input holds that are not yet delivered.
+    pub fn buffered(&self) -> usize {
+        self.budget.used()
+    }
+}

@@ -1,0 +1,21 @@
+//! logferry-engine: plugin traits and registry, shared options, pipeline build and runtime.
+//! See `README.md` and ARCHITECTURE.md for the rules this crate keeps.
+
+pub mod budget;
+pub mod common;
+pub mod emitter;
+pub mod metrics;
+pub mod pipeline;
+pub mod plugin;
+pub mod run;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use emitter::Emitter;
+pub use pipeline::{BuildErrors, Pipeline};
+pub use plugin::{
+    Batch, BuildContext, Filter, FilterPlugin, FlushResult, Input, InputContext, InputExit,
+    InputPlugin, Output, OutputPlugin, PluginError, Registry,
+};
+pub use run::StopReason;
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,68 @@
+//! Counters per plugin instance, named after Fluent Bit's metrics (`fluentbit_input_records_total`
+//! and friends) so the HTTP server can expose them under the names dashboards already use.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Counters of one plugin instance. Which ones move depends on the kind of plugin.
+#[derive(Debug, Default)]
+pub struct PluginMetrics {
+    /// Instance name (`tail.0` or its alias): the `name` label.
+    pub name: String,
+    /// Input: records emitted. Filter: records seen. Output: records delivered.
+    pub records: AtomicU64,
+    /// Input: bytes read. Output: bytes (buffer accounting) delivered.
+    pub bytes: AtomicU64,
+    /// Output: flushes that failed permanently. Filter: records dropped.
+    pub errors: AtomicU64,
+    /// Output: flushes retried.
+    pub retries: AtomicU64,
+    /// Output: flushes given up after `Retry_Limit`.
+    pub retries_failed: AtomicU64,
+    /// Output: records dropped (given up, or refused by the destination). Filter: records dropped.
+    pub dropped_records: AtomicU64,
+    /// Output: records retried. Filter: records added.
+    pub retried_records: AtomicU64,
+    /// Input: times it was paused by `Mem_Buf_Limit`.
+    pub paused: AtomicU64,
+}
+
+impl PluginMetrics {
+    /// New zeroed counters for `name`.
+    pub fn new(name: impl Into<String>) -> Arc<Self> {
+        Arc::new(PluginMetrics {
+            name: name.into(),
+            ..Default::default()
+        })
+    }
+
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    /// Records that `n` records were refused by the destination (counted, never silent).
+    pub fn dropped(&self, n: u64) {
+        self.dropped_records.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Every instance's counters, in config order.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub inputs: Mutex<Vec<Arc<PluginMetrics>>>,
+    pub filters: Mutex<Vec<Arc<PluginMetrics>>>,
+    pub outputs: Mutex<Vec<Arc<PluginMetrics>>>,
+}
+
+impl Metrics {
+    /// A snapshot of the list of one kind.
+    pub fn list(list: &Mutex<Vec<Arc<PluginMetrics>>>) -> Vec<Arc<PluginMetrics>> {
+        list.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}

@@ -1,0 +1,417 @@
+//! Building a pipeline from a configuration: every section becomes a plugin instance with typed
+//! options, and every mistake is collected (not just the first) with its file, line and key, so
+//! that `--dry-run` can report them all at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use logferry_core::config::{suggest, Config, ConfigError, Entry, OptSpec, Section, SectionKind};
+use logferry_core::{Matcher, Tag};
+
+use crate::common::{FilterCommon, InputCommon, OutputCommon, RetryLimit, ServiceOptions};
+use crate::metrics::{Metrics, PluginMetrics};
+use crate::plugin::{BuildContext, Filter, Input, Output, Plugin, Registry};
+
+/// Default `Mem_Buf_Limit` when a section sets none: Fluent Bit's `storage.max_chunks_up`
+/// (128) times its 2MB chunk size. Fluent Bit itself has no default limit for memory buffering,
+/// which is how agents run out of memory when an output is down (fluent-bit#8908).
+pub const DEFAULT_MEM_BUF_LIMIT: usize = 256 * 1024 * 1024;
+
+pub(crate) struct InputInstance {
+    pub name: String,
+    pub tag: Tag,
+    pub mem_buf_limit: usize,
+    pub plugin: Box<dyn Input>,
+    pub metrics: Arc<PluginMetrics>,
+}
+
+pub(crate) struct FilterInstance {
+    pub name: String,
+    pub matcher: Matcher,
+    pub plugin: Box<dyn Filter>,
+    pub metrics: Arc<PluginMetrics>,
+}
+
+pub(crate) struct OutputInstance {
+    pub name: String,
+    pub matcher: Matcher,
+    pub retry_limit: RetryLimit,
+    pub workers: usize,
+    pub plugin: Arc<dyn Output>,
+    pub metrics: Arc<PluginMetrics>,
+}
+
+/// A configuration turned into plugin instances, ready to run.
+pub struct Pipeline {
+    pub service: ServiceOptions,
+    pub metrics: Arc<Metrics>,
+    pub(crate) inputs: Vec<InputInstance>,
+    pub(crate) filters: Vec<FilterInstance>,
+    pub(crate) outputs: Vec<OutputInstance>,
+}
+
+/// Every mistake found while building, in file order.
+#[derive(Debug)]
+pub struct BuildErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for BuildErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for BuildErrors {}
+
+fn names(specs: &'static [OptSpec]) -> impl Iterator<Item = &'static str> {
+    specs
+        .iter()
+        .flat_map(|o| std::iter::once(o.name).chain(o.aliases.iter().copied()))
+}
+
+/// Splits a section's entries into the ones the shared options know and the plugin's own.
+fn split<'a>(section: &'a Section, shared: &'static [OptSpec]) -> (Vec<&'a Entry>, Vec<&'a Entry>) {
+    section
+        .entries
+        .iter()
+        .partition(|e| shared.iter().any(|o| o.is(&e.key)))
+}
+
+fn instance_name(
+    counts: &mut HashMap<&'static str, usize>,
+    plugin: &'static str,
+    alias: Option<&str>,
+) -> String {
+    let n = counts.entry(plugin).or_insert(0);
+    let name = match alias {
+        Some(a) if !a.is_empty() => a.to_string(),
+        _ => format!("{plugin}.{n}"),
+    };
+    *n += 1;
+    name
+}
+
+/// Finds the plugin a section names, or explains why not.
+fn lookup<B>(
+    registry: &Registry,
+    kind: &'static str,
+    list: &[&'static Plugin<B>],
+    section: &Section,
+    name: &str,
+) -> Result<&'static Plugin<B>, ConfigError> {
+    if let Some(p) = list.iter().copied().find(|p| p.is(name)) {
+        return Ok(p);
+    }
+    let span = section
+        .get("name")
+        .map(|e| e.span.clone())
+        .unwrap_or_else(|| section.span.clone());
+    if registry.is_planned(kind, name) {
+        return Err(ConfigError::key(
+            &span,
+            "Name",
+            format!("{kind} plugin '{name}' is not yet available in logferry"),
+        ));
+    }
+    let mut reason = format!("unknown {kind} plugin '{name}'");
+    let candidates = list
+        .iter()
+        .flat_map(|p| std::iter::once(p.name).chain(p.aliases.iter().copied()))
+        .chain(
+            registry
+                .planned
+                .iter()
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, n)| *n),
+        );
+    if let Some(s) = suggest(name, candidates) {
+        reason.push_str(&format!(" (did you mean '{s}'?)"));
+    }
+    Err(ConfigError::key(&span, "Name", reason))
+}
+
+fn matcher(
+    section: &Section,
+    match_: Option<&str>,
+    match_regex: Option<&str>,
+) -> Result<Option<Matcher>, ConfigError> {
+    if let Some(re) = match_regex.filter(|s| !s.is_empty()) {
+        let span = section
+            .get("match_regex")
+            .map(|e| e.span.clone())
+            .unwrap_or_else(|| section.span.clone());
+        return Matcher::regex(re).map(Some).map_err(|e| {
+            ConfigError::key(
+                &span,
+                "Match_Regex",
+                format!("invalid regular expression: {e}"),
+            )
+        });
+    }
+    Ok(match_.filter(|s| !s.is_empty()).map(Matcher::glob))
+}
+
+impl Pipeline {
+    /// Builds every instance the configuration declares. Parsers files must already be loaded
+    /// into `config` ([`Config::load_parsers_files`]).
+    pub fn build(config: Config, registry: &Registry) -> Result<Pipeline, BuildErrors> {
+        let config = Arc::new(config);
+        let mut errors = Vec::new();
+        let metrics = Arc::new(Metrics::default());
+        let base_dir = config.base_dir();
+
+        // [SERVICE]: several sections merge, later keys win (Fluent Bit reads them in order).
+        let service_entries: Vec<&Entry> = config
+            .sections(SectionKind::Service)
+            .flat_map(|s| s.entries.iter())
+            .collect();
+        let service_span = config
+            .sections(SectionKind::Service)
+            .next()
+            .map(|s| s.span.clone())
+            .unwrap_or_else(logferry_core::config::Span::command_line);
+        let service = match ServiceOptions::from_entries(&service_span, &service_entries, &[]) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        };
+
+        let mut counts: HashMap<&'static str, usize> = HashMap::new();
+        let mut inputs = Vec::new();
+        let mut filters = Vec::new();
+        let mut outputs = Vec::new();
+
+        for section in &config.sections {
+            let r = match section.kind {
+                SectionKind::Input => {
+                    build_input(&config, registry, &base_dir, &metrics, &mut counts, section)
+                        .map(|i| inputs.push(i))
+                }
+                SectionKind::Filter => {
+                    build_filter(&config, registry, &base_dir, &metrics, &mut counts, section)
+                        .map(|f| filters.extend(f))
+                }
+                SectionKind::Output => {
+                    build_output(&config, registry, &base_dir, &metrics, &mut counts, section)
+                        .map(|o| outputs.extend(o))
+                }
+                // Parsers are built by the parsers crate when a plugin asks for them.
+                SectionKind::Service | SectionKind::Parser | SectionKind::MultilineParser => Ok(()),
+                other => {
+                    tracing::warn!(section = other.header(), at = %section.span, "section not supported by logferry; ignored");
+                    Ok(())
+                }
+            };
+            if let Err(e) = r {
+                errors.push(e);
+            }
+        }
+
+        if errors.is_empty() && inputs.is_empty() {
+            let span = config
+                .path
+                .as_deref()
+                .map_or_else(logferry_core::config::Span::command_line, |p| {
+                    logferry_core::config::Span::new(&Arc::from(p), 1)
+                });
+            errors.push(ConfigError::at(&span, "no inputs defined"));
+        }
+        match service {
+            Some(service) if errors.is_empty() => Ok(Pipeline {
+                service,
+                metrics,
+                inputs,
+                filters,
+                outputs,
+            }),
+            _ => Err(BuildErrors(errors)),
+        }
+    }
+
+    /// Instance names of the inputs, filters and outputs, in order (for logs and tests).
+    pub fn instance_names(&self) -> (Vec<String>, Vec<String>, Vec<String>) {
+        (
+            self.inputs.iter().map(|i| i.name.clone()).collect(),
+            self.filters.iter().map(|f| f.name.clone()).collect(),
+            self.outputs.iter().map(|o| o.name.clone()).collect(),
+        )
+    }
+}
+
+fn section_name(section: &Section) -> Result<&str, ConfigError> {
+    section
+        .name()
+        .filter(|n| !n.trim().is_empty())
+        .map(str::trim)
+        .ok_or_else(|| {
+            ConfigError::at(
+                &section.span,
+                format!("[{}] section without a Name", section.kind.header()),
+            )
+        })
+}
+
+fn context(
+    config: &Arc<Config>,
+    base_dir: &std::path::Path,
+    instance: &str,
+    metrics: &Arc<PluginMetrics>,
+) -> BuildContext {
+    BuildContext {
+        base_dir: base_dir.to_path_buf(),
+        instance: instance.to_string(),
+        metrics: Arc::clone(metrics),
+        config: Arc::clone(config),
+    }
+}
+
+fn build_input(
+    config: &Arc<Config>,
+    registry: &Registry,
+    base_dir: &std::path::Path,
+    metrics: &Metrics,
+    counts: &mut HashMap<&'static str, usize>,
+    section: &Section,
+) -> Result<InputInstance, ConfigError> {
+    let name = section_name(section)?;
+    let plugin = lookup(registry, "input", &registry.inputs, section, name)?;
+    let (shared, own) = split(section, InputCommon::OPTIONS);
+    let common = InputCommon::from_entries(&section.span, &shared, &[])?;
+    let instance = instance_name(counts, plugin.name, common.alias.as_deref());
+    let m = PluginMetrics::new(instance.clone());
+    let ctx = context(config, base_dir, &instance, &m);
+    let known: Vec<&'static str> = names(InputCommon::OPTIONS).collect();
+    let input =
+        (plugin.build)(&ctx, section, &own).map_err(|e| with_shared_suggestions(e, &known))?;
+    if let Ok(mut l) = metrics.inputs.lock() {
+        l.push(Arc::clone(&m));
+    }
+    Ok(InputInstance {
+        tag: Arc::from(
+            common
+                .tag
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| instance.clone()),
+        ),
+        name: instance,
+        mem_buf_limit: common
+            .mem_buf_limit
+            .map_or(DEFAULT_MEM_BUF_LIMIT, |b| b.0 as usize),
+        plugin: input,
+        metrics: m,
+    })
+}
+
+fn build_filter(
+    config: &Arc<Config>,
+    registry: &Registry,
+    base_dir: &std::path::Path,
+    metrics: &Metrics,
+    counts: &mut HashMap<&'static str, usize>,
+    section: &Section,
+) -> Result<Option<FilterInstance>, ConfigError> {
+    let name = section_name(section)?;
+    let plugin = lookup(registry, "filter", &registry.filters, section, name)?;
+    let (shared, own) = split(section, FilterCommon::OPTIONS);
+    let common = FilterCommon::from_entries(&section.span, &shared, &[])?;
+    let instance = instance_name(counts, plugin.name, common.alias.as_deref());
+    let m = PluginMetrics::new(instance.clone());
+    let ctx = context(config, base_dir, &instance, &m);
+    let known: Vec<&'static str> = names(FilterCommon::OPTIONS).collect();
+    let filter =
+        (plugin.build)(&ctx, section, &own).map_err(|e| with_shared_suggestions(e, &known))?;
+    let Some(matcher) = matcher(
+        section,
+        common.match_.as_deref(),
+        common.match_regex.as_deref(),
+    )?
+    else {
+        // Fluent Bit: "NO match rule for <name> filter instance, unloading."
+        tracing::warn!(filter = %instance, at = %section.span, "no match rule for filter instance, unloading");
+        return Ok(None);
+    };
+    if let Ok(mut l) = metrics.filters.lock() {
+        l.push(Arc::clone(&m));
+    }
+    Ok(Some(FilterInstance {
+        name: instance,
+        matcher,
+        plugin: filter,
+        metrics: m,
+    }))
+}
+
+fn build_output(
+    config: &Arc<Config>,
+    registry: &Registry,
+    base_dir: &std::path::Path,
+    metrics: &Metrics,
+    counts: &mut HashMap<&'static str, usize>,
+    section: &Section,
+) -> Result<Option<OutputInstance>, ConfigError> {
+    let name = section_name(section)?;
+    let plugin = lookup(registry, "output", &registry.outputs, section, name)?;
+    let (shared, own) = split(section, OutputCommon::OPTIONS);
+    let common = OutputCommon::from_entries(&section.span, &shared, &[])?;
+    let retry_limit = RetryLimit::parse(&common.retry_limit).map_err(|r| {
+        let span = section
+            .get("retry_limit")
+            .map(|e| e.span.clone())
+            .unwrap_or_else(|| section.span.clone());
+        ConfigError::key(&span, "Retry_Limit", r)
+    })?;
+    let instance = instance_name(counts, plugin.name, common.alias.as_deref());
+    let m = PluginMetrics::new(instance.clone());
+    let ctx = context(config, base_dir, &instance, &m);
+    let known: Vec<&'static str> = names(OutputCommon::OPTIONS).collect();
+    let output =
+        (plugin.build)(&ctx, section, &own).map_err(|e| with_shared_suggestions(e, &known))?;
+    let Some(matcher) = matcher(
+        section,
+        common.match_.as_deref(),
+        common.match_regex.as_deref(),
+    )?
+    else {
+        // Fluent Bit: "NO match rule for <name> output instance, unloading."
+        tracing::warn!(output = %instance, at = %section.span, "no match rule for output instance, unloading");
+        return Ok(None);
+    };
+    if let Ok(mut l) = metrics.outputs.lock() {
+        l.push(Arc::clone(&m));
+    }
+    Ok(Some(OutputInstance {
+        name: instance,
+        matcher,
+        retry_limit,
+        workers: common.workers.unwrap_or(plugin.default_workers).max(1),
+        plugin: output,
+        metrics: m,
+    }))
+}
+
+/// Plugins suggest among their own keys; a typo of a shared key (`Mem_Buf_Limt`) only shows up
+/// here, so offer the shared names too when the plugin found no near miss.
+fn with_shared_suggestions(e: ConfigError, shared: &[&'static str]) -> ConfigError {
+    match e {
+        ConfigError::Key { span, key, reason }
+            if reason.starts_with("unknown key") && !reason.contains("did you mean") =>
+        {
+            match suggest(&key, shared.iter().copied()) {
+                Some(s) => ConfigError::Key {
+                    reason: format!("{reason} (did you mean '{s}'?)"),
+                    span,
+                    key,
+                },
+                None => ConfigError::Key { span, key, reason },
+            }
+        }
+        other => other,
+    }
+}

@@ -1,0 +1,209 @@
+//! The plugin traits and the registry that maps Fluent Bit plugin names to constructors.
+//!
+//! These live here rather than in core because they are async and hand out the runtime's
+//! channels (`Emitter`) and cancellation; core stays runtime-free.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use logferry_core::chunk::DeliveryCallback;
+use logferry_core::config::{ConfigError, Entry, OptSpec, Section};
+use logferry_core::{Chunk, Record, Tag};
+use tokio_util::sync::CancellationToken;
+
+use crate::emitter::Emitter;
+use crate::metrics::PluginMetrics;
+
+/// An error a plugin hits while running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PluginError {
+    /// I/O failed; `context` says on what.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The engine is shutting down and no longer takes records.
+    #[error("the engine is shutting down")]
+    Closed,
+    /// Anything else, already phrased for the log.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// How an input ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputExit {
+    /// It has nothing more to produce; the engine keeps running while other inputs do.
+    Finished,
+    /// It asks the whole agent to stop, as Fluent Bit's `stdin` at end of input and `tail`
+    /// with `Exit_On_Eof` do.
+    ExitEngine,
+}
+
+/// What an input gets to do its work.
+pub struct InputContext {
+    /// The instance name (`dummy.0`, or its `Alias`).
+    pub name: String,
+    /// The `Tag` as configured (tail expands `*` itself); defaults to the instance name.
+    pub tag: Tag,
+    /// Where records go.
+    pub emitter: Emitter,
+    /// Fires when the agent is stopping; an input returns soon after.
+    pub shutdown: CancellationToken,
+}
+
+/// A source of records. `run` owns the input until it returns.
+#[async_trait]
+pub trait Input: Send + 'static {
+    /// Produces records until there is nothing more to read or `ctx.shutdown` fires.
+    async fn run(self: Box<Self>, ctx: InputContext) -> Result<InputExit, PluginError>;
+}
+
+/// A step that changes, drops or adds records in place. Filters never fail: a record they
+/// cannot handle passes through unchanged.
+#[async_trait]
+pub trait Filter: Send + 'static {
+    /// Filters the records of one chunk whose tag matched this filter.
+    async fn filter(&mut self, tag: &str, records: &mut Vec<Record>);
+}
+
+/// Records bound for one output under one tag, flushed together.
+#[derive(Debug)]
+pub struct Batch {
+    pub tag: Tag,
+    pub chunks: Vec<Arc<Chunk>>,
+}
+
+impl Batch {
+    /// Every record, in order.
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.chunks.iter().flat_map(|c| c.records.iter())
+    }
+
+    /// How many records.
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(|c| c.records.len()).sum()
+    }
+
+    /// Whether there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes counted against the inputs' buffers.
+    pub fn size(&self) -> usize {
+        self.chunks.iter().map(|c| c.size).sum()
+    }
+}
+
+/// The outcome of one flush, as Fluent Bit's `FLB_OK` / `FLB_RETRY` / `FLB_ERROR`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FlushResult {
+    /// Delivered (records the destination refused individually are reported through
+    /// [`PluginMetrics::dropped`] by the output and still count as done).
+    Ok,
+    /// A transient failure: try the same batch again later, up to `Retry_Limit`.
+    Retry(String),
+    /// A permanent failure: the batch is given up, counted and logged.
+    Error(String),
+}
+
+/// A destination. Several workers may call `flush` at once, so it takes `&self`.
+#[async_trait]
+pub trait Output: Send + Sync + 'static {
+    /// Sends one batch.
+    async fn flush(&self, batch: &Batch) -> FlushResult;
+    /// Called once at shutdown after the last flush, to finish files or uploads.
+    async fn shutdown(&self) -> Result<(), PluginError> {
+        Ok(())
+    }
+}
+
+/// What a plugin constructor gets besides its own entries.
+#[derive(Clone, Debug)]
+pub struct BuildContext {
+    /// Directory that relative paths in the config resolve against.
+    pub base_dir: PathBuf,
+    /// The instance name (`stdout.0`, or its `Alias`).
+    pub instance: String,
+    /// Counters of this instance.
+    pub metrics: Arc<PluginMetrics>,
+    /// The configuration being built (to find `[PARSER]` sections, for instance).
+    pub config: Arc<logferry_core::config::Config>,
+}
+
+/// Builds an input from its section (`entries` are the keys not shared by every input).
+pub type BuildInput = fn(&BuildContext, &Section, &[&Entry]) -> Result<Box<dyn Input>, ConfigError>;
+/// Builds a filter from its section.
+pub type BuildFilter =
+    fn(&BuildContext, &Section, &[&Entry]) -> Result<Box<dyn Filter>, ConfigError>;
+/// Builds an output from its section.
+pub type BuildOutput =
+    fn(&BuildContext, &Section, &[&Entry]) -> Result<Arc<dyn Output>, ConfigError>;
+
+/// One registered plugin: its Fluent Bit name, aliases, options and constructor.
+pub struct Plugin<B> {
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+    pub description: &'static str,
+    pub options: &'static [OptSpec],
+    /// Workers when `Workers` is not set (outputs only; Fluent Bit's per-plugin default).
+    pub default_workers: usize,
+    pub build: B,
+}
+
+impl<B> Plugin<B> {
+    /// Whether `name` names this plugin (case-insensitive).
+    pub fn is(&self, name: &str) -> bool {
+        self.name.eq_ignore_ascii_case(name)
+            || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+    }
+}
+
+/// An input plugin entry.
+pub type InputPlugin = Plugin<BuildInput>;
+/// A filter plugin entry.
+pub type FilterPlugin = Plugin<BuildFilter>;
+/// An output plugin entry.
+pub type OutputPlugin = Plugin<BuildOutput>;
+
+/// Every plugin the binary was built with, plus Fluent Bit names that logferry does not
+/// provide yet (so that `--dry-run` can tell "not yet available" from a typo).
+pub struct Registry {
+    pub inputs: Vec<&'static InputPlugin>,
+    pub filters: Vec<&'static FilterPlugin>,
+    pub outputs: Vec<&'static OutputPlugin>,
+    /// (kind, Fluent Bit name) pairs that are planned but not built yet.
+    pub planned: &'static [(&'static str, &'static str)],
+}
+
+impl Registry {
+    /// Finds an input by name.
+    pub fn input(&self, name: &str) -> Option<&'static InputPlugin> {
+        self.inputs.iter().copied().find(|p| p.is(name))
+    }
+    /// Finds a filter by name.
+    pub fn filter(&self, name: &str) -> Option<&'static FilterPlugin> {
+        self.filters.iter().copied().find(|p| p.is(name))
+    }
+    /// Finds an output by name.
+    pub fn output(&self, name: &str) -> Option<&'static OutputPlugin> {
+        self.outputs.iter().copied().find(|p| p.is(name))
+    }
+    /// Whether `name` is a Fluent Bit plugin of `kind` that logferry does not have yet.
+    pub fn is_planned(&self, kind: &str, name: &str) -> bool {
+        self.planned
+            .iter()
+            .any(|(k, n)| *k == kind && n.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Helper for inputs: an acknowledgement callback that does nothing (inputs that do not track
+/// delivery).
+pub fn no_ack() -> Option<DeliveryCallback> {
+    None
+}

@@ -1,0 +1,463 @@
+//! The engine end to end with small in-test plugins: routing by Match/Match_Regex, filter order,
+//! Mem_Buf_Limit pausing and resuming, delivery outcomes flowing back to inputs, retries and
+//! Retry_Limit, and shutdown within Grace.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use logferry_core::config::{ConfigError, Entry, Section, SectionKind};
+use logferry_core::{DeliveryStatus, EventTime, Map, Record, Value};
+use logferry_engine::metrics::PluginMetrics;
+use logferry_engine::testing::{config, entry_value, gate, section, sink, COLLECT};
+use logferry_engine::{
+    BuildContext, CancellationToken, Filter, FilterPlugin, Input, InputContext, InputExit,
+    InputPlugin, Pipeline, PluginError, Registry, StopReason,
+};
+
+// ---- test plugins -------------------------------------------------------------------------
+
+/// Emits `count` records (field `n`) in chunks of `per_chunk`, recording each chunk's outcome.
+struct SeqInput {
+    count: usize,
+    per_chunk: usize,
+    size: usize,
+    exit: bool,
+}
+
+static OUTCOMES: Mutex<Vec<(String, DeliveryStatus)>> = Mutex::new(Vec::new());
+
+#[async_trait]
+impl Input for SeqInput {
+    async fn run(self: Box<Self>, ctx: InputContext) -> Result<InputExit, PluginError> {
+        let mut n = 0;
+        while n < self.count {
+            let mut recs = Vec::new();
+            for _ in 0..self.per_chunk.min(self.count - n) {
+                let mut m = Map::new();
+                m.insert("n", n as i64);
+                m.insert("pad", "x".repeat(self.size));
+                recs.push(Record::new(
+                    EventTime::from_parts(1_700_000_000 + n as i64, 0),
+                    m,
+                ));
+                n += 1;
+            }
+            let label = format!("{}:{}", ctx.tag, n);
+            let ack = Box::new(move |s: DeliveryStatus| OUTCOMES.lock().unwrap().push((label, s)));
+            tokio::select! {
+                r = ctx.emitter.emit(ctx.tag.clone(), recs, 0, Some(ack)) => r?,
+                _ = ctx.shutdown.cancelled() => break,
+            }
+        }
+        if self.exit {
+            Ok(InputExit::ExitEngine)
+        } else {
+            Ok(InputExit::Finished)
+        }
+    }
+}
+
+fn build_seq(_: &BuildContext, _: &Section, e: &[&Entry]) -> Result<Box<dyn Input>, ConfigError> {
+    Ok(Box::new(SeqInput {
+        count: entry_value(e, "count").map_or(10, |v| v.parse().unwrap()),
+        per_chunk: entry_value(e, "per_chunk").map_or(1, |v| v.parse().unwrap()),
+        size: entry_value(e, "size").map_or(1, |v| v.parse().unwrap()),
+        exit: entry_value(e, "exit").is_some(),
+    }))
+}
+
+static SEQ: InputPlugin = InputPlugin {
+    name: "seq",
+    aliases: &[],
+    description: "test sequence",
+    options: &[],
+    default_workers: 1,
+    build: build_seq,
+};
+
+/// Appends its `label` to the `path` array of every record.
+struct MarkFilter(String);
+
+#[async_trait]
+impl Filter for MarkFilter {
+    async fn filter(&mut self, _tag: &str, records: &mut Vec<Record>) {
+        for r in records.iter_mut() {
+            let prev = r
+                .body
+                .get("path")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            r.body.insert("path", format!("{prev}{}", self.0));
+        }
+    }
+}
+
+fn build_mark(_: &BuildContext, _: &Section, e: &[&Entry]) -> Result<Box<dyn Filter>, ConfigError> {
+    Ok(Box::new(MarkFilter(entry_value(e, "label").unwrap())))
+}
+
+static MARK: FilterPlugin = FilterPlugin {
+    name: "mark",
+    aliases: &[],
+    description: "test marker",
+    options: &[],
+    default_workers: 1,
+    build: build_mark,
+};
+
+fn registry() -> Registry {
+    Registry {
+        inputs: vec![&SEQ],
+        filters: vec![&MARK],
+        outputs: vec![&COLLECT],
+        planned: &[("input", "tail")],
+    }
+}
+
+async fn run_until_done(p: Pipeline) -> StopReason {
+    tokio::time::timeout(Duration::from_secs(30), p.run(CancellationToken::new()))
+        .await
+        .expect("pipeline finished in time")
+}
+
+fn outcomes_for(prefix: &str) -> Vec<DeliveryStatus> {
+    OUTCOMES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(l, _)| l.starts_with(prefix))
+        .map(|(_, s)| *s)
+        .collect()
+}
+
+const FAST: (&str, &str) = ("Flush", "0.05");
+
+// ---- tests ---------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_match_and_regex_and_applies_filters_in_order() {
+    let c = config(vec![
+        section(SectionKind::Service, &[FAST, ("Grace", "5")]),
+        section(
+            SectionKind::Input,
+            &[("Name", "seq"), ("Tag", "app.web"), ("count", "3")],
+        ),
+        section(
+            SectionKind::Input,
+            &[("Name", "seq"), ("Tag", "sys.kernel"), ("count", "2")],
+        ),
+        section(
+            SectionKind::Filter,
+            &[("Name", "mark"), ("Match", "app.*"), ("label", "A")],
+        ),
+        section(
+            SectionKind::Filter,
+            &[("Name", "mark"), ("Match", "*"), ("label", "B")],
+        ),
+        section(
+            SectionKind::Output,
+            &[("Name", "collect"), ("Match", "app.*"), ("sink", "r_app")],
+        ),
+        section(
+            SectionKind::Output,
+            &[
+                ("Name", "collect"),
+                ("Match_Regex", "sys\\."),
+                ("sink", "r_sys"),
+            ],
+        ),
+        section(
+            SectionKind::Output,
+            &[("Name", "collect"), ("Match", "**"), ("sink", "r_all")],
+        ),
+        section(
+            SectionKind::Output,
+            &[
+                ("Name", "collect"),
+                ("Match", "nothing"),
+                ("sink", "r_none"),
+            ],
+        ),
+    ]);
+    let p = Pipeline::build(c, &registry()).unwrap();
+    assert_eq!(run_until_done(p).await, StopReason::InputsDone);
+
+    let app = sink("r_app").lock().unwrap().clone();
+    assert_eq!(app.len(), 3);
+    assert!(app
+        .iter()
+        .all(|(t, r)| t == "app.web" && r.body.get("path") == Some(&Value::from("AB"))));
+    let sys = sink("r_sys").lock().unwrap().clone();
+    assert_eq!(sys.len(), 2);
+    assert!(sys
+        .iter()
+        .all(|(t, r)| t == "sys.kernel" && r.body.get("path") == Some(&Value::from("B"))));
+    assert_eq!(sink("r_all").lock().unwrap().len(), 5);
+    assert!(sink("r_none").lock().unwrap().is_empty());
+    // Every chunk was delivered to every output that matched it.
+    let outcomes = outcomes_for("app.web:");
+    assert_eq!(outcomes, vec![DeliveryStatus::Delivered; 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_pauses_at_mem_buf_limit_and_resumes_when_drained() {
+    // 20 chunks of ~2KB against a 4KB limit; the output is gated so nothing drains at first.
+    let c = config(vec![
+        section(SectionKind::Service, &[FAST]),
+        section(
+            SectionKind::Input,
+            &[
+                ("Name", "seq"),
+                ("Tag", "bp"),
+                ("count", "20"),
+                ("size", "2000"),
+                ("Mem_Buf_Limit", "4k"),
+            ],
+        ),
+        section(
+            SectionKind::Output,
+            &[
+                ("Name", "collect"),
+                ("Match", "bp"),
+                ("sink", "bp"),
+                ("gate", "bp"),
+            ],
+        ),
+    ]);
+    let p = Pipeline::build(c, &registry()).unwrap();
+    let metrics = Arc::clone(&p.metrics);
+    let run = tokio::spawn(p.run(CancellationToken::new()));
+    // Wait until the input has emitted what the limit allows, then check it stays paused.
+    let input = logferry_engine::metrics::Metrics::list(&metrics.inputs)[0].clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while PluginMetrics::get(&input.paused) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "input never paused");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let emitted = PluginMetrics::get(&input.records);
+    assert!(
+        (2..=3).contains(&emitted),
+        "emitted {emitted} records of ~2KB under a 4KB limit"
+    );
+    assert!(sink("bp").lock().unwrap().is_empty());
+    // Open the gate: everything drains and the input finishes.
+    gate("bp").add_permits(1000);
+    let reason = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reason, StopReason::InputsDone);
+    let got: Vec<i64> = sink("bp")
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, r)| match r.body.get("n") {
+            Some(Value::Int(n)) => *n,
+            _ => -1,
+        })
+        .collect();
+    assert_eq!(
+        got,
+        (0..20).collect::<Vec<_>>(),
+        "every record, in order, after resuming"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_then_deliver_and_retry_limit_rejects() {
+    let c = config(vec![
+        section(
+            SectionKind::Service,
+            &[FAST, ("scheduler.base", "0.01"), ("scheduler.cap", "0.05")],
+        ),
+        section(
+            SectionKind::Input,
+            &[("Name", "seq"), ("Tag", "rt.ok"), ("count", "1")],
+        ),
+        section(
+            SectionKind::Input,
+            &[("Name", "seq"), ("Tag", "rt.bad"), ("count", "1")],
+        ),
+        section(
+            SectionKind::Input,
+            &[("Name", "seq"), ("Tag", "rt.perm"), ("count", "1")],
+        ),
+        // Fails twice, Retry_Limit 2: delivered on the third try.
+        section(
+            SectionKind::Output,
+            &[
+                ("Name", "collect"),
+                ("Match", "rt.ok"),
+                ("sink", "rt_ok"),
+                ("fail", "2"),
+                ("Retry_Limit", "2"),
+            ],
+        ),
+        // Fails twice with the default Retry_Limit 1: given up.
+        section(
+            SectionKind::Output,
+            &[
+                ("Name", "collect"),
+                ("Match", "rt.bad"),
+                ("sink", "rt_bad"),
+                ("fail", "2"),
+            ],
+        ),
+        // A permanent error is not retried.
+        section(
+            SectionKind::Output,
+            &[
+                ("Name", "collect"),
+                ("Match", "rt.perm"),
+                ("sink", "rt_perm"),
+                ("fail", "1"),
+                ("permanent", "1"),
+            ],
+        ),
+    ]);
+    let p = Pipeline::build(c, &registry()).unwrap();
+    let metrics = Arc::clone(&p.metrics);
+    run_until_done(p).await;
+    assert_eq!(sink("rt_ok").lock().unwrap().len(), 1);
+    assert!(sink("rt_bad").lock().unwrap().is_empty());
+    assert!(sink("rt_perm").lock().unwrap().is_empty());
+    assert_eq!(outcomes_for("rt.ok:"), vec![DeliveryStatus::Delivered]);
+    assert_eq!(outcomes_for("rt.bad:"), vec![DeliveryStatus::Rejected]);
+    assert_eq!(outcomes_for("rt.perm:"), vec![DeliveryStatus::Rejected]);
+    let outs = logferry_engine::metrics::Metrics::list(&metrics.outputs);
+    assert_eq!(PluginMetrics::get(&outs[0].retries), 2);
+    assert_eq!(PluginMetrics::get(&outs[0].records), 1);
+    assert_eq!(PluginMetrics::get(&outs[1].retries), 1);
+    assert_eq!(PluginMetrics::get(&outs[1].retries_failed), 1);
+    assert_eq!(PluginMetrics::get(&outs[1].dropped_records), 1);
+    assert_eq!(PluginMetrics::get(&outs[2].errors), 1);
+    assert_eq!(PluginMetrics::get(&outs[2].retries), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_output_is_abandoned_after_grace_and_input_is_told() {
+    let c = config(vec![
+        section(SectionKind::Service, &[FAST, ("Grace", "1")]),
+        section(
+            SectionKind::Input,
+            &[
+                ("Name", "seq"),
+                ("Tag", "stuck"),
+                ("count", "1"),
+                ("exit", "1"),
+            ],
+        ),
+        section(
+            SectionKind::Output,
+            &[
+                ("Name", "collect"),
+                ("Match", "stuck"),
+                ("sink", "stuck"),
+                ("gate", "stuck"),
+            ],
+        ),
+    ]);
+    let p = Pipeline::build(c, &registry()).unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(run_until_done(p).await, StopReason::InputExit);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "shutdown must be bounded by Grace, took {took:?}"
+    );
+    assert_eq!(outcomes_for("stuck:"), vec![DeliveryStatus::Abandoned]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_token_drains_what_was_emitted() {
+    let c = config(vec![
+        section(SectionKind::Service, &[("Flush", "30"), ("Grace", "5")]),
+        section(
+            SectionKind::Input,
+            &[
+                ("Name", "seq"),
+                ("Tag", "drain"),
+                ("count", "4"),
+                ("per_chunk", "2"),
+            ],
+        ),
+        section(
+            SectionKind::Output,
+            &[("Name", "collect"), ("Match", "drain"), ("sink", "drain")],
+        ),
+    ]);
+    let p = Pipeline::build(c, &registry()).unwrap();
+    // Flush is 30s, so only the shutdown drain can deliver within the test's bound.
+    let reason = tokio::time::timeout(Duration::from_secs(10), p.run(CancellationToken::new()))
+        .await
+        .unwrap();
+    assert_eq!(reason, StopReason::InputsDone);
+    assert_eq!(sink("drain").lock().unwrap().len(), 4);
+    assert_eq!(outcomes_for("drain:"), vec![DeliveryStatus::Delivered; 2]);
+}
+
+#[test]
+fn build_reports_every_error_with_file_line_and_key() {
+    let c = config(vec![
+        section(SectionKind::Service, &[("Flush", "soon")]),
+        section(SectionKind::Input, &[("Name", "tail")]),
+        section(SectionKind::Input, &[("Name", "sqe")]),
+        section(
+            SectionKind::Input,
+            &[("Name", "seq"), ("Mem_Buf_Limit", "lots")],
+        ),
+        section(
+            SectionKind::Output,
+            &[
+                ("Name", "collect"),
+                ("Match", "*"),
+                ("sink", "x"),
+                ("Retry_Limit", "many"),
+            ],
+        ),
+        section(
+            SectionKind::Output,
+            &[("Name", "collect"), ("Match_Regex", "("), ("sink", "y")],
+        ),
+        section(SectionKind::Filter, &[("Match", "*")]),
+    ]);
+    let errs = match Pipeline::build(c, &registry()) {
+        Err(e) => e.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        Ok(_) => panic!("must fail"),
+    };
+    let expect = [
+        "<command line>:0: Flush: expected a number, got 'soon'",
+        "<command line>:0: Name: input plugin 'tail' is not yet available in logferry",
+        "<command line>:0: Name: unknown input plugin 'sqe' (did you mean 'seq'?)",
+        "<command line>:0: Mem_Buf_Limit: expected a size",
+        "<command line>:0: Retry_Limit: expected a number, no_limits, False or no_retries, got 'many'",
+        "<command line>:0: Match_Regex: invalid regular expression",
+        "<command line>:0: [FILTER] section without a Name",
+    ];
+    assert_eq!(errs.len(), expect.len(), "{errs:#?}");
+    for (got, want) in errs.iter().zip(expect) {
+        assert!(got.starts_with(want), "got {got:?}, want prefix {want:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_without_match_is_unloaded_like_fluent_bit() {
+    let c = config(vec![
+        section(SectionKind::Service, &[FAST]),
+        section(
+            SectionKind::Input,
+            &[("Name", "seq"), ("Tag", "nm"), ("count", "1")],
+        ),
+        section(SectionKind::Output, &[("Name", "collect"), ("sink", "nm")]),
+    ]);
+    let p = Pipeline::build(c, &registry()).unwrap();
+    assert!(p.instance_names().2.is_empty());
+    run_until_done(p).await;
+    assert!(sink("nm").lock().unwrap().is_empty());
+    // Nothing matched: Fluent Bit deletes such data, so the input may move on.
+    assert_eq!(outcomes_for("nm:"), vec![DeliveryStatus::Delivered]);
+}

@@ -1,0 +1,44 @@
+//! logferry-filters: the record filters (`grep`, `modify`, `record_modifier`, `nest`), one
+//! module per plugin, named after its Fluent Bit name, plus the record accessor they share with
+//! the outputs.
+
+pub mod filter_grep;
+pub mod filter_modify;
+pub mod filter_nest;
+pub mod filter_record_modifier;
+pub mod record_accessor;
+pub mod syntax;
+
+#[cfg(test)]
+mod testing;
+
+use logferry_engine::FilterPlugin;
+
+/// Every filter in this crate, in documentation order.
+pub static PLUGINS: &[&FilterPlugin] = &[
+    &filter_grep::PLUGIN,
+    &filter_modify::PLUGIN,
+    &filter_nest::PLUGIN,
+    &filter_record_modifier::PLUGIN,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::PLUGINS;
+
+    #[test]
+    fn names_are_unique_and_every_option_has_a_doc_line() {
+        let mut names: Vec<&str> = PLUGINS.iter().map(|p| p.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), PLUGINS.len());
+        for p in PLUGINS {
+            assert!(!p.options.is_empty(), "{}", p.name);
+            assert!(
+                p.options.iter().all(|o| !o.doc.trim().is_empty()),
+                "{}",
+                p.name
+            );
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Loading the configuration (file, command line, parsers files), logging, signals, and running
+//! the pipeline to completion.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use logferry_core::config::{Config, ConfigError, OptSpec, Section, SectionKind, Span, Vars};
+use logferry_engine::common::{FilterCommon, InputCommon, OutputCommon, ServiceOptions};
+use logferry_engine::{BuildErrors, CancellationToken, Pipeline, Registry};
+
+use crate::cli::{self, Cli};
+use crate::registry;
+
+/// Builds the whole configuration the command line describes: the `-c` file (either format),
+/// `-i/-F/-o` sections, `[SERVICE]` overrides, then `-R` and `Parsers_File` parsers.
+pub fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
+    let mut vars = Vars::from_env();
+    let mut config = match &cli.config {
+        Some(path) => Config::load_with(path, &mut vars)?,
+        None => Config::default(),
+    };
+    config.sections.extend(cli.sections.iter().cloned());
+    if !cli.service.is_empty() {
+        let span = Span::command_line();
+        let mut s = Section::new(SectionKind::Service, span.clone());
+        for (k, v) in &cli.service {
+            s.push(k.clone(), v.clone(), span.clone());
+        }
+        config.sections.push(s);
+    }
+    for p in &cli.parsers {
+        config.add_parsers_file(p, &mut vars)?;
+    }
+    config.load_parsers_files(&mut vars)?;
+    Ok(config)
+}
+
+/// Loads and builds; every error comes back, each naming file, line and key.
+pub fn build(cli: &Cli, registry: &Registry) -> Result<Pipeline, BuildErrors> {
+    let config = load_config(cli).map_err(|e| BuildErrors(vec![e]))?;
+    Pipeline::build(config, registry)
+}
+
+fn level_filter(service_level: &str, verbosity: i8) -> tracing_subscriber::filter::LevelFilter {
+    use tracing_subscriber::filter::LevelFilter;
+    let base: i8 = match service_level.to_ascii_lowercase().as_str() {
+        "off" => -3,
+        "error" => -2,
+        "warn" | "warning" => -1,
+        "debug" => 1,
+        "trace" => 2,
+        _ => 0,
+    };
+    match (base + verbosity).clamp(-3, 2) {
+        -3 => LevelFilter::OFF,
+        -2 => LevelFilter::ERROR,
+        -1 => LevelFilter::WARN,
+        0 => LevelFilter::INFO,
+        1 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    }
+}
+
+fn init_logging(service: &ServiceOptions, verbosity: i8) -> Result<(), String> {
+    let level = level_filter(&service.log_level, verbosity);
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false);
+    match &service.log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open log file {path}: {e}"))?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+        }
+        None => {
+            use std::io::IsTerminal;
+            builder.with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init()
+        }
+    }
+    Ok(())
+}
+
+fn print_plugin_help(reg: &Registry, kind: SectionKind, name: &str) -> bool {
+    let (shared, own): (&[OptSpec], Option<&[OptSpec]>) = match kind {
+        SectionKind::Input => (InputCommon::OPTIONS, reg.input(name).map(|p| p.options)),
+        SectionKind::Filter => (FilterCommon::OPTIONS, reg.filter(name).map(|p| p.options)),
+        SectionKind::Output => (OutputCommon::OPTIONS, reg.output(name).map(|p| p.options)),
+        _ => return false,
+    };
+    let Some(own) = own else {
+        eprintln!("[error] unknown plugin '{name}'");
+        return false;
+    };
+    println!("{} {name}\n", kind.header());
+    for o in own.iter().chain(shared) {
+        let default = o
+            .default
+            .map(|d| format!(" (default: {d})"))
+            .unwrap_or_default();
+        println!("  {:<34} {:<20} {}{default}", o.name, o.kind, o.doc.trim());
+    }
+    true
+}
+
+/// The binary's entry point.
+pub fn main() -> ExitCode {
+    let reg = registry::registry();
+    let matches = match cli::command(registry::plugins_help(&reg)).try_get_matches() {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let cli = match cli::from_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("[error] {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some((kind, name)) = &cli.help_plugin {
+        if kind == &SectionKind::Service || !print_plugin_help(&reg, *kind, name) {
+            let _ = cli::command(registry::plugins_help(&reg)).print_help();
+        }
+        return ExitCode::SUCCESS;
+    }
+    if cli.config.is_none() && cli.sections.is_empty() {
+        let _ = cli::command(registry::plugins_help(&reg)).print_help();
+        eprintln!("\n[error] no configuration: give -c FILE or -i/-o plugins (try: -c examples/quickstart/fluent-bit.conf)");
+        return ExitCode::FAILURE;
+    }
+    let pipeline = match build(&cli, &reg) {
+        Ok(p) => p,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("[error] {e}");
+            }
+            if cli.dry_run {
+                eprintln!("configuration test failed: {} error(s)", errors.0.len());
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    if cli.dry_run {
+        println!("configuration test is successful");
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = init_logging(&pipeline.service, cli.verbosity) {
+        eprintln!("[error] {e}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("[error] cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(pipeline, cli.config.as_deref()));
+    // stdin is read on a blocking thread that may still wait for input: do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    ExitCode::SUCCESS
+}
+
+async fn run(pipeline: Pipeline, config: Option<&Path>) {
+    let stop = CancellationToken::new();
+    tokio::spawn(watch_signals(stop.clone()));
+    let (i, f, o) = pipeline.instance_names();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config.map(|p| p.display().to_string()).unwrap_or_else(|| "<command line>".into()),
+        inputs = ?i, filters = ?f, outputs = ?o,
+        "logferry started"
+    );
+    let metrics = std::sync::Arc::clone(&pipeline.metrics);
+    let reason = pipeline.run(stop).await;
+    log_totals(&metrics);
+    tracing::info!(?reason, "logferry stopped");
+}
+
+/// One line per instance with what it moved, so a run's outcome is visible without the HTTP
+/// server (the benchmark reads these lines to check its counts).
+fn log_totals(m: &logferry_engine::metrics::Metrics) {
+    use logferry_engine::metrics::{Metrics, PluginMetrics};
+    for i in Metrics::list(&m.inputs) {
+        tracing::info!(input = %i.name, records = PluginMetrics::get(&i.records), bytes = PluginMetrics::get(&i.bytes), "input totals");
+    }
+    for o in Metrics::list(&m.outputs) {
+        tracing::info!(
+            output = %o.name,
+            records = PluginMetrics::get(&o.records),
+            dropped = PluginMetrics::get(&o.dropped_records),
+            retries = PluginMetrics::get(&o.retries),
+            "output totals"
+        );
+    }
+}
+
+/// SIGTERM / SIGINT start a graceful stop; a second one exits at once.
+async fn watch_signals(stop: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        seen += 1;
+        if seen > 1 {
+            tracing::warn!("second signal: exiting now");
+            std::process::exit(1);
+        }
+        tracing::info!("signal received: stopping within Grace");
+        stop.cancel();
+    }
+}

@@ -1,0 +1,6 @@
+//! The `logferry` binary's library half: command line, plugin registry and the run loop, kept
+//! out of `main.rs` so that tests can drive them.
+
+pub mod app;
+pub mod cli;
+pub mod registry;

@@ -1,0 +1,235 @@
+//! The static plugin registry: every plugin this binary has, in documentation order, and the
+//! Fluent Bit plugin names that logferry does not provide yet (so a config that uses one gets
+//! "not yet available" instead of "unknown").
+
+use logferry_engine::Registry;
+
+/// Fluent Bit plugins on logferry's roadmap or otherwise not provided yet, by kind.
+pub const PLANNED: &[(&str, &str)] = &[
+    ("input", "systemd"),
+    ("input", "forward"),
+    ("input", "tcp"),
+    ("input", "http"),
+    ("input", "kubernetes_events"),
+    ("input", "fluentbit_metrics"),
+    ("filter", "kubernetes"),
+    ("filter", "parser"),
+    ("filter", "multiline"),
+    ("filter", "rewrite_tag"),
+    ("filter", "throttle"),
+    ("filter", "lua"),
+    ("filter", "aws"),
+    ("output", "cloudwatch_logs"),
+    ("output", "cloudwatch"),
+    ("output", "kinesis_firehose"),
+    ("output", "firehose"),
+    ("output", "kinesis_streams"),
+    ("output", "kinesis"),
+    ("output", "s3"),
+    ("output", "es"),
+    ("output", "opensearch"),
+    ("output", "http"),
+    ("output", "forward"),
+    ("output", "loki"),
+    ("output", "prometheus_exporter"),
+];
+
+/// Every plugin compiled into this binary.
+pub fn registry() -> Registry {
+    Registry {
+        inputs: [&logferry_tail::PLUGIN]
+            .into_iter()
+            .chain(logferry_inputs::PLUGINS.iter().copied())
+            .collect(),
+        filters: logferry_filters::PLUGINS.to_vec(),
+        outputs: logferry_outputs::PLUGINS.to_vec(),
+        planned: PLANNED,
+    }
+}
+
+/// The plugin list shown by `--help`.
+pub fn plugins_help(reg: &Registry) -> String {
+    let mut s = String::new();
+    let mut section = |title: &str, items: Vec<(&str, &str)>| {
+        s.push_str(title);
+        s.push('\n');
+        for (n, d) in items {
+            s.push_str(&format!("  {n:<18} {d}\n"));
+        }
+        s.push('\n');
+    };
+    section(
+        "Inputs",
+        reg.inputs.iter().map(|p| (p.name, p.description)).collect(),
+    );
+    section(
+        "Filters",
+        reg.filters
+            .iter()
+            .map(|p| (p.name, p.description))
+            .collect(),
+    );
+    section(
+        "Outputs",
+        reg.outputs
+            .iter()
+            .map(|p| (p.name, p.description))
+            .collect(),
+    );
+    s.push_str("Not yet available: ");
+    s.push_str(
+        &PLANNED
+            .iter()
+            .map(|(k, n)| format!("{n} ({k})"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    s.push('\n');
+    s
+}
+
+/// The plugin reference (`docs/plugins.md`), generated from the option declarations so it
+/// cannot drift from the code; a test fails when the file is stale.
+pub fn plugins_markdown(reg: &Registry) -> String {
+    use logferry_core::config::OptSpec;
+    use logferry_engine::common::{FilterCommon, InputCommon, OutputCommon, ServiceOptions};
+    fn table(out: &mut String, opts: &[OptSpec]) {
+        out.push_str("| key | type | default | what it does |\n|---|---|---|---|\n");
+        for o in opts {
+            let mut name = format!("`{}`", o.name);
+            for a in o.aliases {
+                name.push_str(&format!(" / `{a}`"));
+            }
+            let default = o.default.map(|d| format!("`{d}`")).unwrap_or_default();
+            out.push_str(&format!(
+                "| {name} | {} | {default} | {} |\n",
+                o.kind,
+                o.doc.trim().replace('|', "\\|")
+            ));
+        }
+        out.push('\n');
+    }
+    let mut s = String::from(
+        "# Plugin reference\n\n<!-- Generated from the code by `UPDATE_DOCS=1 cargo test -p logferry plugins_md`. Do not edit. -->\n\n",
+    );
+    s.push_str("Option names are Fluent Bit's and are matched case-insensitively. Sizes take `k`, `M`, `G` \
+(1024-based); times take `s`, `m`, `h`, `d`; booleans take `On`/`Off`, `true`/`false`, `yes`/`no`.\n\n");
+    s.push_str("## `[SERVICE]`\n\n");
+    table(&mut s, ServiceOptions::OPTIONS);
+    s.push_str("## Keys every input takes\n\n");
+    table(&mut s, InputCommon::OPTIONS);
+    s.push_str("## Keys every filter takes\n\n");
+    table(&mut s, FilterCommon::OPTIONS);
+    s.push_str("## Keys every output takes\n\n");
+    table(&mut s, OutputCommon::OPTIONS);
+    for (kind, list) in [
+        (
+            "Input",
+            reg.inputs
+                .iter()
+                .map(|p| (p.name, p.aliases, p.description, p.options))
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "Filter",
+            reg.filters
+                .iter()
+                .map(|p| (p.name, p.aliases, p.description, p.options))
+                .collect(),
+        ),
+        (
+            "Output",
+            reg.outputs
+                .iter()
+                .map(|p| (p.name, p.aliases, p.description, p.options))
+                .collect(),
+        ),
+    ] {
+        for (name, aliases, desc, opts) in list {
+            s.push_str(&format!("## {kind} `{name}`\n\n{desc}."));
+            if !aliases.is_empty() {
+                s.push_str(&format!(
+                    " Also accepted as: {}.",
+                    aliases
+                        .iter()
+                        .map(|a| format!("`{a}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            s.push_str("\n\n");
+            if opts.is_empty() {
+                s.push_str("No options of its own.\n\n");
+            } else {
+                table(&mut s, opts);
+            }
+        }
+    }
+    s.push_str(&format!(
+        "## Not yet available\n\n{}\n",
+        PLANNED
+            .iter()
+            .map(|(k, n)| format!("`{n}` ({k})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugins_md_is_up_to_date() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/plugins.md");
+        let want = plugins_markdown(&registry());
+        if std::env::var_os("UPDATE_DOCS").is_some() {
+            std::fs::write(&path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == want,
+            "docs/plugins.md is stale: run `UPDATE_DOCS=1 cargo test -p logferry plugins_md`"
+        );
+    }
+
+    #[test]
+    fn names_are_unique_and_not_also_planned() {
+        let reg = registry();
+        let mut seen = std::collections::HashSet::new();
+        for (kind, name) in reg
+            .inputs
+            .iter()
+            .map(|p| ("input", p.name))
+            .chain(reg.filters.iter().map(|p| ("filter", p.name)))
+            .chain(reg.outputs.iter().map(|p| ("output", p.name)))
+        {
+            assert!(seen.insert((kind, name)), "duplicate {kind} {name}");
+            assert!(
+                !reg.is_planned(kind, name),
+                "{kind} {name} is built and also listed as planned"
+            );
+        }
+    }
+
+    #[test]
+    fn every_option_of_every_plugin_has_a_doc_line() {
+        let reg = registry();
+        let specs = reg
+            .inputs
+            .iter()
+            .map(|p| (p.name, p.options))
+            .chain(reg.filters.iter().map(|p| (p.name, p.options)))
+            .chain(reg.outputs.iter().map(|p| (p.name, p.options)));
+        for (plugin, opts) in specs {
+            for o in opts {
+                assert!(
+                    !o.doc.trim().is_empty(),
+                    "{plugin}.{} has no doc line",
+                    o.name
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The `logferry` binary as a user runs it: `--dry-run` on good and bad configs (every error
+//! names file:line:key), the seed's ConfigMap, `--help`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn logferry() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_logferry"))
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("logferry runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn shared() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
+}
+
+/// (config, the error it must give: `{f}` stands for the file, then `:line: key: reason` prefix)
+const BAD: &[(&str, &str)] = &[
+    ("[INPUT]\n    Name dumy\n", "{f}:2: Name: unknown input plugin 'dumy' (did you mean 'dummy'?)"),
+    ("[INPUT]\n    Name  tail\n    Pathh /x\n", "{f}:3: Pathh: unknown key for tail input (did you mean 'Path'?)"),
+    ("[INPUT]\n    Name tail\n    Path /x\n    Mem_Buf_Limt 5MB\n", "{f}:4: Mem_Buf_Limt: unknown key for tail input (did you mean 'Mem_Buf_Limit'?)"),
+    ("[INPUT]\n    Name tail\n    Path /x\n    Mem_Buf_Limit lots\n", "{f}:4: Mem_Buf_Limit: expected a size"),
+    ("[INPUT]\n    Name tail\n    Path /x\n    Read_from_Head maybe\n", "{f}:4: Read_from_Head: expected On/Off"),
+    ("[INPUT]\n    Name tail\n    Path /x\n    Refresh_Interval soon\n", "{f}:4: Refresh_Interval: expected a time"),
+    ("[SERVICE]\n    Flush often\n[INPUT]\n    Name dummy\n", "{f}:2: Flush: expected a number, got 'often'"),
+    ("[SERVICE]\n    Flsh 1\n[INPUT]\n    Name dummy\n", "{f}:2: Flsh: unknown key for service (did you mean 'Flush'?)"),
+    ("[SERVICE]\n    HTTP_Port http\n[INPUT]\n    Name dummy\n", "{f}:2: HTTP_Port: expected an integer"),
+    ("[INPUT]\n    Tag x\n", "{f}:1: [INPUT] section without a Name"),
+    ("[INPUT]\n    Name dummy\n[OUTPUT]\n    Name stdot\n    Match *\n", "{f}:4: Name: unknown output plugin 'stdot' (did you mean 'stdout'?)"),
+    ("[INPUT]\n    Name dummy\n[FILTER]\n    Name kubernetes\n    Match *\n", "{f}:4: Name: filter plugin 'kubernetes' is not yet available in logferry"),
+    ("[INPUT]\n    Name tail\n    Tag x\n", "{f}:1: Path: missing required key for tail input"),
+    ("[INPUT]\n    Name tail\n    Path /x\n    DB.sync sometimes\n", "{f}:4: db.sync: unsupported value 'sometimes'"),
+    ("[INPUT]\n    Name tail\n    Path /x\n    multiline.parser java\n", "{f}:4: multiline.parser: multiline parser 'java' is not yet available"),
+    ("[INPUT]\n    Name dummy\n[OUTPUT]\n    Name stdout\n    Match_Regex (\n", "{f}:5: Match_Regex: invalid regular expression"),
+    ("[INPUT]\n    Name dummy\n[OUTPUT]\n    Name stdout\n    Match *\n    Retry_Limit often\n", "{f}:6: Retry_Limit: expected a number, no_limits, False or no_retries"),
+    ("[INPUT]\n    Name dummy\n[FILTER]\n    Name grep\n    Match *\n    Regex log (\n", "{f}:6: Regex:"),
+    ("[INPUT]\n    Name dummy\n[FILTER]\n    Name nest\n    Match *\n    Operation nest\n    Wildcard a*\n", "{f}:6: Nest_under: operation 'nest' needs Nest_under"),
+    ("[INPUT]\n    Name dummy\n[FILTER]\n    Name modify\n    Match *\n    Rename onlyone\n", "{f}:6: Rename:"),
+    ("[SERVICE]\n    Parsers_File missing-parsers.conf\n[INPUT]\n    Name dummy\n", "{f}:2: Parsers_File: cannot read"),
+    ("[INPTU]\n    Name dummy\n", "{f}:1: unknown section [INPTU] (did you mean [INPUT]?)"),
+    ("[INPUT]\n    Name dummy\n   Tag x\n", "{f}:3: invalid indentation level"),
+];
+
+#[test]
+fn every_bad_config_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(BAD.len() >= 20);
+    for (i, (conf, want)) in BAD.iter().enumerate() {
+        let f = dir.path().join(format!("bad{i}.conf"));
+        std::fs::write(&f, conf).unwrap();
+        let out = run(logferry().arg("--dry-run").arg("-c").arg(&f));
+        let err = text(&out.stderr);
+        let want = want.replace("{f}", &f.display().to_string());
+        assert!(!out.status.success(), "case {i} must fail: {conf}");
+        assert!(
+            err.lines()
+                .any(|l| l.trim_start_matches("[error] ").starts_with(&want)),
+            "case {i}: want a line starting with\n  {want}\ngot:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn dry_run_of_the_seed_configmap_names_only_what_is_not_built_yet() {
+    let conf = shared().join("conformance/seed-nginx/fluent-bit.conf");
+    if !conf.exists() {
+        eprintln!("skipping: {} not found", conf.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(logferry()
+        .arg("--dry-run")
+        .arg("-c")
+        .arg(&conf)
+        .env("LOG_DIR", dir.path())
+        .env("STATE_DIR", dir.path())
+        .env("PARSERS_FILE", "")
+        .env("KUBE_URL", "https://127.0.0.1:1")
+        .env("KUBE_TAG_PREFIX", "kube.")
+        .env("CLOUDWATCH_ENDPOINT", "http://127.0.0.1:1"));
+    let err = text(&out.stderr);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("[error]")).collect();
+    assert!(!out.status.success());
+    assert_eq!(errors.len(), 2, "{err}");
+    assert!(
+        errors[0].ends_with("Name: filter plugin 'kubernetes' is not yet available in logferry"),
+        "{err}"
+    );
+    assert!(
+        errors[1].ends_with("Name: output plugin 'cloudwatch' is not yet available in logferry"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dry_run_of_a_good_config_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("good.conf");
+    std::fs::write(
+        &f,
+        "[SERVICE]\n    Flush 1\n[INPUT]\n    Name tail\n    Path /var/log/containers/*.log\n    Parser docker\n    Docker_Mode On\n[OUTPUT]\n    Name stdout\n    Match *\n",
+    )
+    .unwrap();
+    let out = run(logferry().arg("--dry-run").arg("-c").arg(&f));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "configuration test is successful");
+}
+
+#[test]
+fn help_lists_plugins_and_a_plugins_options() {
+    let out = run(logferry().arg("--help"));
+    let s = text(&out.stdout);
+    assert!(out.status.success());
+    for p in [
+        "tail",
+        "dummy",
+        "stdin",
+        "grep",
+        "modify",
+        "record_modifier",
+        "nest",
+        "stdout",
+        "file",
+        "null",
+    ] {
+        assert!(s.contains(&format!("  {p} ")), "--help lacks {p}:\n{s}");
+    }
+    let out = run(logferry().args(["-i", "tail", "-h"]));
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("Rotate_Wait") && s.contains("(default: 5)"),
+        "{s}"
+    );
+    assert!(
+        s.contains("Mem_Buf_Limit"),
+        "shared keys are listed too:\n{s}"
+    );
+}
+
+fn repo_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The README's quick start, in both formats: same records, and it ends by itself.
+#[test]
+fn quickstart_runs_and_classic_and_yaml_print_the_same_records() {
+    let mut outputs = Vec::new();
+    for conf in ["examples/quickstart/fluent-bit.conf", "examples/quickstart/fluent-bit.yaml"] {
+        let out = run(logferry().current_dir(repo_root()).args(["-c", conf]));
+        assert!(out.status.success(), "{conf}: {}", text(&out.stderr));
+        outputs.push(text(&out.stdout));
+    }
+    assert_eq!(outputs[0], outputs[1], "classic and YAML differ");
+    let records: Vec<serde_json::Value> = outputs[0].lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 5, "{}", outputs[0]);
+    let seed = records
+        .iter()
+        .find(|r| r["time"] == "2019-12-19T17:41:12.70630778Z")
+        .expect("the seed's line");
+    assert_eq!(seed["stream"], "stdout");
+    assert_eq!(seed["cluster"], "quickstart");
+    assert_eq!(seed["date"], 1576777272.706308);
+    assert!(seed["log"].as_str().unwrap().ends_with("\"52.95.4.2\"\n"));
+}

@@ -1,0 +1,14 @@
+//! logferry-outputs: the general-purpose outputs (`stdout`, `null`, `file`). The AWS outputs live
+//! in their own crate. One plugin, one module, named after its Fluent Bit name; [`json`] and
+//! `msgpack` hold the record encodings they share.
+
+pub mod json;
+mod msgpack;
+pub mod out_file;
+pub mod out_null;
+pub mod out_stdout;
+
+use logferry_engine::OutputPlugin;
+
+/// Every output in this crate, in documentation order.
+pub static PLUGINS: &[&OutputPlugin] = &[&out_file::PLUGIN, &out_null::PLUGIN, &out_stdout::PLUGIN];

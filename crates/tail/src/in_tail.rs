@@ -1,0 +1,883 @@
+//! The `tail` input (Fluent Bit's `in_tail`).
+//!
+//! One task per instance. Each round it reads every file that has new bytes (in large blocks,
+//! lines split with `memchr`), turns lines into records (raw, Docker json-file or CRI framing,
+//! split lines joined per stream), and emits one chunk per file per round with a delivery
+//! callback that commits the offset through [`Tracker`]. Files are followed by their open file
+//! descriptor, so a renamed file is read to its end; a path that now names another inode is a
+//! rotation (the new file is read from its start), a file that shrank was truncated
+//! (copytruncate: read again from 0). inotify wakes the loop at once; a 250ms poll covers file
+//! systems where inotify says nothing.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use logferry_core::config::{ConfigError, Entry, Section};
+use logferry_core::tag::expand_tag_with_path;
+use logferry_core::{Record, Tag, Value};
+use logferry_engine::{BuildContext, Input, InputContext, InputExit, InputPlugin, PluginError};
+use regex::Regex;
+
+use crate::acks::{FileKey, Tracker};
+use crate::config::{split_patterns, TailOptions};
+use crate::db::Db;
+use crate::format::{Framing, Joiner};
+
+/// The registry entry.
+pub static PLUGIN: InputPlugin = InputPlugin {
+    name: "tail",
+    aliases: &[],
+    description: "Tail files",
+    options: TailOptions::OPTIONS,
+    default_workers: 1,
+    build,
+};
+
+/// Bytes read per `read` call.
+const READ_BLOCK: usize = 256 * 1024;
+/// A chunk is emitted once its lines add up to this many bytes.
+const EMIT_BYTES: usize = 512 * 1024;
+/// Most bytes read from one file before moving to the next (fairness between files).
+const ROUND_BYTES: u64 = 4 * 1024 * 1024;
+/// How often idle files are polled (covers file systems without inotify events).
+const POLL: Duration = Duration::from_millis(250);
+/// How often each file's path is checked for rotation and truncation.
+const ROTATION_CHECK: Duration = Duration::from_secs(1);
+/// How long joined pieces wait for the rest with `multiline.parser docker|cri` (Fluent Bit's
+/// built-in multiline `flush_timeout`).
+const MULTILINE_FLUSH: Duration = Duration::from_secs(4);
+
+fn build(
+    ctx: &BuildContext,
+    section: &Section,
+    entries: &[&Entry],
+) -> Result<Box<dyn Input>, ConfigError> {
+    let o = TailOptions::from_entries(&section.span, entries, &[])?;
+    let span_of = |key: &str| {
+        section
+            .get(key)
+            .map(|e| e.span.clone())
+            .unwrap_or_else(|| section.span.clone())
+    };
+    let patterns = split_patterns(&o.path);
+    if patterns.is_empty() {
+        return Err(ConfigError::key(
+            &span_of("path"),
+            "Path",
+            "no file pattern given",
+        ));
+    }
+    for p in &patterns {
+        glob::Pattern::new(p).map_err(|e| {
+            ConfigError::key(
+                &span_of("path"),
+                "Path",
+                format!("invalid pattern '{p}': {e}"),
+            )
+        })?;
+    }
+    let mut exclude = Vec::new();
+    for p in o
+        .exclude_path
+        .as_deref()
+        .map(split_patterns)
+        .unwrap_or_default()
+    {
+        exclude.push(glob::Pattern::new(&p).map_err(|e| {
+            ConfigError::key(
+                &span_of("exclude_path"),
+                "Exclude_Path",
+                format!("invalid pattern '{p}': {e}"),
+            )
+        })?);
+    }
+    let tag_regex = match &o.tag_regex {
+        Some(r) => Some(Regex::new(r).map_err(|e| {
+            ConfigError::key(
+                &span_of("tag_regex"),
+                "Tag_Regex",
+                format!("invalid regular expression: {e}"),
+            )
+        })?),
+        None => None,
+    };
+    let framing = framing_for(&o, &span_of)?;
+    let join = o.docker_mode
+        || matches!(framing, Framing::Cri | Framing::DockerOrCri)
+        || (framing == Framing::Docker && o.multiline_parser.is_some());
+    let join_flush = if o.docker_mode {
+        o.docker_mode_flush
+    } else {
+        MULTILINE_FLUSH
+    };
+    for (key, v) in [
+        ("db.sync", &o.db_sync),
+        ("db.journal_mode", &o.db_journal_mode),
+    ] {
+        let ok = match key {
+            "db.sync" => {
+                ["extra", "full", "normal", "off"].contains(&v.to_ascii_lowercase().as_str())
+            }
+            _ => ["delete", "truncate", "persist", "memory", "wal", "off"]
+                .contains(&v.to_ascii_lowercase().as_str()),
+        };
+        if !ok {
+            return Err(ConfigError::key(
+                &span_of(key),
+                key,
+                format!("unsupported value '{v}'"),
+            ));
+        }
+    }
+    if o.multiline {
+        return Err(ConfigError::key(
+            &span_of("multiline"),
+            "Multiline",
+            "the old multiline mode is not yet available in logferry; use multiline.parser",
+        ));
+    }
+    // A relative DB path is relative to the working directory, as in Fluent Bit.
+    let _ = ctx;
+    let db = o.db.as_deref().filter(|d| !d.is_empty()).map(PathBuf::from);
+    Ok(Box::new(Tail {
+        patterns,
+        exclude,
+        tag_regex,
+        framing,
+        join,
+        join_flush,
+        db,
+        o,
+    }))
+}
+
+/// Picks the line framing from `Parser` / `multiline.parser`.
+fn framing_for(
+    o: &TailOptions,
+    span_of: &dyn Fn(&str) -> logferry_core::config::Span,
+) -> Result<Framing, ConfigError> {
+    if let Some(ml) = &o.multiline_parser {
+        let names = split_patterns(ml);
+        let mut docker = false;
+        let mut cri = false;
+        for n in &names {
+            match n.to_ascii_lowercase().as_str() {
+                "docker" => docker = true,
+                "cri" => cri = true,
+                other => {
+                    return Err(ConfigError::key(
+                        &span_of("multiline.parser"),
+                        "multiline.parser",
+                        format!("multiline parser '{other}' is not yet available in logferry (available: docker, cri)"),
+                    ))
+                }
+            }
+        }
+        return Ok(match (docker, cri) {
+            (true, true) => Framing::DockerOrCri,
+            (true, false) => Framing::Docker,
+            (false, true) => Framing::Cri,
+            (false, false) => Framing::Raw,
+        });
+    }
+    match o.parser.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("") => Ok(Framing::Raw),
+        Some("docker") => Ok(Framing::Docker),
+        Some("cri") => Ok(Framing::Cri),
+        Some(other) => Err(ConfigError::key(
+            &span_of("parser"),
+            "Parser",
+            format!("parser '{other}' is not yet available to tail in logferry (available: docker, cri)"),
+        )),
+    }
+}
+
+struct Tail {
+    o: TailOptions,
+    patterns: Vec<String>,
+    exclude: Vec<glob::Pattern>,
+    tag_regex: Option<Regex>,
+    framing: Framing,
+    join: bool,
+    join_flush: Duration,
+    db: Option<PathBuf>,
+}
+
+/// One followed file.
+struct Followed {
+    key: FileKey,
+    db_id: Option<i64>,
+    path: PathBuf,
+    path_str: Arc<str>,
+    tag: Tag,
+    file: File,
+    dev_ino: (u64, u64),
+    /// Next byte to read.
+    read_offset: u64,
+    /// Bytes of the line being read, which starts at `line_start`.
+    partial: Vec<u8>,
+    line_start: u64,
+    /// Discarding the rest of a line longer than Buffer_Max_Size.
+    skipping: bool,
+    joiner: Joiner,
+    rotated_at: Option<Instant>,
+    last_check: Instant,
+    eof: bool,
+    /// The last bytes read (see [`MARK`]).
+    mark: Vec<u8>,
+}
+
+/// Bytes remembered from just before the read offset, to notice a file that was truncated and
+/// written again past our offset between two looks (copytruncate under a fast writer).
+const MARK: usize = 32;
+
+impl Followed {
+    /// Keeps the last bytes read.
+    fn remember_tail(&mut self, data: &[u8]) {
+        if data.len() >= MARK {
+            self.mark.clear();
+            self.mark.extend_from_slice(&data[data.len() - MARK..]);
+        } else {
+            self.mark.extend_from_slice(data);
+            let extra = self.mark.len().saturating_sub(MARK);
+            self.mark.drain(..extra);
+        }
+    }
+
+    /// Whether the bytes before our offset are no longer the ones we read.
+    fn rewritten(&self) -> bool {
+        let n = self.mark.len();
+        if n == 0 || (self.read_offset as usize) < n {
+            return false;
+        }
+        let mut now = [0u8; MARK];
+        match self
+            .file
+            .read_at(&mut now[..n], self.read_offset - n as u64)
+        {
+            Ok(got) => got < n || now[..n] != self.mark[..],
+            Err(_) => false,
+        }
+    }
+
+    /// Starts over after a truncation: what was read before is gone from the file.
+    fn truncated(&mut self, tracker: &Tracker) {
+        self.mark.clear();
+        self.read_offset = 0;
+        self.line_start = 0;
+        self.partial.clear();
+        self.skipping = false;
+        self.joiner = Joiner::default();
+        tracker.reset(self.key);
+    }
+}
+
+struct State {
+    files: HashMap<(u64, u64), Followed>,
+    next_key: FileKey,
+    tracker: Tracker,
+    buf: Vec<u8>,
+}
+
+#[async_trait]
+impl Input for Tail {
+    async fn run(self: Box<Self>, ctx: InputContext) -> Result<InputExit, PluginError> {
+        let db = match &self.db {
+            Some(p) => Some(
+                Db::open(
+                    p,
+                    &self.o.db_sync,
+                    &self.o.db_journal_mode,
+                    self.o.db_locking,
+                )
+                .map_err(|e| PluginError::Other(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let mut st = State {
+            files: HashMap::new(),
+            next_key: 0,
+            tracker: Tracker::new(db),
+            buf: vec![0u8; READ_BLOCK],
+        };
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let rescan = Arc::new(AtomicBool::new(false));
+        let _watcher = if self.o.inotify_watcher {
+            self.watch(&wake, &rescan)
+        } else {
+            None
+        };
+
+        self.drain_rotated_leftovers(&ctx, &mut st);
+        self.scan(&ctx, &mut st, true);
+        let mut last_scan = Instant::now();
+        loop {
+            if ctx.shutdown.is_cancelled() {
+                break;
+            }
+            let progressed = self.read_all(&ctx, &mut st).await?;
+            self.check_files(&ctx, &mut st).await?;
+            if rescan.swap(false, Ordering::AcqRel)
+                || last_scan.elapsed() >= self.o.refresh_interval
+            {
+                self.scan(&ctx, &mut st, false);
+                last_scan = Instant::now();
+            }
+            if self.o.exit_on_eof && !progressed && st.files.values().all(|f| f.eof) {
+                for f in st.files.values_mut() {
+                    let mut out = Vec::new();
+                    f.joiner.flush(None, &mut out);
+                    self.emit(&ctx, &st.tracker, f, out, 0).await?;
+                }
+                tracing::info!(input = %ctx.name, files = st.files.len(), "every file read to its end (Exit_On_Eof)");
+                return Ok(InputExit::ExitEngine);
+            }
+            if !progressed {
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => break,
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+            } else {
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(InputExit::Finished)
+    }
+}
+
+impl Tail {
+    /// Watches the directories the patterns live in; events wake the loop, creations and
+    /// renames also ask for a re-scan.
+    fn watch(
+        &self,
+        wake: &Arc<tokio::sync::Notify>,
+        rescan: &Arc<AtomicBool>,
+    ) -> Option<notify::RecommendedWatcher> {
+        use notify::{EventKind, RecursiveMode, Watcher};
+        let wake = Arc::clone(wake);
+        let rescan = Arc::clone(rescan);
+        let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            if let Ok(ev) = ev {
+                if matches!(
+                    ev.kind,
+                    EventKind::Create(_)
+                        | EventKind::Modify(notify::event::ModifyKind::Name(_))
+                        | EventKind::Remove(_)
+                ) {
+                    rescan.store(true, Ordering::Release);
+                }
+                wake.notify_one();
+            }
+        })
+        .map_err(|e| tracing::warn!(error = %e, "inotify unavailable; polling only"))
+        .ok()?;
+        let mut dirs: Vec<PathBuf> = self.patterns.iter().map(|p| static_dir(p)).collect();
+        dirs.sort();
+        dirs.dedup();
+        for d in dirs {
+            if let Err(e) = w.watch(&d, RecursiveMode::NonRecursive) {
+                tracing::debug!(dir = %d.display(), error = %e, "cannot watch directory; polling it");
+            }
+        }
+        Some(w)
+    }
+
+    fn tag_for(&self, ctx: &InputContext, path: &str) -> Tag {
+        let pattern: &str = &ctx.tag;
+        if let Some(re) = &self.tag_regex {
+            if let Some(caps) = re.captures(path) {
+                let mut out = pattern.to_string();
+                for name in re.capture_names().flatten() {
+                    if let Some(m) = caps.name(name) {
+                        out = out.replace(&format!("<{name}>"), m.as_str());
+                    }
+                }
+                return Arc::from(out);
+            }
+        }
+        Arc::from(expand_tag_with_path(pattern, path))
+    }
+
+    /// Opens a file and decides where to start reading it.
+    fn follow(
+        &self,
+        ctx: &InputContext,
+        st: &mut State,
+        path: &Path,
+        first_scan: bool,
+        resume: Option<(i64, u64)>,
+        rotated: bool,
+    ) {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(input = %ctx.name, file = %path.display(), error = %e, "cannot open file");
+                return;
+            }
+        };
+        let Ok(meta) = file.metadata() else { return };
+        let dev_ino = (meta.dev(), meta.ino());
+        if st.files.contains_key(&dev_ino) {
+            return;
+        }
+        let path_str: Arc<str> = Arc::from(path.to_string_lossy().as_ref());
+        let size = meta.len();
+        let (db_id, mut offset) = match resume {
+            Some((id, off)) => (Some(id), off),
+            None => {
+                let found = st
+                    .tracker
+                    .db(|db| db.find(dev_ino.1, &path_str, self.o.db_compare_filename))
+                    .transpose();
+                match found {
+                    Ok(Some(Some(row))) => {
+                        if row.name != *path_str {
+                            let _ = st.tracker.db(|db| db.rename(row.id, &path_str));
+                        }
+                        (Some(row.id), row.offset)
+                    }
+                    Ok(_) => {
+                        let start = if (first_scan && !self.o.read_from_head)
+                            || (!first_scan && !self.o.read_newly_discovered_files_from_head)
+                        {
+                            size
+                        } else {
+                            0
+                        };
+                        let id = st
+                            .tracker
+                            .db(|db| db.insert(&path_str, dev_ino.1, start))
+                            .transpose()
+                            .unwrap_or_else(|e| {
+                                tracing::error!(error = %e, "cannot add a file to the tail DB");
+                                None
+                            });
+                        (id, start)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "tail DB lookup failed; reading the file from the start");
+                        (None, 0)
+                    }
+                }
+            }
+        };
+        if offset > size {
+            tracing::info!(input = %ctx.name, file = %path.display(), offset, size, "file is shorter than its saved offset (truncated); reading from the start");
+            offset = 0;
+        }
+        let key = st.next_key;
+        st.next_key += 1;
+        st.tracker.register(key, db_id, offset);
+        tracing::info!(input = %ctx.name, file = %path.display(), inode = dev_ino.1, offset, "following file");
+        st.files.insert(
+            dev_ino,
+            Followed {
+                key,
+                db_id,
+                tag: self.tag_for(ctx, &path_str),
+                path: path.to_path_buf(),
+                path_str,
+                file,
+                dev_ino,
+                read_offset: offset,
+                partial: Vec::new(),
+                line_start: offset,
+                skipping: false,
+                joiner: Joiner::default(),
+                rotated_at: rotated.then(Instant::now),
+                last_check: Instant::now(),
+                eof: false,
+                mark: Vec::with_capacity(MARK),
+            },
+        );
+    }
+
+    /// Finds files matching Path (minus Exclude_Path, Ignore_Older) that are not followed yet.
+    fn scan(&self, ctx: &InputContext, st: &mut State, first_scan: bool) {
+        let now = std::time::SystemTime::now();
+        for pattern in &self.patterns {
+            let Ok(paths) = glob::glob(pattern) else {
+                continue;
+            };
+            for path in paths.flatten() {
+                let s = path.to_string_lossy();
+                if self.exclude.iter().any(|e| e.matches(&s)) {
+                    continue;
+                }
+                let Ok(meta) = std::fs::metadata(&path) else {
+                    continue;
+                };
+                if !meta.is_file() || st.files.contains_key(&(meta.dev(), meta.ino())) {
+                    continue;
+                }
+                if let (Some(older), Ok(mtime)) = (self.o.ignore_older, meta.modified()) {
+                    if now.duration_since(mtime).unwrap_or_default() > older {
+                        continue;
+                    }
+                }
+                self.follow(ctx, st, &path, first_scan, None, false);
+            }
+        }
+    }
+
+    /// At start: files the DB knows as rotated away that still exist with the same inode and
+    /// are not fully read are drained (Fluent Bit forgets them, losing their tail).
+    fn drain_rotated_leftovers(&self, ctx: &InputContext, st: &mut State) {
+        let rows = match st.tracker.db(Db::all).transpose() {
+            Ok(Some(rows)) => rows,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list the tail DB");
+                return;
+            }
+        };
+        for row in rows.into_iter().filter(|r| r.rotated) {
+            let path = PathBuf::from(&row.name);
+            match std::fs::metadata(&path) {
+                Ok(m) if m.ino() == row.inode && m.len() > row.offset => {
+                    tracing::info!(input = %ctx.name, file = %row.name, offset = row.offset, "draining a rotated file left unfinished");
+                    self.follow(ctx, st, &path, true, Some((row.id, row.offset)), true);
+                }
+                Ok(m) if m.ino() == row.inode => {}
+                _ => {
+                    let _ = st.tracker.db(|db| db.delete(row.id));
+                }
+            }
+        }
+    }
+
+    /// Reads every file that has new bytes; returns whether anything was read.
+    async fn read_all(&self, ctx: &InputContext, st: &mut State) -> Result<bool, PluginError> {
+        let mut progressed = false;
+        // Rotated files first, then in discovery order: a rotated file's last lines were
+        // written before anything in the file that replaced it.
+        let mut keys: Vec<(bool, FileKey, (u64, u64))> =
+            st.files.iter().map(|(k, f)| (f.rotated_at.is_none(), f.key, *k)).collect();
+        keys.sort_unstable();
+        for (_, _, k) in keys {
+            if ctx.shutdown.is_cancelled() {
+                break;
+            }
+            let State {
+                files,
+                tracker,
+                buf,
+                ..
+            } = &mut *st;
+            let Some(f) = files.get_mut(&k) else { continue };
+            progressed |= self.read_file(ctx, tracker, buf, f).await?;
+        }
+        Ok(progressed)
+    }
+
+    async fn read_file(
+        &self,
+        ctx: &InputContext,
+        tracker: &Tracker,
+        buf: &mut [u8],
+        f: &mut Followed,
+    ) -> Result<bool, PluginError> {
+        let mut out: Vec<(Record, u64)> = Vec::new();
+        let mut out_bytes = 0usize;
+        let mut read_total = 0u64;
+        let mut progressed = false;
+        if f.eof && f.read_offset > 0 && f.rewritten() {
+            tracing::info!(input = %ctx.name, file = %f.path.display(), offset = f.read_offset, "file truncated and rewritten; reading from the start");
+            f.truncated(tracker);
+        }
+        while read_total < ROUND_BYTES {
+            let n = match f.file.read_at(buf, f.read_offset) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(input = %ctx.name, file = %f.path.display(), error = %e, "read failed");
+                    break;
+                }
+            };
+            if n == 0 {
+                // At the end: a file now shorter than our offset was truncated (copytruncate).
+                // Checking here, on every EOF, narrows the window in which a writer could
+                // refill it past our offset unnoticed.
+                if f.file.metadata().is_ok_and(|m| m.len() < f.read_offset) {
+                    tracing::info!(input = %ctx.name, file = %f.path.display(), offset = f.read_offset, "file truncated; reading from the start");
+                    f.truncated(tracker);
+                    continue;
+                }
+                f.eof = true;
+                break;
+            }
+            f.eof = false;
+            progressed = true;
+            f.remember_tail(&buf[..n]);
+            let block_start = f.read_offset;
+            f.read_offset += n as u64;
+            read_total += n as u64;
+            out_bytes += n;
+            self.split_lines(ctx, f, &buf[..n], block_start, &mut out);
+            if out_bytes >= EMIT_BYTES {
+                self.emit(ctx, tracker, f, std::mem::take(&mut out), out_bytes)
+                    .await?;
+                out_bytes = 0;
+            }
+        }
+        if self.join {
+            f.joiner.flush(Some(self.join_flush), &mut out);
+        }
+        if !out.is_empty() {
+            self.emit(ctx, tracker, f, out, out_bytes).await?;
+        }
+        Ok(progressed)
+    }
+
+    /// Splits a block into lines, carrying an incomplete last line over.
+    fn split_lines(
+        &self,
+        ctx: &InputContext,
+        f: &mut Followed,
+        data: &[u8],
+        block_start: u64,
+        out: &mut Vec<(Record, u64)>,
+    ) {
+        let max = self.o.buffer_max_size.0.max(1) as usize;
+        let mut start = 0usize;
+        for nl in memchr::memchr_iter(b'\n', data) {
+            let end_off = block_start + nl as u64 + 1;
+            if f.skipping {
+                f.skipping = false;
+                f.partial.clear();
+            } else if f.partial.is_empty() {
+                let line = &data[start..nl];
+                if line.len() > max {
+                    self.long_line(ctx, f, line, end_off, out);
+                } else {
+                    self.line(ctx, f, line, f.line_start, end_off, out);
+                }
+            } else {
+                let mut line = std::mem::take(&mut f.partial);
+                line.extend_from_slice(&data[start..nl]);
+                if line.len() > max {
+                    self.long_line(ctx, f, &line, end_off, out);
+                } else {
+                    self.line(ctx, f, &line, f.line_start, end_off, out);
+                }
+                line.clear();
+                f.partial = line;
+            }
+            f.line_start = end_off;
+            start = nl + 1;
+        }
+        if !f.skipping {
+            f.partial.extend_from_slice(&data[start..]);
+            if f.partial.len() > max {
+                let line = std::mem::take(&mut f.partial);
+                let at = f.line_start;
+                self.long_line(ctx, f, &line, at, out);
+                f.skipping = true;
+            }
+        }
+    }
+
+    /// A line longer than Buffer_Max_Size: skipped (Skip_Long_Lines On) or cut to its first
+    /// Buffer_Max_Size bytes. Either way the file goes on (Fluent Bit stops reading the file
+    /// when Skip_Long_Lines is Off; logferry never gives up a file for one line).
+    fn long_line(
+        &self,
+        ctx: &InputContext,
+        f: &mut Followed,
+        line: &[u8],
+        end_off: u64,
+        out: &mut Vec<(Record, u64)>,
+    ) {
+        let max = self.o.buffer_max_size.0.max(1) as usize;
+        if self.o.skip_long_lines {
+            tracing::warn!(input = %ctx.name, file = %f.path.display(), offset = f.line_start,
+                bytes = line.len(), buffer_max_size = max, "skipping a line longer than Buffer_Max_Size");
+        } else {
+            tracing::warn!(input = %ctx.name, file = %f.path.display(), offset = f.line_start,
+                bytes = line.len(), buffer_max_size = max, "line longer than Buffer_Max_Size: keeping its first Buffer_Max_Size bytes");
+            let mut cut = max.min(line.len());
+            while cut > 0 && !is_char_boundary(line, cut) {
+                cut -= 1;
+            }
+            let mut r = crate::format::raw_record(&self.o.key, &line[..cut]);
+            self.decorate(f, &mut r, f.line_start);
+            out.push((r, end_off));
+        }
+    }
+
+    /// One complete line (without its `\n`) spanning `[start, end)`.
+    fn line(
+        &self,
+        _ctx: &InputContext,
+        f: &mut Followed,
+        mut line: &[u8],
+        start: u64,
+        end: u64,
+        out: &mut Vec<(Record, u64)>,
+    ) {
+        if let Some(stripped) = line.strip_suffix(b"\r") {
+            line = stripped;
+        }
+        if line.is_empty() && self.o.skip_empty_lines {
+            return;
+        }
+        let mut d = self.framing.decode(&self.o.key, line);
+        self.decorate(f, &mut d.record, start);
+        if self.join {
+            f.joiner.push(d, start, end, out);
+        } else {
+            out.push((d.record, end));
+        }
+    }
+
+    fn decorate(&self, f: &Followed, r: &mut Record, start: u64) {
+        if let Some(k) = &self.o.path_key {
+            r.body
+                .insert(k.as_str(), Value::Str(f.path_str.as_ref().into()));
+        }
+        if let Some(k) = &self.o.offset_key {
+            r.body.insert(k.as_str(), Value::Int(start as i64));
+        }
+    }
+
+    /// Emits records read from `f`; their delivery commits the offset up to the last complete
+    /// record, never past a message still being joined.
+    async fn emit(
+        &self,
+        ctx: &InputContext,
+        tracker: &Tracker,
+        f: &Followed,
+        out: Vec<(Record, u64)>,
+        bytes: usize,
+    ) -> Result<(), PluginError> {
+        let Some(&(_, last_end)) = out.last() else {
+            return Ok(());
+        };
+        let mut commit = last_end;
+        if let Some(s) = f.joiner.earliest_start() {
+            commit = commit.min(s);
+        }
+        let records: Vec<Record> = out.into_iter().map(|(r, _)| r).collect();
+        let seq = tracker.reserve(f.key, commit);
+        let t = tracker.clone();
+        let key = f.key;
+        ctx.emitter
+            .emit(
+                Arc::clone(&f.tag),
+                records,
+                bytes,
+                Some(Box::new(move |s| t.settle(key, seq, s))),
+            )
+            .await
+    }
+
+    /// Rotation, truncation and removal checks, and closing files rotated away.
+    async fn check_files(&self, ctx: &InputContext, st: &mut State) -> Result<(), PluginError> {
+        let mut close = Vec::new();
+        let mut rotated_any = false;
+        for (k, f) in st.files.iter_mut() {
+            if f.last_check.elapsed() < ROTATION_CHECK && f.rotated_at.is_none() {
+                continue;
+            }
+            f.last_check = Instant::now();
+            // copytruncate: the same file got shorter than what we read.
+            if let Ok(m) = f.file.metadata() {
+                if m.len() < f.read_offset {
+                    tracing::info!(input = %ctx.name, file = %f.path.display(), size = m.len(), offset = f.read_offset, "file truncated; reading from the start");
+                    f.truncated(&st.tracker);
+                }
+            }
+            if f.rotated_at.is_none() {
+                let same = std::fs::metadata(&f.path)
+                    .map(|m| (m.dev(), m.ino()) == f.dev_ino)
+                    .unwrap_or(false);
+                if !same {
+                    f.rotated_at = Some(Instant::now());
+                    rotated_any = true;
+                    let new_name = current_name(&f.file);
+                    tracing::info!(input = %ctx.name, file = %f.path.display(), now = ?new_name, "file rotated or removed; reading it to its end");
+                    if let (Some(n), Some(id)) = (&new_name, f.db_id) {
+                        if let Some(Err(e)) = st.tracker.db(|db| db.rotate(id, n)) {
+                            tracing::error!(error = %e, "cannot record a rotation in the tail DB");
+                        }
+                    }
+                }
+            }
+            if let Some(at) = f.rotated_at {
+                if f.eof && at.elapsed() >= self.o.rotate_wait {
+                    close.push(*k);
+                }
+            }
+        }
+        for k in close {
+            if let Some(mut f) = st.files.remove(&k) {
+                let mut out = Vec::new();
+                f.joiner.flush(None, &mut out);
+                self.emit(ctx, &st.tracker, &f, out, 0).await?;
+                tracing::info!(input = %ctx.name, file = %f.path.display(), "closing rotated file");
+                st.tracker.forget_when_drained(f.key);
+            }
+        }
+        if rotated_any {
+            self.scan(ctx, st, false);
+        }
+        Ok(())
+    }
+}
+
+/// Where an open file lives now (after a rename), or `None` if it was deleted.
+fn current_name(file: &File) -> Option<String> {
+    use std::os::fd::AsRawFd;
+    let p = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()?;
+    let s = p.to_string_lossy().into_owned();
+    (!s.ends_with(" (deleted)")).then_some(s)
+}
+
+/// The directory part of a glob before its first wildcard.
+fn static_dir(pattern: &str) -> PathBuf {
+    let cut = pattern.find(['*', '?', '[']).unwrap_or(pattern.len());
+    let prefix = &pattern[..cut];
+    match prefix.rfind('/') {
+        Some(0) => PathBuf::from("/"),
+        Some(i) => PathBuf::from(&prefix[..i]),
+        None => PathBuf::from("."),
+    }
+}
+
+fn is_char_boundary(b: &[u8], i: usize) -> bool {
+    i >= b.len() || (b[i] as i8) >= -0x40
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_dir_of_patterns() {
+        assert_eq!(
+            static_dir("/var/log/containers/*.log"),
+            PathBuf::from("/var/log/containers")
+        );
+        assert_eq!(
+            static_dir("/var/log/pods/*/*/*.log"),
+            PathBuf::from("/var/log/pods")
+        );
+        assert_eq!(static_dir("/x.log"), PathBuf::from("/"));
+        assert_eq!(static_dir("rel/*.log"), PathBuf::from("rel"));
+    }
+
+    #[test]
+    fn char_boundaries() {
+        let s = "aé".as_bytes();
+        assert!(is_char_boundary(s, 1));
+        assert!(!is_char_boundary(s, 2));
+        assert!(is_char_boundary(s, 3));
+    }
+}

@@ -1,0 +1,11 @@
+//! logferry-tail: the `tail` input. See `README.md`; `in_tail` is the plugin, `format` the
+//! Docker/CRI framing, `db` the Fluent Bit compatible offsets DB, `acks` the ordered commit of
+//! offsets after delivery.
+
+pub mod acks;
+pub mod config;
+pub mod db;
+pub mod format;
+pub mod in_tail;
+
+pub use in_tail::PLUGIN;
