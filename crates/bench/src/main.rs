@@ -59,7 +59,12 @@ fn measure(cmd: &[String]) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let start = Instant::now();
-    let out = match Command::new(prog).args(args).stdout(Stdio::null()).stderr(Stdio::piped()).output() {
+    let out = match Command::new(prog)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+    {
         Ok(o) => o,
         Err(e) => {
             eprintln!("measure: cannot run {prog}: {e}");
@@ -95,7 +100,10 @@ fn measured(cmd: &[String]) -> Result<(Run, String), String> {
     let first = lines.next().unwrap_or("");
     let f: Vec<f64> = first.split(' ').filter_map(|x| x.parse().ok()).collect();
     if f.len() != 3 || !out.status.success() {
-        return Err(format!("run failed: {first}\n{}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "run failed: {first}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     let rest: String = lines.collect::<Vec<_>>().join("\n");
     Ok((
@@ -108,7 +116,12 @@ fn measured(cmd: &[String]) -> Result<(Run, String), String> {
     ))
 }
 
-const AGENTS: [&str; 4] = ["hey/0.0.1", "curl/8.5.0", "Mozilla/5.0 (X11; Linux x86_64)", "kube-probe/1.29"];
+const AGENTS: [&str; 4] = [
+    "hey/0.0.1",
+    "curl/8.5.0",
+    "Mozilla/5.0 (X11; Linux x86_64)",
+    "kube-probe/1.29",
+];
 const PATHS: [&str; 4] = ["/", "/index.html", "/api/v1/users?id=42", "/static/app.js"];
 
 /// An nginx `main`-format access line, deterministic in `i`.
@@ -128,7 +141,12 @@ fn nginx_line(i: usize) -> String {
 }
 
 fn docker_time(i: usize) -> String {
-    format!("2026-11-24T10:{:02}:{:02}.{:09}Z", (i / 60) % 60, i % 60, (i * 7919) % 1_000_000_000)
+    format!(
+        "2026-11-24T10:{:02}:{:02}.{:09}Z",
+        (i / 60) % 60,
+        i % 60,
+        (i * 7919) % 1_000_000_000
+    )
 }
 
 /// (a) Docker json-file lines of nginx access lines.
@@ -136,7 +154,11 @@ fn write_docker_nginx(path: &Path, n: usize) -> std::io::Result<u64> {
     let mut w = BufWriter::new(std::fs::File::create(path)?);
     for i in 0..n {
         let log = nginx_line(i).replace('"', "\\\"");
-        writeln!(w, "{{\"log\":\"{log}\\n\",\"stream\":\"stdout\",\"time\":\"{}\"}}", docker_time(i))?;
+        writeln!(
+            w,
+            "{{\"log\":\"{log}\\n\",\"stream\":\"stdout\",\"time\":\"{}\"}}",
+            docker_time(i)
+        )?;
     }
     w.flush()?;
     Ok(std::fs::metadata(path)?.len())
@@ -188,7 +210,11 @@ fn output_records(stderr: &str) -> Option<usize> {
         .filter(|l| l.contains("output totals"))
         .filter_map(|l| {
             let i = l.find("records=")? + "records=".len();
-            l[i..].split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok()
+            l[i..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<usize>()
+                .ok()
         })
         .next()
 }
@@ -205,7 +231,10 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| PathBuf::from("logferry"))
     });
     if !logferry.exists() {
-        eprintln!("{} not found: build it first with `cargo build --release -p logferry`", logferry.display());
+        eprintln!(
+            "{} not found: build it first with `cargo build --release -p logferry`",
+            logferry.display()
+        );
         return ExitCode::FAILURE;
     }
     let tmp;
@@ -222,7 +251,11 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let hex = "b90a89309ac90fff2972822c66f11736933000c5aa6376dff0c11a441fa427ee";
-    let wanted: Vec<String> = args.pipelines.split(',').map(|s| s.trim().to_ascii_lowercase()).collect();
+    let wanted: Vec<String> = args
+        .pipelines
+        .split(',')
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
     let mut pipelines = Vec::new();
     let gen = || -> std::io::Result<Vec<Pipeline>> {
         let mut v = Vec::new();
@@ -274,15 +307,26 @@ fn main() -> ExitCode {
         // Warm the page cache and take the floor.
         let cat = vec!["cat".to_string(), p.file.display().to_string()];
         let _ = measured(&cat);
-        let floor = median((0..args.runs).filter_map(|_| measured(&cat).ok().map(|(r, _)| r.wall)).collect());
+        let floor = median(
+            (0..args.runs)
+                .filter_map(|_| measured(&cat).ok().map(|(r, _)| r.wall))
+                .collect(),
+        );
         let mut runs = Vec::new();
         for _ in 0..args.runs {
-            let cmd = vec![logferry.display().to_string(), "-c".into(), conf.display().to_string()];
+            let cmd = vec![
+                logferry.display().to_string(),
+                "-c".into(),
+                conf.display().to_string(),
+            ];
             match measured(&cmd) {
                 Ok((r, stderr)) => {
                     let got = output_records(&stderr);
                     if got != Some(p.lines) {
-                        eprintln!("{}: delivered {got:?} records, expected {}: wrong run\n{stderr}", p.name, p.lines);
+                        eprintln!(
+                            "{}: delivered {got:?} records, expected {}: wrong run\n{stderr}",
+                            p.name, p.lines
+                        );
                         return ExitCode::FAILURE;
                     }
                     runs.push(r);

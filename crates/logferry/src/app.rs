@@ -80,7 +80,10 @@ fn init_logging(service: &ServiceOptions, verbosity: i8) -> Result<(), String> {
         }
         None => {
             use std::io::IsTerminal;
-            builder.with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init()
+            builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+                .init()
         }
     }
     Ok(())

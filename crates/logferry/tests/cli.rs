@@ -152,13 +152,19 @@ fn repo_root() -> std::path::PathBuf {
 #[test]
 fn quickstart_runs_and_classic_and_yaml_print_the_same_records() {
     let mut outputs = Vec::new();
-    for conf in ["examples/quickstart/fluent-bit.conf", "examples/quickstart/fluent-bit.yaml"] {
+    for conf in [
+        "examples/quickstart/fluent-bit.conf",
+        "examples/quickstart/fluent-bit.yaml",
+    ] {
         let out = run(logferry().current_dir(repo_root()).args(["-c", conf]));
         assert!(out.status.success(), "{conf}: {}", text(&out.stderr));
         outputs.push(text(&out.stdout));
     }
     assert_eq!(outputs[0], outputs[1], "classic and YAML differ");
-    let records: Vec<serde_json::Value> = outputs[0].lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let records: Vec<serde_json::Value> = outputs[0]
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(records.len(), 5, "{}", outputs[0]);
     let seed = records
         .iter()

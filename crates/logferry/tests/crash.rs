@@ -49,7 +49,11 @@ fn kill_9_mid_stream_then_restart_loses_no_line() {
     const N: usize = 100_000;
     let log = logs.join("app.log");
     let writer = std::thread::spawn(move || {
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         for i in 0..N {
             writeln!(f, "line-{i}").unwrap();
             if i % 5_000 == 0 {
@@ -62,7 +66,10 @@ fn kill_9_mid_stream_then_restart_loses_no_line() {
     // Let it deliver part of the stream, then kill it without warning.
     let deadline = Instant::now() + Duration::from_secs(30);
     while delivered(&out).len() < 10_000 {
-        assert!(Instant::now() < deadline, "nothing delivered before the kill");
+        assert!(
+            Instant::now() < deadline,
+            "nothing delivered before the kill"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     agent.kill().unwrap(); // SIGKILL
@@ -84,13 +91,20 @@ fn kill_9_mid_stream_then_restart_loses_no_line() {
 
     let all = delivered(&out);
     let unique: HashSet<&str> = all.iter().map(String::as_str).collect();
-    let missing: Vec<usize> = (0..N).filter(|i| !unique.contains(format!("line-{i}").as_str())).collect();
+    let missing: Vec<usize> = (0..N)
+        .filter(|i| !unique.contains(format!("line-{i}").as_str()))
+        .collect();
     println!(
         "delivered before kill: {before}; total records: {}; unique: {}; duplicates: {}",
         all.len(),
         unique.len(),
         all.len() - unique.len()
     );
-    assert!(missing.is_empty(), "{} lines lost, first {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    assert!(
+        missing.is_empty(),
+        "{} lines lost, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
     assert_eq!(unique.len(), N);
 }

@@ -558,8 +558,11 @@ impl Tail {
         let mut progressed = false;
         // Rotated files first, then in discovery order: a rotated file's last lines were
         // written before anything in the file that replaced it.
-        let mut keys: Vec<(bool, FileKey, (u64, u64))> =
-            st.files.iter().map(|(k, f)| (f.rotated_at.is_none(), f.key, *k)).collect();
+        let mut keys: Vec<(bool, FileKey, (u64, u64))> = st
+            .files
+            .iter()
+            .map(|(k, f)| (f.rotated_at.is_none(), f.key, *k))
+            .collect();
         keys.sort_unstable();
         for (_, _, k) in keys {
             if ctx.shutdown.is_cancelled() {

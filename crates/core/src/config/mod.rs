@@ -227,13 +227,15 @@ impl Config {
         for s in parsers.sections {
             match s.kind {
                 SectionKind::Parser | SectionKind::MultilineParser => self.sections.push(s),
-                other => return Err(ConfigError::at(
-                    &s.span,
-                    format!(
+                other => {
+                    return Err(ConfigError::at(
+                        &s.span,
+                        format!(
                         "a parsers file may only hold [PARSER] and [MULTILINE_PARSER], not [{}]",
                         other.header()
                     ),
-                )),
+                    ))
+                }
             }
         }
         Ok(())
