@@ -134,7 +134,7 @@ fn nginx_line(i: usize) -> String {
         (i / 60) % 60,
         i % 60,
         PATHS[i % 4],
-        if i % 17 == 0 { 404 } else { 200 },
+        if i.is_multiple_of(17) { 404 } else { 200 },
         4672 + i % 1000,
         AGENTS[i % 4]
     )
