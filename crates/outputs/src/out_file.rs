@@ -53,7 +53,7 @@ use crate::out_stdout::key_error;
 options! {
     /// Options of the `file` output.
     pub struct FileOptions for "file output" {
-        /// Directory to write in (relative: to the configuration file's directory).
+        /// Directory to write in (relative: to the working directory, as in Fluent Bit).
         pub path: Option<String> = ["Path"] None,
         /// File name (default: the tag, made safe for a path).
         pub file: Option<String> = ["File"] None,

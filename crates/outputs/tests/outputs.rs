@@ -247,9 +247,13 @@ fn load(dir: &Path, text: &str) -> Config {
 #[tokio::test]
 async fn pipeline_into_two_file_outputs() {
     let dir = tempfile::tempdir().unwrap();
+    // Relative paths are relative to the working directory (as in Fluent Bit), so the test
+    // gives absolute ones.
+    let d = dir.path().display();
     let config = load(
         dir.path(),
-        r#"[SERVICE]
+        &format!(
+            r#"[SERVICE]
     Flush  0.05
 
 [INPUT]
@@ -259,13 +263,14 @@ async fn pipeline_into_two_file_outputs() {
 [OUTPUT]
     Name      file
     Match     app.*
+    Path      {d}
     File      lines.json
     Format    plain
 
 [OUTPUT]
     Name      file
     Match     *
-    Path      ltsv
+    Path      {d}/ltsv
     Mkdir     on
     Format    ltsv
     Delimiter space
@@ -273,7 +278,8 @@ async fn pipeline_into_two_file_outputs() {
 [OUTPUT]
     Name   null
     Match  *
-"#,
+"#
+        ),
     );
     let pipeline = Pipeline::build(config, &registry()).unwrap();
     let stop = tokio::time::timeout(
