@@ -183,6 +183,22 @@ impl Pipeline {
             }
         };
 
+        // Parsers are built once for every plugin that names one.
+        let parsers = Arc::new(match logferry_parsers::Parsers::from_config(&config) {
+            Ok(p) => p,
+            Err(errs) => {
+                errors.extend(errs);
+                logferry_parsers::Parsers::builtin()
+            }
+        });
+        let env = Env {
+            config: &config,
+            registry,
+            base_dir: &base_dir,
+            metrics: &metrics,
+            parsers: &parsers,
+        };
+
         let mut counts: HashMap<&'static str, usize> = HashMap::new();
         let mut inputs = Vec::new();
         let mut filters = Vec::new();
@@ -191,18 +207,15 @@ impl Pipeline {
         for section in &config.sections {
             let r = match section.kind {
                 SectionKind::Input => {
-                    build_input(&config, registry, &base_dir, &metrics, &mut counts, section)
-                        .map(|i| inputs.push(i))
+                    build_input(&env, &mut counts, section).map(|i| inputs.push(i))
                 }
                 SectionKind::Filter => {
-                    build_filter(&config, registry, &base_dir, &metrics, &mut counts, section)
-                        .map(|f| filters.extend(f))
+                    build_filter(&env, &mut counts, section).map(|f| filters.extend(f))
                 }
                 SectionKind::Output => {
-                    build_output(&config, registry, &base_dir, &metrics, &mut counts, section)
-                        .map(|o| outputs.extend(o))
+                    build_output(&env, &mut counts, section).map(|o| outputs.extend(o))
                 }
-                // Parsers are built by the parsers crate when a plugin asks for them.
+                // Parsers were built above, once for every plugin.
                 SectionKind::Service | SectionKind::Parser | SectionKind::MultilineParser => Ok(()),
                 other => {
                     tracing::warn!(section = other.header(), at = %section.span, "section not supported by logferry; ignored");
@@ -258,39 +271,43 @@ fn section_name(section: &Section) -> Result<&str, ConfigError> {
         })
 }
 
-fn context(
-    config: &Arc<Config>,
-    base_dir: &std::path::Path,
-    instance: &str,
-    metrics: &Arc<PluginMetrics>,
-) -> BuildContext {
-    BuildContext {
-        base_dir: base_dir.to_path_buf(),
-        instance: instance.to_string(),
-        metrics: Arc::clone(metrics),
-        config: Arc::clone(config),
+/// What every plugin constructor needs from the pipeline being built.
+struct Env<'a> {
+    config: &'a Arc<Config>,
+    registry: &'a Registry,
+    base_dir: &'a std::path::Path,
+    metrics: &'a Metrics,
+    parsers: &'a Arc<logferry_parsers::Parsers>,
+}
+
+impl Env<'_> {
+    fn context(&self, instance: &str, metrics: &Arc<PluginMetrics>) -> BuildContext {
+        BuildContext {
+            base_dir: self.base_dir.to_path_buf(),
+            instance: instance.to_string(),
+            metrics: Arc::clone(metrics),
+            config: Arc::clone(self.config),
+            parsers: Arc::clone(self.parsers),
+        }
     }
 }
 
 fn build_input(
-    config: &Arc<Config>,
-    registry: &Registry,
-    base_dir: &std::path::Path,
-    metrics: &Metrics,
+    env: &Env<'_>,
     counts: &mut HashMap<&'static str, usize>,
     section: &Section,
 ) -> Result<InputInstance, ConfigError> {
     let name = section_name(section)?;
-    let plugin = lookup(registry, "input", &registry.inputs, section, name)?;
+    let plugin = lookup(env.registry, "input", &env.registry.inputs, section, name)?;
     let (shared, own) = split(section, InputCommon::OPTIONS);
     let common = InputCommon::from_entries(&section.span, &shared, &[])?;
     let instance = instance_name(counts, plugin.name, common.alias.as_deref());
     let m = PluginMetrics::new(instance.clone());
-    let ctx = context(config, base_dir, &instance, &m);
+    let ctx = env.context(&instance, &m);
     let known: Vec<&'static str> = names(InputCommon::OPTIONS).collect();
     let input =
         (plugin.build)(&ctx, section, &own).map_err(|e| with_shared_suggestions(e, &known))?;
-    if let Ok(mut l) = metrics.inputs.lock() {
+    if let Ok(mut l) = env.metrics.inputs.lock() {
         l.push(Arc::clone(&m));
     }
     Ok(InputInstance {
@@ -310,20 +327,17 @@ fn build_input(
 }
 
 fn build_filter(
-    config: &Arc<Config>,
-    registry: &Registry,
-    base_dir: &std::path::Path,
-    metrics: &Metrics,
+    env: &Env<'_>,
     counts: &mut HashMap<&'static str, usize>,
     section: &Section,
 ) -> Result<Option<FilterInstance>, ConfigError> {
     let name = section_name(section)?;
-    let plugin = lookup(registry, "filter", &registry.filters, section, name)?;
+    let plugin = lookup(env.registry, "filter", &env.registry.filters, section, name)?;
     let (shared, own) = split(section, FilterCommon::OPTIONS);
     let common = FilterCommon::from_entries(&section.span, &shared, &[])?;
     let instance = instance_name(counts, plugin.name, common.alias.as_deref());
     let m = PluginMetrics::new(instance.clone());
-    let ctx = context(config, base_dir, &instance, &m);
+    let ctx = env.context(&instance, &m);
     let known: Vec<&'static str> = names(FilterCommon::OPTIONS).collect();
     let filter =
         (plugin.build)(&ctx, section, &own).map_err(|e| with_shared_suggestions(e, &known))?;
@@ -337,7 +351,7 @@ fn build_filter(
         tracing::warn!(filter = %instance, at = %section.span, "no match rule for filter instance, unloading");
         return Ok(None);
     };
-    if let Ok(mut l) = metrics.filters.lock() {
+    if let Ok(mut l) = env.metrics.filters.lock() {
         l.push(Arc::clone(&m));
     }
     Ok(Some(FilterInstance {
@@ -349,15 +363,12 @@ fn build_filter(
 }
 
 fn build_output(
-    config: &Arc<Config>,
-    registry: &Registry,
-    base_dir: &std::path::Path,
-    metrics: &Metrics,
+    env: &Env<'_>,
     counts: &mut HashMap<&'static str, usize>,
     section: &Section,
 ) -> Result<Option<OutputInstance>, ConfigError> {
     let name = section_name(section)?;
-    let plugin = lookup(registry, "output", &registry.outputs, section, name)?;
+    let plugin = lookup(env.registry, "output", &env.registry.outputs, section, name)?;
     let (shared, own) = split(section, OutputCommon::OPTIONS);
     let common = OutputCommon::from_entries(&section.span, &shared, &[])?;
     let retry_limit = RetryLimit::parse(&common.retry_limit).map_err(|r| {
@@ -369,7 +380,7 @@ fn build_output(
     })?;
     let instance = instance_name(counts, plugin.name, common.alias.as_deref());
     let m = PluginMetrics::new(instance.clone());
-    let ctx = context(config, base_dir, &instance, &m);
+    let ctx = env.context(&instance, &m);
     let known: Vec<&'static str> = names(OutputCommon::OPTIONS).collect();
     let output =
         (plugin.build)(&ctx, section, &own).map_err(|e| with_shared_suggestions(e, &known))?;
@@ -383,7 +394,7 @@ fn build_output(
         tracing::warn!(output = %instance, at = %section.span, "no match rule for output instance, unloading");
         return Ok(None);
     };
-    if let Ok(mut l) = metrics.outputs.lock() {
+    if let Ok(mut l) = env.metrics.outputs.lock() {
         l.push(Arc::clone(&m));
     }
     Ok(Some(OutputInstance {

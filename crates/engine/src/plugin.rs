@@ -69,7 +69,17 @@ pub trait Input: Send + 'static {
 pub trait Filter: Send + 'static {
     /// Filters the records of one chunk whose tag matched this filter.
     async fn filter(&mut self, tag: &str, records: &mut Vec<Record>);
+
+    /// Records this filter held back (a multiline message waiting for its next line) that are
+    /// due now; `all` at shutdown. The router calls it every [`FILTER_TICK`] and sends what it
+    /// returns through the filters after this one, then to the outputs.
+    fn flush_due(&mut self, _all: bool) -> Vec<(Tag, Vec<Record>)> {
+        Vec::new()
+    }
 }
+
+/// How often the router asks filters for held-back records.
+pub const FILTER_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Records bound for one output under one tag, flushed together.
 #[derive(Debug)]
@@ -132,8 +142,28 @@ pub struct BuildContext {
     pub instance: String,
     /// Counters of this instance.
     pub metrics: Arc<PluginMetrics>,
-    /// The configuration being built (to find `[PARSER]` sections, for instance).
+    /// The configuration being built.
     pub config: Arc<logferry_core::config::Config>,
+    /// Every parser: the built-ins plus the config's `[PARSER]` / `[MULTILINE_PARSER]`s.
+    pub parsers: Arc<logferry_parsers::Parsers>,
+}
+
+impl BuildContext {
+    /// A context for building one plugin outside a pipeline (tests, tools): parsers are the
+    /// built-ins plus those in `config`.
+    pub fn standalone(
+        instance: &str,
+        config: logferry_core::config::Config,
+    ) -> Result<Self, Vec<ConfigError>> {
+        let parsers = logferry_parsers::Parsers::from_config(&config)?;
+        Ok(BuildContext {
+            base_dir: config.base_dir(),
+            instance: instance.to_string(),
+            metrics: PluginMetrics::new(instance),
+            config: Arc::new(config),
+            parsers: Arc::new(parsers),
+        })
+    }
 }
 
 /// Builds an input from its section (`entries` are the keys not shared by every input).

@@ -180,47 +180,84 @@ async fn router_task(
     mut filters: Vec<FilterInstance>,
     routes: Vec<(logferry_core::Matcher, mpsc::UnboundedSender<Arc<Chunk>>)>,
 ) {
-    let mut targets = Vec::with_capacity(routes.len());
-    while let Some(mut chunk) = rx.recv().await {
-        for f in filters.iter_mut() {
-            if chunk.records.is_empty() {
-                break;
-            }
-            if !f.matcher.matches(&chunk.tag) {
+    let mut tick = tokio::time::interval(crate::plugin::FILTER_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            got = rx.recv() => match got {
+                Some(chunk) => route(chunk, &mut filters, 0, &routes).await,
+                None => break,
+            },
+            _ = tick.tick() => flush_filters(&mut filters, false, &routes).await,
+        }
+    }
+    flush_filters(&mut filters, true, &routes).await;
+}
+
+/// Sends records filters held back through the filters after them, then to the outputs. They
+/// travel without delivery tracking: their own chunks were settled when they were held.
+async fn flush_filters(
+    filters: &mut [FilterInstance],
+    all: bool,
+    routes: &[(logferry_core::Matcher, mpsc::UnboundedSender<Arc<Chunk>>)],
+) {
+    for i in 0..filters.len() {
+        let due = filters[i].plugin.flush_due(all);
+        for (tag, records) in due {
+            if records.is_empty() {
                 continue;
             }
-            let before = chunk.records.len() as u64;
-            f.plugin.filter(&chunk.tag, &mut chunk.records).await;
-            let after = chunk.records.len() as u64;
-            PluginMetrics::add(&f.metrics.records, before);
-            if after < before {
-                PluginMetrics::add(&f.metrics.dropped_records, before - after);
-            } else if after > before {
-                PluginMetrics::add(&f.metrics.retried_records, after - before);
-            }
+            let chunk = Chunk::new(tag, records);
+            route(chunk, filters, i + 1, routes).await;
         }
-        targets.clear();
-        if !chunk.records.is_empty() {
-            targets.extend(
-                routes
-                    .iter()
-                    .filter(|(m, _)| m.matches(&chunk.tag))
-                    .map(|(_, tx)| tx),
-            );
+    }
+}
+
+/// Applies the filters from `first` on, then fans the chunk out to matching outputs.
+async fn route(
+    mut chunk: Chunk,
+    filters: &mut [FilterInstance],
+    first: usize,
+    routes: &[(logferry_core::Matcher, mpsc::UnboundedSender<Arc<Chunk>>)],
+) {
+    for f in filters.iter_mut().skip(first) {
+        if chunk.records.is_empty() {
+            break;
         }
-        if let Some(d) = &chunk.delivery {
-            d.expect(targets.len());
-        }
-        // The router's own share: done routing (no route, or all records filtered out, is
-        // delivered: Fluent Bit deletes data no output matches).
-        chunk.mark(DeliveryStatus::Delivered);
-        if targets.is_empty() {
+        if !f.matcher.matches(&chunk.tag) {
             continue;
         }
-        let chunk = Arc::new(chunk);
-        for tx in &targets {
-            let _ = tx.send(Arc::clone(&chunk));
+        let before = chunk.records.len() as u64;
+        f.plugin.filter(&chunk.tag, &mut chunk.records).await;
+        let after = chunk.records.len() as u64;
+        PluginMetrics::add(&f.metrics.records, before);
+        if after < before {
+            PluginMetrics::add(&f.metrics.dropped_records, before - after);
+        } else if after > before {
+            PluginMetrics::add(&f.metrics.retried_records, after - before);
         }
+    }
+    let targets: Vec<&mpsc::UnboundedSender<Arc<Chunk>>> = if chunk.records.is_empty() {
+        Vec::new()
+    } else {
+        routes
+            .iter()
+            .filter(|(m, _)| m.matches(&chunk.tag))
+            .map(|(_, tx)| tx)
+            .collect()
+    };
+    if let Some(d) = &chunk.delivery {
+        d.expect(targets.len());
+    }
+    // The router's own share: done routing (no route, or all records filtered out, is
+    // delivered: Fluent Bit deletes data no output matches).
+    chunk.mark(DeliveryStatus::Delivered);
+    if targets.is_empty() {
+        return;
+    }
+    let chunk = Arc::new(chunk);
+    for tx in targets {
+        let _ = tx.send(Arc::clone(&chunk));
     }
 }
 

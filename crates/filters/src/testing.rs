@@ -2,12 +2,11 @@
 //! `key value` pairs (as if written in `test.conf`, one per line from line 2), run it over JSON
 //! records and compare the output as JSON text, so that key order counts.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use logferry_core::config::{Config, ConfigError, Entry, Section, SectionKind, Span};
 use logferry_core::{EventTime, Record, Value};
-use logferry_engine::metrics::PluginMetrics;
 use logferry_engine::{BuildContext, Filter, FilterPlugin};
 
 /// The span of line `line` of `test.conf`.
@@ -24,12 +23,8 @@ pub fn build(
     for (i, (k, v)) in entries.iter().enumerate() {
         section.push(*k, *v, span(i as u32 + 2));
     }
-    let ctx = BuildContext {
-        base_dir: PathBuf::from("."),
-        instance: format!("{}.0", plugin.name),
-        metrics: PluginMetrics::new(format!("{}.0", plugin.name)),
-        config: Arc::new(Config::default()),
-    };
+    let ctx = BuildContext::standalone(&format!("{}.0", plugin.name), Config::default())
+        .expect("built-in parsers build");
     let refs: Vec<&Entry> = section.entries.iter().collect();
     (plugin.build)(&ctx, &section, &refs)
 }

@@ -28,6 +28,7 @@ use crate::acks::{FileKey, Tracker};
 use crate::config::{split_patterns, TailOptions};
 use crate::db::Db;
 use crate::format::{Framing, Joiner};
+use logferry_parsers::{MultilineGroup, MultilineParser, Parser};
 
 /// The registry entry.
 pub static PLUGIN: InputPlugin = InputPlugin {
@@ -107,7 +108,8 @@ fn build(
         })?),
         None => None,
     };
-    let framing = framing_for(&o, &span_of)?;
+    let decoding = decoding_for(ctx, &o, &span_of)?;
+    let framing = decoding.framing;
     let join = o.docker_mode
         || matches!(framing, Framing::Cri | Framing::DockerOrCri)
         || (framing == Framing::Docker && o.multiline_parser.is_some());
@@ -143,13 +145,14 @@ fn build(
         ));
     }
     // A relative DB path is relative to the working directory, as in Fluent Bit.
-    let _ = ctx;
     let db = o.db.as_deref().filter(|d| !d.is_empty()).map(PathBuf::from);
     Ok(Box::new(Tail {
         patterns,
         exclude,
         tag_regex,
         framing,
+        parser: decoding.parser,
+        multiline: decoding.multiline,
         join,
         join_flush,
         db,
@@ -157,45 +160,95 @@ fn build(
     }))
 }
 
-/// Picks the line framing from `Parser` / `multiline.parser`.
-fn framing_for(
+/// How lines become records: the container framing (fast decoders for Docker json-file and
+/// CRI), a general parser, and a multiline parser applied after framing.
+struct Decoding {
+    framing: Framing,
+    parser: Option<Arc<Parser>>,
+    multiline: Option<Arc<MultilineParser>>,
+}
+
+/// Picks the decoding from `Parser` / `multiline.parser`. `docker` and `cri` use tail's own
+/// decoders when they are the built-in definitions (or, for `docker`, an equivalent JSON one, as
+/// in AWS for Fluent Bit's parsers file); any other parser is applied as configured.
+fn decoding_for(
+    ctx: &BuildContext,
     o: &TailOptions,
     span_of: &dyn Fn(&str) -> logferry_core::config::Span,
-) -> Result<Framing, ConfigError> {
+) -> Result<Decoding, ConfigError> {
+    let overridden = |name: &str| {
+        ctx.config
+            .sections(logferry_core::config::SectionKind::Parser)
+            .any(|s| {
+                s.name()
+                    .is_some_and(|n| n.trim().eq_ignore_ascii_case(name))
+            })
+    };
     if let Some(ml) = &o.multiline_parser {
-        let names = split_patterns(ml);
         let mut docker = false;
         let mut cri = false;
-        for n in &names {
+        let mut multiline = None;
+        for n in split_patterns(ml) {
             match n.to_ascii_lowercase().as_str() {
                 "docker" => docker = true,
                 "cri" => cri = true,
-                other => {
-                    return Err(ConfigError::key(
-                        &span_of("multiline.parser"),
-                        "multiline.parser",
-                        format!("multiline parser '{other}' is not yet available in logferry (available: docker, cri)"),
-                    ))
-                }
+                other => match ctx.parsers.multiline(other) {
+                    Some(m) if multiline.is_none() => multiline = Some(m),
+                    Some(_) => {
+                        return Err(ConfigError::key(
+                            &span_of("multiline.parser"),
+                            "multiline.parser",
+                            format!("only one multiline parser besides docker and cri is supported by tail ('{other}' is the second); use the multiline filter for more"),
+                        ))
+                    }
+                    None => {
+                        return Err(ConfigError::key(
+                            &span_of("multiline.parser"),
+                            "multiline.parser",
+                            format!("unknown multiline parser '{other}'"),
+                        ))
+                    }
+                },
             }
         }
-        return Ok(match (docker, cri) {
+        let framing = match (docker, cri) {
             (true, true) => Framing::DockerOrCri,
             (true, false) => Framing::Docker,
             (false, true) => Framing::Cri,
             (false, false) => Framing::Raw,
+        };
+        return Ok(Decoding {
+            framing,
+            parser: None,
+            multiline,
         });
     }
-    match o.parser.as_deref().map(str::to_ascii_lowercase).as_deref() {
-        None | Some("") => Ok(Framing::Raw),
-        Some("docker") => Ok(Framing::Docker),
-        Some("cri") => Ok(Framing::Cri),
-        Some(other) => Err(ConfigError::key(
+    let Some(name) = o.parser.as_deref().map(str::trim).filter(|n| !n.is_empty()) else {
+        return Ok(Decoding {
+            framing: Framing::Raw,
+            parser: None,
+            multiline: None,
+        });
+    };
+    let parser = ctx.parsers.get(name).ok_or_else(|| {
+        ConfigError::key(
             &span_of("parser"),
             "Parser",
-            format!("parser '{other}' is not yet available to tail in logferry (available: docker, cri)"),
-        )),
-    }
+            format!("unknown parser '{name}'"),
+        )
+    })?;
+    let framing = if name.eq_ignore_ascii_case("docker") && parser.is_docker_json() {
+        Framing::Docker
+    } else if name.eq_ignore_ascii_case("cri") && !overridden("cri") {
+        Framing::Cri
+    } else {
+        Framing::Raw
+    };
+    Ok(Decoding {
+        parser: (framing == Framing::Raw).then_some(parser),
+        framing,
+        multiline: None,
+    })
 }
 
 struct Tail {
@@ -204,6 +257,10 @@ struct Tail {
     exclude: Vec<glob::Pattern>,
     tag_regex: Option<Regex>,
     framing: Framing,
+    /// A general parser for each line (when not a fast framing).
+    parser: Option<Arc<Parser>>,
+    /// A multiline parser applied after framing, one group per stream.
+    multiline: Option<Arc<MultilineParser>>,
     join: bool,
     join_flush: Duration,
     db: Option<PathBuf>,
@@ -231,13 +288,92 @@ struct Followed {
     eof: bool,
     /// The last bytes read (see [`MARK`]).
     mark: Vec<u8>,
+    /// One multiline group per stream (stdout, stderr, other) when `multiline.parser` names one.
+    ml: Option<Vec<MultilineGroup>>,
+    /// Where each stream's pending multiline message starts.
+    ml_start: [Option<u64>; 3],
 }
 
 /// Bytes remembered from just before the read offset, to notice a file that was truncated and
 /// written again past our offset between two looks (copytruncate under a fast writer).
 const MARK: usize = 32;
 
+fn stream_index(r: &Record) -> usize {
+    match r.body.get("stream").and_then(Value::as_str) {
+        Some("stdout") => 0,
+        Some("stderr") => 1,
+        _ => 2,
+    }
+}
+
 impl Followed {
+    /// Feeds a framed record (whose first piece starts at or after `start`) to its stream's
+    /// multiline group; completed messages go to `out`.
+    fn multiline_push(
+        &mut self,
+        record: Record,
+        start: u64,
+        end: u64,
+        out: &mut Vec<(Record, u64)>,
+    ) {
+        let s = stream_index(&record);
+        let Some(groups) = self.ml.as_mut() else {
+            out.push((record, end));
+            return;
+        };
+        let mut done = Vec::new();
+        groups[s].push(record, &mut done);
+        let flushed = !done.is_empty();
+        out.extend(done.into_iter().map(|r| (r, end)));
+        if groups[s].pending_since().is_some() {
+            if flushed || self.ml_start[s].is_none() {
+                self.ml_start[s] = Some(start);
+            }
+        } else {
+            self.ml_start[s] = None;
+        }
+    }
+
+    /// Emits multiline messages whose flush timeout passed (all of them when `all`).
+    fn multiline_flush(&mut self, all: bool, out: &mut Vec<(Record, u64)>) {
+        let at = self.line_start;
+        let Some(groups) = self.ml.as_mut() else {
+            return;
+        };
+        for (s, g) in groups.iter_mut().enumerate() {
+            let due = g
+                .pending_since()
+                .is_some_and(|t| all || t.elapsed() >= g.flush_timeout());
+            if due {
+                let mut done = Vec::new();
+                g.flush(&mut done);
+                out.extend(done.into_iter().map(|r| (r, at)));
+                self.ml_start[s] = None;
+            }
+        }
+    }
+
+    /// Where the earliest message still being assembled starts: offsets stay before it.
+    fn hold_start(&self) -> Option<u64> {
+        self.ml_start
+            .iter()
+            .flatten()
+            .copied()
+            .chain(self.joiner.earliest_start())
+            .min()
+    }
+
+    /// Emits everything pending (end of file for good: Exit_On_Eof, or closing a rotated file).
+    fn flush_all(&mut self, out: &mut Vec<(Record, u64)>) {
+        let mut framed = Vec::new();
+        self.joiner.flush(None, &mut framed);
+        let at = self.line_start;
+        for (r, end) in framed {
+            self.multiline_push(r, at, end, out);
+        }
+        self.multiline_flush(true, out);
+    }
+
     /// Keeps the last bytes read.
     fn remember_tail(&mut self, data: &[u8]) {
         if data.len() >= MARK {
@@ -273,7 +409,8 @@ impl Followed {
         self.line_start = 0;
         self.partial.clear();
         self.skipping = false;
-        self.joiner = Joiner::default();
+        // Pieces of a message already read stay pending: they are real lines and are emitted
+        // when their message completes or its flush time passes.
         tracker.reset(self.key);
     }
 }
@@ -332,7 +469,7 @@ impl Input for Tail {
             if self.o.exit_on_eof && !progressed && st.files.values().all(|f| f.eof) {
                 for f in st.files.values_mut() {
                     let mut out = Vec::new();
-                    f.joiner.flush(None, &mut out);
+                    f.flush_all(&mut out);
                     self.emit(&ctx, &st.tracker, f, out, 0).await?;
                 }
                 tracing::info!(input = %ctx.name, files = st.files.len(), "every file read to its end (Exit_On_Eof)");
@@ -495,6 +632,11 @@ impl Tail {
                 last_check: Instant::now(),
                 eof: false,
                 mark: Vec::with_capacity(MARK),
+                ml: self
+                    .multiline
+                    .as_ref()
+                    .map(|m| (0..3).map(|_| m.new_group()).collect()),
+                ml_start: [None; 3],
             },
         );
     }
@@ -631,8 +773,14 @@ impl Tail {
             }
         }
         if self.join {
-            f.joiner.flush(Some(self.join_flush), &mut out);
+            let mut framed = Vec::new();
+            let first = f.joiner.earliest_start().unwrap_or(f.line_start);
+            f.joiner.flush(Some(self.join_flush), &mut framed);
+            for (r, end) in framed {
+                f.multiline_push(r, first, end, &mut out);
+            }
         }
+        f.multiline_flush(false, &mut out);
         if !out.is_empty() {
             self.emit(ctx, tracker, f, out, out_bytes).await?;
         }
@@ -731,12 +879,41 @@ impl Tail {
         if line.is_empty() && self.o.skip_empty_lines {
             return;
         }
-        let mut d = self.framing.decode(&self.o.key, line);
+        let mut d = match &self.parser {
+            Some(p) => match std::str::from_utf8(line).ok().and_then(|t| p.parse(t)) {
+                Some(parsed) => crate::format::Decoded {
+                    record: Record::new(
+                        parsed.time.unwrap_or_else(logferry_core::EventTime::now),
+                        parsed.body,
+                    ),
+                    partial: false,
+                    stream: 2,
+                },
+                // A line the parser does not take is passed on as it is.
+                None => self.framing.decode(&self.o.key, line),
+            },
+            None => self.framing.decode(&self.o.key, line),
+        };
         self.decorate(f, &mut d.record, start);
+        if self.multiline.is_none() {
+            if self.join {
+                f.joiner.push(d, start, end, out);
+            } else {
+                out.push((d.record, end));
+            }
+            return;
+        }
+        // A joined record's first piece may start before this line: take the earliest start the
+        // joiner held, which is never later than the true one.
+        let first = f.joiner.earliest_start().unwrap_or(start).min(start);
+        let mut framed = Vec::new();
         if self.join {
-            f.joiner.push(d, start, end, out);
+            f.joiner.push(d, start, end, &mut framed);
         } else {
-            out.push((d.record, end));
+            framed.push((d.record, end));
+        }
+        for (record, end) in framed {
+            f.multiline_push(record, first, end, out);
         }
     }
 
@@ -764,7 +941,7 @@ impl Tail {
             return Ok(());
         };
         let mut commit = last_end;
-        if let Some(s) = f.joiner.earliest_start() {
+        if let Some(s) = f.hold_start() {
             commit = commit.min(s);
         }
         let records: Vec<Record> = out.into_iter().map(|(r, _)| r).collect();
@@ -822,7 +999,7 @@ impl Tail {
         for k in close {
             if let Some(mut f) = st.files.remove(&k) {
                 let mut out = Vec::new();
-                f.joiner.flush(None, &mut out);
+                f.flush_all(&mut out);
                 self.emit(ctx, &st.tracker, &f, out, 0).await?;
                 tracing::info!(input = %ctx.name, file = %f.path.display(), "closing rotated file");
                 st.tracker.forget_when_drained(f.key);

@@ -517,3 +517,79 @@ async fn new_files_are_found_and_read_from_the_start() {
         "existing content is skipped without Read_from_Head"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_parser_structures_lines_and_passes_others_on() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("n.log"),
+        "10.1.128.166 - - [19/Dec/2019:17:41:12 +0000] \"GET / HTTP/1.1\" 200 612 \"-\" \"hey/0.0.1\" \"52.95.4.2\"\nnot an access line\n",
+    )
+    .unwrap();
+    let pattern = format!("{}/*.log", dir.path().display());
+    let p = build(
+        &[
+            ("Path", &pattern),
+            ("Read_from_Head", "On"),
+            ("Parser", "nginx"),
+            ("Exit_On_Eof", "On"),
+        ],
+        "named",
+        &[],
+    );
+    tokio::time::timeout(Duration::from_secs(20), p.run(CancellationToken::new()))
+        .await
+        .unwrap();
+    let got = records("named");
+    assert_eq!(got.len(), 2);
+    let r = &got[0].1;
+    assert_eq!(r.body.get("remote"), Some(&Value::from("10.1.128.166")));
+    assert_eq!(r.body.get("code"), Some(&Value::from("200")));
+    assert_eq!(r.body.get("agent"), Some(&Value::from("hey/0.0.1")));
+    assert_eq!(
+        r.time.as_millis(),
+        1_576_777_272_000,
+        "time from the parsed line"
+    );
+    assert_eq!(
+        got[1].1.body.get("log"),
+        Some(&Value::from("not an access line"))
+    );
+}
+
+/// A Java stack trace written as CRI partial lines becomes one record (`multiline.parser cri,
+/// java`): CRI partials are joined first, then the java rules join the lines of the trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_stack_trace_split_across_cri_partials_becomes_one_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "\
+2024-05-01T10:00:00.000000001Z stdout P Exception in thread \"main\" java.lang.RuntimeException: \n\
+2024-05-01T10:00:00.000000002Z stdout F Something has gone wrong, aborting!\n\
+2024-05-01T10:00:00.000000003Z stdout F     at com.myproject.module.MyProject.badMethod(MyProject.java:22)\n\
+2024-05-01T10:00:00.000000004Z stdout P     at com.myproject.module.MyProject.oneMoreMethod(\n\
+2024-05-01T10:00:00.000000005Z stdout F MyProject.java:18)\n\
+2024-05-01T10:00:00.000000006Z stdout F     at com.myproject.module.MyProject.main(MyProject.java:6)\n\
+2024-05-01T10:00:01Z stdout F another line\n";
+    std::fs::write(dir.path().join("j.log"), text).unwrap();
+    let pattern = format!("{}/*.log", dir.path().display());
+    let p = build(
+        &[
+            ("Path", &pattern),
+            ("Read_from_Head", "On"),
+            ("multiline.parser", "cri, java"),
+            ("Exit_On_Eof", "On"),
+        ],
+        "java",
+        &[],
+    );
+    tokio::time::timeout(Duration::from_secs(20), p.run(CancellationToken::new()))
+        .await
+        .unwrap();
+    let got = logs("java");
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert_eq!(
+        got[0],
+        "Exception in thread \"main\" java.lang.RuntimeException: Something has gone wrong, aborting!\n    at com.myproject.module.MyProject.badMethod(MyProject.java:22)\n    at com.myproject.module.MyProject.oneMoreMethod(MyProject.java:18)\n    at com.myproject.module.MyProject.main(MyProject.java:6)"
+    );
+    assert_eq!(got[1], "another line");
+}

@@ -1,0 +1,562 @@
+//! `Time_Format`: a strptime subset compiled once, and the rules Fluent Bit applies around it.
+//!
+//! Supported: `%Y %y %m %d %e %j %H %I %M %S %p %L %z %Z %b %B %h %a %A %T %D %F %R %s %n %t %%`
+//! and literal characters; a blank in the format matches any run of blanks (even none), as in
+//! strptime(3). As in Fluent Bit, input left over after the format is ignored (Docker's trailing
+//! `Z` against `%Y-%m-%dT%H:%M:%S.%L`), a format without a year takes the current one (syslog
+//! RFC 3164), and without `%z` the time is read in `Time_Offset`, or in the system time zone
+//! with `Time_System_Timezone On`. `%L` takes any number of digits (nanoseconds kept, the rest
+//! ignored).
+
+use chrono::{Datelike, Local, NaiveDate, TimeZone};
+use logferry_core::EventTime;
+
+/// One piece of a compiled format.
+#[derive(Clone, Debug, PartialEq)]
+enum Item {
+    /// Text that must appear as written.
+    Literal(char),
+    /// Any run of blanks, possibly empty.
+    Space,
+    Year,
+    Year2,
+    Month,
+    MonthName,
+    Day,
+    YearDay,
+    WeekdayName,
+    Hour,
+    Hour12,
+    AmPm,
+    Minute,
+    Second,
+    Fraction,
+    Offset,
+    ZoneName,
+    Epoch,
+}
+
+/// A compiled `Time_Format` plus the parser's time options.
+#[derive(Clone, Debug)]
+pub struct TimeFormat {
+    items: Vec<Item>,
+    has_year: bool,
+    has_offset: bool,
+    /// Fixed offset in seconds east of UTC for formats without `%z` (`Time_Offset`).
+    offset: i32,
+    system_timezone: bool,
+    strict: bool,
+}
+
+/// What a parse found; absent fields take defaults.
+#[derive(Default, Debug)]
+struct Parts {
+    year: Option<i64>,
+    month: Option<u32>,
+    day: Option<u32>,
+    yday: Option<u32>,
+    hour: u32,
+    hour12: Option<u32>,
+    pm: Option<bool>,
+    minute: u32,
+    second: u32,
+    nanos: u32,
+    offset: Option<i32>,
+    epoch: Option<i64>,
+    /// How many conversions succeeded (for `Time_Strict Off`).
+    fields: usize,
+}
+
+impl TimeFormat {
+    /// Compiles `format`. Errors name the bad conversion.
+    pub fn new(format: &str) -> Result<TimeFormat, String> {
+        let mut items = Vec::new();
+        let mut chars = format.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                items.push(if c.is_whitespace() {
+                    Item::Space
+                } else {
+                    Item::Literal(c)
+                });
+                continue;
+            }
+            let Some(spec) = chars.next() else {
+                return Err("Time_Format ends with a lone '%'".into());
+            };
+            match spec {
+                'Y' => items.push(Item::Year),
+                'y' => items.push(Item::Year2),
+                'm' => items.push(Item::Month),
+                'b' | 'B' | 'h' => items.push(Item::MonthName),
+                'd' | 'e' => items.push(Item::Day),
+                'j' => items.push(Item::YearDay),
+                'a' | 'A' => items.push(Item::WeekdayName),
+                'H' | 'k' => items.push(Item::Hour),
+                'I' | 'l' => items.push(Item::Hour12),
+                'p' | 'P' => items.push(Item::AmPm),
+                'M' => items.push(Item::Minute),
+                'S' => items.push(Item::Second),
+                'L' | 'N' => items.push(Item::Fraction),
+                'z' => items.push(Item::Offset),
+                'Z' => items.push(Item::ZoneName),
+                's' => items.push(Item::Epoch),
+                'n' | 't' => items.push(Item::Space),
+                '%' => items.push(Item::Literal('%')),
+                'T' => items.extend([
+                    Item::Hour,
+                    Item::Literal(':'),
+                    Item::Minute,
+                    Item::Literal(':'),
+                    Item::Second,
+                ]),
+                'R' => items.extend([Item::Hour, Item::Literal(':'), Item::Minute]),
+                'D' => items.extend([
+                    Item::Month,
+                    Item::Literal('/'),
+                    Item::Day,
+                    Item::Literal('/'),
+                    Item::Year2,
+                ]),
+                'F' => items.extend([
+                    Item::Year,
+                    Item::Literal('-'),
+                    Item::Month,
+                    Item::Literal('-'),
+                    Item::Day,
+                ]),
+                other => return Err(format!("Time_Format: unsupported conversion '%{other}'")),
+            }
+        }
+        let has_year = items
+            .iter()
+            .any(|i| matches!(i, Item::Year | Item::Year2 | Item::Epoch));
+        let has_offset = items
+            .iter()
+            .any(|i| matches!(i, Item::Offset | Item::Epoch));
+        Ok(TimeFormat {
+            items,
+            has_year,
+            has_offset,
+            offset: 0,
+            system_timezone: false,
+            strict: true,
+        })
+    }
+
+    /// Sets `Time_Offset` (seconds east of UTC), used when the format has no `%z`.
+    pub fn with_offset(mut self, offset: i32) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    /// Sets `Time_System_Timezone`: read zone-less times in the local time zone (`TZ`).
+    pub fn with_system_timezone(mut self, on: bool) -> Self {
+        self.system_timezone = on;
+        self
+    }
+
+    /// Sets `Time_Strict`: when off, a time that matches only the start of the format is
+    /// accepted with what was read (e.g. no fraction for `%S.%L`).
+    pub fn with_strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
+    }
+
+    /// Parses `text`; `None` when it does not match.
+    pub fn parse(&self, text: &str) -> Option<EventTime> {
+        self.parse_with(text, EventTime::now)
+    }
+
+    /// As [`TimeFormat::parse`], with `now` supplying the year when the format has none.
+    pub fn parse_at(&self, text: &str, now: EventTime) -> Option<EventTime> {
+        self.parse_with(text, || now)
+    }
+
+    fn parse_with(&self, text: &str, now: impl FnOnce() -> EventTime) -> Option<EventTime> {
+        let mut p = Parts::default();
+        let complete = self.scan(text.as_bytes(), &mut p);
+        if !complete && (self.strict || p.fields == 0) {
+            return None;
+        }
+        self.resolve(p, now)
+    }
+
+    /// Runs the format over the input; false when a conversion or literal did not match.
+    fn scan(&self, s: &[u8], p: &mut Parts) -> bool {
+        let mut pos = 0usize;
+        for item in &self.items {
+            let ok = match item {
+                Item::Literal(c) => {
+                    let mut buf = [0u8; 4];
+                    let lit = c.encode_utf8(&mut buf).as_bytes();
+                    if s[pos..].starts_with(lit) {
+                        pos += lit.len();
+                        true
+                    } else {
+                        false
+                    }
+                }
+                Item::Space => {
+                    while pos < s.len() && s[pos].is_ascii_whitespace() {
+                        pos += 1;
+                    }
+                    true
+                }
+                Item::Year => num(s, &mut pos, 4, true)
+                    .map(|v| p.year = Some(v))
+                    .is_some(),
+                Item::Year2 => num(s, &mut pos, 2, false)
+                    .map(|v| p.year = Some(if v < 69 { 2000 + v } else { 1900 + v }))
+                    .is_some(),
+                Item::Month => range(num(s, &mut pos, 2, false), 1, 12)
+                    .map(|v| p.month = Some(v))
+                    .is_some(),
+                Item::MonthName => name(s, &mut pos, &MONTHS)
+                    .map(|v| p.month = Some(v + 1))
+                    .is_some(),
+                Item::Day => range(num(s, &mut pos, 2, false), 1, 31)
+                    .map(|v| p.day = Some(v))
+                    .is_some(),
+                Item::YearDay => range(num(s, &mut pos, 3, false), 1, 366)
+                    .map(|v| p.yday = Some(v))
+                    .is_some(),
+                Item::WeekdayName => name(s, &mut pos, &WEEKDAYS).is_some(),
+                Item::Hour => range(num(s, &mut pos, 2, false), 0, 23)
+                    .map(|v| p.hour = v)
+                    .is_some(),
+                Item::Hour12 => range(num(s, &mut pos, 2, false), 1, 12)
+                    .map(|v| p.hour12 = Some(v))
+                    .is_some(),
+                Item::AmPm => name(s, &mut pos, &AMPM)
+                    .map(|v| p.pm = Some(v == 1))
+                    .is_some(),
+                Item::Minute => range(num(s, &mut pos, 2, false), 0, 59)
+                    .map(|v| p.minute = v)
+                    .is_some(),
+                Item::Second => range(num(s, &mut pos, 2, false), 0, 61)
+                    .map(|v| p.second = v)
+                    .is_some(),
+                Item::Fraction => fraction(s, &mut pos).map(|v| p.nanos = v).is_some(),
+                Item::Offset => offset(s, &mut pos).map(|v| p.offset = Some(v)).is_some(),
+                Item::ZoneName => {
+                    let start = pos;
+                    while pos < s.len() && s[pos].is_ascii_alphabetic() {
+                        pos += 1;
+                    }
+                    let zone = &s[start..pos];
+                    if zone.eq_ignore_ascii_case(b"UTC")
+                        || zone.eq_ignore_ascii_case(b"GMT")
+                        || zone.eq_ignore_ascii_case(b"Z")
+                    {
+                        p.offset = Some(0);
+                    }
+                    pos > start
+                }
+                Item::Epoch => num(s, &mut pos, 19, true)
+                    .map(|v| p.epoch = Some(v))
+                    .is_some(),
+            };
+            if !ok {
+                return false;
+            }
+            if !matches!(item, Item::Literal(_) | Item::Space) {
+                p.fields += 1;
+            }
+        }
+        true
+    }
+
+    /// Turns the parts into a time, applying the year, offset and time zone rules.
+    fn resolve(&self, p: Parts, now: impl FnOnce() -> EventTime) -> Option<EventTime> {
+        if let Some(epoch) = p.epoch {
+            let secs = epoch.checked_sub(i64::from(p.offset.unwrap_or(0)))?;
+            return secs
+                .checked_mul(1_000_000_000)
+                .and_then(|ns| ns.checked_add(i64::from(p.nanos)))
+                .map(EventTime);
+        }
+        let mut hour = p.hour;
+        if let Some(h12) = p.hour12 {
+            hour = h12 % 12;
+        }
+        if p.pm == Some(true) && hour < 12 {
+            hour += 12;
+        }
+        // A format without a year reads today's year (and today's date for missing fields),
+        // in UTC, or in the local zone with Time_System_Timezone.
+        let (year, month, day) = if self.has_year {
+            (p.year.unwrap_or(1970), p.month, p.day)
+        } else {
+            let today = self.today(now())?;
+            (
+                p.year.unwrap_or(i64::from(today.year())),
+                p.month.or(Some(today.month())),
+                p.day.or(Some(today.day())),
+            )
+        };
+        let year = i32::try_from(year).ok()?;
+        let date = match (month, day, p.yday) {
+            (None, None, Some(yday)) => NaiveDate::from_yo_opt(year, yday)?,
+            (m, d, _) => NaiveDate::from_ymd_opt(year, m.unwrap_or(1), d.unwrap_or(1))?,
+        };
+        let days = i64::from(date.num_days_from_ce()) - DAYS_CE_TO_EPOCH;
+        let local =
+            days * 86_400 + i64::from(hour) * 3600 + i64::from(p.minute) * 60 + i64::from(p.second);
+        let offset = match p.offset {
+            Some(o) => i64::from(o),
+            None if self.has_offset => 0,
+            None if self.system_timezone => local_offset(local)?,
+            None => i64::from(self.offset),
+        };
+        (local - offset)
+            .checked_mul(1_000_000_000)
+            .and_then(|ns| ns.checked_add(i64::from(p.nanos)))
+            .map(EventTime)
+    }
+
+    /// Today's date in UTC, or in the local zone with Time_System_Timezone.
+    fn today(&self, now: EventTime) -> Option<NaiveDate> {
+        let utc = chrono::DateTime::from_timestamp(now.secs(), 0)?;
+        if self.system_timezone {
+            Some(utc.with_timezone(&Local).date_naive())
+        } else {
+            Some(utc.date_naive())
+        }
+    }
+}
+
+/// Days from 0001-01-01 (day 1 of the common era) to 1970-01-01.
+const DAYS_CE_TO_EPOCH: i64 = 719_163;
+
+/// The local zone's offset (seconds east of UTC) for a local wall-clock time, as mktime(3)
+/// with `tm_isdst = -1` would pick it: the earlier of two readings in a fold, and the offset
+/// before a gap.
+fn local_offset(local_secs: i64) -> Option<i64> {
+    let naive = chrono::DateTime::from_timestamp(local_secs, 0)?.naive_utc();
+    let offset = match Local.offset_from_local_datetime(&naive) {
+        chrono::LocalResult::Single(o) => o,
+        chrono::LocalResult::Ambiguous(a, _) => a,
+        chrono::LocalResult::None => Local.offset_from_utc_datetime(&naive),
+    };
+    Some(i64::from(offset.local_minus_utc()))
+}
+
+const MONTHS: [&str; 12] = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+];
+const WEEKDAYS: [&str; 7] = [
+    "sunday",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+];
+const AMPM: [&str; 2] = ["am", "pm"];
+
+/// Reads a full or three-letter name from `names` (case-insensitive); returns its index.
+fn name(s: &[u8], pos: &mut usize, names: &[&str]) -> Option<u32> {
+    let rest = &s[*pos..];
+    for (i, n) in names.iter().enumerate() {
+        let n = n.as_bytes();
+        let short = &n[..n.len().min(3)];
+        for candidate in [n, short] {
+            if rest.len() >= candidate.len()
+                && rest[..candidate.len()].eq_ignore_ascii_case(candidate)
+            {
+                *pos += candidate.len();
+                return Some(i as u32);
+            }
+        }
+    }
+    None
+}
+
+/// Reads up to `max` digits (after optional leading blanks, and a sign when `signed`).
+fn num(s: &[u8], pos: &mut usize, max: usize, signed: bool) -> Option<i64> {
+    let mut i = *pos;
+    while i < s.len() && s[i] == b' ' {
+        i += 1;
+    }
+    let mut neg = false;
+    if signed && i < s.len() && (s[i] == b'-' || s[i] == b'+') {
+        neg = s[i] == b'-';
+        i += 1;
+    }
+    let start = i;
+    let mut v: i64 = 0;
+    while i < s.len() && i - start < max && s[i].is_ascii_digit() {
+        v = v.checked_mul(10)?.checked_add(i64::from(s[i] - b'0'))?;
+        i += 1;
+    }
+    if i == start {
+        return None;
+    }
+    *pos = i;
+    Some(if neg { -v } else { v })
+}
+
+/// Narrows a number to `lo..=hi`.
+fn range(v: Option<i64>, lo: i64, hi: i64) -> Option<u32> {
+    v.filter(|v| (lo..=hi).contains(v)).map(|v| v as u32)
+}
+
+/// `%L`: one or more digits of a fraction of a second, as nanoseconds (digits past the ninth are
+/// read and ignored).
+fn fraction(s: &[u8], pos: &mut usize) -> Option<u32> {
+    let start = *pos;
+    let mut nanos: u32 = 0;
+    let mut i = start;
+    while i < s.len() && s[i].is_ascii_digit() {
+        if i - start < 9 {
+            nanos = nanos * 10 + u32::from(s[i] - b'0');
+        }
+        i += 1;
+    }
+    let digits = i - start;
+    if digits == 0 {
+        return None;
+    }
+    for _ in digits..9 {
+        nanos *= 10;
+    }
+    *pos = i;
+    Some(nanos)
+}
+
+/// `%z`: `Z`, `UTC`, `GMT`, `+hh`, `+hhmm` or `+hh:mm`; seconds east of UTC.
+fn offset(s: &[u8], pos: &mut usize) -> Option<i32> {
+    let rest = &s[*pos..];
+    if rest.first().is_some_and(|c| *c == b'Z' || *c == b'z') {
+        *pos += 1;
+        return Some(0);
+    }
+    for name in [b"UTC", b"GMT"] {
+        if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case(name) {
+            *pos += 3;
+            return Some(0);
+        }
+    }
+    let (consumed, secs) = parse_offset_prefix(rest)?;
+    *pos += consumed;
+    Some(secs)
+}
+
+/// Reads `+hh`, `+hhmm` or `+hh:mm` at the start of `s`: bytes used and seconds east of UTC.
+fn parse_offset_prefix(s: &[u8]) -> Option<(usize, i32)> {
+    let neg = match s.first()? {
+        b'+' => false,
+        b'-' => true,
+        _ => return None,
+    };
+    let digit = |i: usize| {
+        s.get(i)
+            .filter(|c| c.is_ascii_digit())
+            .map(|c| i32::from(c - b'0'))
+    };
+    let hours = digit(1)? * 10 + digit(2)?;
+    let (used, minutes) = if s.get(3) == Some(&b':') {
+        (6, digit(4)? * 10 + digit(5)?)
+    } else if let (Some(a), Some(b)) = (digit(3), digit(4)) {
+        (5, a * 10 + b)
+    } else {
+        (3, 0)
+    };
+    if hours > 23 || minutes > 59 {
+        return None;
+    }
+    let secs = hours * 3600 + minutes * 60;
+    Some((used, if neg { -secs } else { secs }))
+}
+
+/// Parses a `Time_Offset` value (`+0200`, `-06:00`, `Z`, `UTC`): seconds east of UTC.
+pub fn parse_time_offset(text: &str) -> Result<i32, String> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("z") || t.eq_ignore_ascii_case("utc") || t.eq_ignore_ascii_case("gmt")
+    {
+        return Ok(0);
+    }
+    match parse_offset_prefix(t.as_bytes()) {
+        Some((used, secs)) if used == t.len() => Ok(secs),
+        _ => Err(format!(
+            "expected an offset such as +0200, -0600 or +05:30, got '{text}'"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(fmt: &str, text: &str) -> Option<i64> {
+        TimeFormat::new(fmt).unwrap().parse(text).map(|t| t.0)
+    }
+
+    #[test]
+    fn nginx_time() {
+        assert_eq!(
+            at("%d/%b/%Y:%H:%M:%S %z", "19/Dec/2019:17:41:12 +0000"),
+            Some(1_576_777_272_000_000_000)
+        );
+    }
+
+    #[test]
+    fn offsets_and_fractions() {
+        let base = 1_576_777_272_000_000_000i64;
+        let f = "%Y-%m-%dT%H:%M:%S.%L%z";
+        assert_eq!(at(f, "2019-12-19T17:41:12.5Z"), Some(base + 500_000_000));
+        assert_eq!(at(f, "2019-12-19T19:41:12.000000001+02:00"), Some(base + 1));
+        assert_eq!(
+            at(f, "2019-12-19T12:41:12.123456789123-0500"),
+            Some(base + 123_456_789)
+        );
+        assert_eq!(at(f, "2019-12-19T17:41:12Z"), None);
+    }
+
+    #[test]
+    fn trailing_input_is_ignored_like_fluent_bit() {
+        assert_eq!(
+            at("%Y-%m-%dT%H:%M:%S.%L", "2019-12-19T17:41:12.70630778Z"),
+            Some(1_576_777_272_706_307_780)
+        );
+    }
+
+    #[test]
+    fn lenient_mode_keeps_what_was_read() {
+        let f = TimeFormat::new("%Y-%m-%dT%H:%M:%S.%L")
+            .unwrap()
+            .with_strict(false);
+        assert_eq!(
+            f.parse("2019-12-19T17:41:12").map(|t| t.0),
+            Some(1_576_777_272_000_000_000)
+        );
+        assert_eq!(f.parse("nonsense"), None);
+    }
+
+    #[test]
+    fn bad_formats_are_rejected() {
+        assert!(TimeFormat::new("%Q").is_err());
+        assert!(TimeFormat::new("%").is_err());
+    }
+
+    #[test]
+    fn time_offset_values() {
+        assert_eq!(parse_time_offset("+0200"), Ok(7200));
+        assert_eq!(parse_time_offset("-06:00"), Ok(-21600));
+        assert_eq!(parse_time_offset("Z"), Ok(0));
+        assert!(parse_time_offset("two hours").is_err());
+    }
+}
