@@ -275,6 +275,8 @@ async fn output_task(
 ) {
     let sem = Arc::new(Semaphore::new(out.workers));
     let mut pending: HashMap<Tag, Pending> = HashMap::new();
+    // Tags in the order their first pending chunk arrived, so flushes go out in arrival order.
+    let mut order: Vec<Tag> = Vec::new();
     let mut flights = JoinSet::new();
     let mut tick = tokio::time::interval(flush_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -285,11 +287,15 @@ async fn output_task(
             got = rx.recv() => match got {
                 Some(chunk) => {
                     let tag = Arc::clone(&chunk.tag);
-                    let p = pending.entry(Arc::clone(&tag)).or_insert_with(|| Pending { chunks: Vec::new(), bytes: 0 });
+                    let p = pending.entry(Arc::clone(&tag)).or_insert_with(|| {
+                        order.push(Arc::clone(&tag));
+                        Pending { chunks: Vec::new(), bytes: 0 }
+                    });
                     p.bytes += chunk.size;
                     p.chunks.push(chunk);
                     if p.bytes >= FLUSH_AT_BYTES || draining_now {
                         if let Some((tag, p)) = pending.remove_entry(&tag) {
+                            order.retain(|t| *t != tag);
                             spawn_flush(&mut flights, &out, &sem, backoff, &draining, Batch { tag, chunks: p.chunks }).await;
                         }
                     }
@@ -297,20 +303,20 @@ async fn output_task(
                 None => break,
             },
             _ = tick.tick() => {
-                for (tag, p) in pending.drain() {
+                for (tag, p) in drain_in_order(&mut pending, &mut order) {
                     spawn_flush(&mut flights, &out, &sem, backoff, &draining, Batch { tag, chunks: p.chunks }).await;
                 }
             }
             _ = draining.cancelled(), if !draining_now => {
                 draining_now = true;
-                for (tag, p) in pending.drain() {
+                for (tag, p) in drain_in_order(&mut pending, &mut order) {
                     spawn_flush(&mut flights, &out, &sem, backoff, &draining, Batch { tag, chunks: p.chunks }).await;
                 }
             }
             Some(_) = flights.join_next(), if !flights.is_empty() => {}
         }
     }
-    for (tag, p) in pending.drain() {
+    for (tag, p) in drain_in_order(&mut pending, &mut order) {
         spawn_flush(
             &mut flights,
             &out,
@@ -328,6 +334,17 @@ async fn output_task(
     if let Err(e) = out.plugin.shutdown().await {
         tracing::error!(output = %out.name, error = %e, "output shutdown failed");
     }
+}
+
+/// Every pending batch, in the order its tag first arrived.
+fn drain_in_order(
+    pending: &mut HashMap<Tag, Pending>,
+    order: &mut Vec<Tag>,
+) -> Vec<(Tag, Pending)> {
+    order
+        .drain(..)
+        .filter_map(|t| pending.remove_entry(&t))
+        .collect()
 }
 
 /// Takes a worker slot in FIFO order, then flushes in the background: with one worker, batches

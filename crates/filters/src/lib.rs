@@ -1,10 +1,12 @@
-//! logferry-filters: the record filters (`grep`, `modify`, `record_modifier`, `nest`), one
-//! module per plugin, named after its Fluent Bit name, plus the record accessor they share with
-//! the outputs.
+//! logferry-filters: the record filters (`grep`, `modify`, `record_modifier`, `nest`, `parser`,
+//! `multiline`), one module per plugin, named after its Fluent Bit name, plus the record
+//! accessor they share with the outputs.
 
 pub mod filter_grep;
 pub mod filter_modify;
+pub mod filter_multiline;
 pub mod filter_nest;
+pub mod filter_parser;
 pub mod filter_record_modifier;
 pub mod record_accessor;
 pub mod syntax;
@@ -18,7 +20,9 @@ use logferry_engine::FilterPlugin;
 pub static PLUGINS: &[&FilterPlugin] = &[
     &filter_grep::PLUGIN,
     &filter_modify::PLUGIN,
+    &filter_multiline::PLUGIN,
     &filter_nest::PLUGIN,
+    &filter_parser::PLUGIN,
     &filter_record_modifier::PLUGIN,
 ];
 

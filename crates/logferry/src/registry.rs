@@ -12,9 +12,6 @@ pub const PLANNED: &[(&str, &str)] = &[
     ("input", "http"),
     ("input", "kubernetes_events"),
     ("input", "fluentbit_metrics"),
-    ("filter", "kubernetes"),
-    ("filter", "parser"),
-    ("filter", "multiline"),
     ("filter", "rewrite_tag"),
     ("filter", "throttle"),
     ("filter", "lua"),
@@ -41,7 +38,11 @@ pub fn registry() -> Registry {
             .into_iter()
             .chain(logferry_inputs::PLUGINS.iter().copied())
             .collect(),
-        filters: logferry_filters::PLUGINS.to_vec(),
+        filters: logferry_filters::PLUGINS
+            .iter()
+            .copied()
+            .chain([&logferry_kubernetes::PLUGIN])
+            .collect(),
         outputs: logferry_outputs::PLUGINS.to_vec(),
         planned: PLANNED,
     }

@@ -1,0 +1,328 @@
+//! The kubernetes filter against the HTTPS test API server (CA file, bearer token): the seed's
+//! nginx record, JSON merge under a key and at the root, exclusion, token rotation, the API down
+//! at start, and the API load of 1,000 records.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod util;
+
+use std::time::Duration;
+
+use logferry_engine::testing::{sink, wait_until};
+use logferry_kubernetes::testing::KubeApiServer;
+use serde_json::json;
+use util::*;
+
+/// The seed's case (../shared/conformance/seed-nginx): its line through tail (docker) and the
+/// kubernetes filter with the seed's options gives the seed's record, compared as the fixture's
+/// README says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_nginx_record_matches_the_fixture() {
+    if !shared().exists() {
+        eprintln!("skipping: shared fixtures not found");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("containers");
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(
+        logs.join(format!("{SEED_POD}_default_nginx-{SEED_ID}.log")),
+        seed_line(),
+    )
+    .unwrap();
+    let server = KubeApiServer::start(tmp.path()).await;
+    server.add_pod(seed_pod());
+    let p = pipeline(
+        &logs,
+        &server,
+        &[
+            ("Merge_Log", "On"),
+            ("Merge_Log_Key", "data"),
+            ("K8S-Logging.Parser", "On"),
+            ("K8S-Logging.Exclude", "On"),
+        ],
+        "seed",
+        true,
+    );
+    run_to_end(p).await;
+    let got = collected("seed");
+    assert_eq!(got.len(), 1);
+    let rec = &got[0];
+    assert_eq!(
+        rec.time.as_millis(),
+        1_576_777_272_000,
+        "time from the nginx parser"
+    );
+    let mut actual = as_json(rec);
+    let expected = expected_record();
+    // Allowed: more kubernetes keys, and the image reference before the digest.
+    let hash = actual["kubernetes"]["container_hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let want_hash = expected["kubernetes"]["container_hash"].as_str().unwrap();
+    assert!(
+        hash == want_hash || hash.ends_with(&format!("@sha256:{want_hash}")),
+        "{hash}"
+    );
+    actual["kubernetes"]["container_hash"] = json!(want_hash);
+    let k = actual["kubernetes"].as_object_mut().unwrap();
+    let want_keys: Vec<&String> = expected["kubernetes"].as_object().unwrap().keys().collect();
+    k.retain(|key, _| want_keys.contains(&key));
+    assert_eq!(actual, expected);
+    assert!(server.requests("get_pod") <= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_merge_under_a_key_and_at_the_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("c");
+    std::fs::create_dir_all(&logs).unwrap();
+    let server = KubeApiServer::start(tmp.path()).await;
+    server.add_pod(pod("app-1", "prod", "n1", json!({})));
+    let app = r#"{ "message": "A new user signed up!", "service": "user-service", "metadata": { "source": "mobile" }, "kubernetes": "spoofed" }"#;
+    std::fs::write(
+        logs.join(log_name("app-1", "prod", 1)),
+        docker_line(&format!("{app}\n"), "stdout", "2024-05-01T10:00:00Z")
+            + &docker_line("plain text\n", "stdout", "2024-05-01T10:00:01Z"),
+    )
+    .unwrap();
+    run_to_end(pipeline(
+        &logs,
+        &server,
+        &[("Merge_Log", "On"), ("Merge_Log_Key", "data")],
+        "merge_key",
+        true,
+    ))
+    .await;
+    let got: Vec<_> = collected("merge_key").iter().map(as_json).collect();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0]["data"]["message"], "A new user signed up!");
+    assert_eq!(got[0]["data"]["metadata"]["source"], "mobile");
+    assert!(
+        got[0]["data"].get("kubernetes").is_none(),
+        "an application's kubernetes key is dropped"
+    );
+    assert_eq!(got[0]["kubernetes"]["pod_name"], "app-1");
+    assert_eq!(
+        got[0]["log"],
+        format!("{app}\n"),
+        "Keep_Log On keeps the original"
+    );
+    assert!(got[1].get("data").is_none(), "non-JSON log is left alone");
+    assert_eq!(got[1]["log"], "plain text\n");
+
+    run_to_end(pipeline(
+        &logs,
+        &server,
+        &[("Merge_Log", "On"), ("Keep_Log", "Off")],
+        "merge_root",
+        true,
+    ))
+    .await;
+    let got: Vec<_> = collected("merge_root").iter().map(as_json).collect();
+    assert_eq!(got[0]["service"], "user-service");
+    assert_eq!(got[0]["kubernetes"]["namespace_name"], "prod");
+    assert!(
+        got[0].get("log").is_none(),
+        "Keep_Log Off removes log after a merge"
+    );
+    assert_eq!(
+        got[1]["log"], "plain text\n",
+        "an unmerged record keeps its log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclude_annotation_drops_only_that_pods_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("c");
+    std::fs::create_dir_all(&logs).unwrap();
+    let server = KubeApiServer::start(tmp.path()).await;
+    server.add_pod(pod(
+        "quiet",
+        "default",
+        "n1",
+        json!({"fluentbit.io/exclude": "true"}),
+    ));
+    server.add_pod(pod(
+        "chatty",
+        "default",
+        "n1",
+        json!({"fluentbit.io/exclude_stderr": "true"}),
+    ));
+    server.add_pod(pod("loud", "default", "n1", json!({})));
+    for (i, name) in ["quiet", "chatty", "loud"].iter().enumerate() {
+        let text = docker_line("to stdout\n", "stdout", "2024-05-01T10:00:00Z")
+            + &docker_line("to stderr\n", "stderr", "2024-05-01T10:00:01Z");
+        std::fs::write(logs.join(log_name(name, "default", i)), text).unwrap();
+    }
+    run_to_end(pipeline(
+        &logs,
+        &server,
+        &[("K8S-Logging.Exclude", "On")],
+        "exclude",
+        true,
+    ))
+    .await;
+    let mut got: Vec<(String, String)> = collected("exclude")
+        .iter()
+        .map(as_json)
+        .map(|j| {
+            (
+                j["kubernetes"]["pod_name"].as_str().unwrap().to_string(),
+                j["stream"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("chatty".into(), "stdout".into()),
+            ("loud".into(), "stderr".into()),
+            ("loud".into(), "stdout".into())
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_records_from_one_pod_cost_one_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("c");
+    std::fs::create_dir_all(&logs).unwrap();
+    let server = KubeApiServer::start(tmp.path()).await;
+    server.add_pod(pod("busy", "default", "n1", json!({})));
+    let mut text = String::new();
+    for i in 0..1000 {
+        text.push_str(&docker_line(
+            &format!("line {i}\n"),
+            "stdout",
+            "2024-05-01T10:00:00Z",
+        ));
+    }
+    std::fs::write(logs.join(log_name("busy", "default", 7)), text).unwrap();
+    run_to_end(pipeline(&logs, &server, &[], "busy", true)).await;
+    let got = collected("busy");
+    assert_eq!(got.len(), 1000);
+    assert!(got
+        .iter()
+        .all(|r| as_json(r)["kubernetes"]["pod_name"] == "busy"));
+    println!(
+        "API requests for 1,000 records of one pod: {}",
+        server.total_requests()
+    );
+    assert!(
+        server.total_requests() <= 1,
+        "{} requests",
+        server.total_requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_token_file_is_picked_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("c");
+    std::fs::create_dir_all(&logs).unwrap();
+    let server = KubeApiServer::start(tmp.path()).await;
+    server.add_pod(pod("first", "default", "n1", json!({})));
+    server.add_pod(pod("second", "default", "n1", json!({})));
+    std::fs::write(
+        logs.join(log_name("first", "default", 1)),
+        docker_line("a\n", "stdout", "2024-05-01T10:00:00Z"),
+    )
+    .unwrap();
+    let p = pipeline(&logs, &server, &[("Kube_Token_TTL", "600")], "token", false);
+    let stop = logferry_engine::CancellationToken::new();
+    let run = tokio::spawn(p.run(stop.clone()));
+    assert!(
+        wait_until(Duration::from_secs(10), || sink("token")
+            .lock()
+            .unwrap()
+            .len()
+            == 1)
+        .await
+    );
+    // The projected token rotates: the old one is refused from now on.
+    server.set_token("test-token-2", true);
+    std::fs::write(
+        logs.join(log_name("second", "default", 2)),
+        docker_line("b\n", "stdout", "2024-05-01T10:00:01Z"),
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || sink("token")
+            .lock()
+            .unwrap()
+            .len()
+            == 2)
+        .await
+    );
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .unwrap()
+        .unwrap();
+    let second = as_json(&collected("token")[1]);
+    assert_eq!(
+        second["kubernetes"]["pod_name"], "second",
+        "metadata fetched with the new token"
+    );
+    assert!(server.requests("unauthorized") >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_down_at_start_then_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("c");
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut server = KubeApiServer::start(tmp.path()).await;
+    server.add_pod(pod("early", "default", "n1", json!({})));
+    server.stop();
+    let file = logs.join(log_name("early", "default", 3));
+    std::fs::write(
+        &file,
+        docker_line("while down\n", "stdout", "2024-05-01T10:00:00Z"),
+    )
+    .unwrap();
+    let p = pipeline(&logs, &server, &[], "down", false);
+    let stop = logferry_engine::CancellationToken::new();
+    let run = tokio::spawn(p.run(stop.clone()));
+    assert!(
+        wait_until(Duration::from_secs(10), || sink("down")
+            .lock()
+            .unwrap()
+            .len()
+            == 1)
+        .await,
+        "records flow while the API is down"
+    );
+    assert!(as_json(&collected("down")[0]).get("kubernetes").is_none());
+    server.restart().await;
+    // After the back-off, new lines of the same pod get metadata again.
+    let mut ok = false;
+    for i in 0..20 {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap();
+        std::io::Write::write_all(
+            &mut f,
+            docker_line(&format!("after {i}\n"), "stdout", "2024-05-01T10:00:01Z").as_bytes(),
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if collected("down")
+            .iter()
+            .any(|r| as_json(r)["kubernetes"]["pod_name"] == "early")
+        {
+            ok = true;
+            break;
+        }
+    }
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ok, "metadata came back once the API server did");
+}
