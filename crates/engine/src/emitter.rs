@@ -1,6 +1,7 @@
 //! The handle an input emits records through: it charges the input's `Mem_Buf_Limit`, wires the
 //! chunk's delivery tracking back to the input, and hands the chunk to the router.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use logferry_core::chunk::{DeliveryCallback, DeliveryStatus};
@@ -25,6 +26,9 @@ impl Emitter {
         budget: Arc<MemBudget>,
         metrics: Arc<PluginMetrics>,
     ) -> Self {
+        metrics
+            .buffer_limit
+            .store(budget.limit() as u64, Ordering::Relaxed);
         Emitter {
             tx,
             budget,
@@ -61,9 +65,18 @@ impl Emitter {
         } else {
             self.budget.acquire(size).await;
         }
+        self.metrics
+            .buffer_bytes
+            .store(self.budget.used() as u64, Ordering::Relaxed);
         let delivery = Delivery::new();
         let budget = Arc::clone(&self.budget);
-        delivery.on_done(Box::new(move |_| budget.release(size)));
+        let metrics = Arc::clone(&self.metrics);
+        delivery.on_done(Box::new(move |_| {
+            budget.release(size);
+            metrics
+                .buffer_bytes
+                .store(budget.used() as u64, Ordering::Relaxed);
+        }));
         if let Some(ack) = ack {
             delivery.on_done(ack);
         }

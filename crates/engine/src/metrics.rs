@@ -25,6 +25,21 @@ pub struct PluginMetrics {
     pub retried_records: AtomicU64,
     /// Input: times it was paused by `Mem_Buf_Limit`.
     pub paused: AtomicU64,
+    /// Input: bytes emitted and not yet delivered (gauge).
+    pub buffer_bytes: AtomicU64,
+    /// Input: its `Mem_Buf_Limit` in bytes (gauge).
+    pub buffer_limit: AtomicU64,
+    /// Plugin-specific counters, exported as `logferry_<name>{name=<instance>}`.
+    pub extra: Mutex<Vec<Extra>>,
+}
+
+/// A plugin-specific counter (a plugin registers it at build time and bumps it itself).
+#[derive(Clone, Debug)]
+pub struct Extra {
+    /// Metric name without the `logferry_` prefix or `_total` suffix.
+    pub name: &'static str,
+    pub help: &'static str,
+    pub value: Arc<AtomicU64>,
 }
 
 impl PluginMetrics {
@@ -44,6 +59,24 @@ impl PluginMetrics {
     /// Reads a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Registers a plugin-specific counter and returns it for the plugin to bump.
+    pub fn register(&self, name: &'static str, help: &'static str) -> Arc<AtomicU64> {
+        let value = Arc::new(AtomicU64::new(0));
+        if let Ok(mut e) = self.extra.lock() {
+            e.push(Extra {
+                name,
+                help,
+                value: Arc::clone(&value),
+            });
+        }
+        value
+    }
+
+    /// The plugin-specific counters.
+    pub fn extras(&self) -> Vec<Extra> {
+        self.extra.lock().map(|e| e.clone()).unwrap_or_default()
     }
 
     /// Records that `n` records were refused by the destination (counted, never silent).

@@ -114,7 +114,7 @@ pub struct ApiAccess {
     ttl: Duration,
     current: RwLock<Option<Current>>,
     /// Requests sent (GETs, lists and watch starts): `logferry_kubernetes_api_requests_total`.
-    pub requests: AtomicU64,
+    pub requests: Arc<AtomicU64>,
 }
 
 fn read_certs(path: &Path) -> Result<Vec<Vec<u8>>, ApiError> {
@@ -134,8 +134,8 @@ fn read_certs(path: &Path) -> Result<Vec<Vec<u8>>, ApiError> {
 }
 
 impl ApiAccess {
-    /// Prepares access; nothing is sent yet.
-    pub fn new(s: &ApiSettings) -> Result<ApiAccess, ApiError> {
+    /// Prepares access; nothing is sent yet. `requests` counts what is sent.
+    pub fn new(s: &ApiSettings, requests: Arc<AtomicU64>) -> Result<ApiAccess, ApiError> {
         let uri: http::Uri = s
             .url
             .parse()
@@ -172,7 +172,7 @@ impl ApiAccess {
             token: s.token.clone(),
             ttl: s.token_ttl,
             current: RwLock::new(None),
-            requests: AtomicU64::new(0),
+            requests,
         })
     }
 

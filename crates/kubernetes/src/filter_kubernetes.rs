@@ -39,13 +39,14 @@ pub static PLUGIN: FilterPlugin = FilterPlugin {
     build,
 };
 
-/// Counters of the filter (exposed by the HTTP server as `logferry_kubernetes_*`).
-#[derive(Debug, Default)]
+/// Counters of the filter, registered with the engine's metrics so the HTTP server exports
+/// them as `logferry_kubernetes_*_total{name=<instance>}`.
+#[derive(Debug)]
 pub struct KubeStats {
     /// Records that went on without metadata because it could not be had in time.
-    pub records_without_metadata: AtomicU64,
+    pub records_without_metadata: Arc<AtomicU64>,
     /// Records dropped by a `fluentbit.io/exclude` annotation.
-    pub records_excluded: AtomicU64,
+    pub records_excluded: Arc<AtomicU64>,
 }
 
 fn build(
@@ -104,14 +105,20 @@ fn build(
     let api = if o.dummy_meta || o.use_tag_for_meta {
         None
     } else {
-        Some(Arc::new(ApiAccess::new(&settings).map_err(|e| {
-            let key = if o.use_kubelet {
-                "Kubelet_Host"
-            } else {
-                "Kube_URL"
-            };
-            ConfigError::key(&span_of(key), key, e.to_string())
-        })?))
+        let requests = ctx.metrics.register(
+            "kubernetes_api_requests",
+            "Requests sent to the Kubernetes API server or kubelet.",
+        );
+        Some(Arc::new(ApiAccess::new(&settings, requests).map_err(
+            |e| {
+                let key = if o.use_kubelet {
+                    "Kubelet_Host"
+                } else {
+                    "Kube_URL"
+                };
+                ConfigError::key(&span_of(key), key, e.to_string())
+            },
+        )?))
     };
     Ok(Box::new(Kubernetes {
         tags,
@@ -133,7 +140,16 @@ fn build(
         stop: CancellationToken::new(),
         by_tag: HashMap::new(),
         namespaces: HashMap::new(),
-        stats: Arc::new(KubeStats::default()),
+        stats: Arc::new(KubeStats {
+            records_without_metadata: ctx.metrics.register(
+                "kubernetes_records_without_metadata",
+                "Records that went on without pod metadata because it could not be had in time.",
+            ),
+            records_excluded: ctx.metrics.register(
+                "kubernetes_records_excluded",
+                "Records dropped by a fluentbit.io/exclude annotation.",
+            ),
+        }),
         o,
     }))
 }

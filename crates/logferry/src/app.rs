@@ -1,7 +1,6 @@
 //! Loading the configuration (file, command line, parsers files), logging, signals, and running
 //! the pipeline to completion.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use logferry_core::config::{Config, ConfigError, OptSpec, Section, SectionKind, Span, Vars};
@@ -173,26 +172,114 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(pipeline, cli.config.as_deref()));
+    runtime.block_on(run(&cli, &reg, pipeline));
     // stdin is read on a blocking thread that may still wait for input: do not wait for it.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     ExitCode::SUCCESS
 }
 
-async fn run(pipeline: Pipeline, config: Option<&Path>) {
+/// Runs pipelines until a stop signal, or until the running pipeline ends by itself. A reload
+/// (SIGHUP or `POST /api/v2/reload`, with `Hot_Reload On`) builds the new pipeline first; only
+/// if it builds is the running one drained (its records delivered within `Grace`) and replaced,
+/// so a bad config never stops the agent.
+async fn run(cli: &Cli, registry: &Registry, first: Pipeline) {
     let stop = CancellationToken::new();
-    tokio::spawn(watch_signals(stop.clone()));
-    let (i, f, o) = pipeline.instance_names();
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        config = %config.map(|p| p.display().to_string()).unwrap_or_else(|| "<command line>".into()),
-        inputs = ?i, filters = ?f, outputs = ?o,
-        "logferry started"
-    );
-    let metrics = std::sync::Arc::clone(&pipeline.metrics);
-    let reason = pipeline.run(stop).await;
-    log_totals(&metrics);
-    tracing::info!(?reason, "logferry stopped");
+    let (hup_tx, mut hup_rx) = tokio::sync::mpsc::channel::<()>(1);
+    tokio::spawn(watch_signals(stop.clone(), hup_tx));
+
+    let mut http = None;
+    let mut reloads = None;
+    if first.service.http_server {
+        match logferry_http::HttpServer::start(
+            logferry_http::HttpOptions::from_service(&first.service),
+            std::sync::Arc::clone(&first.metrics),
+            stop.clone(),
+        )
+        .await
+        {
+            Ok((server, rx)) => {
+                http = Some(server);
+                reloads = Some(rx);
+            }
+            Err(e) => tracing::error!("{e}"),
+        }
+    }
+
+    let mut next = Some(first);
+    'pipelines: while let Some(pipeline) = next.take() {
+        let (i, f, o) = pipeline.instance_names();
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            config = %cli.config.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "<command line>".into()),
+            inputs = ?i, filters = ?f, outputs = ?o,
+            "logferry started"
+        );
+        let metrics = std::sync::Arc::clone(&pipeline.metrics);
+        let hot_reload = pipeline.service.hot_reload;
+        let run_stop = CancellationToken::new();
+        let mut handle = tokio::spawn(pipeline.run(run_stop.clone()));
+        loop {
+            let asked = tokio::select! {
+                r = &mut handle => {
+                    log_totals(&metrics);
+                    tracing::info!(reason = ?r.ok(), "logferry stopped");
+                    break 'pipelines;
+                }
+                _ = stop.cancelled() => {
+                    run_stop.cancel();
+                    let r = handle.await;
+                    log_totals(&metrics);
+                    tracing::info!(reason = ?r.ok(), "logferry stopped");
+                    break 'pipelines;
+                }
+                Some(()) = hup_rx.recv() => "SIGHUP",
+                Some(_) = recv_reload(&mut reloads) => "the HTTP API",
+            };
+            if !hot_reload {
+                tracing::warn!(from = asked, "reload asked but Hot_Reload is off; ignored");
+                continue;
+            }
+            if asked == "SIGHUP" && http.as_ref().is_some_and(|h| !h.begin_reload()) {
+                tracing::warn!("a reload is already in progress");
+                continue;
+            }
+            tracing::info!(from = asked, "reloading the configuration");
+            match build(cli, registry) {
+                Ok(new) => {
+                    run_stop.cancel();
+                    let _ = handle.await;
+                    log_totals(&metrics);
+                    if let Some(h) = &http {
+                        h.reloaded(std::sync::Arc::clone(&new.metrics));
+                    }
+                    tracing::info!("reload done: the new pipeline starts");
+                    next = Some(new);
+                    continue 'pipelines;
+                }
+                Err(errors) => {
+                    for e in &errors.0 {
+                        tracing::error!("reload refused: {e}");
+                    }
+                    if let Some(h) = &http {
+                        h.reload_failed();
+                    }
+                }
+            }
+        }
+    }
+    stop.cancel();
+    if let Some(h) = http {
+        h.stopped().await;
+    }
+}
+
+async fn recv_reload(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<logferry_http::ReloadRequest>>,
+) -> Option<logferry_http::ReloadRequest> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// One line per instance with what it moved, so a run's outcome is visible without the HTTP
@@ -213,12 +300,13 @@ fn log_totals(m: &logferry_engine::metrics::Metrics) {
     }
 }
 
-/// SIGTERM / SIGINT start a graceful stop; a second one exits at once.
-async fn watch_signals(stop: CancellationToken) {
+/// SIGTERM / SIGINT start a graceful stop; a second one exits at once. SIGHUP asks for a reload.
+async fn watch_signals(stop: CancellationToken, hup: tokio::sync::mpsc::Sender<()>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hangup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers");
         return;
@@ -228,6 +316,10 @@ async fn watch_signals(stop: CancellationToken) {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
+            _ = hangup.recv() => {
+                let _ = hup.try_send(());
+                continue;
+            }
         }
         seen += 1;
         if seen > 1 {

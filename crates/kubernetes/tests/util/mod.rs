@@ -19,8 +19,11 @@ pub fn shared() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/seed-nginx")
 }
 
+/// The seed's Pod JSON (a copy under tests/fixtures, so tests that only need a realistic pod do
+/// not depend on ../shared).
 pub fn seed_pod() -> Json {
-    serde_json::from_str(&std::fs::read_to_string(shared().join("pod.json")).unwrap()).unwrap()
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pod.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
 pub fn seed_line() -> String {

@@ -1,0 +1,189 @@
+//! The JSON answers, shaped as Fluent Bit's: `/`, `/api/v1/uptime`, `/api/v1/metrics`,
+//! `/api/v1/storage`.
+
+use std::time::Duration;
+
+use logferry_engine::metrics::{Metrics, PluginMetrics};
+use serde_json::{json, Map, Value};
+
+/// The version every answer reports.
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// `/`: Fluent Bit's build information, with `edition` and a `logferry` key saying what answers.
+pub(crate) fn build_info() -> Value {
+    json!({
+        "fluent-bit": {
+            "version": VERSION,
+            "edition": "logferry",
+            "flags": ["FLB_HAVE_METRICS", "FLB_HAVE_HTTP_SERVER", "FLB_HAVE_REGEX"],
+        },
+        "logferry": {
+            "version": VERSION,
+        },
+    })
+}
+
+/// `/api/v1/uptime`.
+pub(crate) fn uptime(up: Duration) -> Value {
+    let secs = up.as_secs();
+    json!({ "uptime_sec": secs, "uptime_hr": uptime_hr(secs) })
+}
+
+/// Fluent Bit's human-readable uptime, word for word (scripts match it): note the double space
+/// after the colon and the plural only above one.
+fn uptime_hr(secs: u64) -> String {
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (hours, rest) = (rest / 3_600, rest % 3_600);
+    let (minutes, seconds) = (rest / 60, rest % 60);
+    let s = |n: u64| if n > 1 { "s" } else { "" };
+    format!(
+        "Fluent Bit has been running:  {days} day{}, {hours} hour{}, {minutes} minute{} and {seconds} second{}",
+        s(days),
+        s(hours),
+        s(minutes),
+        s(seconds)
+    )
+}
+
+/// `/api/v1/metrics`: `{"input":{name:{...}},"filter":{...},"output":{...}}` with the field
+/// names of Fluent Bit's v1 metrics.
+pub(crate) fn metrics(m: &Metrics) -> Value {
+    let get = PluginMetrics::get;
+    let section = |list: &[std::sync::Arc<PluginMetrics>], f: &dyn Fn(&PluginMetrics) -> Value| {
+        let mut map = Map::new();
+        for p in list {
+            map.insert(p.name.clone(), f(p));
+        }
+        Value::Object(map)
+    };
+    json!({
+        "input": section(&Metrics::list(&m.inputs), &|p| json!({
+            "records": get(&p.records),
+            "bytes": get(&p.bytes),
+        })),
+        "filter": section(&Metrics::list(&m.filters), &|p| json!({
+            "drop_records": get(&p.dropped_records),
+            "add_records": get(&p.retried_records),
+            "records": get(&p.records),
+        })),
+        "output": section(&Metrics::list(&m.outputs), &|p| json!({
+            "proc_records": get(&p.records),
+            "proc_bytes": get(&p.bytes),
+            "errors": get(&p.errors),
+            "retries": get(&p.retries),
+            "retries_failed": get(&p.retries_failed),
+            "dropped_records": get(&p.dropped_records),
+            "retried_records": get(&p.retried_records),
+        })),
+    })
+}
+
+/// `/api/v1/storage`, shaped as Fluent Bit's. logferry buffers in memory only, chunk by chunk in
+/// flight, so the storage layer holds no chunks; per-input buffer sizes are not exposed by the
+/// engine yet and read as zero.
+pub(crate) fn storage(m: &Metrics) -> Value {
+    let mut inputs = Map::new();
+    for i in Metrics::list(&m.inputs) {
+        inputs.insert(
+            i.name.clone(),
+            json!({
+                "status": {
+                    "overlimit": false,
+                    "mem_size": human_size(0),
+                    "mem_limit": human_size(0),
+                },
+                "chunks": {"total": 0, "up": 0, "down": 0, "busy": 0, "busy_size": human_size(0)},
+            }),
+        );
+    }
+    json!({
+        "storage_layer": {
+            "chunks": {
+                "total_chunks": 0,
+                "mem_chunks": 0,
+                "fs_chunks": 0,
+                "fs_chunks_up": 0,
+                "fs_chunks_down": 0,
+            },
+        },
+        "input_chunks": inputs,
+    })
+}
+
+/// Fluent Bit's `flb_utils_bytes_to_human_readable_size`: `512b`, `1.5K`, `256.0M`.
+pub(crate) fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["b", "K", "M", "G", "T", "P", "E"];
+    let mut unit = 0;
+    let mut scale: u128 = 1;
+    while unit + 1 < UNITS.len() && u128::from(bytes) / (scale * 1024) > 0 {
+        unit += 1;
+        scale *= 1024;
+    }
+    if unit == 0 {
+        format!("{bytes}b")
+    } else {
+        format!("{:.1}{}", bytes as f64 / scale as f64, UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime_reads_like_fluent_bits() {
+        assert_eq!(
+            uptime_hr(8_950_000),
+            "Fluent Bit has been running:  103 days, 14 hours, 6 minutes and 40 seconds"
+        );
+        assert_eq!(
+            uptime_hr(3_661),
+            "Fluent Bit has been running:  0 day, 1 hour, 1 minute and 1 second"
+        );
+        assert_eq!(uptime(Duration::from_secs(5))["uptime_sec"], 5);
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_size(0), "0b");
+        assert_eq!(human_size(1023), "1023b");
+        assert_eq!(human_size(1536), "1.5K");
+        assert_eq!(human_size(256 * 1024 * 1024), "256.0M");
+    }
+
+    #[test]
+    fn metrics_use_fluent_bits_field_names_in_config_order() {
+        let m = Metrics::default();
+        for name in ["tail.0", "dummy.1"] {
+            m.inputs
+                .lock()
+                .expect("lock")
+                .push(PluginMetrics::new(name));
+        }
+        m.outputs
+            .lock()
+            .expect("lock")
+            .push(PluginMetrics::new("stdout.0"));
+        let v = metrics(&m);
+        let keys: Vec<_> = v["input"].as_object().expect("input").keys().collect();
+        assert_eq!(keys, ["tail.0", "dummy.1"]);
+        let out: Vec<_> = v["output"]["stdout.0"]
+            .as_object()
+            .expect("output")
+            .keys()
+            .collect();
+        assert_eq!(
+            out,
+            [
+                "proc_records",
+                "proc_bytes",
+                "errors",
+                "retries",
+                "retries_failed",
+                "dropped_records",
+                "retried_records"
+            ]
+        );
+        assert_eq!(v["filter"], json!({}));
+    }
+}
