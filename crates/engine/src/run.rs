@@ -82,6 +82,7 @@ impl Pipeline {
         };
         let flush_every = service.flush_interval();
         let draining = CancellationToken::new();
+        let hard_stop = CancellationToken::new();
 
         // Outputs.
         let mut output_tasks = JoinSet::new();
@@ -89,7 +90,14 @@ impl Pipeline {
         for out in outputs {
             let (tx, rx) = mpsc::unbounded_channel();
             routes.push((out.matcher.clone(), tx));
-            output_tasks.spawn(output_task(out, rx, flush_every, backoff, draining.clone()));
+            output_tasks.spawn(output_task(
+                out,
+                rx,
+                flush_every,
+                backoff,
+                draining.clone(),
+                hard_stop.clone(),
+            ));
         }
 
         // Router.
@@ -169,7 +177,14 @@ impl Pipeline {
             tracing::warn!(
                 "outputs did not finish within Grace; undelivered records are abandoned"
             );
-            output_tasks.abort_all();
+            hard_stop.cancel();
+            let settled = tokio::time::timeout(Duration::from_secs(2), async {
+                while output_tasks.join_next().await.is_some() {}
+            })
+            .await;
+            if settled.is_err() {
+                output_tasks.abort_all();
+            }
         }
         reason
     }
@@ -272,6 +287,7 @@ async fn output_task(
     flush_every: Duration,
     backoff: Backoff,
     draining: CancellationToken,
+    hard_stop: CancellationToken,
 ) {
     let sem = Arc::new(Semaphore::new(out.workers));
     let mut pending: HashMap<Tag, Pending> = HashMap::new();
@@ -281,56 +297,69 @@ async fn output_task(
     let mut tick = tokio::time::interval(flush_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
-    let mut draining_now = false;
-    loop {
-        tokio::select! {
-            got = rx.recv() => match got {
-                Some(chunk) => {
-                    let tag = Arc::clone(&chunk.tag);
-                    let p = pending.entry(Arc::clone(&tag)).or_insert_with(|| {
-                        order.push(Arc::clone(&tag));
-                        Pending { chunks: Vec::new(), bytes: 0 }
-                    });
-                    p.bytes += chunk.size;
-                    p.chunks.push(chunk);
-                    if p.bytes >= FLUSH_AT_BYTES || draining_now {
-                        if let Some((tag, p)) = pending.remove_entry(&tag) {
-                            order.retain(|t| *t != tag);
-                            spawn_flush(&mut flights, &out, &sem, backoff, &draining, Batch { tag, chunks: p.chunks }).await;
+    let work = async {
+        let mut draining_now = false;
+        loop {
+            tokio::select! {
+                got = rx.recv() => match got {
+                    Some(chunk) => {
+                        let tag = Arc::clone(&chunk.tag);
+                        let p = pending.entry(Arc::clone(&tag)).or_insert_with(|| {
+                            order.push(Arc::clone(&tag));
+                            Pending { chunks: Vec::new(), bytes: 0 }
+                        });
+                        p.bytes += chunk.size;
+                        p.chunks.push(chunk);
+                        if p.bytes >= FLUSH_AT_BYTES || draining_now {
+                            if let Some((tag, p)) = pending.remove_entry(&tag) {
+                                order.retain(|t| *t != tag);
+                                spawn_flush(&mut flights, &out, &sem, backoff, &draining, Batch { tag, chunks: p.chunks }).await;
+                            }
                         }
                     }
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    for (tag, p) in drain_in_order(&mut pending, &mut order) {
+                        spawn_flush(&mut flights, &out, &sem, backoff, &draining, Batch { tag, chunks: p.chunks }).await;
+                    }
                 }
-                None => break,
-            },
-            _ = tick.tick() => {
-                for (tag, p) in drain_in_order(&mut pending, &mut order) {
-                    spawn_flush(&mut flights, &out, &sem, backoff, &draining, Batch { tag, chunks: p.chunks }).await;
+                _ = draining.cancelled(), if !draining_now => {
+                    draining_now = true;
+                    for (tag, p) in drain_in_order(&mut pending, &mut order) {
+                        spawn_flush(&mut flights, &out, &sem, backoff, &draining, Batch { tag, chunks: p.chunks }).await;
+                    }
                 }
+                Some(_) = flights.join_next(), if !flights.is_empty() => {}
             }
-            _ = draining.cancelled(), if !draining_now => {
-                draining_now = true;
-                for (tag, p) in drain_in_order(&mut pending, &mut order) {
-                    spawn_flush(&mut flights, &out, &sem, backoff, &draining, Batch { tag, chunks: p.chunks }).await;
-                }
-            }
-            Some(_) = flights.join_next(), if !flights.is_empty() => {}
         }
+        for (tag, p) in drain_in_order(&mut pending, &mut order) {
+            spawn_flush(
+                &mut flights,
+                &out,
+                &sem,
+                backoff,
+                &draining,
+                Batch {
+                    tag,
+                    chunks: p.chunks,
+                },
+            )
+            .await;
+        }
+        while flights.join_next().await.is_some() {}
+    };
+    // Grace ran out: give up what is in flight now, so every chunk is settled (as abandoned)
+    // before the engine returns.
+    let gave_up = tokio::select! {
+        _ = work => false,
+        _ = hard_stop.cancelled() => true,
+    };
+    if gave_up {
+        flights.abort_all();
+        while flights.join_next().await.is_some() {}
+        return;
     }
-    for (tag, p) in drain_in_order(&mut pending, &mut order) {
-        spawn_flush(
-            &mut flights,
-            &out,
-            &sem,
-            backoff,
-            &draining,
-            Batch {
-                tag,
-                chunks: p.chunks,
-            },
-        )
-        .await;
-    }
-    while flights.join_next().await.is_some() {}
     if let Err(e) = out.plugin.shutdown().await {
         tracing::error!(output = %out.name, error = %e, "output shutdown failed");
     }

@@ -16,13 +16,6 @@ pub const PLANNED: &[(&str, &str)] = &[
     ("filter", "throttle"),
     ("filter", "lua"),
     ("filter", "aws"),
-    ("output", "cloudwatch_logs"),
-    ("output", "cloudwatch"),
-    ("output", "kinesis_firehose"),
-    ("output", "firehose"),
-    ("output", "kinesis_streams"),
-    ("output", "kinesis"),
-    ("output", "s3"),
     ("output", "es"),
     ("output", "opensearch"),
     ("output", "http"),
@@ -43,7 +36,11 @@ pub fn registry() -> Registry {
             .copied()
             .chain([&logferry_kubernetes::PLUGIN])
             .collect(),
-        outputs: logferry_outputs::PLUGINS.to_vec(),
+        outputs: logferry_outputs::PLUGINS
+            .iter()
+            .chain(logferry_aws::PLUGINS.iter())
+            .copied()
+            .collect(),
         planned: PLANNED,
     }
 }

@@ -1,0 +1,196 @@
+//! The `cloudwatch_logs` output: one flush = build events, split per stream by the API limits,
+//! put call by call.
+//!
+//! Partial failures, decided here:
+//! - events the service refuses individually (`rejectedLogEventsInfo`: too old, too new,
+//!   expired) and records that give no event are counted with `dropped` and logged with the
+//!   reason; they are never retried;
+//! - a retryable failure (throttling, 5xx, network, credentials) stops that stream's calls;
+//!   the other streams of the flush still go, then the flush returns `Retry`. What was accepted
+//!   is kept in a [`ProgressMemo`], so the engine's retry of the batch resumes after it and
+//!   nothing accepted is sent twice;
+//! - a permanent failure (other 4xx) gives up that stream's remaining events. When nothing of
+//!   the batch was delivered, the flush returns `Error` with the reason (the engine counts and
+//!   logs the batch); otherwise those events are counted as dropped and logged here, and the
+//!   rest of the batch counts as delivered.
+//!
+//! Oversize events are truncated (see [`super::request_builder`]); [`CloudWatchLogsOutput::truncated`]
+//! counts them and each flush that truncated logs how many.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use logferry_engine::metrics::PluginMetrics;
+use logferry_engine::{Batch, FlushResult, Output};
+
+use super::batch;
+use super::config::CloudWatchLogsSettings;
+use super::request_builder::{self, Destination, Encoded};
+use super::service::CloudWatchService;
+use crate::progress::ProgressMemo;
+
+/// What a batch delivered so far.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Per stream, events (in sorted order) handled: accepted, refused or given up.
+    done: HashMap<Destination, usize>,
+    /// Whether drops found while encoding were already counted.
+    encode_counted: bool,
+    /// Events accepted by the service.
+    delivered: usize,
+}
+
+/// Sends records to CloudWatch Logs.
+pub struct CloudWatchLogsOutput {
+    settings: Arc<CloudWatchLogsSettings>,
+    service: CloudWatchService,
+    memo: ProgressMemo<Progress>,
+    metrics: Arc<PluginMetrics>,
+    name: String,
+    truncated: Arc<AtomicU64>,
+    rejected_too_old: Arc<AtomicU64>,
+    rejected_too_new: Arc<AtomicU64>,
+    rejected_expired: Arc<AtomicU64>,
+}
+
+impl CloudWatchLogsOutput {
+    /// An output with `settings`, counting into `metrics`, logging as `name`.
+    pub fn new(
+        settings: CloudWatchLogsSettings,
+        metrics: Arc<PluginMetrics>,
+        name: String,
+    ) -> Self {
+        let settings = Arc::new(settings);
+        CloudWatchLogsOutput {
+            service: CloudWatchService::new(Arc::clone(&settings)),
+            settings,
+            memo: ProgressMemo::default(),
+            truncated: metrics.register(
+                "cloudwatch_events_truncated",
+                "Log events cut to CloudWatch Logs' largest event size.",
+            ),
+            rejected_too_old: metrics.register(
+                "cloudwatch_rejected_too_old_events",
+                "Log events CloudWatch Logs rejected as older than 14 days or the retention.",
+            ),
+            rejected_too_new: metrics.register(
+                "cloudwatch_rejected_too_new_events",
+                "Log events CloudWatch Logs rejected as more than 2 hours ahead.",
+            ),
+            rejected_expired: metrics.register(
+                "cloudwatch_rejected_expired_events",
+                "Log events CloudWatch Logs rejected as expired.",
+            ),
+            metrics,
+            name,
+        }
+    }
+
+    /// Events truncated to fit since start.
+    pub fn truncated(&self) -> u64 {
+        self.truncated.load(Ordering::Relaxed)
+    }
+
+    /// Batches waiting for a retry with part of them delivered.
+    pub fn pending_retries(&self) -> usize {
+        self.memo.len()
+    }
+
+    fn count_encoding(&self, tag: &str, enc: &Encoded) {
+        for (why, n) in &enc.skipped {
+            self.metrics.dropped(*n);
+            tracing::warn!(output = %self.name, %tag, records = n, reason = why.reason(), "records dropped");
+        }
+        if enc.truncated > 0 {
+            self.truncated.fetch_add(enc.truncated, Ordering::Relaxed);
+            tracing::warn!(output = %self.name, %tag, events = enc.truncated,
+                max_bytes = batch::MAX_MESSAGE_BYTES, "log events too large for CloudWatch Logs were truncated");
+        }
+        if enc.template_fallbacks > 0 {
+            tracing::warn!(output = %self.name, %tag, records = enc.template_fallbacks,
+                "a log group or stream template could not be filled; the static name was used");
+        }
+    }
+}
+
+#[async_trait]
+impl Output for CloudWatchLogsOutput {
+    async fn flush(&self, b: &Batch) -> FlushResult {
+        let mut progress = self.memo.take(b).unwrap_or_default();
+        let enc = request_builder::build(&self.settings, &b.tag, b.records());
+        if !progress.encode_counted {
+            self.count_encoding(&b.tag, &enc);
+            progress.encode_counted = true;
+        }
+        let mut retry: Option<String> = None;
+        let mut failed: Vec<(Destination, usize, String)> = Vec::new();
+        for (dest, mut events) in enc.streams {
+            events.sort_by_key(|e| e.timestamp);
+            let start = progress
+                .done
+                .get(&dest)
+                .copied()
+                .unwrap_or(0)
+                .min(events.len());
+            let remaining = &events[start..];
+            if remaining.is_empty() {
+                continue;
+            }
+            let stream_lock = self.service.stream_lock(&dest);
+            let _serialized = stream_lock.lock().await;
+            for range in batch::split(remaining) {
+                let call = &remaining[range.clone()];
+                match self.service.put(&dest, call).await {
+                    Ok(rejected) => {
+                        *progress.done.entry(dest.clone()).or_default() += call.len();
+                        progress.delivered += call.len() - rejected.total;
+                        if rejected.total > 0 {
+                            self.metrics.dropped(rejected.total as u64);
+                            self.rejected_too_old
+                                .fetch_add(rejected.too_old as u64, Ordering::Relaxed);
+                            self.rejected_too_new
+                                .fetch_add(rejected.too_new as u64, Ordering::Relaxed);
+                            self.rejected_expired
+                                .fetch_add(rejected.expired as u64, Ordering::Relaxed);
+                            tracing::warn!(output = %self.name, stream = %dest,
+                                events = rejected.total, too_old = rejected.too_old,
+                                too_new = rejected.too_new, expired = rejected.expired,
+                                "CloudWatch Logs rejected log events (older than 14 days or the retention, or more than 2 hours ahead); dropped");
+                        }
+                    }
+                    Err(e) if e.is_transient() => {
+                        retry.get_or_insert_with(|| format!("{dest}: {e}"));
+                        break;
+                    }
+                    Err(e) => {
+                        let lost = remaining.len() - range.start;
+                        *progress.done.entry(dest.clone()).or_default() += lost;
+                        failed.push((dest.clone(), lost, e.to_string()));
+                        break;
+                    }
+                }
+            }
+        }
+        if !failed.is_empty() {
+            if progress.delivered == 0 && retry.is_none() {
+                let reasons: Vec<String> =
+                    failed.iter().map(|(d, _, r)| format!("{d}: {r}")).collect();
+                return FlushResult::Error(reasons.join("; "));
+            }
+            for (dest, lost, reason) in &failed {
+                self.metrics.dropped(*lost as u64);
+                tracing::error!(output = %self.name, stream = %dest, events = lost, %reason,
+                    "CloudWatch Logs refused the events; dropped");
+            }
+        }
+        match retry {
+            Some(reason) => {
+                self.memo.keep(b, progress);
+                FlushResult::Retry(reason)
+            }
+            None => FlushResult::Ok,
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! The seed's ConfigMap (../shared/conformance/seed-nginx/fluent-bit.conf), unchanged but for the
+//! paths and endpoints its header lists, run as a user runs it: the `logferry` binary with `-c`,
+//! the Kubernetes API over HTTPS through a CA file with a bearer token (the project's test API
+//! server), and CloudWatch Logs (moto's server). What must hold is the fixture's README.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use logferry_aws::testing::{hermetic_env, Moto};
+use logferry_kubernetes::testing::KubeApiServer;
+use serde_json::{json, Value};
+
+const POD: &str = "nginx-5468c5d4d7-n2swr";
+const ID: &str = "b90a89309ac90fff2972822c66f11736933000c5aa6376dff0c11a441fa427ee";
+
+fn seed_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/seed-nginx")
+}
+
+/// A JSON call to moto's CloudWatch Logs (moto does not check signatures).
+fn logs_api(endpoint_port: u16, action: &str, body: Value) -> Value {
+    let body = body.to_string();
+    let mut s = TcpStream::connect(("127.0.0.1", endpoint_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST / HTTP/1.1\r\nHost: logs.us-east-2.amazonaws.com\r\nX-Amz-Target: Logs_20140328.{action}\r\nContent-Type: application/x-amz-json-1.1\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-2/logs/aws4_request, SignedHeaders=host, Signature=0\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let payload = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    serde_json::from_str(payload).unwrap_or(Value::Null)
+}
+
+/// Civil date of a Unix day (Howard Hinnant's algorithm).
+fn civil(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// The seed's line with `secs` as both the Docker time and the nginx time (format kept).
+fn seed_line_at(secs: i64) -> (String, String, String) {
+    let (y, mo, d) = civil(secs.div_euclid(86_400));
+    let t = secs.rem_euclid(86_400);
+    let (h, mi, s) = (t / 3600, t % 3600 / 60, t % 60);
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let nginx_time = format!(
+        "{d:02}/{}/{y}:{h:02}:{mi:02}:{s:02} +0000",
+        months[(mo - 1) as usize]
+    );
+    let docker_time = format!("{y}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.70630778Z");
+    let log = format!("10.1.128.166 - - [{nginx_time}] \"GET / HTTP/1.1\" 200 612 \"-\" \"hey/0.0.1\" \"52.95.4.2\"\n");
+    let line = format!(
+        "{}\n",
+        json!({"log": log, "stream": "stdout", "time": docker_time})
+    );
+    (line, log, docker_time)
+}
+
+struct Agent {
+    child: Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    fn start(dir: &Path, kube: &KubeApiServer, cloudwatch: &str) -> Agent {
+        let logs = dir.join("containers");
+        let prefix = format!(
+            "kube.{}.",
+            logs.display()
+                .to_string()
+                .trim_start_matches('/')
+                .replace('/', ".")
+        );
+        let mut child = Command::new(env!("CARGO_BIN_EXE_logferry"))
+            .arg("-c")
+            .arg(seed_dir().join("fluent-bit.conf"))
+            .env("LOG_DIR", &logs)
+            .env("STATE_DIR", dir)
+            .env("KUBE_TAG_PREFIX", prefix)
+            .env("KUBE_URL", kube.url())
+            .env("KUBE_CA_FILE", &kube.ca_file)
+            .env("KUBE_TOKEN_FILE", &kube.token_file)
+            .env("CLOUDWATCH_ENDPOINT", cloudwatch)
+            .env("PARSERS_FILE", "")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Agent { child, log }
+    }
+
+    fn logged(&self, what: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(what))
+    }
+
+    /// SIGTERM, then wait (bounded) for the exit.
+    fn stop(mut self) -> Vec<String> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not stop within 20s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.log.lock().unwrap().clone()
+    }
+}
+
+fn wait(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+async fn setup() -> Option<(tempfile::TempDir, KubeApiServer, Moto)> {
+    if !seed_dir().exists() {
+        eprintln!("skipping: {} not found", seed_dir().display());
+        return None;
+    }
+    hermetic_env();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("containers")).unwrap();
+    let kube = KubeApiServer::start(dir.path()).await;
+    let pod: Value =
+        serde_json::from_str(&std::fs::read_to_string(seed_dir().join("pod.json")).unwrap())
+            .unwrap();
+    kube.add_pod(pod);
+    let moto = tokio::task::spawn_blocking(Moto::start).await.unwrap();
+    Some((dir, kube, moto))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_configmap_delivers_the_seeds_record_to_cloudwatch() {
+    let Some((dir, kube, moto)) = setup().await else {
+        return;
+    };
+    let agent = Agent::start(dir.path(), &kube, &moto.endpoint());
+    assert!(
+        wait(20, || agent.logged("logferry started")),
+        "agent did not start"
+    );
+    // nginx writes its line after the agent is up (the file is new, so it is read from its start).
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - 5;
+    let (line, log, docker_time) = seed_line_at(now);
+    let file = dir
+        .path()
+        .join("containers")
+        .join(format!("{POD}_default_nginx-{ID}.log"));
+    std::fs::write(&file, &line).unwrap();
+
+    let port = moto.port;
+    let mut stream = String::new();
+    let found = tokio::task::spawn_blocking(move || {
+        let ok = wait(30, || {
+            let r = logs_api(port, "DescribeLogStreams", json!({"logGroupName": "fluentbit-cloudwatch", "logStreamNamePrefix": "fluentbit-"}));
+            match r["logStreams"].as_array().and_then(|a| a.first()) {
+                Some(s) => {
+                    stream = s["logStreamName"].as_str().unwrap_or("").to_string();
+                    let ev = logs_api(port, "GetLogEvents", json!({"logGroupName": "fluentbit-cloudwatch", "logStreamName": stream, "startFromHead": true}));
+                    ev["events"].as_array().is_some_and(|e| !e.is_empty())
+                }
+                None => false,
+            }
+        });
+        (ok, stream)
+    })
+    .await
+    .unwrap();
+    let lines = agent.stop();
+    let (ok, stream) = found;
+    assert!(
+        ok,
+        "no event reached CloudWatch Logs:\n{}",
+        lines.join("\n")
+    );
+
+    let logs_dir = dir
+        .path()
+        .join("containers")
+        .display()
+        .to_string()
+        .trim_start_matches('/')
+        .replace('/', ".");
+    assert_eq!(
+        stream,
+        format!("fluentbit-kube.{logs_dir}.{POD}_default_nginx-{ID}.log")
+    );
+    assert!(kube.requests("unauthorized") == 0 && kube.requests("get_pod") <= 1);
+    let ev = logs_api(
+        moto.port,
+        "GetLogEvents",
+        json!({"logGroupName": "fluentbit-cloudwatch", "logStreamName": stream, "startFromHead": true}),
+    );
+    let events = ev["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "one event");
+    assert_eq!(
+        events[0]["timestamp"].as_i64(),
+        Some(now * 1000),
+        "the nginx line's own time"
+    );
+    let mut got: Value = serde_json::from_str(events[0]["message"].as_str().unwrap()).unwrap();
+    let mut expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(seed_dir().join("expected-record.json")).unwrap(),
+    )
+    .unwrap();
+    expected["log"] = json!(log);
+    expected["time"] = json!(docker_time);
+    // Allowed: more kubernetes keys, and the image reference before the digest.
+    let want_hash = expected["kubernetes"]["container_hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hash = got["kubernetes"]["container_hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        hash == want_hash || hash.ends_with(&format!("@sha256:{want_hash}")),
+        "{hash}"
+    );
+    got["kubernetes"]["container_hash"] = json!(want_hash);
+    let keys: Vec<String> = expected["kubernetes"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    got["kubernetes"]
+        .as_object_mut()
+        .unwrap()
+        .retain(|k, _| keys.contains(k));
+    assert_eq!(got, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_too_old_event_is_counted_and_logged_not_retried() {
+    let Some((dir, kube, moto)) = setup().await else {
+        return;
+    };
+    let agent = Agent::start(dir.path(), &kube, &moto.endpoint());
+    assert!(
+        wait(20, || agent.logged("logferry started")),
+        "agent did not start"
+    );
+    // The fixture's line as it stands: 2019, far older than 14 days.
+    let line = std::fs::read_to_string(
+        seed_dir().join(format!("var/log/containers/{POD}_default_nginx-{ID}.log")),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path()
+            .join("containers")
+            .join(format!("{POD}_default_nginx-{ID}.log")),
+        line,
+    )
+    .unwrap();
+    let logged = tokio::task::spawn_blocking({
+        let log = std::sync::Arc::clone(&agent.log);
+        move || {
+            wait(30, || {
+                log.lock()
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.contains("rejected log events"))
+            })
+        }
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let lines = agent.stop();
+    assert!(
+        logged,
+        "the rejection was not logged:\n{}",
+        lines.join("\n")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "no stall at shutdown"
+    );
+    let rejected = lines
+        .iter()
+        .find(|l| l.contains("rejected log events"))
+        .unwrap();
+    assert!(rejected.contains("too_old=1"), "{rejected}");
+    let totals = lines.iter().find(|l| l.contains("output totals")).unwrap();
+    assert!(
+        totals.contains("dropped=1") && totals.contains("retries=0"),
+        "{totals}"
+    );
+}
