@@ -36,7 +36,8 @@ pub struct PluginMetrics {
 /// A plugin-specific counter (a plugin registers it at build time and bumps it itself).
 #[derive(Clone, Debug)]
 pub struct Extra {
-    /// Metric name without the `logferry_` prefix or `_total` suffix.
+    /// Metric name without the `_total` suffix; without the `logferry_` prefix unless it is one of
+    /// Fluent Bit's own (`fluentbit_input_files_opened`), which is exported as it is.
     pub name: &'static str,
     pub help: &'static str,
     pub value: Arc<AtomicU64>,

@@ -217,7 +217,8 @@ fn input_buffers(
     Ok(())
 }
 
-/// Plugin-specific counters (`PluginMetrics::register`), as `logferry_<name>_total{name}`.
+/// Plugin-specific counters (`PluginMetrics::register`), as `logferry_<name>_total{name}`, or
+/// under their own name when it is one of Fluent Bit's (`fluentbit_…`).
 fn extras(enc: &mut DescriptorEncoder, m: &Metrics) -> Result<(), std::fmt::Error> {
     let all: Vec<Arc<PluginMetrics>> = Metrics::list(&m.inputs)
         .into_iter()
@@ -233,7 +234,12 @@ fn extras(enc: &mut DescriptorEncoder, m: &Metrics) -> Result<(), std::fmt::Erro
         }
     }
     for (name, help) in names {
-        let full = format!("logferry_{name}");
+        // Fluent Bit's own plugin metrics (tail's file counters) keep their name.
+        let full = if name.starts_with("fluentbit_") {
+            name.to_string()
+        } else {
+            format!("logferry_{name}")
+        };
         let mut family = enc.encode_descriptor(&full, help, None, MetricType::Counter)?;
         for p in &all {
             for e in p.extras().into_iter().filter(|e| e.name == name) {

@@ -326,3 +326,74 @@ async fn api_down_at_start_then_up() {
         .unwrap();
     assert!(ok, "metadata came back once the API server did");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_meta_owner_references_and_kubelet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("c");
+    std::fs::create_dir_all(&logs).unwrap();
+    let server = KubeApiServer::start(tmp.path()).await;
+    server.add_pod(pod("owned", "team-a", "n1", json!({"a": "b"})));
+    server.add_namespace(json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "team-a", "labels": {"team": "a"}, "annotations": {"owner": "ops"}}}));
+    std::fs::write(
+        logs.join(log_name("owned", "team-a", 4)),
+        docker_line("x\n", "stdout", "2024-05-01T10:00:00Z"),
+    )
+    .unwrap();
+    run_to_end(pipeline(
+        &logs,
+        &server,
+        &[
+            ("Namespace_Labels", "On"),
+            ("Namespace_Annotations", "On"),
+            ("Owner_References", "On"),
+            ("Annotations", "Off"),
+        ],
+        "nsmeta",
+        true,
+    ))
+    .await;
+    let j = as_json(&collected("nsmeta")[0]);
+    assert_eq!(j["kubernetes_namespace"]["name"], "team-a");
+    assert_eq!(j["kubernetes_namespace"]["labels"]["team"], "a");
+    assert_eq!(j["kubernetes_namespace"]["annotations"]["owner"], "ops");
+    assert_eq!(j["kubernetes"]["ownerReferences"][0]["kind"], "ReplicaSet");
+    assert!(
+        j["kubernetes"].get("annotations").is_none(),
+        "Annotations Off"
+    );
+
+    // Use_Kubelet: one GET of the kubelet's /pods instead of per-pod GETs to the API server.
+    let port = server.addr.port().to_string();
+    run_to_end(pipeline(
+        &logs,
+        &server,
+        &[
+            ("Use_Kubelet", "On"),
+            ("Kubelet_Host", "127.0.0.1"),
+            ("Kubelet_Port", &port),
+        ],
+        "kubelet",
+        true,
+    ))
+    .await;
+    let j = as_json(&collected("kubelet")[0]);
+    assert_eq!(j["kubernetes"]["pod_name"], "owned");
+    assert_eq!(server.requests("kubelet_pods"), 1);
+
+    // Dummy_Meta: metadata from the tag only, no API call.
+    let before = server.total_requests();
+    run_to_end(pipeline(
+        &logs,
+        &server,
+        &[("Dummy_Meta", "On")],
+        "dummy",
+        true,
+    ))
+    .await;
+    let j = as_json(&collected("dummy")[0]);
+    assert_eq!(j["kubernetes"]["namespace_name"], "team-a");
+    assert_eq!(j["kubernetes"]["container_name"], "nginx");
+    assert_eq!(server.total_requests(), before);
+}

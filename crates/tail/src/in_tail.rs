@@ -146,7 +146,19 @@ fn build(
     }
     // A relative DB path is relative to the working directory, as in Fluent Bit.
     let db = o.db.as_deref().filter(|d| !d.is_empty()).map(PathBuf::from);
+    let files = FileCounters {
+        opened: ctx
+            .metrics
+            .register("fluentbit_input_files_opened", "Number of files opened."),
+        closed: ctx
+            .metrics
+            .register("fluentbit_input_files_closed", "Number of files closed."),
+        rotated: ctx
+            .metrics
+            .register("fluentbit_input_files_rotated", "Number of files rotated."),
+    };
     Ok(Box::new(Tail {
+        files,
         patterns,
         exclude,
         tag_regex,
@@ -251,7 +263,15 @@ fn decoding_for(
     })
 }
 
+/// Fluent Bit's tail file counters.
+struct FileCounters {
+    opened: Arc<std::sync::atomic::AtomicU64>,
+    closed: Arc<std::sync::atomic::AtomicU64>,
+    rotated: Arc<std::sync::atomic::AtomicU64>,
+}
+
 struct Tail {
+    files: FileCounters,
     o: TailOptions,
     patterns: Vec<String>,
     exclude: Vec<glob::Pattern>,
@@ -613,6 +633,7 @@ impl Tail {
         st.next_key += 1;
         st.tracker.register(key, db_id, offset);
         tracing::info!(input = %ctx.name, file = %path.display(), inode = dev_ino.1, offset, "following file");
+        self.files.opened.fetch_add(1, Ordering::Relaxed);
         st.files.insert(
             dev_ino,
             Followed {
@@ -981,6 +1002,7 @@ impl Tail {
                 if !same {
                     f.rotated_at = Some(Instant::now());
                     rotated_any = true;
+                    self.files.rotated.fetch_add(1, Ordering::Relaxed);
                     let new_name = current_name(&f.file);
                     tracing::info!(input = %ctx.name, file = %f.path.display(), now = ?new_name, "file rotated or removed; reading it to its end");
                     if let (Some(n), Some(id)) = (&new_name, f.db_id) {
@@ -1002,6 +1024,7 @@ impl Tail {
                 f.flush_all(&mut out);
                 self.emit(ctx, &st.tracker, &f, out, 0).await?;
                 tracing::info!(input = %ctx.name, file = %f.path.display(), "closing rotated file");
+                self.files.closed.fetch_add(1, Ordering::Relaxed);
                 st.tracker.forget_when_drained(f.key);
             }
         }

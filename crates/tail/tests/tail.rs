@@ -329,8 +329,36 @@ async fn cri_partials_are_joined_per_stream() {
     );
 }
 
+/// The agent's log, captured for the whole test binary.
+fn captured_log() -> String {
+    static LOG: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    let buf = LOG.get_or_init(|| {
+        let buf: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let w = Arc::clone(&buf);
+        let _ = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || Capture(Arc::clone(&w)))
+            .try_init();
+        buf
+    });
+    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
+}
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_lines_are_skipped_or_cut_never_the_file() {
+    captured_log();
     let dir = tempfile::tempdir().unwrap();
     let long = "L".repeat(100_000);
     std::fs::write(dir.path().join("a.log"), format!("before\n{long}\nafter\n")).unwrap();
@@ -592,4 +620,89 @@ async fn java_stack_trace_split_across_cri_partials_becomes_one_record() {
         "Exception in thread \"main\" java.lang.RuntimeException: Something has gone wrong, aborting!\n    at com.myproject.module.MyProject.badMethod(MyProject.java:22)\n    at com.myproject.module.MyProject.oneMoreMethod(MyProject.java:18)\n    at com.myproject.module.MyProject.main(MyProject.java:6)"
     );
     assert_eq!(got[1], "another line");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclude_ignore_older_tag_regex_offset_key_key_and_empty_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = "b90a89309ac90fff2972822c66f11736933000c5aa6376dff0c11a441fa427ee";
+    std::fs::write(
+        dir.path().join(format!("web-1_prod_nginx-{id}.log")),
+        "first\n\nsecond\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("skip.gz.log"), "excluded\n").unwrap();
+    let old = dir.path().join("old.log");
+    std::fs::write(&old, "too old\n").unwrap();
+    // Two hours ago: older than Ignore_Older 1h.
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let pattern = format!("{}/*.log", dir.path().display());
+    let p_in = vec![
+        ("Name", "tail"),
+        ("Tag", "k8s.<namespace_name>.<pod_name>.<container_name>"),
+        (
+            "Tag_Regex",
+            r"(?<pod_name>[a-z0-9-]+)_(?<namespace_name>[^_]+)_(?<container_name>.+)-(?<docker_id>[a-z0-9]{64})\.log$",
+        ),
+        ("Path", pattern.as_str()),
+        ("Exclude_Path", "*.gz.log, *.zip"),
+        ("Ignore_Older", "1h"),
+        ("Read_from_Head", "On"),
+        ("Exit_On_Eof", "On"),
+        ("Offset_Key", "offset"),
+        ("Key", "message"),
+        ("Skip_Empty_Lines", "On"),
+    ];
+    let c = config(vec![
+        section(SectionKind::Service, &[("Flush", "0.05")]),
+        section(SectionKind::Input, &p_in),
+        section(
+            SectionKind::Output,
+            &[("Name", "collect"), ("Match", "*"), ("sink", "opts")],
+        ),
+    ]);
+    let p = Pipeline::build(c, &registry()).unwrap();
+    let metrics = std::sync::Arc::clone(&p.metrics);
+    tokio::time::timeout(Duration::from_secs(20), p.run(CancellationToken::new()))
+        .await
+        .unwrap();
+    let got = records("opts");
+    assert_eq!(
+        got.len(),
+        2,
+        "only the matching, recent file; its empty line skipped"
+    );
+    assert!(
+        got.iter().all(|(t, _)| t == "k8s.prod.web-1.nginx"),
+        "{:?}",
+        got.iter().map(|(t, _)| t).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        got[0].1.body.get("message"),
+        Some(&Value::from("first")),
+        "Key names the raw line's key"
+    );
+    assert_eq!(got[0].1.body.get("offset"), Some(&Value::Int(0)));
+    assert_eq!(
+        got[1].1.body.get("offset"),
+        Some(&Value::Int(7)),
+        "offset of the line's start"
+    );
+    let input = logferry_engine::metrics::Metrics::list(&metrics.inputs)[0].clone();
+    let opened = input
+        .extras()
+        .into_iter()
+        .find(|e| e.name == "fluentbit_input_files_opened")
+        .unwrap();
+    assert_eq!(
+        opened.value.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "files opened"
+    );
 }
