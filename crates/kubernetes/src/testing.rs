@@ -395,3 +395,31 @@ fn handle(state: &Arc<State>, req: Request<Incoming>, stop: CancellationToken) -
         ),
     }
 }
+
+/// Asserts that a delivered record equals the seed's expected record
+/// (../shared/conformance/seed-nginx/expected-record.json) with the allowances its README gives:
+/// `kubernetes` may hold more keys, and `container_hash` may carry the image reference before the
+/// digest (`nginx@sha256:<hex>`); everything else must be equal, with no other key.
+pub fn assert_matches_seed_record(mut got: Json, expected: &Json) {
+    let want_hash = expected["kubernetes"]["container_hash"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let hash = got["kubernetes"]["container_hash"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        hash == want_hash || hash.ends_with(&format!("@sha256:{want_hash}")),
+        "container_hash {hash:?} is not {want_hash:?}"
+    );
+    got["kubernetes"]["container_hash"] = json!(want_hash);
+    let keys: Vec<&String> = expected["kubernetes"]
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
+    if let Some(k) = got["kubernetes"].as_object_mut() {
+        k.retain(|key, _| keys.contains(&key));
+    }
+    assert_eq!(&got, expected);
+}
