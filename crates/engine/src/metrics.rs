@@ -41,6 +41,8 @@ pub struct Extra {
     pub name: &'static str,
     pub help: &'static str,
     pub value: Arc<AtomicU64>,
+    /// A level that goes up and down (exported as a gauge) rather than a count.
+    pub gauge: bool,
 }
 
 impl PluginMetrics {
@@ -64,12 +66,22 @@ impl PluginMetrics {
 
     /// Registers a plugin-specific counter and returns it for the plugin to bump.
     pub fn register(&self, name: &'static str, help: &'static str) -> Arc<AtomicU64> {
+        self.register_kind(name, help, false)
+    }
+
+    /// Registers a plugin-specific gauge (a level the plugin sets).
+    pub fn register_gauge(&self, name: &'static str, help: &'static str) -> Arc<AtomicU64> {
+        self.register_kind(name, help, true)
+    }
+
+    fn register_kind(&self, name: &'static str, help: &'static str, gauge: bool) -> Arc<AtomicU64> {
         let value = Arc::new(AtomicU64::new(0));
         if let Ok(mut e) = self.extra.lock() {
             e.push(Extra {
                 name,
                 help,
                 value: Arc::clone(&value),
+                gauge,
             });
         }
         value

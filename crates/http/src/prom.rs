@@ -225,27 +225,36 @@ fn extras(enc: &mut DescriptorEncoder, m: &Metrics) -> Result<(), std::fmt::Erro
         .chain(Metrics::list(&m.filters))
         .chain(Metrics::list(&m.outputs))
         .collect();
-    let mut names: Vec<(&'static str, &'static str)> = Vec::new();
+    let mut names: Vec<(&'static str, &'static str, bool)> = Vec::new();
     for p in &all {
         for e in p.extras() {
-            if !names.iter().any(|(n, _)| *n == e.name) {
-                names.push((e.name, e.help));
+            if !names.iter().any(|(n, _, _)| *n == e.name) {
+                names.push((e.name, e.help, e.gauge));
             }
         }
     }
-    for (name, help) in names {
+    for (name, help, is_gauge) in names {
         // Fluent Bit's own plugin metrics (tail's file counters) keep their name.
         let full = if name.starts_with("fluentbit_") {
             name.to_string()
         } else {
             format!("logferry_{name}")
         };
-        let mut family = enc.encode_descriptor(&full, help, None, MetricType::Counter)?;
+        let kind = if is_gauge {
+            MetricType::Gauge
+        } else {
+            MetricType::Counter
+        };
+        let mut family = enc.encode_descriptor(&full, help, None, kind)?;
         for p in &all {
             for e in p.extras().into_iter().filter(|e| e.name == name) {
                 let labels = [("name", Escaped(&p.name))];
-                ConstCounter::new(e.value.load(std::sync::atomic::Ordering::Relaxed))
-                    .encode(family.encode_family(&labels)?)?;
+                let v = e.value.load(std::sync::atomic::Ordering::Relaxed);
+                if is_gauge {
+                    ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+                } else {
+                    ConstCounter::new(v).encode(family.encode_family(&labels)?)?;
+                }
             }
         }
     }

@@ -36,6 +36,8 @@ struct Inner {
     db: Option<Db>,
     files: HashMap<FileKey, FileAcks>,
     next_seq: u64,
+    /// Chunks emitted and not yet settled (`logferry_tail_acks_pending`).
+    pending: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Shared between the tail task and the delivery callbacks.
@@ -45,10 +47,16 @@ pub struct Tracker(Arc<Mutex<Inner>>);
 impl Tracker {
     /// A tracker writing to `db` when given.
     pub fn new(db: Option<Db>) -> Self {
+        Self::with_gauge(db, Arc::default())
+    }
+
+    /// A tracker that keeps `pending` at the number of chunks awaiting their outcome.
+    pub fn with_gauge(db: Option<Db>, pending: Arc<std::sync::atomic::AtomicU64>) -> Self {
         Tracker(Arc::new(Mutex::new(Inner {
             db,
             files: HashMap::new(),
             next_seq: 0,
+            pending,
         })))
     }
 
@@ -93,6 +101,7 @@ impl Tracker {
                     end,
                     settled: None,
                 });
+                i.pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             seq
         })
@@ -102,8 +111,9 @@ impl Tracker {
     pub fn settle(&self, key: FileKey, seq: u64, status: DeliveryStatus) {
         self.with(|i| {
             let Some(f) = i.files.get_mut(&key) else { return };
-            if let Some(p) = f.queue.iter_mut().find(|p| p.seq == seq) {
+            if let Some(p) = f.queue.iter_mut().find(|p| p.seq == seq && p.settled.is_none()) {
                 p.settled = Some(status.is_final());
+                let _ = i.pending.fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |n| n.checked_sub(1));
             }
             if !status.is_final() {
                 f.stuck = true;
@@ -140,6 +150,12 @@ impl Tracker {
     pub fn reset(&self, key: FileKey) {
         self.with(|i| {
             if let Some(f) = i.files.get_mut(&key) {
+                let unsettled = f.queue.iter().filter(|p| p.settled.is_none()).count() as u64;
+                let _ = i.pending.fetch_update(
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                    |n| Some(n.saturating_sub(unsettled)),
+                );
                 f.queue.clear();
                 f.committed = 0;
                 f.stuck = false;
@@ -202,6 +218,21 @@ mod tests {
         assert_eq!(t.committed(1), Some(200), "a given up counts as final");
         t.settle(1, c, DeliveryStatus::Delivered);
         assert_eq!(t.committed(1), Some(300));
+    }
+
+    #[test]
+    fn pending_gauge_follows_reserve_settle_and_reset() {
+        let g: Arc<std::sync::atomic::AtomicU64> = Arc::default();
+        let t = Tracker::with_gauge(None, Arc::clone(&g));
+        t.register(1, None, 0);
+        let a = t.reserve(1, 10);
+        let _b = t.reserve(1, 20);
+        assert_eq!(g.load(std::sync::atomic::Ordering::Relaxed), 2);
+        t.settle(1, a, DeliveryStatus::Delivered);
+        t.settle(1, a, DeliveryStatus::Delivered);
+        assert_eq!(g.load(std::sync::atomic::Ordering::Relaxed), 1, "settling twice counts once");
+        t.reset(1);
+        assert_eq!(g.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 
     #[test]

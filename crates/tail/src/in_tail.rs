@@ -156,6 +156,10 @@ fn build(
         rotated: ctx
             .metrics
             .register("fluentbit_input_files_rotated", "Number of files rotated."),
+        acks_pending: ctx.metrics.register_gauge(
+            "tail_acks_pending",
+            "Chunks read by tail whose delivery is not settled yet (their offsets are not committed).",
+        ),
     };
     Ok(Box::new(Tail {
         files,
@@ -268,6 +272,7 @@ struct FileCounters {
     opened: Arc<std::sync::atomic::AtomicU64>,
     closed: Arc<std::sync::atomic::AtomicU64>,
     rotated: Arc<std::sync::atomic::AtomicU64>,
+    acks_pending: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Tail {
@@ -460,7 +465,7 @@ impl Input for Tail {
         let mut st = State {
             files: HashMap::new(),
             next_key: 0,
-            tracker: Tracker::new(db),
+            tracker: Tracker::with_gauge(db, Arc::clone(&self.files.acks_pending)),
             buf: vec![0u8; READ_BLOCK],
         };
         let wake = Arc::new(tokio::sync::Notify::new());
