@@ -230,7 +230,11 @@ mod tests {
         assert_eq!(g.load(std::sync::atomic::Ordering::Relaxed), 2);
         t.settle(1, a, DeliveryStatus::Delivered);
         t.settle(1, a, DeliveryStatus::Delivered);
-        assert_eq!(g.load(std::sync::atomic::Ordering::Relaxed), 1, "settling twice counts once");
+        assert_eq!(
+            g.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "settling twice counts once"
+        );
         t.reset(1);
         assert_eq!(g.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
