@@ -5,6 +5,12 @@
 //! CPU and peak RSS come from `getrusage(RUSAGE_CHILDREN)` taken in a small wrapper process
 //! (this binary re-run with `measure`) whose only child is the command, so each figure belongs
 //! to that one run.
+//!
+//! P2 and P3 need the kubernetes filter's API server: the project's HTTPS test server
+//! (`logferry_kubernetes::testing::KubeApiServer`) runs inside this process on its own tokio
+//! runtime, with one Pod per workload file. CW needs moto's CloudWatch Logs server, started from
+//! the workspace's Python (`LOGFERRY_TEST_PYTHON`, else `.venv/bin/python`); the default pipelines
+//! (`p1,p4`) need neither.
 
 use std::fmt::Write as _;
 use std::io::{BufWriter, Write};
@@ -25,9 +31,15 @@ struct Args {
     /// Runs per pipeline (the median is shown).
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Pipelines to run (comma-separated): p1 docker → null, p4 CRI → null.
+    /// Pipelines to run (comma-separated): p1 docker → null, p2 docker JSON → kubernetes merge
+    /// → null, p3 the seed (docker nginx → kubernetes + nginx annotation parser → null), p4 CRI →
+    /// null, cw docker nginx → cloudwatch (moto). p2/p3 start the test Kubernetes API server;
+    /// cw needs moto in the workspace's Python.
     #[arg(long, default_value = "p1,p4")]
     pipelines: String,
+    /// Records for the CW workload (default: --lines).
+    #[arg(long)]
+    cw_lines: Option<usize>,
     /// The logferry binary (default: target/release/logferry next to this one).
     #[arg(long)]
     logferry: Option<PathBuf>,
@@ -149,11 +161,41 @@ fn docker_time(i: usize) -> String {
     )
 }
 
+const LEVELS: [&str; 4] = ["info", "info", "warn", "error"];
+const ACTIONS: [&str; 4] = ["created", "paid", "shipped", "cancelled"];
+
+/// An application's JSON log line (~200 bytes): level, msg, ids, a nested object, a float.
+fn app_json(i: usize) -> String {
+    format!(
+        "{{\"level\":\"{}\",\"msg\":\"order {} {}\",\"service\":\"orders-api\",\"request_id\":\"{:016x}\",\"user_id\":{},\"order\":{{\"id\":{},\"items\":{},\"currency\":\"EUR\",\"total\":{}.{:02}}},\"latency_ms\":{:.3}}}",
+        LEVELS[i % 4],
+        500_000 + i,
+        ACTIONS[i % 4],
+        (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        1000 + i % 9000,
+        500_000 + i,
+        1 + i % 7,
+        10 + i % 490,
+        i % 100,
+        (i % 5000) as f64 / 7.0
+    )
+}
+
 /// (a) Docker json-file lines of nginx access lines.
 fn write_docker_nginx(path: &Path, n: usize) -> std::io::Result<u64> {
+    write_docker(path, n, nginx_line)
+}
+
+/// (b) Docker json-file lines of application JSON objects.
+fn write_docker_json(path: &Path, n: usize) -> std::io::Result<u64> {
+    write_docker(path, n, app_json)
+}
+
+/// Docker json-file lines whose `log` is `log(i)`.
+fn write_docker(path: &Path, n: usize, log: fn(usize) -> String) -> std::io::Result<u64> {
     let mut w = BufWriter::new(std::fs::File::create(path)?);
     for i in 0..n {
-        let log = nginx_line(i).replace('"', "\\\"");
+        let log = log(i).replace('"', "\\\"");
         writeln!(
             w,
             "{{\"log\":\"{log}\\n\",\"stream\":\"stdout\",\"time\":\"{}\"}}",
@@ -192,11 +234,123 @@ struct Pipeline {
     config: String,
 }
 
-fn config(path: &Path, input_extra: &str) -> String {
+const NULL_OUTPUT: &str = "[OUTPUT]\n    Name null\n    Match *\n";
+
+/// tail of `path` (from head to EOF) with `input_extra`, then `rest` (filters and the output).
+fn config(path: &Path, input_extra: &str, grace: u32, rest: &str) -> String {
     format!(
-        "[SERVICE]\n    Flush 1\n    Grace 5\n    Log_Level info\n\n[INPUT]\n    Name tail\n    Tag kube.*\n    Path {}\n    Read_from_Head On\n    Exit_On_Eof On\n    Mem_Buf_Limit 5MB\n    Buffer_Max_Size 64k\n{input_extra}\n[OUTPUT]\n    Name null\n    Match *\n",
+        "[SERVICE]\n    Flush 1\n    Grace {grace}\n    Log_Level info\n\n[INPUT]\n    Name tail\n    Tag kube.*\n    Path {}\n    Read_from_Head On\n    Exit_On_Eof On\n    Mem_Buf_Limit 5MB\n    Buffer_Max_Size 64k\n{input_extra}\n{rest}",
         path.display()
     )
+}
+
+/// The test Kubernetes API server, on a runtime kept alive for the whole benchmark.
+struct Kube {
+    server: logferry_kubernetes::testing::KubeApiServer,
+    /// `Kube_Tag_Prefix` for files in the workload directory.
+    prefix: String,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Kube {
+    fn start(dir: &Path, containers: &Path) -> std::io::Result<Kube> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("kube-api")
+            .enable_all()
+            .build()?;
+        let server = rt.block_on(logferry_kubernetes::testing::KubeApiServer::start(dir));
+        let prefix = format!(
+            "kube.{}.",
+            containers
+                .display()
+                .to_string()
+                .trim_start_matches('/')
+                .replace('/', ".")
+        );
+        Ok(Kube {
+            server,
+            prefix,
+            _rt: rt,
+        })
+    }
+
+    /// A `[FILTER] kubernetes` section talking to this server, with `Merge_Log On`,
+    /// `Merge_Log_Key data` and `extra`, followed by the null output.
+    fn filter(&self, extra: &str) -> String {
+        format!(
+            "[FILTER]\n    Name kubernetes\n    Match kube.*\n    Kube_URL {}\n    Kube_CA_File {}\n    Kube_Token_File {}\n    Kube_Tag_Prefix {}\n    Merge_Log On\n    Merge_Log_Key data\n{extra}\n{NULL_OUTPUT}",
+            self.server.url(),
+            self.server.ca_file.display(),
+            self.server.token_file.display(),
+            self.prefix
+        )
+    }
+}
+
+/// A Pod in the shape of the seed's pod.json, for the container log file
+/// `<name>_<ns>_<container>-<id>.log`.
+fn pod_json(
+    name: &str,
+    ns: &str,
+    container: &str,
+    image: &str,
+    id: &str,
+    annotations: serde_json::Value,
+) -> serde_json::Value {
+    let rs = name.rsplit_once('-').map_or(name, |(a, _)| a);
+    let hash = rs.rsplit_once('-').map_or("", |(_, b)| b);
+    let app = rs.rsplit_once('-').map_or(rs, |(a, _)| a);
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "generateName": format!("{rs}-"),
+            "namespace": ns,
+            "uid": format!("bench-{name}"),
+            "resourceVersion": "1",
+            "creationTimestamp": "2026-11-24T09:00:00Z",
+            "labels": {"app": app, "pod-template-hash": hash},
+            "annotations": annotations,
+            "ownerReferences": [{
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "name": rs,
+                "uid": format!("bench-{rs}"),
+                "controller": true,
+                "blockOwnerDeletion": true
+            }]
+        },
+        "spec": {
+            "containers": [{
+                "name": container,
+                "image": image,
+                "ports": [{"containerPort": 80, "protocol": "TCP"}],
+                "resources": {},
+                "imagePullPolicy": "IfNotPresent"
+            }],
+            "restartPolicy": "Always",
+            "serviceAccountName": "default",
+            "nodeName": "bench-node"
+        },
+        "status": {
+            "phase": "Running",
+            "hostIP": "10.1.128.166",
+            "podIP": "10.1.140.21",
+            "startTime": "2026-11-24T09:00:00Z",
+            "containerStatuses": [{
+                "name": container,
+                "ready": true,
+                "restartCount": 0,
+                "image": image,
+                "imageID": format!("docker-pullable://{image}"),
+                "containerID": format!("docker://{id}"),
+                "started": true,
+                "state": {"running": {"startedAt": "2026-11-24T09:00:05Z"}}
+            }]
+        }
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -255,32 +409,142 @@ fn main() -> ExitCode {
         .pipelines
         .split(',')
         .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
         .collect();
+    if let Some(w) = wanted
+        .iter()
+        .find(|w| !["p1", "p2", "p3", "p4", "cw"].contains(&w.as_str()))
+    {
+        eprintln!("unknown pipeline {w:?}: use p1, p2, p3, p4 or cw");
+        return ExitCode::FAILURE;
+    }
+    let want = |name: &str| wanted.iter().any(|w| w == name);
+    let kube = if want("p2") || want("p3") {
+        match Kube::start(&dir, &containers) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                eprintln!("cannot start the test Kubernetes API server: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let moto = if want("cw") {
+        let py = logferry_aws::testing::python();
+        if !py.exists() {
+            eprintln!(
+                "cw needs moto: {} not found (create the workspace's .venv with \
+                 `python3 -m venv .venv && .venv/bin/pip install -r requirements-test.txt`, \
+                 or set LOGFERRY_TEST_PYTHON)",
+                py.display()
+            );
+            return ExitCode::FAILURE;
+        }
+        // Also sets dummy AWS credentials (inherited by logferry) and disables IMDS.
+        Some(logferry_aws::testing::Moto::start())
+    } else {
+        None
+    };
+    let cw_lines = args.cw_lines.unwrap_or(args.lines);
+    let docker = "    Parser docker\n    Docker_Mode On\n";
     let mut pipelines = Vec::new();
     let gen = || -> std::io::Result<Vec<Pipeline>> {
         let mut v = Vec::new();
-        if wanted.iter().any(|w| w == "p1") {
-            let f = containers.join(format!("nginx-5468c5d4d7-n2swr_default_nginx-{hex}.log"));
-            let bytes = write_docker_nginx(&f, args.lines)?;
+        // (a), shared by P1, P3 and CW: the seed's pod.
+        let nginx = containers.join(format!("nginx-5468c5d4d7-n2swr_default_nginx-{hex}.log"));
+        let mut nginx_bytes = None;
+        if want("p1") || want("p3") || (want("cw") && cw_lines == args.lines) {
+            nginx_bytes = Some(write_docker_nginx(&nginx, args.lines)?);
+        }
+        if let (true, Some(bytes)) = (want("p1"), nginx_bytes) {
             v.push(Pipeline {
                 name: "P1",
                 what: "docker → null",
-                config: config(&f, "    Parser docker\n    Docker_Mode On\n"),
-                file: f,
+                config: config(&nginx, docker, 5, NULL_OUTPUT),
+                file: nginx.clone(),
                 bytes,
                 lines: args.lines,
             });
         }
-        if wanted.iter().any(|w| w == "p4") {
+        if let Some(k) = &kube {
+            if want("p2") {
+                let (pod, ns, container) = ("orders-api-7d9f8b6c5-k2x9p", "shop", "app");
+                let f = containers.join(format!("{pod}_{ns}_{container}-{hex}.log"));
+                let bytes = write_docker_json(&f, args.lines)?;
+                k.server.add_pod(pod_json(
+                    pod,
+                    ns,
+                    container,
+                    "example.com/orders-api:1.4.2",
+                    hex,
+                    serde_json::json!({"kubernetes.io/psp": "eks.privileged"}),
+                ));
+                v.push(Pipeline {
+                    name: "P2",
+                    what: "docker JSON → kubernetes merge → null",
+                    config: config(&f, docker, 5, &k.filter("")),
+                    file: f,
+                    bytes,
+                    lines: args.lines,
+                });
+            }
+            if let (true, Some(bytes)) = (want("p3"), nginx_bytes) {
+                k.server.add_pod(pod_json(
+                    "nginx-5468c5d4d7-n2swr",
+                    "default",
+                    "nginx",
+                    "nginx:1.17-alpine",
+                    hex,
+                    serde_json::json!({
+                        "fluentbit.io/parser": "nginx",
+                        "kubernetes.io/psp": "eks.privileged"
+                    }),
+                ));
+                v.push(Pipeline {
+                    name: "P3",
+                    what: "seed: docker → kubernetes + nginx parser → null",
+                    config: config(&nginx, docker, 5, &k.filter("    K8S-Logging.Parser On\n")),
+                    file: nginx.clone(),
+                    bytes,
+                    lines: args.lines,
+                });
+            }
+        }
+        if want("p4") {
             let f = containers.join(format!("nginx-cri-5468c5d4d7-x1_default_nginx-{hex}.log"));
             let (bytes, records) = write_cri_nginx(&f, args.lines)?;
             v.push(Pipeline {
                 name: "P4",
                 what: "CRI → null",
-                config: config(&f, "    multiline.parser cri\n"),
+                config: config(&f, "    multiline.parser cri\n", 5, NULL_OUTPUT),
                 file: f,
                 bytes,
                 lines: records,
+            });
+        }
+        if let Some(m) = &moto {
+            let (f, bytes) = match nginx_bytes {
+                Some(b) if cw_lines == args.lines => (nginx.clone(), b),
+                _ => {
+                    let f =
+                        containers.join(format!("nginx-cw-5468c5d4d7-c1_default_nginx-{hex}.log"));
+                    let b = write_docker_nginx(&f, cw_lines)?;
+                    (f, b)
+                }
+            };
+            let output = format!(
+                "[OUTPUT]\n    Name cloudwatch\n    Match *\n    region us-east-1\n    log_group_name bench\n    log_stream_prefix b-\n    auto_create_group true\n    endpoint {}\n",
+                m.endpoint()
+            );
+            v.push(Pipeline {
+                name: "CW",
+                what: "docker → cloudwatch (moto)",
+                // moto is slow: give the outputs all the time they need to deliver everything.
+                config: config(&f, docker, 600, &output),
+                file: f,
+                bytes,
+                lines: cw_lines,
             });
         }
         Ok(v)
@@ -313,6 +577,7 @@ fn main() -> ExitCode {
                 .collect(),
         );
         let mut runs = Vec::new();
+        let kube_requests = kube.as_ref().map_or(0, |k| k.server.total_requests());
         for _ in 0..args.runs {
             let cmd = vec![
                 logferry.display().to_string(),
@@ -337,6 +602,17 @@ fn main() -> ExitCode {
                 }
             }
         }
+        // P2 and P3 must have asked the API server for their pod (one GET per run at least).
+        if let (true, Some(k)) = (p.name == "P2" || p.name == "P3", &kube) {
+            let asked = k.server.total_requests() - kube_requests;
+            if asked < args.runs as u64 {
+                eprintln!(
+                    "{}: the kubernetes filter made {asked} API requests in {} runs: no metadata",
+                    p.name, args.runs
+                );
+                return ExitCode::FAILURE;
+            }
+        }
         let wall = median(runs.iter().map(|r| r.wall).collect());
         let cpu = median(runs.iter().map(|r| r.cpu).collect());
         let rss = median(runs.iter().map(|r| r.rss_mb).collect());
@@ -350,14 +626,23 @@ fn main() -> ExitCode {
             p.bytes as f64 / 1_048_576.0 / wall,
         );
     }
+    let cw_note = if moto.is_some() && cw_lines != args.lines {
+        format!(" ({cw_lines} for CW)")
+    } else {
+        String::new()
+    };
     println!(
-        "{} records per workload, median of {} runs, {} ({} cores)\n",
+        "{} records per workload{cw_note}, median of {} runs, {} ({} cores)\n",
         args.lines,
         args.runs,
         logferry.display(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     print!("{table}");
+    if let Some(k) = &kube {
+        k.server.stop();
+    }
+    drop(moto);
     if args.dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
