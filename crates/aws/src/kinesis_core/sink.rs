@@ -59,6 +59,19 @@ pub enum ItemResult {
     Failed { code: String, message: String },
 }
 
+impl ItemResult {
+    /// From a per-record answer of PutRecordBatch / PutRecords: no error code means accepted.
+    pub fn from_answer(error_code: Option<&str>, error_message: Option<&str>) -> Self {
+        match error_code {
+            None => ItemResult::Accepted,
+            Some(code) => ItemResult::Failed {
+                code: code.to_string(),
+                message: error_message.unwrap_or("").to_string(),
+            },
+        }
+    }
+}
+
 /// A service that takes records in calls.
 #[async_trait]
 pub trait RecordService: Send + Sync + 'static {

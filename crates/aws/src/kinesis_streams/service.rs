@@ -155,13 +155,7 @@ impl RecordService for KinesisService {
         Ok(out
             .records()
             .iter()
-            .map(|r| match r.error_code() {
-                None => ItemResult::Accepted,
-                Some(code) => ItemResult::Failed {
-                    code: code.to_string(),
-                    message: r.error_message().unwrap_or("").to_string(),
-                },
-            })
+            .map(|r| ItemResult::from_answer(r.error_code(), r.error_message()))
             .collect())
     }
 }
