@@ -5,7 +5,7 @@ use logferry_core::{EventTime, Map, Str, Value};
 
 use crate::convert::{self, FieldDecoders, TypeKind};
 use crate::format;
-use crate::regex::{Engine, Pattern};
+use crate::regex::Pattern;
 use crate::time::{parse_time_offset, TimeFormat};
 
 logferry_core::options! {
@@ -309,42 +309,23 @@ impl Parser {
         groups: &[(usize, Str)],
         text: &str,
     ) -> Option<Parsed> {
-        let mut body = Map::with_capacity(groups.len());
-        let mut time = None;
-        let mut emit = |key: &Str, value: &str| {
-            if value.is_empty() && self.skip_empty {
-                return;
-            }
-            if self.time_field(key, value, &mut time) {
-                body.0.push((key.clone(), self.field(key, value)));
-            }
-        };
-        match &pattern.engine {
-            Engine::Std(re) => {
-                let mut locs = re.capture_locations();
-                let m = re.captures_read(&mut locs, text)?;
-                if pattern.phantom(text, m.start()) {
-                    return None;
+        pattern.captures(text, |slots| {
+            let mut body = Map::with_capacity(groups.len());
+            let mut time = None;
+            for (idx, key) in groups {
+                let Some((s, e)) = slots.get(*idx) else {
+                    continue;
+                };
+                let value = &text[s..e];
+                if value.is_empty() && self.skip_empty {
+                    continue;
                 }
-                for (idx, key) in groups {
-                    if let Some((s, e)) = locs.get(*idx) {
-                        emit(key, &text[s..e]);
-                    }
+                if self.time_field(key, value, &mut time) {
+                    body.0.push((key.clone(), self.field(key, value)));
                 }
             }
-            Engine::Fancy(re) => {
-                let caps = re.captures(text).ok()??;
-                if pattern.phantom(text, caps.get(0)?.start()) {
-                    return None;
-                }
-                for (idx, key) in groups {
-                    if let Some(m) = caps.get(*idx) {
-                        emit(key, m.as_str());
-                    }
-                }
-            }
-        }
-        Some(Parsed { time, body })
+            Parsed { time, body }
+        })
     }
 
     fn parse_json(&self, text: &str) -> Option<Parsed> {
