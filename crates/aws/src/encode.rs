@@ -33,6 +33,7 @@ impl Serialize for JsonValue<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.0 {
             Value::Map(m) => JsonMap(m).serialize(s),
+            Value::SharedMap(m) => JsonMap(m).serialize(s),
             Value::Array(a) => {
                 let mut seq = s.serialize_seq(Some(a.len()))?;
                 for v in a {

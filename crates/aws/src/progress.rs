@@ -99,6 +99,7 @@ mod tests {
             records: Vec::new(),
             size: 0,
             delivery: None,
+            charge: None,
         })
     }
 

@@ -140,7 +140,7 @@ fn scalar(v: &Value, out: &mut String) -> Option<()> {
         Value::UInt(u) => write!(out, "{u}").ok()?,
         Value::Float(f) => write!(out, "{f}").ok()?,
         Value::Bool(b) => write!(out, "{b}").ok()?,
-        Value::Null | Value::Array(_) | Value::Map(_) => return None,
+        Value::Null | Value::Array(_) | Value::Map(_) | Value::SharedMap(_) => return None,
     }
     Some(())
 }

@@ -109,26 +109,50 @@ impl Drop for Delivery {
     }
 }
 
+/// The buffer limit a chunk is charged against (the engine's `Mem_Buf_Limit` budget of the
+/// input that made it).
+pub trait MemCharge: Send + Sync {
+    /// Adds `n` bytes to what the chunk holds; they are given back with the rest when the
+    /// chunk's delivery settles. Never waits: the input pauses on its next emit instead.
+    fn grow(&self, n: usize);
+}
+
 /// Records that share a tag, produced by one input.
 pub struct Chunk {
     pub tag: Tag,
     pub records: Vec<Record>,
-    /// Bytes this chunk counts against its input's `Mem_Buf_Limit`.
+    /// Bytes this chunk counts against its input's `Mem_Buf_Limit` ([`Record::mem_size`]).
     pub size: usize,
     /// Outcome tracking; `None` only for chunks nobody waits on (tests, tools).
     pub delivery: Option<Arc<Delivery>>,
+    /// Where growth after filters is charged; `None` for chunks no budget tracks.
+    pub charge: Option<Arc<dyn MemCharge>>,
 }
 
 impl Chunk {
     /// A chunk with no delivery tracking.
     pub fn new(tag: Tag, records: Vec<Record>) -> Self {
-        let size = records.iter().map(Record::approx_size).sum();
+        let size = records.iter().map(Record::mem_size).sum();
         Chunk {
             tag,
             records,
             size,
             delivery: None,
+            charge: None,
         }
+    }
+
+    /// Re-measures the records after filters changed them and charges any growth to the
+    /// input's budget, so `Mem_Buf_Limit` sees what enrichment (kubernetes metadata, merged
+    /// logs) added, not only what the input read.
+    pub fn recharge(&mut self) {
+        let now: usize = self.records.iter().map(Record::mem_size).sum();
+        if now > self.size {
+            if let Some(c) = &self.charge {
+                c.grow(now - self.size);
+            }
+        }
+        self.size = now;
     }
 
     /// Records this holder's outcome on the chunk's delivery tracker, if any.

@@ -5,6 +5,7 @@
 //! store up to 24 bytes inline, so the usual keys (`log`, `stream`, `time`) never allocate.
 
 use std::fmt;
+use std::sync::Arc;
 
 use compact_str::CompactString;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -54,7 +55,7 @@ impl EventTime {
 }
 
 /// A JSON-like value; the shape of msgpack as Fluent Bit uses it.
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, Default)]
 pub enum Value {
     #[default]
     Null,
@@ -65,6 +66,29 @@ pub enum Value {
     Str(Str),
     Array(Vec<Value>),
     Map(Map),
+    /// A map shared by many records (the kubernetes filter's per-pod metadata): cloning it is a
+    /// reference count, not a copy of every key and label. It reads, prints, serializes and
+    /// compares exactly like [`Value::Map`]; [`Value::as_map_mut`] copies it on first write.
+    SharedMap(Arc<Map>),
+}
+
+/// Equality by content: a [`Value::SharedMap`] equals a [`Value::Map`] with the same pairs.
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Null, Value::Null) => true,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::Int(a), Value::Int(b)) => a == b,
+            (Value::UInt(a), Value::UInt(b)) => a == b,
+            (Value::Float(a), Value::Float(b)) => a == b,
+            (Value::Str(a), Value::Str(b)) => a == b,
+            (Value::Array(a), Value::Array(b)) => a == b,
+            (a, b) => match (a.as_map(), b.as_map()) {
+                (Some(a), Some(b)) => a == b,
+                _ => false,
+            },
+        }
+    }
 }
 
 impl Value {
@@ -76,19 +100,36 @@ impl Value {
         }
     }
 
-    /// The map inside, if this is a map.
+    /// The map inside, if this is a map (owned or shared).
     pub fn as_map(&self) -> Option<&Map> {
         match self {
             Value::Map(m) => Some(m),
+            Value::SharedMap(m) => Some(m),
             _ => None,
         }
     }
 
-    /// The map inside, mutably, if this is a map.
+    /// The map inside, mutably, if this is a map. A shared map is copied first if other
+    /// records still hold it (copy on write), so a change never leaks into them.
     pub fn as_map_mut(&mut self) -> Option<&mut Map> {
         match self {
             Value::Map(m) => Some(m),
+            Value::SharedMap(m) => Some(Arc::make_mut(m)),
             _ => None,
+        }
+    }
+
+    /// Whether this is a map (owned or shared).
+    pub fn is_map(&self) -> bool {
+        matches!(self, Value::Map(_) | Value::SharedMap(_))
+    }
+
+    /// Takes the map out of a map value (copying a shared one only if it is still shared).
+    pub fn into_map(self) -> Result<Map, Value> {
+        match self {
+            Value::Map(m) => Ok(m),
+            Value::SharedMap(m) => Ok(Arc::try_unwrap(m).unwrap_or_else(|m| (*m).clone())),
+            other => Err(other),
         }
     }
 
@@ -100,6 +141,21 @@ impl Value {
             Value::Str(s) => s.len() + 3,
             Value::Array(a) => 3 + a.iter().map(Value::approx_size).sum::<usize>(),
             Value::Map(m) => m.approx_size(),
+            Value::SharedMap(m) => m.approx_size(),
+        }
+    }
+
+    /// Heap bytes this value owns beyond its own 32 bytes: what holding it costs in memory.
+    /// A shared map counts nothing: every record points at the same one.
+    pub fn heap_size(&self) -> usize {
+        match self {
+            Value::Str(s) => str_heap(s),
+            Value::Array(a) => {
+                a.capacity() * std::mem::size_of::<Value>()
+                    + a.iter().map(Value::heap_size).sum::<usize>()
+            }
+            Value::Map(m) => m.heap_size(),
+            _ => 0,
         }
     }
 
@@ -162,6 +218,11 @@ impl From<bool> for Value {
 impl From<Map> for Value {
     fn from(m: Map) -> Self {
         Value::Map(m)
+    }
+}
+impl From<Arc<Map>> for Value {
+    fn from(m: Arc<Map>) -> Self {
+        Value::SharedMap(m)
     }
 }
 
@@ -250,7 +311,17 @@ impl Map {
         self.0.iter().map(|(k, v)| (k, v))
     }
 
-    /// A rough msgpack size, used for buffer accounting.
+    /// Heap bytes the map owns: its pairs plus what their keys and values own.
+    pub fn heap_size(&self) -> usize {
+        self.0.capacity() * std::mem::size_of::<(Str, Value)>()
+            + self
+                .0
+                .iter()
+                .map(|(k, v)| str_heap(k) + v.heap_size())
+                .sum::<usize>()
+    }
+
+    /// A rough msgpack size (what Fluent Bit would count for these pairs).
     pub fn approx_size(&self) -> usize {
         3 + self
             .0
@@ -279,9 +350,24 @@ impl Record {
         Record { time, body }
     }
 
-    /// A rough msgpack size of the record, used for buffer accounting.
+    /// A rough msgpack size of the record (what Fluent Bit would count).
     pub fn approx_size(&self) -> usize {
         12 + self.body.approx_size()
+    }
+
+    /// The bytes holding this record costs in memory, used for `Mem_Buf_Limit`: the record
+    /// itself plus every allocation it owns, so the limit bounds the agent's memory.
+    pub fn mem_size(&self) -> usize {
+        std::mem::size_of::<Record>() + self.body.heap_size()
+    }
+}
+
+/// Heap bytes of a string: none while it is stored inline.
+fn str_heap(s: &Str) -> usize {
+    if s.is_heap_allocated() {
+        s.capacity()
+    } else {
+        0
     }
 }
 
@@ -302,6 +388,7 @@ impl Serialize for Value {
                 seq.end()
             }
             Value::Map(m) => m.serialize(s),
+            Value::SharedMap(m) => m.serialize(s),
         }
     }
 }
@@ -437,6 +524,7 @@ fn write_fluent(f: &mut fmt::Formatter<'_>, v: &Value) -> fmt::Result {
             f.write_str("]")
         }
         Value::Map(m) => write_fluent_map(f, m),
+        Value::SharedMap(m) => write_fluent_map(f, m),
     }
 }
 
@@ -543,6 +631,55 @@ mod tests {
         assert_eq!(m.0[1].0, "stream");
         assert!(serde_json::from_str::<Map>("[1]").is_err());
         assert!(serde_json::from_str::<Map>("{\"a\":").is_err());
+    }
+
+    #[test]
+    fn shared_map_reads_like_a_map_and_copies_on_write() {
+        let mut inner = Map::new();
+        inner.insert("pod_name", "nginx");
+        let shared = Arc::new(inner.clone());
+        let a = Value::SharedMap(Arc::clone(&shared));
+        let mut b = a.clone();
+        assert_eq!(a, Value::Map(inner.clone()));
+        assert_eq!(Value::Map(inner.clone()), a);
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            serde_json::to_string(&Value::Map(inner.clone())).unwrap()
+        );
+        assert_eq!(a.approx_size(), Value::Map(inner.clone()).approx_size());
+        assert_eq!(
+            FluentDisplay(&a).to_string(),
+            FluentDisplay(&Value::Map(inner)).to_string()
+        );
+        b.as_map_mut().unwrap().insert("x", 1i64);
+        assert_eq!(
+            a.as_map().unwrap().len(),
+            1,
+            "the other holders keep the original"
+        );
+        assert_eq!(b.as_map().unwrap().len(), 2);
+        assert_eq!(shared.len(), 1);
+        assert!(a.is_map() && !Value::Null.is_map());
+        assert_eq!(a.into_map().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn mem_size_counts_owned_allocations_not_shared_maps() {
+        let mut r = Record::default();
+        let base = r.mem_size();
+        r.body.push("stream", "stdout");
+        let with_inline = r.mem_size();
+        assert!(with_inline >= base + std::mem::size_of::<(Str, Value)>());
+        r.body.push("log", "x".repeat(200));
+        assert!(r.mem_size() >= with_inline + 200);
+        let mut big = Map::new();
+        big.push("labels", "y".repeat(1000));
+        let before = r.mem_size();
+        r.body.push("kubernetes", Value::SharedMap(Arc::new(big)));
+        assert!(
+            r.mem_size() - before < 200,
+            "a shared map is not charged per record"
+        );
     }
 
     #[test]

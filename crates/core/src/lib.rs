@@ -6,6 +6,6 @@ pub mod config;
 pub mod event;
 pub mod tag;
 
-pub use chunk::{Chunk, Delivery, DeliveryStatus};
+pub use chunk::{Chunk, Delivery, DeliveryStatus, MemCharge};
 pub use event::{EventTime, Map, Record, Str, Value};
 pub use tag::{Matcher, Tag};

@@ -67,6 +67,12 @@ impl MemBudget {
         }
     }
 
+    /// Takes `n` bytes without waiting (growth of records already admitted): the input stays
+    /// paused on its next `acquire` until deliveries bring usage back under the limit.
+    pub fn force(&self, n: usize) {
+        self.used.fetch_add(n, Ordering::AcqRel);
+    }
+
     /// Gives back `n` bytes and wakes a paused input.
     pub fn release(&self, n: usize) {
         let _ = self
@@ -101,5 +107,23 @@ mod tests {
             .unwrap();
         assert!(waited);
         assert_eq!(b.used(), 70);
+    }
+
+    #[tokio::test]
+    async fn forced_growth_pauses_the_next_acquire_until_released() {
+        let b = Arc::new(MemBudget::new(100));
+        b.acquire(50).await;
+        b.force(60);
+        assert!(b.is_full());
+        let b2 = Arc::clone(&b);
+        let waiter = tokio::spawn(async move { b2.acquire(10).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        b.release(110);
+        let waited = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("resumes after release")
+            .unwrap();
+        assert!(waited);
     }
 }

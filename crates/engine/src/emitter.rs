@@ -1,11 +1,11 @@
 //! The handle an input emits records through: it charges the input's `Mem_Buf_Limit`, wires the
 //! chunk's delivery tracking back to the input, and hands the chunk to the router.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use logferry_core::chunk::{DeliveryCallback, DeliveryStatus};
-use logferry_core::{Chunk, Delivery, Record, Tag};
+use logferry_core::{Chunk, Delivery, MemCharge, Record, Tag};
 use tokio::sync::mpsc;
 
 use crate::budget::MemBudget;
@@ -56,7 +56,7 @@ impl Emitter {
             }
             return Ok(());
         }
-        let size: usize = records.iter().map(Record::approx_size).sum();
+        let size: usize = records.iter().map(Record::mem_size).sum();
         if self.budget.is_full() {
             tracing::warn!(input = %self.metrics.name, "paused (mem buf overlimit)");
             PluginMetrics::add(&self.metrics.paused, 1);
@@ -69,14 +69,13 @@ impl Emitter {
             .buffer_bytes
             .store(self.budget.used() as u64, Ordering::Relaxed);
         let delivery = Delivery::new();
-        let budget = Arc::clone(&self.budget);
-        let metrics = Arc::clone(&self.metrics);
-        delivery.on_done(Box::new(move |_| {
-            budget.release(size);
-            metrics
-                .buffer_bytes
-                .store(budget.used() as u64, Ordering::Relaxed);
-        }));
+        let charge = Arc::new(Charge {
+            budget: Arc::clone(&self.budget),
+            metrics: Arc::clone(&self.metrics),
+            charged: AtomicUsize::new(size),
+        });
+        let held = Arc::clone(&charge);
+        delivery.on_done(Box::new(move |_| held.release()));
         if let Some(ack) = ack {
             delivery.on_done(ack);
         }
@@ -87,6 +86,7 @@ impl Emitter {
             records,
             size,
             delivery: Some(delivery),
+            charge: Some(charge),
         };
         self.tx.send(chunk).await.map_err(|_| PluginError::Closed)
     }
@@ -99,5 +99,34 @@ impl Emitter {
     /// Bytes this input holds that are not yet delivered.
     pub fn buffered(&self) -> usize {
         self.budget.used()
+    }
+}
+
+/// One chunk's share of its input's budget: what it was charged at emit plus any growth after
+/// filters, all given back when its delivery settles.
+struct Charge {
+    budget: Arc<MemBudget>,
+    metrics: Arc<PluginMetrics>,
+    charged: AtomicUsize,
+}
+
+impl Charge {
+    fn release(&self) {
+        self.budget.release(self.charged.swap(0, Ordering::AcqRel));
+        self.store_gauge();
+    }
+
+    fn store_gauge(&self) {
+        self.metrics
+            .buffer_bytes
+            .store(self.budget.used() as u64, Ordering::Relaxed);
+    }
+}
+
+impl MemCharge for Charge {
+    fn grow(&self, n: usize) {
+        self.charged.fetch_add(n, Ordering::AcqRel);
+        self.budget.force(n);
+        self.store_gauge();
     }
 }

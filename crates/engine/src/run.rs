@@ -28,8 +28,11 @@ use crate::plugin::{Batch, FlushResult, InputContext, InputExit, Output};
 /// reach this many bytes: Fluent Bit's chunk size. Keeps a small `Mem_Buf_Limit` flowing.
 pub const FLUSH_AT_BYTES: usize = 2 * 1024 * 1024;
 
-/// Capacity of the channel from inputs to the router, in chunks.
-const ROUTER_QUEUE: usize = 256;
+/// Capacity of the channel from inputs to the router, in chunks. Small on purpose: an input
+/// that is faster than the filters waits here instead of reading ahead, because a chunk's
+/// growth in the filters (metadata, merged logs) is only charged to `Mem_Buf_Limit` once the
+/// router has filtered it.
+const ROUTER_QUEUE: usize = 4;
 
 /// Why the pipeline stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,6 +238,7 @@ async fn route(
     first: usize,
     routes: &[(logferry_core::Matcher, mpsc::UnboundedSender<Arc<Chunk>>)],
 ) {
+    let mut filtered = false;
     for f in filters.iter_mut().skip(first) {
         if chunk.records.is_empty() {
             break;
@@ -242,6 +246,7 @@ async fn route(
         if !f.matcher.matches(&chunk.tag) {
             continue;
         }
+        filtered = true;
         let before = chunk.records.len() as u64;
         f.plugin.filter(&chunk.tag, &mut chunk.records).await;
         let after = chunk.records.len() as u64;
@@ -251,6 +256,9 @@ async fn route(
         } else if after > before {
             PluginMetrics::add(&f.metrics.retried_records, after - before);
         }
+    }
+    if filtered {
+        chunk.recharge();
     }
     let targets: Vec<&mpsc::UnboundedSender<Arc<Chunk>>> = if chunk.records.is_empty() {
         Vec::new()

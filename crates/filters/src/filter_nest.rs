@@ -223,18 +223,20 @@ impl NestFilter {
     }
 
     fn lift(&self, body: &mut Map, under: &Str) {
-        let lifted = |k: &Str, v: &Value| k == under && matches!(v, Value::Map(_));
+        let lifted = |k: &Str, v: &Value| k == under && v.is_map();
         if !body.0.iter().any(|(k, v)| lifted(k, v)) {
             return;
         }
         let pairs = std::mem::take(&mut body.0);
         let mut tail = Vec::new();
         for (k, v) in pairs {
-            match v {
-                Value::Map(m) if k == *under => {
-                    tail.extend(m.0.into_iter().map(|(k, v)| (self.prefix.apply(k), v)));
-                }
-                v => body.0.push((k, v)),
+            if k != *under {
+                body.0.push((k, v));
+                continue;
+            }
+            match v.into_map() {
+                Ok(m) => tail.extend(m.0.into_iter().map(|(k, v)| (self.prefix.apply(k), v))),
+                Err(v) => body.0.push((k, v)),
             }
         }
         body.0.extend(tail);

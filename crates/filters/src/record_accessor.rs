@@ -118,7 +118,7 @@ impl RecordAccessor {
         let mut cur = last_value(map, &self.key)?;
         for sub in &self.subkeys {
             cur = match (sub, cur) {
-                (Subkey::Key(k), Value::Map(m)) => last_value(m, k)?,
+                (Subkey::Key(k), v) => last_value(v.as_map()?, k)?,
                 (Subkey::Index(i), Value::Array(a)) => a.get(*i)?,
                 _ => return None,
             };
@@ -131,7 +131,7 @@ impl RecordAccessor {
         let mut cur = last_value_mut(map, &self.key)?;
         for sub in &self.subkeys {
             cur = match (sub, cur) {
-                (Subkey::Key(k), Value::Map(m)) => last_value_mut(m, k)?,
+                (Subkey::Key(k), v) => last_value_mut(v.as_map_mut()?, k)?,
                 (Subkey::Index(i), Value::Array(a)) => a.get_mut(*i)?,
                 _ => return None,
             };
@@ -158,13 +158,14 @@ impl RecordAccessor {
         let mut cur = last_value_mut(map, &self.key)?;
         for sub in parents {
             cur = match (sub, cur) {
-                (Subkey::Key(k), Value::Map(m)) => last_value_mut(m, k)?,
+                (Subkey::Key(k), v) => last_value_mut(v.as_map_mut()?, k)?,
                 (Subkey::Index(i), Value::Array(a)) => a.get_mut(*i)?,
                 _ => return None,
             };
         }
         match (last, cur) {
-            (Subkey::Key(k), Value::Map(m)) => {
+            (Subkey::Key(k), v) => {
+                let m = v.as_map_mut()?;
                 let i = m.0.iter().rposition(|(mk, _)| mk == k)?;
                 Some(m.0.remove(i).1)
             }
@@ -190,7 +191,10 @@ impl RecordAccessor {
         let mut cur = entry_or_map(map, &self.key);
         for sub in parents {
             cur = match (sub, cur) {
-                (Subkey::Key(k), Value::Map(m)) => entry_or_map(m, k),
+                (Subkey::Key(k), v) => match v.as_map_mut() {
+                    Some(m) => entry_or_map(m, k),
+                    None => return false,
+                },
                 (Subkey::Index(i), Value::Array(a)) => match a.get_mut(*i) {
                     Some(v) => v,
                     None => return false,
@@ -199,7 +203,10 @@ impl RecordAccessor {
             };
         }
         match (last, cur) {
-            (Subkey::Key(k), Value::Map(m)) => {
+            (Subkey::Key(k), v) => {
+                let Some(m) = v.as_map_mut() else {
+                    return false;
+                };
                 match m.0.iter().rposition(|(mk, _)| mk == k) {
                     Some(i) => m.0[i].1 = value,
                     None => m.0.push((k.clone(), value)),
@@ -228,7 +235,10 @@ impl RecordAccessor {
         };
         for (i, sub) in self.subkeys.iter().enumerate() {
             let next = match (sub, cur) {
-                (Subkey::Key(k), Value::Map(m)) => last_value(m, k),
+                (Subkey::Key(k), v) => match v.as_map() {
+                    Some(m) => last_value(m, k),
+                    None => return false,
+                },
                 (Subkey::Index(n), Value::Array(a)) => match a.get(*n) {
                     Some(v) => Some(v),
                     None => return false,

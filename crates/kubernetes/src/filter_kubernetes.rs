@@ -179,7 +179,8 @@ struct TagState {
     pod: Option<PodRef>,
     /// The metadata the map below was built from.
     meta: Option<Arc<PodMeta>>,
-    map: Option<Map>,
+    /// Shared by every record of the tag (a reference count per record, not a copy).
+    map: Option<Arc<Map>>,
 }
 
 struct Kubernetes {
@@ -397,6 +398,32 @@ impl Kubernetes {
     }
 }
 
+/// Remembers a per-stream answer within one chunk: records carry `stdout`, `stderr` or no
+/// stream, so the annotation lookups (several formatted keys each) run at most a few times.
+struct StreamMemo<T> {
+    seen: Vec<(Option<Str>, T)>,
+}
+
+impl<T> Default for StreamMemo<T> {
+    fn default() -> Self {
+        StreamMemo { seen: Vec::new() }
+    }
+}
+
+impl<T> StreamMemo<T> {
+    fn get(&mut self, stream: Option<&str>, compute: impl FnOnce(Option<&str>) -> T) -> &T {
+        let i = match self.seen.iter().position(|(s, _)| s.as_deref() == stream) {
+            Some(i) => i,
+            None => {
+                let v = compute(stream);
+                self.seen.push((stream.map(Str::from), v));
+                self.seen.len() - 1
+            }
+        };
+        &self.seen[i].1
+    }
+}
+
 fn is_true(v: &str) -> bool {
     v.trim().eq_ignore_ascii_case("true")
 }
@@ -431,16 +458,16 @@ impl Filter for Kubernetes {
         };
         // Rebuild the map only when the metadata changed.
         let state = self.by_tag.get_mut(tag);
-        let map: Option<Map> = match (state, &meta) {
+        let map: Option<Arc<Map>> = match (state, &meta) {
             (Some(st), Some(m)) => {
                 let same = st.meta.as_ref().is_some_and(|old| Arc::ptr_eq(old, m));
                 if !same || st.map.is_none() {
                     st.meta = Some(Arc::clone(m));
-                    st.map = Some(m.kubernetes_map(&pod, self.shape));
+                    st.map = Some(Arc::new(m.kubernetes_map(&pod, self.shape)));
                 }
                 st.map.clone()
             }
-            _ if self.o.dummy_meta || self.o.use_tag_for_meta => Some(tag_only_map(&pod)),
+            _ if self.o.dummy_meta || self.o.use_tag_for_meta => Some(Arc::new(tag_only_map(&pod))),
             _ => None,
         };
         if map.is_none() && !self.o.namespace_metadata_only {
@@ -453,41 +480,50 @@ impl Filter for Kubernetes {
         if self.o.k8s_logging_exclude {
             if let Some(m) = annotations {
                 let before = records.len();
+                // The answer depends on the stream only: ask the annotations once per stream.
+                let mut by_stream = StreamMemo::default();
                 records.retain(|r| {
                     let stream = r.body.get("stream").and_then(Value::as_str);
-                    !m.suggestion("exclude", &pod.container, stream)
-                        .is_some_and(is_true)
+                    !*by_stream.get(stream, |s| {
+                        m.suggestion("exclude", &pod.container, s)
+                            .is_some_and(is_true)
+                    })
                 });
                 self.stats
                     .records_excluded
                     .fetch_add((before - records.len()) as u64, Ordering::Relaxed);
             }
         }
+        // The parser depends on the stream only: look it up once per stream, not per record.
+        let mut parsers = StreamMemo::default();
         for rec in records.iter_mut() {
             if self.o.merge_log {
-                let suggested = if self.o.k8s_logging_parser {
-                    let stream = rec.body.get("stream").and_then(Value::as_str);
-                    annotations
-                        .and_then(|m| m.suggestion("parser", &pod.container, stream))
-                        .and_then(|name| {
-                            let p = self.parsers.get(name.trim());
-                            if p.is_none() {
-                                tracing::debug!(
-                                    parser = name,
-                                    "kubernetes: the pod suggests an unknown parser"
-                                );
-                            }
-                            p
-                        })
-                } else {
-                    None
-                };
-                let parser = suggested.or_else(|| self.merge_parser.clone());
+                let stream = rec.body.get("stream").and_then(Value::as_str);
+                let parser = parsers.get(stream, |stream| {
+                    let suggested = if self.o.k8s_logging_parser {
+                        annotations
+                            .and_then(|m| m.suggestion("parser", &pod.container, stream))
+                            .and_then(|name| {
+                                let p = self.parsers.get(name.trim());
+                                if p.is_none() {
+                                    tracing::debug!(
+                                        parser = name,
+                                        "kubernetes: the pod suggests an unknown parser"
+                                    );
+                                }
+                                p
+                            })
+                    } else {
+                        None
+                    };
+                    suggested.or_else(|| self.merge_parser.clone())
+                });
                 self.merge(rec, parser.as_deref());
             }
             if !self.o.namespace_metadata_only {
                 if let Some(m) = &map {
-                    rec.body.insert("kubernetes", Value::Map(m.clone()));
+                    rec.body
+                        .insert("kubernetes", Value::SharedMap(Arc::clone(m)));
                 }
             }
             if let Some(ns) = &ns_meta {

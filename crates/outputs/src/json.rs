@@ -191,6 +191,7 @@ impl Serialize for FluentValue<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.0 {
             Value::Map(m) => FluentJsonMap { map: m, date: None }.serialize(s),
+            Value::SharedMap(m) => FluentJsonMap { map: m, date: None }.serialize(s),
             Value::Array(a) => {
                 let mut seq = s.serialize_seq(Some(a.len()))?;
                 for v in a {

@@ -113,6 +113,7 @@ fn write_value(out: &mut Vec<u8>, v: &Value) {
             }
         }
         Value::Map(m) => write_map(out, m),
+        Value::SharedMap(m) => write_map(out, m),
     }
 }
 

@@ -254,7 +254,7 @@ pub fn apply_decoders(decoders: &[FieldDecoders], map: &mut Map) {
             Some(Decoded::Object(v)) => *value = v,
             None => {}
         }
-        if let Some(Value::Map(m)) = appended {
+        if let Some(Ok(m)) = appended.map(Value::into_map) {
             extra.extend(m.0);
         }
     }

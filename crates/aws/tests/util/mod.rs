@@ -435,6 +435,7 @@ pub fn batch(tag: &str, records: Vec<Record>) -> Batch {
             records,
             size: 0,
             delivery: None,
+            charge: None,
         })],
     }
 }
