@@ -115,6 +115,10 @@ pub trait MemCharge: Send + Sync {
     /// Adds `n` bytes to what the chunk holds; they are given back with the rest when the
     /// chunk's delivery settles. Never waits: the input pauses on its next emit instead.
     fn grow(&self, n: usize);
+
+    /// Whether the input is past half its limit: outputs then send what they batch at once
+    /// instead of waiting for the Flush tick, which the input would otherwise wait for too.
+    fn pressing(&self) -> bool;
 }
 
 /// Records that share a tag, produced by one input.
@@ -153,6 +157,11 @@ impl Chunk {
             }
         }
         self.size = now;
+    }
+
+    /// Whether the input that made this chunk is short of buffer ([`MemCharge::pressing`]).
+    pub fn pressing(&self) -> bool {
+        self.charge.as_ref().is_some_and(|c| c.pressing())
     }
 
     /// Records this holder's outcome on the chunk's delivery tracker, if any.

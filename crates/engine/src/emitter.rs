@@ -129,4 +129,8 @@ impl MemCharge for Charge {
         self.budget.force(n);
         self.store_gauge();
     }
+
+    fn pressing(&self) -> bool {
+        self.budget.used() >= self.budget.limit() / 2
+    }
 }

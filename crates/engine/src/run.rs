@@ -32,7 +32,7 @@ pub const FLUSH_AT_BYTES: usize = 2 * 1024 * 1024;
 /// that is faster than the filters waits here instead of reading ahead, because a chunk's
 /// growth in the filters (metadata, merged logs) is only charged to `Mem_Buf_Limit` once the
 /// router has filtered it.
-const ROUTER_QUEUE: usize = 4;
+const ROUTER_QUEUE: usize = 2;
 
 /// Why the pipeline stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -317,8 +317,11 @@ async fn output_task(
                             Pending { chunks: Vec::new(), bytes: 0 }
                         });
                         p.bytes += chunk.size;
+                        // With a Mem_Buf_Limit below FLUSH_AT_BYTES the input would otherwise
+                        // read one limit's worth per Flush interval.
+                        let pressing = chunk.pressing();
                         p.chunks.push(chunk);
-                        if p.bytes >= FLUSH_AT_BYTES || draining_now {
+                        if p.bytes >= FLUSH_AT_BYTES || draining_now || pressing {
                             if let Some((tag, p)) = pending.remove_entry(&tag) {
                                 order.retain(|t| *t != tag);
                                 spawn_flush(&mut flights, &out, &sem, backoff, &draining, Batch { tag, chunks: p.chunks }).await;

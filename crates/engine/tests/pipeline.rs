@@ -267,6 +267,54 @@ async fn input_pauses_at_mem_buf_limit_and_resumes_when_drained() {
     );
 }
 
+/// A Mem_Buf_Limit far below FLUSH_AT_BYTES, with a Flush interval longer than the test may
+/// run: the output must flush as soon as the input is past half its limit, or the input
+/// would read one limit's worth per Flush interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_input_makes_outputs_flush_before_the_tick() {
+    let c = config(vec![
+        section(SectionKind::Service, &[("Flush", "60")]),
+        section(
+            SectionKind::Input,
+            &[
+                ("Name", "seq"),
+                ("Tag", "pressure"),
+                ("count", "300"),
+                ("size", "2000"),
+                ("Mem_Buf_Limit", "16k"),
+            ],
+        ),
+        section(
+            SectionKind::Output,
+            &[
+                ("Name", "collect"),
+                ("Match", "pressure"),
+                ("sink", "pressure"),
+            ],
+        ),
+    ]);
+    let p = Pipeline::build(c, &registry()).unwrap();
+    let metrics = Arc::clone(&p.metrics);
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(p.run(stop.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while sink("pressure").lock().unwrap().len() < 300 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of 300 records delivered in 20 s with Flush 60",
+            sink("pressure").lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let input = logferry_engine::metrics::Metrics::list(&metrics.inputs)[0].clone();
+    assert!(
+        PluginMetrics::get(&input.paused) > 0,
+        "the input did reach its limit"
+    );
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), run).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_then_deliver_and_retry_limit_rejects() {
     let c = config(vec![
