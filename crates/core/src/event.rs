@@ -464,12 +464,14 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Array(out))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = Vec::with_capacity(map.size_hint().unwrap_or(4).min(64));
+        // JSON gives no size hint: gather pairs on the stack and allocate once, at the exact
+        // size, instead of growing a Vec 4 → 8 → 16 (a realloc and copy each time).
+        let mut out: smallvec::SmallVec<[(Str, Value); 12]> = smallvec::SmallVec::new();
         while let Some(k) = map.next_key::<KeyStr>()? {
             let v = map.next_value::<Value>()?;
             out.push((k.0, v));
         }
-        Ok(Value::Map(Map(out)))
+        Ok(Value::Map(Map(out.into_vec())))
     }
 }
 

@@ -368,18 +368,17 @@ const WEEKDAYS: [&str; 7] = [
 const AMPM: [&str; 2] = ["am", "pm"];
 
 /// Reads a full or three-letter name from `names` (case-insensitive); returns its index.
+/// The full name is taken when it is there; only names whose first three letters match are
+/// compared in full (a full name starts with its short form).
 fn name(s: &[u8], pos: &mut usize, names: &[&str]) -> Option<u32> {
     let rest = &s[*pos..];
     for (i, n) in names.iter().enumerate() {
         let n = n.as_bytes();
         let short = &n[..n.len().min(3)];
-        for candidate in [n, short] {
-            if rest.len() >= candidate.len()
-                && rest[..candidate.len()].eq_ignore_ascii_case(candidate)
-            {
-                *pos += candidate.len();
-                return Some(i as u32);
-            }
+        if rest.len() >= short.len() && rest[..short.len()].eq_ignore_ascii_case(short) {
+            let full = rest.len() >= n.len() && rest[..n.len()].eq_ignore_ascii_case(n);
+            *pos += if full { n.len() } else { short.len() };
+            return Some(i as u32);
         }
     }
     None
@@ -503,6 +502,29 @@ mod tests {
 
     fn at(fmt: &str, text: &str) -> Option<i64> {
         TimeFormat::new(fmt).unwrap().parse(text).map(|t| t.0)
+    }
+
+    #[test]
+    fn month_and_day_names_full_short_any_case() {
+        let mut pos = 0;
+        assert_eq!(name(b"September 3", &mut pos, &MONTHS), Some(8));
+        assert_eq!(pos, 9, "the full name is consumed");
+        pos = 0;
+        assert_eq!(name(b"sep 3", &mut pos, &MONTHS), Some(8));
+        assert_eq!(pos, 3);
+        pos = 0;
+        assert_eq!(name(b"NOV", &mut pos, &MONTHS), Some(10));
+        pos = 0;
+        assert_eq!(name(b"Ju", &mut pos, &MONTHS), None);
+        pos = 0;
+        assert_eq!(
+            name(b"Junk", &mut pos, &MONTHS),
+            Some(5),
+            "Jun, as strptime"
+        );
+        assert_eq!(pos, 3);
+        pos = 0;
+        assert_eq!(name(b"PM", &mut pos, &AMPM), Some(1));
     }
 
     #[test]
