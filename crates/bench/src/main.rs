@@ -46,6 +46,12 @@ struct Args {
     /// Where workloads are written (default: a fresh temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Also count instructions per record with `valgrind --tool=callgrind` (one run per
+    /// pipeline, minus a run on an empty file for start-up and shutdown). Instruction counts
+    /// do not depend on what else the machine is doing, unlike seconds. Slow: use --lines
+    /// 200000 or so.
+    #[arg(long)]
+    instructions: bool,
 }
 
 #[derive(Subcommand)]
@@ -373,6 +379,28 @@ fn output_records(stderr: &str) -> Option<usize> {
         .next()
 }
 
+/// Instructions callgrind counted for `cmd` (its `Collected : N` line), and the stderr.
+fn callgrind(cmd: &[String]) -> Result<(u64, String), String> {
+    let out = Command::new("valgrind")
+        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+        .args(cmd)
+        .stdout(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run valgrind (install it: apt-get install valgrind): {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let n = stderr
+        .lines()
+        .find_map(|l| {
+            let i = l.find("Collected :")? + "Collected :".len();
+            l[i..].trim().parse::<u64>().ok()
+        })
+        .ok_or_else(|| format!("no instruction count from callgrind:\n{stderr}"))?;
+    if !out.status.success() {
+        return Err(format!("run under callgrind failed:\n{stderr}"));
+    }
+    Ok((n, stderr))
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(Cmd::Measure { cmd }) = &args.cmd {
@@ -560,7 +588,9 @@ fn main() -> ExitCode {
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "| pipeline | wall s | CPU s | peak RSS MB | lines/s | lines per CPU-s | MB/s | floor: cat wall s |\n|---|---|---|---|---|---|---|---|"
+        "| pipeline | wall s | CPU s | peak RSS MB | lines/s | lines per CPU-s | MB/s | floor: cat wall s |{}\n|---|---|---|---|---|---|---|---|{}",
+        if args.instructions { " instructions per record |" } else { "" },
+        if args.instructions { "---|" } else { "" },
     );
     for p in &pipelines {
         let conf = dir.join(format!("{}.conf", p.name));
@@ -616,9 +646,20 @@ fn main() -> ExitCode {
         let wall = median(runs.iter().map(|r| r.wall).collect());
         let cpu = median(runs.iter().map(|r| r.cpu).collect());
         let rss = median(runs.iter().map(|r| r.rss_mb).collect());
+        let instructions = if args.instructions {
+            match per_record_instructions(&logferry, &dir, p) {
+                Ok(n) => format!(" {n:.0} |"),
+                Err(e) => {
+                    eprintln!("{}: {e}", p.name);
+                    return ExitCode::FAILURE;
+                }
+            }
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             table,
-            "| {} {} | {wall:.2} | {cpu:.2} | {rss:.1} | {:.0}k | {:.0}k | {:.1} | {floor:.3} |",
+            "| {} {} | {wall:.2} | {cpu:.2} | {rss:.1} | {:.0}k | {:.0}k | {:.1} | {floor:.3} |{instructions}",
             p.name,
             p.what,
             p.lines as f64 / wall / 1e3,
@@ -647,4 +688,35 @@ fn main() -> ExitCode {
         let _ = std::fs::remove_dir_all(&dir);
     }
     ExitCode::SUCCESS
+}
+
+/// Instructions per record of pipeline `p`: a callgrind run on its workload minus one on an
+/// empty file with the same configuration (start-up, shutdown), over the record count.
+fn per_record_instructions(logferry: &Path, dir: &Path, p: &Pipeline) -> Result<f64, String> {
+    let run = |name: &str, config: &str| -> Result<(u64, String), String> {
+        let conf = dir.join(name);
+        std::fs::write(&conf, config)
+            .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+        callgrind(&[
+            logferry.display().to_string(),
+            "-c".into(),
+            conf.display().to_string(),
+        ])
+    };
+    let (full, stderr) = run(&format!("{}.callgrind.conf", p.name), &p.config)?;
+    let got = output_records(&stderr);
+    if got != Some(p.lines) {
+        return Err(format!(
+            "under callgrind: delivered {got:?} records, expected {}",
+            p.lines
+        ));
+    }
+    let empty = p.file.with_extension("empty.log");
+    std::fs::write(&empty, "").map_err(|e| format!("cannot write {}: {e}", empty.display()))?;
+    let config = p
+        .config
+        .replace(&p.file.display().to_string(), &empty.display().to_string());
+    let (base, _) = run(&format!("{}.empty.conf", p.name), &config)?;
+    let _ = std::fs::remove_file(&empty);
+    Ok(full.saturating_sub(base) as f64 / p.lines.max(1) as f64)
 }
