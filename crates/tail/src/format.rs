@@ -182,7 +182,8 @@ fn json_string(s: &str) -> Option<(Str, &str)> {
     if b[first] == b'"' {
         return Some((Str::from(&s[..first]), &s[first + 1..]));
     }
-    let mut out: Vec<u8> = Vec::with_capacity(s.len());
+    // +8: the word loop below may write up to 7 bytes past the end before truncating.
+    let mut out: Vec<u8> = Vec::with_capacity(s.len() + 8);
     out.extend_from_slice(&b[..first]);
     let mut i = first;
     loop {
@@ -206,15 +207,18 @@ fn json_string(s: &str) -> Option<(Str, &str)> {
         i += 2;
         loop {
             if let Some(w) = b.get(i..i + 8) {
-                let word = u64::from_le_bytes(<[u8; 8]>::try_from(w).ok()?);
+                // Copy the whole word (a fixed-size store, no memcpy call), then cut it back
+                // to the plain bytes before the quote or backslash.
+                let word = <[u8; 8]>::try_from(w).ok()?;
+                out.extend_from_slice(&word);
+                let word = u64::from_le_bytes(word);
                 let hits = zero_bytes(word ^ QUOTES) | zero_bytes(word ^ BACKSLASHES);
                 if hits == 0 {
-                    out.extend_from_slice(w);
                     i += 8;
                     continue;
                 }
                 let k = (hits.trailing_zeros() / 8) as usize;
-                out.extend_from_slice(&w[..k]);
+                out.truncate(out.len() - 8 + k);
                 i += k;
                 break;
             }
