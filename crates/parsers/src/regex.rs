@@ -11,6 +11,8 @@
 //!   before an optional final newline, `\e` is ESC, `\0` octal;
 //! - a `{` or `}` that is not part of a `{n,m}` repetition is literal; `{,m}` means `{0,m}`;
 //! - `(?'name'...)` is `(?<name>...)`, and `(?#...)` comments are dropped.
+//! - the braces of `\p{Greek}`, `\x{263A}` belong to the escape, and Onigmo's negated property
+//!   `\p{^Greek}` is `\P{Greek}`.
 //!
 //! Captures (what a `Format regex` parser needs per line) have a fast path: a pattern the
 //! `regex` crate compiled is also compiled with PCRE2's JIT when its translated text only uses
@@ -445,6 +447,23 @@ fn translate_with_anchor(p: &str) -> (String, bool) {
                     i = j;
                     continue;
                 }
+                if matches!(n, 'p' | 'P' | 'x' | 'u') && p[i + 2..].starts_with('{') {
+                    // `\p{Greek}`, `\x{263A}`: the braces belong to the escape (not a
+                    // repetition to escape). Onigmo's negation `\p{^Greek}` is Rust's `\P{Greek}`.
+                    if let Some(end) = p[i + 2..].find('}') {
+                        let inner = &p[i + 3..i + 2 + end];
+                        match inner.strip_prefix('^') {
+                            Some(neg) if n == 'p' || n == 'P' => {
+                                out.push_str(if n == 'p' { "\\P{" } else { "\\p{" });
+                                out.push_str(neg);
+                                out.push('}');
+                            }
+                            _ => out.push_str(&p[i..i + 2 + end + 1]),
+                        }
+                        i += 2 + end + 1;
+                        continue;
+                    }
+                }
                 if n.is_ascii_alphanumeric() {
                     // \A \z \b \B \t \n \r \f \v \x \u \p \P \k and backreferences: same in Rust
                     // (or left for fancy-regex / an error).
@@ -649,6 +668,22 @@ mod tests {
         assert_eq!(text(6), Some("/a?b=1"));
         assert_eq!(text(10), Some("hey/0.0.1"));
         assert_eq!(groups(&p, "nope", true), None);
+    }
+
+    #[test]
+    fn unicode_properties_and_braced_hex_escapes_compile() {
+        let p = Pattern::new(r"^(?<w>\p{Greek}+) (?<o>\p{^Greek}+) (?<x>\x{41})$").unwrap();
+        let text = "αβγ abc A";
+        let g = groups(&p, text, true).unwrap();
+        let got: Vec<&str> = g[1..]
+            .iter()
+            .map(|s| s.map_or("", |(a, b)| &text[a..b]))
+            .collect();
+        assert_eq!(got, ["αβγ", "abc", "A"]);
+        assert!(groups(&p, "abc abc A", true).is_none());
+        let p = Pattern::new(r"^[\p{Greek}\d]+$").unwrap();
+        assert!(p.is_match("α1β2"));
+        assert!(!p.is_match("a1"));
     }
 
     #[test]
