@@ -492,6 +492,46 @@ mod tests {
         );
     }
 
+    /// The kubernetes filter's map is shared between records (`Value::SharedMap`); the usual
+    /// `lift kubernetes` with `Add_prefix kubernetes_` must lift it like an owned map and leave
+    /// the shared original as it was.
+    #[test]
+    fn lifts_a_shared_map() {
+        use logferry_core::{EventTime, Map, Record, Value};
+        use std::sync::Arc;
+        let mut meta = Map::new();
+        meta.push("pod_name", "p");
+        meta.push("namespace_name", "ns");
+        let meta = Arc::new(meta);
+        let mut body = Map::new();
+        body.push("log", "x");
+        body.push("kubernetes", Value::SharedMap(Arc::clone(&meta)));
+        let mut recs = vec![
+            Record::new(EventTime(1), body.clone()),
+            Record::new(EventTime(2), body),
+        ];
+        let mut f = testing::build(
+            &PLUGIN,
+            &[
+                ("Operation", "lift"),
+                ("Nested_under", "kubernetes"),
+                ("Add_prefix", "kubernetes_"),
+            ],
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(f.filter("t", &mut recs));
+        for r in &recs {
+            assert_eq!(
+                serde_json::to_string(&r.body).unwrap(),
+                r#"{"log":"x","kubernetes_pod_name":"p","kubernetes_namespace_name":"ns"}"#
+            );
+        }
+        assert_eq!(meta.len(), 2);
+    }
+
     #[test]
     fn config_errors_name_file_line_and_key() {
         testing::check_err(

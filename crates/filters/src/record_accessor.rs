@@ -369,6 +369,45 @@ mod tests {
         }
     }
 
+    /// The kubernetes filter shares one metadata map between a pod's records
+    /// (`Value::SharedMap`): reading goes through it, and changing one record's copy (set,
+    /// remove, get_mut) must leave every other record's untouched.
+    #[test]
+    fn shared_maps_read_through_and_copy_on_write() {
+        let meta = match Value::from_json(
+            serde_json::from_str(r#"{"pod_name":"p","labels":{"app":"nginx"}}"#).unwrap(),
+        ) {
+            Value::Map(m) => std::sync::Arc::new(m),
+            other => panic!("{other:?}"),
+        };
+        let mut a = Map::new();
+        a.push("kubernetes", Value::SharedMap(std::sync::Arc::clone(&meta)));
+        let mut b = a.clone();
+        let app = RecordAccessor::parse("$kubernetes['labels']['app']").unwrap();
+        assert_eq!(app.get_str(&a), Some("nginx"));
+        assert!(app.set(&mut a, Value::from("changed")));
+        assert_eq!(app.get_str(&a), Some("changed"));
+        assert_eq!(
+            app.get_str(&b),
+            Some("nginx"),
+            "the other record keeps its value"
+        );
+        let pod = RecordAccessor::parse("$kubernetes['pod_name']").unwrap();
+        assert_eq!(pod.remove(&mut b), Some(Value::from("p")));
+        assert!(!pod.exists(&b));
+        assert_eq!(
+            meta.get("pod_name"),
+            Some(&Value::from("p")),
+            "the shared map is intact"
+        );
+        let labels = RecordAccessor::parse("$kubernetes['labels']").unwrap();
+        assert!(labels.get_mut(&mut b).is_some());
+        assert_eq!(
+            serde_json::to_string(&Value::SharedMap(meta)).unwrap(),
+            r#"{"pod_name":"p","labels":{"app":"nginx"}}"#
+        );
+    }
+
     // The table of the Fluent Bit docs' "Record Accessor" page.
     const DOC_RECORD: &str = r#"{"log": "some message", "stream": "stdout",
         "labels": {"color": "blue", "unset": null, "project": {"env": "production"}}}"#;
