@@ -106,14 +106,8 @@ mod tests {
     #[test]
     fn kept_progress_comes_back_for_the_same_chunks_only() {
         let memo = ProgressMemo::<usize>::default();
-        let a = Batch {
-            tag: Tag::from("t"),
-            chunks: vec![chunk(), chunk()],
-        };
-        let b = Batch {
-            tag: Tag::from("t"),
-            chunks: vec![chunk()],
-        };
+        let a = Batch::new(Tag::from("t"), vec![chunk(), chunk()]);
+        let b = Batch::new(Tag::from("t"), vec![chunk()]);
         memo.keep(&a, 7);
         assert_eq!(memo.take(&b), None);
         assert_eq!(memo.take(&a), Some(7));
@@ -123,16 +117,10 @@ mod tests {
     #[test]
     fn entries_of_dropped_batches_are_purged() {
         let memo = ProgressMemo::<usize>::default();
-        let a = Batch {
-            tag: Tag::from("t"),
-            chunks: vec![chunk()],
-        };
+        let a = Batch::new(Tag::from("t"), vec![chunk()]);
         memo.keep(&a, 1);
         drop(a);
-        let b = Batch {
-            tag: Tag::from("t"),
-            chunks: vec![chunk()],
-        };
+        let b = Batch::new(Tag::from("t"), vec![chunk()]);
         assert_eq!(memo.take(&b), None);
         assert!(memo.is_empty());
     }

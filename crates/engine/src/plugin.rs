@@ -4,6 +4,7 @@
 //! channels (`Emitter`) and cancellation; core stays runtime-free.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -86,9 +87,51 @@ pub const FILTER_TICK: std::time::Duration = std::time::Duration::from_millis(25
 pub struct Batch {
     pub tag: Tag,
     pub chunks: Vec<Arc<Chunk>>,
+    /// What the output itself counted of this batch, across all attempts (see
+    /// [`Batch::count_dropped`], [`Batch::count_delivered`]); the engine counts the rest.
+    counted: BatchCounts,
+}
+
+/// Records of one batch an output has already accounted for.
+#[derive(Debug, Default)]
+struct BatchCounts {
+    dropped: AtomicU64,
+    delivered: AtomicU64,
 }
 
 impl Batch {
+    /// A batch of `chunks` under `tag`.
+    pub fn new(tag: Tag, chunks: Vec<Arc<Chunk>>) -> Self {
+        Batch {
+            tag,
+            chunks,
+            counted: BatchCounts::default(),
+        }
+    }
+
+    /// The output gives up on `n` records of this batch itself (the destination refused them
+    /// one by one, or they cannot be encoded): counted in `dropped_records` now, and not again
+    /// by the engine, whatever the flush returns.
+    pub fn count_dropped(&self, metrics: &PluginMetrics, n: u64) {
+        metrics.dropped(n);
+        self.counted.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` records of this batch reached the destination in an attempt that, as a whole,
+    /// will be retried or fail: the engine counts them as delivered, not dropped, if it gives
+    /// up on the batch later.
+    pub fn count_delivered(&self, n: u64) {
+        self.counted.delivered.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// (dropped, delivered) the output counted so far.
+    pub fn counted(&self) -> (u64, u64) {
+        (
+            self.counted.dropped.load(Ordering::Relaxed),
+            self.counted.delivered.load(Ordering::Relaxed),
+        )
+    }
+
     /// Every record, in order.
     pub fn records(&self) -> impl Iterator<Item = &Record> {
         self.chunks.iter().flat_map(|c| c.records.iter())
@@ -114,7 +157,7 @@ impl Batch {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FlushResult {
     /// Delivered (records the destination refused individually are reported through
-    /// [`PluginMetrics::dropped`] by the output and still count as done).
+    /// [`Batch::count_dropped`] by the output and still count as done).
     Ok,
     /// A transient failure: try the same batch again later, up to `Retry_Limit`.
     Retry(String),

@@ -324,7 +324,7 @@ async fn output_task(
                         if p.bytes >= FLUSH_AT_BYTES || draining_now || pressing {
                             if let Some((tag, p)) = pending.remove_entry(&tag) {
                                 order.retain(|t| *t != tag);
-                                spawn_flush(&mut flights, &out, &sem, backoff, &draining, Batch { tag, chunks: p.chunks }).await;
+                                spawn_flush(&mut flights, &out, &sem, backoff, &draining, Batch::new(tag, p.chunks)).await;
                             }
                         }
                     }
@@ -332,13 +332,13 @@ async fn output_task(
                 },
                 _ = tick.tick() => {
                     for (tag, p) in drain_in_order(&mut pending, &mut order) {
-                        spawn_flush(&mut flights, &out, &sem, backoff, &draining, Batch { tag, chunks: p.chunks }).await;
+                        spawn_flush(&mut flights, &out, &sem, backoff, &draining, Batch::new(tag, p.chunks)).await;
                     }
                 }
                 _ = draining.cancelled(), if !draining_now => {
                     draining_now = true;
                     for (tag, p) in drain_in_order(&mut pending, &mut order) {
-                        spawn_flush(&mut flights, &out, &sem, backoff, &draining, Batch { tag, chunks: p.chunks }).await;
+                        spawn_flush(&mut flights, &out, &sem, backoff, &draining, Batch::new(tag, p.chunks)).await;
                     }
                 }
                 Some(_) = flights.join_next(), if !flights.is_empty() => {}
@@ -351,10 +351,7 @@ async fn output_task(
                 &sem,
                 backoff,
                 &draining,
-                Batch {
-                    tag,
-                    chunks: p.chunks,
-                },
+                Batch::new(tag, p.chunks),
             )
             .await;
         }
@@ -439,26 +436,32 @@ async fn deliver(
             };
             plugin.flush(&batch).await
         };
+        // What the output counted itself (records it dropped one by one, or delivered in an
+        // attempt that is retried) is not counted again here.
+        let (out_dropped, out_delivered) = batch.counted();
+        let rest = n.saturating_sub(out_dropped + out_delivered);
         match result {
             FlushResult::Ok => {
-                PluginMetrics::add(&metrics.records, n);
+                PluginMetrics::add(&metrics.records, n.saturating_sub(out_dropped));
                 PluginMetrics::add(&metrics.bytes, batch.size() as u64);
                 settle(&batch, DeliveryStatus::Delivered);
                 return;
             }
             FlushResult::Error(reason) => {
-                tracing::error!(output = %name, tag = %batch.tag, records = n, %reason, "flush failed; records dropped");
+                tracing::error!(output = %name, tag = %batch.tag, records = rest, %reason, "flush failed; records dropped");
                 PluginMetrics::add(&metrics.errors, 1);
-                metrics.dropped(n);
+                PluginMetrics::add(&metrics.records, out_delivered);
+                metrics.dropped(rest);
                 settle(&batch, DeliveryStatus::Rejected);
                 return;
             }
             FlushResult::Retry(reason) => {
                 if !limit.allows(retries) {
-                    tracing::error!(output = %name, tag = %batch.tag, records = n, retries, %reason,
+                    tracing::error!(output = %name, tag = %batch.tag, records = rest, retries, %reason,
                         "flush failed and Retry_Limit is reached; records dropped");
                     PluginMetrics::add(&metrics.retries_failed, 1);
-                    metrics.dropped(n);
+                    PluginMetrics::add(&metrics.records, out_delivered);
+                    metrics.dropped(rest);
                     settle(&batch, DeliveryStatus::Rejected);
                     return;
                 }

@@ -12,8 +12,8 @@ use logferry_core::{DeliveryStatus, EventTime, Map, Record, Value};
 use logferry_engine::metrics::PluginMetrics;
 use logferry_engine::testing::{config, entry_value, gate, section, sink, COLLECT};
 use logferry_engine::{
-    BuildContext, CancellationToken, Filter, FilterPlugin, Input, InputContext, InputExit,
-    InputPlugin, Pipeline, PluginError, Registry, StopReason,
+    Batch, BuildContext, CancellationToken, Filter, FilterPlugin, FlushResult, Input, InputContext,
+    InputExit, InputPlugin, Output, OutputPlugin, Pipeline, PluginError, Registry, StopReason,
 };
 
 // ---- test plugins -------------------------------------------------------------------------
@@ -108,11 +108,56 @@ static MARK: FilterPlugin = FilterPlugin {
     build: build_mark,
 };
 
+/// On every attempt: drops the batch's first record itself and reports the next two
+/// delivered (once), then fails with `Retry` (`mode retry`) or `Error` (`mode error`), like an
+/// AWS output whose batch was partly accepted.
+struct PartialOutput {
+    metrics: Arc<PluginMetrics>,
+    error: bool,
+    first: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl Output for PartialOutput {
+    async fn flush(&self, batch: &Batch) -> FlushResult {
+        if self.first.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            batch.count_dropped(&self.metrics, 1);
+            batch.count_delivered(2);
+        }
+        if self.error {
+            FlushResult::Error("refused".into())
+        } else {
+            FlushResult::Retry("throttled".into())
+        }
+    }
+}
+
+fn build_partial(
+    ctx: &BuildContext,
+    _: &Section,
+    e: &[&Entry],
+) -> Result<Arc<dyn Output>, ConfigError> {
+    Ok(Arc::new(PartialOutput {
+        metrics: Arc::clone(&ctx.metrics),
+        error: entry_value(e, "mode").as_deref() == Some("error"),
+        first: std::sync::atomic::AtomicBool::new(true),
+    }))
+}
+
+static PARTIAL: OutputPlugin = OutputPlugin {
+    name: "partial",
+    aliases: &[],
+    description: "test output that accounts part of a batch itself",
+    options: &[],
+    default_workers: 1,
+    build: build_partial,
+};
+
 fn registry() -> Registry {
     Registry {
         inputs: vec![&SEQ],
         filters: vec![&MARK],
-        outputs: vec![&COLLECT],
+        outputs: vec![&COLLECT, &PARTIAL],
         planned: &[("input", "tail")],
     }
 }
@@ -313,6 +358,51 @@ async fn a_paused_input_makes_outputs_flush_before_the_tick() {
     );
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), run).await;
+}
+
+/// Records an output counted itself (dropped one by one, or delivered in an attempt that is
+/// later given up) are not counted again when the engine gives up on the batch: every record
+/// is counted once, as delivered or as dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_an_output_accounted_are_not_counted_twice() {
+    for mode in ["retry", "error"] {
+        let c = config(vec![
+            section(SectionKind::Service, &[FAST]),
+            section(
+                SectionKind::Input,
+                &[
+                    ("Name", "seq"),
+                    ("Tag", "acct"),
+                    ("count", "10"),
+                    ("per_chunk", "10"),
+                    ("exit", "1"),
+                ],
+            ),
+            section(
+                SectionKind::Output,
+                &[
+                    ("Name", "partial"),
+                    ("Match", "acct"),
+                    ("mode", mode),
+                    ("Retry_Limit", "1"),
+                ],
+            ),
+        ]);
+        let p = Pipeline::build(c, &registry()).unwrap();
+        let metrics = Arc::clone(&p.metrics);
+        run_until_done(p).await;
+        let out = logferry_engine::metrics::Metrics::list(&metrics.outputs)[0].clone();
+        assert_eq!(
+            PluginMetrics::get(&out.dropped_records),
+            8,
+            "{mode}: 1 by the output + 7"
+        );
+        assert_eq!(
+            PluginMetrics::get(&out.records),
+            2,
+            "{mode}: the 2 delivered"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,10 +36,8 @@ fn records() -> Vec<Record> {
 
 fn batch(tag: &str, records: Vec<Record>) -> Batch {
     let tag: Arc<str> = Arc::from(tag);
-    Batch {
-        chunks: vec![Arc::new(Chunk::new(Arc::clone(&tag), records))],
-        tag,
-    }
+    let chunks = vec![Arc::new(Chunk::new(Arc::clone(&tag), records))];
+    Batch::new(tag, chunks)
 }
 
 async fn stdout_bytes(format: &str, key: &str, date: &str) -> String {

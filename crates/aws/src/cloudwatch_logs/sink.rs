@@ -98,9 +98,10 @@ impl CloudWatchLogsOutput {
         self.memo.len()
     }
 
-    fn count_encoding(&self, tag: &str, enc: &Encoded) {
+    fn count_encoding(&self, b: &Batch, enc: &Encoded) {
+        let tag = &b.tag;
         for (why, n) in &enc.skipped {
-            self.metrics.dropped(*n);
+            b.count_dropped(&self.metrics, *n);
             tracing::warn!(output = %self.name, %tag, records = n, reason = why.reason(), "records dropped");
         }
         if enc.truncated > 0 {
@@ -121,7 +122,7 @@ impl Output for CloudWatchLogsOutput {
         let mut progress = self.memo.take(b).unwrap_or_default();
         let enc = request_builder::build(&self.settings, &b.tag, b.records());
         if !progress.encode_counted {
-            self.count_encoding(&b.tag, &enc);
+            self.count_encoding(b, &enc);
             progress.encode_counted = true;
         }
         let mut retry: Option<String> = None;
@@ -146,8 +147,9 @@ impl Output for CloudWatchLogsOutput {
                     Ok(rejected) => {
                         *progress.done.entry(dest.clone()).or_default() += call.len();
                         progress.delivered += call.len() - rejected.total;
+                        b.count_delivered((call.len() - rejected.total) as u64);
                         if rejected.total > 0 {
-                            self.metrics.dropped(rejected.total as u64);
+                            b.count_dropped(&self.metrics, rejected.total as u64);
                             self.rejected_too_old
                                 .fetch_add(rejected.too_old as u64, Ordering::Relaxed);
                             self.rejected_too_new
@@ -180,7 +182,7 @@ impl Output for CloudWatchLogsOutput {
                 return FlushResult::Error(reasons.join("; "));
             }
             for (dest, lost, reason) in &failed {
-                self.metrics.dropped(*lost as u64);
+                b.count_dropped(&self.metrics, *lost as u64);
                 tracing::error!(output = %self.name, stream = %dest, events = lost, %reason,
                     "CloudWatch Logs refused the events; dropped");
             }

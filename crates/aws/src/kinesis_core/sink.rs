@@ -163,7 +163,7 @@ impl<S: RecordService, E: Encoder> Output for RecordOutput<S, E> {
         if !progress.encode_counted {
             progress.encode_counted = true;
             for (why, n) in &enc.skipped {
-                self.metrics.dropped(*n);
+                b.count_dropped(&self.metrics, *n);
                 tracing::warn!(output = %self.name, tag = %b.tag, records = n, reason = why.reason(), "records dropped");
             }
             let oversize: Vec<usize> = (0..items.len())
@@ -173,7 +173,7 @@ impl<S: RecordService, E: Encoder> Output for RecordOutput<S, E> {
                 for &i in &oversize {
                     progress.done[i] = true;
                 }
-                self.metrics.dropped(oversize.len() as u64);
+                b.count_dropped(&self.metrics, oversize.len() as u64);
                 tracing::warn!(output = %self.name, tag = %b.tag, records = oversize.len(),
                     max_bytes = limits.max_record_bytes, "records larger than the service accepts; dropped");
             }
@@ -203,6 +203,7 @@ impl<S: RecordService, E: Encoder> Output for RecordOutput<S, E> {
                                 Some(ItemResult::Accepted) => {
                                     progress.done[i] = true;
                                     progress.delivered += 1;
+                                    b.count_delivered(1);
                                 }
                                 Some(ItemResult::Failed { code, message })
                                     if !classify_code(Some(code), 0).is_retryable() =>
@@ -264,7 +265,7 @@ impl<S: RecordService, E: Encoder> Output for RecordOutput<S, E> {
                 return FlushResult::Error(reasons.join("; "));
             }
             for (n, reason) in lost {
-                self.metrics.dropped(n as u64);
+                b.count_dropped(&self.metrics, n as u64);
                 tracing::error!(output = %self.name, tag = %b.tag, records = n, %reason, "the service refused records; dropped");
             }
         }

@@ -217,7 +217,7 @@ impl Output for S3Output {
         self.ensure_ticker();
         let (data, n, skipped) = self.encode(&mut b.records());
         if skipped > 0 {
-            self.inner.metrics.dropped(skipped);
+            b.count_dropped(&self.inner.metrics, skipped);
             tracing::warn!(output = %self.inner.name, tag = %b.tag, records = skipped, "records without log_key dropped");
         }
         if data.is_empty() {

@@ -428,16 +428,14 @@ pub fn entries(s: &Section) -> Vec<&Entry> {
 /// A batch of one chunk.
 pub fn batch(tag: &str, records: Vec<Record>) -> Batch {
     let tag: Tag = Tag::from(tag);
-    Batch {
+    let chunk = Arc::new(Chunk {
         tag: tag.clone(),
-        chunks: vec![Arc::new(Chunk {
-            tag,
-            records,
-            size: 0,
-            delivery: None,
-            charge: None,
-        })],
-    }
+        records,
+        size: 0,
+        delivery: None,
+        charge: None,
+    });
+    Batch::new(tag, vec![chunk])
 }
 
 /// A record with `log` = `msg` at `time`.
