@@ -116,8 +116,9 @@ pub trait MemCharge: Send + Sync {
     /// chunk's delivery settles. Never waits: the input pauses on its next emit instead.
     fn grow(&self, n: usize);
 
-    /// Whether the input is past half its limit: outputs then send what they batch at once
-    /// instead of waiting for the Flush tick, which the input would otherwise wait for too.
+    /// Whether the input has reached its limit (it is paused): outputs then send what they
+    /// batch at once instead of waiting for the Flush tick, which the input would otherwise
+    /// wait for too.
     fn pressing(&self) -> bool;
 }
 

@@ -131,6 +131,6 @@ impl MemCharge for Charge {
     }
 
     fn pressing(&self) -> bool {
-        self.budget.used() >= self.budget.limit() / 2
+        self.budget.is_full()
     }
 }

@@ -317,13 +317,20 @@ async fn output_task(
                             Pending { chunks: Vec::new(), bytes: 0 }
                         });
                         p.bytes += chunk.size;
-                        // With a Mem_Buf_Limit below FLUSH_AT_BYTES the input would otherwise
-                        // read one limit's worth per Flush interval.
                         let pressing = chunk.pressing();
                         p.chunks.push(chunk);
-                        if p.bytes >= FLUSH_AT_BYTES || draining_now || pressing {
+                        if p.bytes >= FLUSH_AT_BYTES || draining_now {
                             if let Some((tag, p)) = pending.remove_entry(&tag) {
                                 order.retain(|t| *t != tag);
+                                spawn_flush(&mut flights, &out, &sem, backoff, &draining, Batch::new(tag, p.chunks)).await;
+                            }
+                        } else if pressing {
+                            // The input is paused at its Mem_Buf_Limit and what is batched here
+                            // (any tag) may be what holds it: send it now rather than at the
+                            // Flush tick, or a limit below FLUSH_AT_BYTES would let the input
+                            // read one limit's worth per Flush interval. Only while the input
+                            // is paused, so batches stay full-sized when it is not.
+                            for (tag, p) in drain_in_order(&mut pending, &mut order) {
                                 spawn_flush(&mut flights, &out, &sem, backoff, &draining, Batch::new(tag, p.chunks)).await;
                             }
                         }

@@ -313,7 +313,7 @@ async fn input_pauses_at_mem_buf_limit_and_resumes_when_drained() {
 }
 
 /// A Mem_Buf_Limit far below FLUSH_AT_BYTES, with a Flush interval longer than the test may
-/// run: the output must flush as soon as the input is past half its limit, or the input
+/// run: the output must flush as soon as the input is paused at its limit, or the input
 /// would read one limit's worth per Flush interval.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_input_makes_outputs_flush_before_the_tick() {
