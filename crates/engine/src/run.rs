@@ -330,38 +330,31 @@ async fn output_task(
                             // Flush tick, or a limit below FLUSH_AT_BYTES would let the input
                             // read one limit's worth per Flush interval. Only while the input
                             // is paused, so batches stay full-sized when it is not.
-                            for (tag, p) in drain_in_order(&mut pending, &mut order) {
-                                spawn_flush(&mut flights, &out, &sem, backoff, &draining, Batch::new(tag, p.chunks)).await;
-                            }
+                            flush_all(&mut pending, &mut order, &mut flights, &out, &sem, backoff, &draining).await;
                         }
                     }
                     None => break,
                 },
                 _ = tick.tick() => {
-                    for (tag, p) in drain_in_order(&mut pending, &mut order) {
-                        spawn_flush(&mut flights, &out, &sem, backoff, &draining, Batch::new(tag, p.chunks)).await;
-                    }
+                    flush_all(&mut pending, &mut order, &mut flights, &out, &sem, backoff, &draining).await;
                 }
                 _ = draining.cancelled(), if !draining_now => {
                     draining_now = true;
-                    for (tag, p) in drain_in_order(&mut pending, &mut order) {
-                        spawn_flush(&mut flights, &out, &sem, backoff, &draining, Batch::new(tag, p.chunks)).await;
-                    }
+                    flush_all(&mut pending, &mut order, &mut flights, &out, &sem, backoff, &draining).await;
                 }
                 Some(_) = flights.join_next(), if !flights.is_empty() => {}
             }
         }
-        for (tag, p) in drain_in_order(&mut pending, &mut order) {
-            spawn_flush(
-                &mut flights,
-                &out,
-                &sem,
-                backoff,
-                &draining,
-                Batch::new(tag, p.chunks),
-            )
-            .await;
-        }
+        flush_all(
+            &mut pending,
+            &mut order,
+            &mut flights,
+            &out,
+            &sem,
+            backoff,
+            &draining,
+        )
+        .await;
         while flights.join_next().await.is_some() {}
     };
     // Grace ran out: give up what is in flight now, so every chunk is settled (as abandoned)
@@ -377,6 +370,30 @@ async fn output_task(
     }
     if let Err(e) = out.plugin.shutdown().await {
         tracing::error!(output = %out.name, error = %e, "output shutdown failed");
+    }
+}
+
+/// Flushes every pending batch, in the order its tag first arrived (the Flush tick, draining,
+/// a paused input, the end of the stream).
+async fn flush_all(
+    pending: &mut HashMap<Tag, Pending>,
+    order: &mut Vec<Tag>,
+    flights: &mut JoinSet<()>,
+    out: &OutputInstance,
+    sem: &Arc<Semaphore>,
+    backoff: Backoff,
+    draining: &CancellationToken,
+) {
+    for (tag, p) in drain_in_order(pending, order) {
+        spawn_flush(
+            flights,
+            out,
+            sem,
+            backoff,
+            draining,
+            Batch::new(tag, p.chunks),
+        )
+        .await;
     }
 }
 
