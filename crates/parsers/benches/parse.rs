@@ -9,6 +9,9 @@ use std::time::Instant;
 
 use logferry_parsers::{Parser, Parsers};
 
+mod common;
+use common::{Lcg, PATHS};
+
 const LINES: usize = 1_000_000;
 
 /// User + system CPU seconds of this process, from /proc/self/stat (USER_HZ = 100 on Linux).
@@ -31,51 +34,8 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// A small deterministic generator (no dependencies).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-}
-
-const PATHS: &[&str] = &[
-    "/",
-    "/index.html",
-    "/api/v1/items?id=42",
-    "/static/app.3f9a1c.js",
-    "/healthz",
-];
-const AGENTS: &[&str] = &[
-    "hey/0.0.1",
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
-    "curl/7.68.0",
-    "kube-probe/1.27",
-];
-
 fn nginx_lines(rng: &mut Lcg) -> Vec<String> {
-    (0..LINES)
-        .map(|i| {
-            let r = rng.next();
-            format!(
-                "10.{}.{}.{} - - [19/Dec/2019:17:{:02}:{:02} +0000] \"GET {} HTTP/1.1\" {} {} \"-\" \"{}\" \"52.95.4.{}\"",
-                r % 256,
-                (r >> 8) % 256,
-                (r >> 16) % 256,
-                (i / 60) % 60,
-                i % 60,
-                PATHS[(r >> 24) as usize % PATHS.len()],
-                [200, 304, 404, 500][(r >> 28) as usize % 4],
-                r % 100_000,
-                AGENTS[(r >> 12) as usize % AGENTS.len()],
-                r % 256,
-            )
-        })
-        .collect()
+    (0..LINES).map(|i| common::nginx(i, rng.next())).collect()
 }
 
 fn docker_lines(rng: &mut Lcg) -> Vec<String> {
