@@ -162,6 +162,8 @@ fn docker_fast(line: &[u8]) -> Option<Map> {
     Some(body)
 }
 
+/// JSON's own whitespace only (space, tab, CR, LF): `<[u8]>::trim_ascii_end` would also take a
+/// form feed, which serde_json rejects after the object, and the two paths must agree.
 fn trim_ascii_end(mut b: &[u8]) -> &[u8] {
     while let [rest @ .., b' ' | b'\t' | b'\r' | b'\n'] = b {
         b = rest;
