@@ -65,15 +65,13 @@ impl Emitter {
         } else {
             self.budget.acquire(size).await;
         }
-        self.metrics
-            .buffer_bytes
-            .store(self.budget.used() as u64, Ordering::Relaxed);
-        let delivery = Delivery::new();
         let charge = Arc::new(Charge {
             budget: Arc::clone(&self.budget),
             metrics: Arc::clone(&self.metrics),
             charged: AtomicUsize::new(size),
         });
+        charge.store_gauge();
+        let delivery = Delivery::new();
         let held = Arc::clone(&charge);
         delivery.on_done(Box::new(move |_| held.release()));
         if let Some(ack) = ack {
