@@ -87,12 +87,30 @@ impl Delivery {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
+    /// A share of this delivery for a stage that keeps some of the chunk's records after the
+    /// chunk moved on (a multiline filter holding a message's first lines): the outcome waits
+    /// for it, and it is settled with the outcome of the chunk that finally carries those
+    /// records ([`Chunk::carry`]).
+    pub fn hold(self: &Arc<Self>) -> Held {
+        self.expect(1);
+        Held(Arc::clone(self))
+    }
+
     /// The outcome so far: `Abandoned` while any holder still owes one.
     pub fn status(&self) -> DeliveryStatus {
         if self.owed.load(Ordering::Acquire) > 0 {
             return DeliveryStatus::Abandoned;
         }
         DeliveryStatus::from_u8(self.status.load(Ordering::Acquire))
+    }
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("owed", &self.owed.load(Ordering::Relaxed))
+            .field("status", &self.status.load(Ordering::Relaxed))
+            .finish()
     }
 }
 
@@ -106,6 +124,25 @@ impl Drop for Delivery {
         for cb in cbs {
             cb(status);
         }
+    }
+}
+
+/// One share owed on a chunk's [`Delivery`] by a stage that holds some of its records
+/// ([`Delivery::hold`]). Settled with the outcome of the chunk that carries the records on;
+/// dropped unsettled (records lost at shutdown), it leaves the source chunk `Abandoned`, so
+/// its input reads them again.
+pub struct Held(Arc<Delivery>);
+
+impl Held {
+    /// Settles the share with the outcome of the records it stood for.
+    pub fn settle(self, status: DeliveryStatus) {
+        self.0.mark(status);
+    }
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Held")
     }
 }
 
@@ -165,6 +202,20 @@ impl Chunk {
         self.charge.as_ref().is_some_and(|c| c.pressing())
     }
 
+    /// This chunk now carries records held back from earlier chunks: their shares settle with
+    /// this chunk's outcome. A chunk without tracking gets a tracker for them.
+    pub fn carry(&mut self, held: Vec<Held>) {
+        if held.is_empty() {
+            return;
+        }
+        let delivery = self.delivery.get_or_insert_with(Delivery::new);
+        delivery.on_done(Box::new(move |status| {
+            for h in held {
+                h.settle(status);
+            }
+        }));
+    }
+
     /// Records this holder's outcome on the chunk's delivery tracker, if any.
     pub fn mark(&self, status: DeliveryStatus) {
         if let Some(d) = &self.delivery {
@@ -219,6 +270,33 @@ mod tests {
         d.mark(DeliveryStatus::Delivered); // router
         d.mark(DeliveryStatus::Delivered); // output 1; output 2 dropped at shutdown
         drop(d);
+        assert_eq!(rx.try_recv(), Ok(DeliveryStatus::Abandoned));
+    }
+
+    #[test]
+    fn held_share_waits_for_the_carrying_chunk() {
+        let (d, rx) = tracked();
+        let held = d.hold();
+        d.mark(DeliveryStatus::Delivered); // router: the held records left the chunk
+        drop(d);
+        assert!(rx.try_recv().is_err(), "a held share keeps the source open");
+        let mut carrier = Chunk::new(Arc::from("t"), Vec::new());
+        carrier.carry(vec![held]);
+        let cd = carrier.delivery.clone().unwrap();
+        drop(carrier);
+        assert!(rx.try_recv().is_err(), "the carrier is not settled yet");
+        cd.mark(DeliveryStatus::Rejected);
+        drop(cd);
+        assert_eq!(rx.try_recv(), Ok(DeliveryStatus::Rejected));
+    }
+
+    #[test]
+    fn a_held_share_dropped_unsettled_abandons_the_source() {
+        let (d, rx) = tracked();
+        let held = d.hold();
+        d.mark(DeliveryStatus::Delivered);
+        drop(d);
+        drop(held);
         assert_eq!(rx.try_recv(), Ok(DeliveryStatus::Abandoned));
     }
 

@@ -4,8 +4,9 @@
 pub mod chunk;
 pub mod config;
 pub mod event;
+pub mod msgpack;
 pub mod tag;
 
-pub use chunk::{Chunk, Delivery, DeliveryStatus, MemCharge};
+pub use chunk::{Chunk, Delivery, DeliveryStatus, Held, MemCharge};
 pub use event::{EventTime, Map, Record, Str, Value};
 pub use tag::{Matcher, Tag};

@@ -14,6 +14,10 @@ pub struct MemBudget {
     limit: usize,
     used: AtomicUsize,
     notify: Notify,
+    /// Outputs that hold the input paused whatever its usage (`storage.pause_on_chunks_overlimit`
+    /// with an output over its `storage.total_limit_size`), by output number.
+    blocked_by: std::sync::Mutex<Vec<usize>>,
+    blocked: std::sync::atomic::AtomicBool,
 }
 
 impl MemBudget {
@@ -23,7 +27,32 @@ impl MemBudget {
             limit: limit.max(1),
             used: AtomicUsize::new(0),
             notify: Notify::new(),
+            blocked_by: std::sync::Mutex::new(Vec::new()),
+            blocked: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Output `by` holds the input paused until [`MemBudget::unblock`].
+    pub fn block(&self, by: usize) {
+        if let Ok(mut b) = self.blocked_by.lock() {
+            if !b.contains(&by) {
+                b.push(by);
+            }
+            self.blocked.store(true, Ordering::Release);
+        }
+    }
+
+    /// Output `by` no longer holds the input paused.
+    pub fn unblock(&self, by: usize) {
+        if let Ok(mut b) = self.blocked_by.lock() {
+            b.retain(|&o| o != by);
+            self.blocked.store(!b.is_empty(), Ordering::Release);
+        }
+        self.notify.notify_waiters();
+    }
+
+    fn has_room(&self, used: usize) -> bool {
+        used < self.limit && !self.blocked.load(Ordering::Acquire)
     }
 
     /// Bytes held now.
@@ -36,9 +65,9 @@ impl MemBudget {
         self.limit
     }
 
-    /// Whether the input is over its limit (paused).
+    /// Whether the input is over its limit, or held by an output (paused).
     pub fn is_full(&self) -> bool {
-        self.used() >= self.limit
+        !self.has_room(self.used())
     }
 
     /// Takes `n` bytes once usage is below the limit. Returns whether it had to wait.
@@ -52,7 +81,7 @@ impl MemBudget {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let cur = self.used.load(Ordering::Acquire);
-            if cur < self.limit {
+            if self.has_room(cur) {
                 if self
                     .used
                     .compare_exchange(cur, cur + n, Ordering::AcqRel, Ordering::Acquire)
@@ -63,6 +92,22 @@ impl MemBudget {
                 continue;
             }
             waited = true;
+            notified.await;
+        }
+    }
+
+    /// Waits until usage is below the limit, taking nothing.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    pub async fn wait_room(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.has_room(self.used.load(Ordering::Acquire)) {
+                return;
+            }
             notified.await;
         }
     }
@@ -107,6 +152,26 @@ mod tests {
             .unwrap();
         assert!(waited);
         assert_eq!(b.used(), 70);
+    }
+
+    #[tokio::test]
+    async fn a_blocked_budget_pauses_until_every_blocker_lets_go() {
+        let b = Arc::new(MemBudget::new(100));
+        b.block(1);
+        b.block(2);
+        assert!(b.is_full());
+        let b2 = Arc::clone(&b);
+        let waiter = tokio::spawn(async move { b2.acquire(10).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        b.unblock(1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "output 2 still holds it");
+        b.unblock(2);
+        let waited = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("resumes")
+            .unwrap();
+        assert!(waited);
     }
 
     #[tokio::test]

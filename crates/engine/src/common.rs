@@ -25,9 +25,12 @@ options! {
         pub log_suppress_interval: Option<String> = ["Log_Suppress_Interval"] None,
         /// Run the input in its own thread (accepted: every logferry input is its own task).
         pub threaded: bool = ["Threaded"] Some("off"),
-        /// Buffer type: `memory` or `filesystem` (accepted; filesystem buffering is planned).
-        pub storage_type: String = ["storage.type"] Some("memory"),
-        /// Pause when filesystem chunks are over the limit (accepted; see `storage.type`).
+        /// Buffer type: `memory` (paused at Mem_Buf_Limit) or `filesystem` (chunks written to
+        /// `storage.path` and acknowledged once on disk); unset: `[SERVICE] storage.type` with
+        /// `storage.inherit On`, else memory.
+        pub storage_type: Option<String> = ["storage.type"] None,
+        /// Filesystem inputs: pause instead of letting an output drop its oldest chunks when it
+        /// is over its `storage.total_limit_size`.
         pub storage_pause: bool = ["storage.pause_on_chunks_overlimit"] Some("off"),
         /// Whether records may be routed (accepted; no effect).
         pub routable: bool = ["Routable"] Some("true"),
@@ -66,14 +69,16 @@ options! {
         /// Instance name used in logs and metrics.
         pub alias: Option<String> = ["Alias"] None,
         /// Retries of a failed flush: a number, `no_limits`/`False` (forever) or `no_retries`.
-        pub retry_limit: String = ["Retry_Limit"] Some("1"),
+        /// Unset: transient failures are retried until delivered (Fluent Bit's default is 1).
+        pub retry_limit: Option<String> = ["Retry_Limit"] None,
         /// Flush workers (default: the plugin's own).
         pub workers: Option<usize> = ["Workers"] None,
         /// Log level of this instance.
         pub log_level: Option<String> = ["Log_Level"] None,
         /// Seconds between repeats of the same log message (accepted; no effect).
         pub log_suppress_interval: Option<String> = ["Log_Suppress_Interval"] None,
-        /// Cap of this output's filesystem queue (accepted; filesystem buffering is planned).
+        /// Most bytes of chunks this output holds (on disk for filesystem inputs, in memory
+        /// otherwise); past it its oldest chunks are dropped, counted and logged.
         pub storage_total_limit_size: Option<ByteSize> = ["storage.total_limit_size"] None,
         /// YAML processors (accepted; not applied yet).
         pub processors: Option<String> = ["processors"] None,
@@ -90,6 +95,18 @@ pub enum RetryLimit {
 }
 
 impl RetryLimit {
+    /// The limit of an output: as written, or, when `Retry_Limit` is not set, retry transient
+    /// failures until delivered. **Deliberate difference:** Fluent Bit's default is 1, which
+    /// drops a chunk after one retry (and commits its tail offset) during any outage longer
+    /// than a few seconds; logferry's default keeps retrying while the input pauses at its
+    /// `Mem_Buf_Limit`, so the log files are the buffer. Permanent failures are never retried.
+    pub fn of(written: Option<&str>) -> Result<Self, String> {
+        match written.map(str::trim).filter(|s| !s.is_empty()) {
+            Some(s) => Self::parse(s),
+            None => Ok(RetryLimit::Unlimited),
+        }
+    }
+
     /// Parses Fluent Bit's spellings.
     pub fn parse(s: &str) -> Result<Self, String> {
         let t = s.trim();
@@ -152,24 +169,35 @@ options! {
         pub scheduler_base: f64 = ["scheduler.base"] Some("5"),
         /// Most seconds any retry waits.
         pub scheduler_cap: f64 = ["scheduler.cap"] Some("2000"),
-        /// Directory of filesystem buffers (accepted; filesystem buffering is planned).
+        /// Directory of filesystem buffers (one directory per input) and the dead-letter store.
         pub storage_path: Option<String> = ["storage.path"] None,
-        /// `normal` or `full` fsync of filesystem buffers (accepted).
+        /// `normal` (written: survives a crash of the agent) or `full` (fsynced: survives a
+        /// power loss) before a filesystem chunk counts as stored.
         pub storage_sync: String = ["storage.sync"] Some("normal"),
-        /// CRC32 of filesystem chunks (accepted).
+        /// CRC32 of chunk files, checked when they are read back.
         pub storage_checksum: bool = ["storage.checksum"] Some("off"),
-        /// Most chunks kept in memory (accepted).
+        /// Most filesystem chunks kept in memory; the others wait on disk only.
         pub storage_max_chunks_up: u64 = ["storage.max_chunks_up"] Some("128"),
-        /// Memory for backlog chunks at start (accepted).
+        /// Most bytes of chunks read back from disk (the backlog) in memory at once.
         pub storage_backlog_mem_limit: ByteSize = ["storage.backlog.mem_limit"] Some("5M"),
-        /// Flush the backlog at shutdown (accepted).
+        /// At shutdown, also try to deliver chunks that wait on disk only (within Grace).
         pub storage_backlog_flush_on_shutdown: bool = ["storage.backlog.flush_on_shutdown"] Some("off"),
-        /// Expose storage metrics (accepted).
+        /// Serve the storage layer's metrics (`fluentbit_storage_*`, `fluentbit_input_storage_*`).
         pub storage_metrics: bool = ["storage.metrics"] Some("off"),
-        /// Delete corrupt chunks at start (accepted).
+        /// Delete chunk files that cannot be read instead of moving them to `.corrupt/`.
         pub storage_delete_irrecoverable_chunks: bool = ["storage.delete_irrecoverable_chunks"] Some("off"),
-        /// Inherit storage settings in inputs (accepted).
+        /// Inputs without `storage.type` take `[SERVICE] storage.type`.
         pub storage_inherit: bool = ["storage.inherit"] Some("off"),
+        /// The `storage.type` inputs inherit with `storage.inherit On`.
+        pub storage_type: Option<String> = ["storage.type"] None,
+        /// Trim chunk files to their content (logferry's files are always exactly their content).
+        pub storage_trim_files: bool = ["storage.trim_files"] Some("off"),
+        /// Keep what outputs give up on in the dead-letter store under `storage.path`.
+        pub storage_keep_rejected: bool = ["storage.keep.rejected"] Some("off"),
+        /// Directory of the dead-letter store, under `storage.path`.
+        pub storage_rejected_path: String = ["storage.rejected.path"] Some("rejected"),
+        /// Most bytes the dead-letter store holds; past it copies are skipped with a warning.
+        pub storage_rejected_limit: Option<ByteSize> = ["storage.rejected.limit"] None,
         /// Coroutine stack size (accepted; logferry has no coroutines).
         pub coro_stack_size: Option<ByteSize> = ["Coro_Stack_Size"] None,
         /// DNS mode, UDP or TCP (accepted).
@@ -209,6 +237,8 @@ mod tests {
         assert_eq!(RetryLimit::parse("False"), Ok(RetryLimit::Unlimited));
         assert_eq!(RetryLimit::parse("no_retries"), Ok(RetryLimit::Times(0)));
         assert!(RetryLimit::parse("lots").is_err());
+        assert_eq!(RetryLimit::of(None), Ok(RetryLimit::Unlimited));
+        assert_eq!(RetryLimit::of(Some("1")), Ok(RetryLimit::Times(1)));
         assert!(RetryLimit::Times(1).allows(0));
         assert!(!RetryLimit::Times(1).allows(1));
     }

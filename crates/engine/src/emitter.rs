@@ -6,33 +6,61 @@ use std::sync::Arc;
 
 use logferry_core::chunk::{DeliveryCallback, DeliveryStatus};
 use logferry_core::{Chunk, Delivery, MemCharge, Record, Tag};
+
 use tokio::sync::mpsc;
 
 use crate::budget::MemBudget;
 use crate::metrics::PluginMetrics;
 use crate::plugin::PluginError;
+use crate::router::{Inbound, InputStore};
+use crate::storage::StorageGauges;
 
 /// Emits chunks for one input instance. Cheap to clone.
 #[derive(Clone)]
 pub struct Emitter {
-    tx: mpsc::Sender<Chunk>,
+    tx: mpsc::Sender<Inbound>,
+    /// Where its chunks are written, for a `storage.type filesystem` input.
+    store: Option<Arc<InputStore>>,
+    /// `fluentbit_storage_mem_chunks`, for memory inputs when there is a store.
+    mem_chunks: Option<Arc<StorageGauges>>,
     budget: Arc<MemBudget>,
     metrics: Arc<PluginMetrics>,
+    /// Whether "paused" was logged and not yet "resume" (one line each way per pause).
+    paused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Emitter {
     pub(crate) fn new(
-        tx: mpsc::Sender<Chunk>,
+        tx: mpsc::Sender<Inbound>,
         budget: Arc<MemBudget>,
         metrics: Arc<PluginMetrics>,
+        store: Option<Arc<InputStore>>,
+        mem_chunks: Option<Arc<StorageGauges>>,
     ) -> Self {
         metrics
             .buffer_limit
             .store(budget.limit() as u64, Ordering::Relaxed);
         Emitter {
             tx,
+            store,
+            mem_chunks,
             budget,
             metrics,
+            paused: Arc::default(),
+        }
+    }
+
+    /// Logs and counts a pause, once per pause (Fluent Bit's "paused (mem buf overlimit)").
+    fn note_paused(&self) {
+        if !self.paused.swap(true, Ordering::AcqRel) {
+            tracing::warn!(input = %self.metrics.name, "paused (mem buf overlimit)");
+            PluginMetrics::add(&self.metrics.paused, 1);
+        }
+    }
+
+    fn note_resumed(&self) {
+        if self.paused.swap(false, Ordering::AcqRel) {
+            tracing::info!(input = %self.metrics.name, "resume (mem buf overlimit)");
         }
     }
 
@@ -58,13 +86,10 @@ impl Emitter {
         }
         let size: usize = records.iter().map(Record::mem_size).sum();
         if self.budget.is_full() {
-            tracing::warn!(input = %self.metrics.name, "paused (mem buf overlimit)");
-            PluginMetrics::add(&self.metrics.paused, 1);
-            self.budget.acquire(size).await;
-            tracing::info!(input = %self.metrics.name, "resume (mem buf overlimit)");
-        } else {
-            self.budget.acquire(size).await;
+            self.note_paused();
         }
+        self.budget.acquire(size).await;
+        self.note_resumed();
         let charge = Arc::new(Charge {
             budget: Arc::clone(&self.budget),
             metrics: Arc::clone(&self.metrics),
@@ -74,6 +99,11 @@ impl Emitter {
         let delivery = Delivery::new();
         let held = Arc::clone(&charge);
         delivery.on_done(Box::new(move |_| held.release()));
+        if let Some(g) = &self.mem_chunks {
+            g.mem_chunks.fetch_add(1, Ordering::Relaxed);
+            let g = Arc::clone(g);
+            delivery.on_done(Box::new(move |_| crate::storage::dec(&g.mem_chunks, 1)));
+        }
         if let Some(ack) = ack {
             delivery.on_done(ack);
         }
@@ -86,7 +116,24 @@ impl Emitter {
             delivery: Some(delivery),
             charge: Some(charge),
         };
-        self.tx.send(chunk).await.map_err(|_| PluginError::Closed)
+        let inbound = Inbound {
+            chunk,
+            store: self.store.clone(),
+        };
+        self.tx.send(inbound).await.map_err(|_| PluginError::Closed)
+    }
+
+    /// Waits until the input is under its `Mem_Buf_Limit`, so that the next [`Emitter::emit`]
+    /// does not pause. An input that has other work to do while paused (tail: finding new
+    /// files, following rotations) races this against its timers instead of blocking in `emit`.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it takes nothing.
+    pub async fn ready(&self) {
+        if self.budget.is_full() {
+            self.note_paused();
+            self.budget.wait_room().await;
+        }
     }
 
     /// Whether the input is over its `Mem_Buf_Limit` right now.

@@ -5,17 +5,20 @@ pub mod budget;
 pub mod common;
 pub mod emitter;
 pub mod metrics;
+mod output;
 pub mod pipeline;
 pub mod plugin;
+mod router;
 pub mod run;
+pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use emitter::Emitter;
 pub use pipeline::{BuildErrors, Pipeline};
 pub use plugin::{
-    Batch, BuildContext, Filter, FilterPlugin, FlushResult, Input, InputContext, InputExit,
-    InputPlugin, Output, OutputPlugin, PluginError, Registry,
+    Batch, BuildContext, Carrier, Filter, FilterPlugin, FlushResult, Hold, Input, InputContext,
+    InputExit, InputPlugin, Output, OutputPlugin, PluginError, Registry, Released,
 };
 pub use run::StopReason;
 pub use tokio_util::sync::CancellationToken;

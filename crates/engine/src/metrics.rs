@@ -104,6 +104,8 @@ pub struct Metrics {
     pub inputs: Mutex<Vec<Arc<PluginMetrics>>>,
     pub filters: Mutex<Vec<Arc<PluginMetrics>>>,
     pub outputs: Mutex<Vec<Arc<PluginMetrics>>>,
+    /// The storage layer's chunk counts, served with `storage.metrics On`.
+    pub storage: Option<Arc<crate::storage::StorageGauges>>,
 }
 
 impl Metrics {

@@ -11,6 +11,8 @@ use logferry_core::{Matcher, Tag};
 use crate::common::{FilterCommon, InputCommon, OutputCommon, RetryLimit, ServiceOptions};
 use crate::metrics::{Metrics, PluginMetrics};
 use crate::plugin::{BuildContext, Filter, Input, Output, Plugin, Registry};
+use crate::storage::dead_letters::DeadLetters;
+use crate::storage::{Storage, StorageSettings, SyncMode};
 
 /// Default `Mem_Buf_Limit` when a section sets none: Fluent Bit's `storage.max_chunks_up`
 /// (128) times its 2MB chunk size. Fluent Bit itself has no default limit for memory buffering,
@@ -23,6 +25,11 @@ pub(crate) struct InputInstance {
     pub mem_buf_limit: usize,
     pub plugin: Box<dyn Input>,
     pub metrics: Arc<PluginMetrics>,
+    /// `storage.type filesystem`: its chunks are written to `storage.path` and acknowledged
+    /// once there.
+    pub filesystem: bool,
+    /// `storage.pause_on_chunks_overlimit`.
+    pub pause_on_overlimit: bool,
 }
 
 pub(crate) struct FilterInstance {
@@ -39,6 +46,8 @@ pub(crate) struct OutputInstance {
     pub workers: usize,
     pub plugin: Arc<dyn Output>,
     pub metrics: Arc<PluginMetrics>,
+    /// `storage.total_limit_size`.
+    pub total_limit_size: Option<u64>,
 }
 
 /// A configuration turned into plugin instances, ready to run.
@@ -48,6 +57,13 @@ pub struct Pipeline {
     pub(crate) inputs: Vec<InputInstance>,
     pub(crate) filters: Vec<FilterInstance>,
     pub(crate) outputs: Vec<OutputInstance>,
+    /// The filesystem store, when `storage.path` is set.
+    pub storage: Option<Arc<Storage>>,
+    /// The dead-letter store, with `storage.keep.rejected On`.
+    pub dead_letters: Option<Arc<DeadLetters>>,
+    /// What the configuration asks for that logferry accepts but does not apply, each with
+    /// its file, line and key: logged at start and printed by `--dry-run`.
+    pub notes: Vec<ConfigError>,
 }
 
 /// Every mistake found while building, in file order.
@@ -162,7 +178,7 @@ impl Pipeline {
     pub fn build(config: Config, registry: &Registry) -> Result<Pipeline, BuildErrors> {
         let config = Arc::new(config);
         let mut errors = Vec::new();
-        let metrics = Arc::new(Metrics::default());
+        let mut metrics = Metrics::default();
         let base_dir = config.base_dir();
 
         // [SERVICE]: several sections merge, later keys win (Fluent Bit reads them in order).
@@ -191,12 +207,27 @@ impl Pipeline {
                 logferry_parsers::Parsers::builtin()
             }
         });
+        let mut notes = Vec::new();
+        let (storage, dead_letters) = match &service {
+            Some(service) => open_storage(&config, service, &service_span, &mut errors, &mut notes),
+            None => (None, None),
+        };
+        // Memory inputs' chunks are counted whenever there is a store or its metrics are
+        // asked for (Fluent Bit's storage layer always exists).
+        metrics.storage = match (&storage, &service) {
+            (Some(s), _) => Some(Arc::clone(&s.gauges)),
+            (None, Some(sv)) if sv.storage_metrics => Some(Arc::default()),
+            _ => None,
+        };
+        let metrics = Arc::new(metrics);
         let env = Env {
             config: &config,
             registry,
             base_dir: &base_dir,
             metrics: &metrics,
             parsers: &parsers,
+            service: service.as_ref(),
+            storage: storage.as_ref(),
         };
 
         let mut counts: HashMap<&'static str, usize> = HashMap::new();
@@ -207,18 +238,24 @@ impl Pipeline {
         for section in &config.sections {
             let r = match section.kind {
                 SectionKind::Input => {
-                    build_input(&env, &mut counts, section).map(|i| inputs.push(i))
+                    build_input(&env, &mut counts, section, &mut notes).map(|i| inputs.push(i))
                 }
                 SectionKind::Filter => {
-                    build_filter(&env, &mut counts, section).map(|f| filters.extend(f))
+                    build_filter(&env, &mut counts, section, &mut notes).map(|f| filters.extend(f))
                 }
                 SectionKind::Output => {
-                    build_output(&env, &mut counts, section).map(|o| outputs.extend(o))
+                    build_output(&env, &mut counts, section, &mut notes).map(|o| outputs.extend(o))
                 }
                 // Parsers were built above, once for every plugin.
                 SectionKind::Service | SectionKind::Parser | SectionKind::MultilineParser => Ok(()),
                 other => {
-                    tracing::warn!(section = other.header(), at = %section.span, "section not supported by logferry; ignored");
+                    notes.push(ConfigError::at(
+                        &section.span,
+                        format!(
+                            "[{}] section is accepted but not applied by logferry",
+                            other.header()
+                        ),
+                    ));
                     Ok(())
                 }
             };
@@ -243,6 +280,9 @@ impl Pipeline {
                 inputs,
                 filters,
                 outputs,
+                storage,
+                dead_letters,
+                notes,
             }),
             _ => Err(BuildErrors(errors)),
         }
@@ -278,6 +318,104 @@ struct Env<'a> {
     base_dir: &'a std::path::Path,
     metrics: &'a Metrics,
     parsers: &'a Arc<logferry_parsers::Parsers>,
+    service: Option<&'a ServiceOptions>,
+    storage: Option<&'a Arc<Storage>>,
+}
+
+/// The span of `key` in `section`, or of the section.
+fn span_of(section: &Section, key: &str) -> logferry_core::config::Span {
+    section
+        .get(key)
+        .map(|e| e.span.clone())
+        .unwrap_or_else(|| section.span.clone())
+}
+
+/// The span of a `[SERVICE]` key, wherever it was written.
+fn service_span_of(
+    config: &Config,
+    key: &str,
+    fallback: &logferry_core::config::Span,
+) -> logferry_core::config::Span {
+    config
+        .sections(SectionKind::Service)
+        .filter_map(|s| s.get(key))
+        .last()
+        .map_or_else(|| fallback.clone(), |e| e.span.clone())
+}
+
+/// Opens `storage.path` and the dead-letter store, as `[SERVICE]` asks.
+fn open_storage(
+    config: &Config,
+    service: &ServiceOptions,
+    service_span: &logferry_core::config::Span,
+    errors: &mut Vec<ConfigError>,
+    notes: &mut Vec<ConfigError>,
+) -> (Option<Arc<Storage>>, Option<Arc<DeadLetters>>) {
+    let at = |key: &str| service_span_of(config, key, service_span);
+    let sync = match SyncMode::parse(&service.storage_sync) {
+        Ok(s) => s,
+        Err(r) => {
+            errors.push(ConfigError::key(&at("storage.sync"), "storage.sync", r));
+            return (None, None);
+        }
+    };
+    let Some(path) = service
+        .storage_path
+        .as_deref()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    else {
+        if service.storage_keep_rejected {
+            notes.push(ConfigError::key(
+                &at("storage.keep.rejected"),
+                "storage.keep.rejected",
+                "accepted but not applied: the dead-letter store needs storage.path",
+            ));
+        }
+        return (None, None);
+    };
+    let rejected = service.storage_keep_rejected.then(|| {
+        (
+            service.storage_rejected_path.trim().to_string(),
+            service.storage_rejected_limit.map(|b| b.0),
+        )
+    });
+    let settings = StorageSettings {
+        path: std::path::PathBuf::from(path),
+        sync,
+        checksum: service.storage_checksum,
+        delete_irrecoverable: service.storage_delete_irrecoverable_chunks,
+        rejected: rejected.clone(),
+    };
+    let storage = match Storage::open(settings) {
+        Ok(s) => s,
+        Err(e) => {
+            errors.push(ConfigError::key(
+                &at("storage.path"),
+                "storage.path",
+                format!("cannot create '{path}': {e}"),
+            ));
+            return (None, None);
+        }
+    };
+    let dead_letters = match rejected {
+        Some((dir, limit)) => {
+            let dir_path = std::path::Path::new(path).join(&dir);
+            match DeadLetters::open(dir_path, limit, service.storage_checksum, sync) {
+                Ok(d) => Some(Arc::new(d)),
+                Err(e) => {
+                    errors.push(ConfigError::key(
+                        &at("storage.rejected.path"),
+                        "storage.rejected.path",
+                        format!("cannot create '{dir}' under '{path}': {e}"),
+                    ));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    (Some(storage), dead_letters)
 }
 
 impl Env<'_> {
@@ -296,6 +434,7 @@ fn build_input(
     env: &Env<'_>,
     counts: &mut HashMap<&'static str, usize>,
     section: &Section,
+    notes: &mut Vec<ConfigError>,
 ) -> Result<InputInstance, ConfigError> {
     let name = section_name(section)?;
     let plugin = lookup(env.registry, "input", &env.registry.inputs, section, name)?;
@@ -307,10 +446,20 @@ fn build_input(
     let known: Vec<&'static str> = names(InputCommon::OPTIONS).collect();
     let input =
         (plugin.build)(&ctx, section, &own).map_err(|e| with_shared_suggestions(e, &known))?;
+    let filesystem = input_storage(env, section, &common, notes)?;
+    if common.storage_pause && !filesystem {
+        notes.push(ConfigError::key(
+            &span_of(section, "storage.pause_on_chunks_overlimit"),
+            "storage.pause_on_chunks_overlimit",
+            "accepted but not applied: it applies to storage.type filesystem only",
+        ));
+    }
     if let Ok(mut l) = env.metrics.inputs.lock() {
         l.push(Arc::clone(&m));
     }
     Ok(InputInstance {
+        filesystem,
+        pause_on_overlimit: common.storage_pause && filesystem,
         tag: Arc::from(
             common
                 .tag
@@ -326,10 +475,60 @@ fn build_input(
     })
 }
 
+/// Whether an input buffers on disk: its `storage.type`, or with `storage.inherit On` the
+/// service's, as Fluent Bit resolves them (`memrb`, a ring buffer that drops its oldest chunks,
+/// is taken as `memory`, which pauses instead, and says so).
+fn input_storage(
+    env: &Env<'_>,
+    section: &Section,
+    common: &InputCommon,
+    notes: &mut Vec<ConfigError>,
+) -> Result<bool, ConfigError> {
+    let (value, span, key) = match (&common.storage_type, env.service) {
+        (Some(t), _) => (t.clone(), span_of(section, "storage.type"), "storage.type"),
+        (None, Some(s)) if s.storage_inherit => match &s.storage_type {
+            Some(t) => (
+                t.clone(),
+                service_span_of(env.config, "storage.type", &section.span),
+                "storage.type",
+            ),
+            None => return Ok(false),
+        },
+        _ => return Ok(false),
+    };
+    match value.trim().to_ascii_lowercase().as_str() {
+        "memory" => Ok(false),
+        "memrb" => {
+            notes.push(ConfigError::key(
+                &span,
+                key,
+                "'memrb' is accepted but not applied: the input buffers in memory and pauses at Mem_Buf_Limit instead of dropping its oldest chunks",
+            ));
+            Ok(false)
+        }
+        "filesystem" => {
+            if env.storage.is_none() {
+                return Err(ConfigError::key(
+                    &span,
+                    key,
+                    "filesystem storage needs [SERVICE] storage.path",
+                ));
+            }
+            Ok(true)
+        }
+        other => Err(ConfigError::key(
+            &span,
+            key,
+            format!("expected 'memory', 'filesystem' or 'memrb', got '{other}'"),
+        )),
+    }
+}
+
 fn build_filter(
     env: &Env<'_>,
     counts: &mut HashMap<&'static str, usize>,
     section: &Section,
+    notes: &mut Vec<ConfigError>,
 ) -> Result<Option<FilterInstance>, ConfigError> {
     let name = section_name(section)?;
     let plugin = lookup(env.registry, "filter", &env.registry.filters, section, name)?;
@@ -348,7 +547,10 @@ fn build_filter(
     )?
     else {
         // Fluent Bit: "NO match rule for <name> filter instance, unloading."
-        tracing::warn!(filter = %instance, at = %section.span, "no match rule for filter instance, unloading");
+        notes.push(ConfigError::at(
+            &section.span,
+            format!("NO match rule for {instance} filter instance, unloading"),
+        ));
         return Ok(None);
     };
     if let Ok(mut l) = env.metrics.filters.lock() {
@@ -366,12 +568,13 @@ fn build_output(
     env: &Env<'_>,
     counts: &mut HashMap<&'static str, usize>,
     section: &Section,
+    notes: &mut Vec<ConfigError>,
 ) -> Result<Option<OutputInstance>, ConfigError> {
     let name = section_name(section)?;
     let plugin = lookup(env.registry, "output", &env.registry.outputs, section, name)?;
     let (shared, own) = split(section, OutputCommon::OPTIONS);
     let common = OutputCommon::from_entries(&section.span, &shared, &[])?;
-    let retry_limit = RetryLimit::parse(&common.retry_limit).map_err(|r| {
+    let retry_limit = RetryLimit::of(common.retry_limit.as_deref()).map_err(|r| {
         let span = section
             .get("retry_limit")
             .map(|e| e.span.clone())
@@ -391,7 +594,10 @@ fn build_output(
     )?
     else {
         // Fluent Bit: "NO match rule for <name> output instance, unloading."
-        tracing::warn!(output = %instance, at = %section.span, "no match rule for output instance, unloading");
+        notes.push(ConfigError::at(
+            &section.span,
+            format!("NO match rule for {instance} output instance, unloading"),
+        ));
         return Ok(None);
     };
     if let Ok(mut l) = env.metrics.outputs.lock() {
@@ -404,6 +610,7 @@ fn build_output(
         workers: common.workers.unwrap_or(plugin.default_workers).max(1),
         plugin: output,
         metrics: m,
+        total_limit_size: common.storage_total_limit_size.map(|b| b.0),
     }))
 }
 

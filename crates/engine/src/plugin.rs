@@ -10,11 +10,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use logferry_core::chunk::DeliveryCallback;
 use logferry_core::config::{ConfigError, Entry, OptSpec, Section};
-use logferry_core::{Chunk, Record, Tag};
+use logferry_core::{Chunk, Held, Record, Tag};
 use tokio_util::sync::CancellationToken;
 
 use crate::emitter::Emitter;
 use crate::metrics::PluginMetrics;
+use crate::router::InputStore;
 
 /// An error a plugin hits while running.
 #[derive(Debug, thiserror::Error)]
@@ -71,11 +72,99 @@ pub trait Filter: Send + 'static {
     /// Filters the records of one chunk whose tag matched this filter.
     async fn filter(&mut self, tag: &str, records: &mut Vec<Record>);
 
+    /// [`Filter::filter`] for filters that hold records back past the chunk they came in
+    /// (multiline): `carrier` hands out shares of the chunk's delivery to keep with held
+    /// records, and takes back the shares of earlier chunks whose held records leave with this
+    /// one, so that no input is told its records were delivered while a filter still holds
+    /// them.
+    async fn filter_carried(
+        &mut self,
+        tag: &str,
+        records: &mut Vec<Record>,
+        _carrier: &mut Carrier<'_>,
+    ) {
+        self.filter(tag, records).await;
+    }
+
     /// Records this filter held back (a multiline message waiting for its next line) that are
     /// due now; `all` at shutdown. The router calls it every [`FILTER_TICK`] and sends what it
     /// returns through the filters after this one, then to the outputs.
-    fn flush_due(&mut self, _all: bool) -> Vec<(Tag, Vec<Record>)> {
+    fn flush_due(&mut self, _all: bool) -> Vec<Released> {
         Vec::new()
+    }
+}
+
+/// Records a filter held back and lets go of now, with the delivery shares of the chunks they
+/// came from (settled with the outcome of the chunk that carries them on).
+#[derive(Debug)]
+pub struct Released {
+    pub tag: Tag,
+    pub records: Vec<Record>,
+    pub held: Vec<Hold>,
+}
+
+/// A share of a chunk's delivery kept with records a filter holds ([`Carrier::hold`]), and
+/// where that chunk's input buffers (so records released later are stored the same way).
+#[derive(Debug)]
+pub struct Hold {
+    pub(crate) held: Held,
+    pub(crate) store: Option<Arc<InputStore>>,
+}
+
+impl Hold {
+    /// Settles the share with the outcome of the records it stood for.
+    pub fn settle(self, status: logferry_core::DeliveryStatus) {
+        self.held.settle(status);
+    }
+}
+
+/// The delivery of the chunk a filter is working on ([`Filter::filter_carried`]).
+pub struct Carrier<'a> {
+    delivery: Option<&'a Arc<logferry_core::Delivery>>,
+    store: Option<&'a Arc<InputStore>>,
+    seq: u64,
+    carried: Vec<Hold>,
+}
+
+impl<'a> Carrier<'a> {
+    /// The carrier of a chunk numbered `seq` (chunks are numbered in the order the router
+    /// sees them).
+    pub fn new(delivery: Option<&'a Arc<logferry_core::Delivery>>, seq: u64) -> Self {
+        Carrier {
+            delivery,
+            store: None,
+            seq,
+            carried: Vec::new(),
+        }
+    }
+
+    pub(crate) fn with_store(mut self, store: Option<&'a Arc<InputStore>>) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// This chunk's number: later chunks have larger ones.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// A share of this chunk's delivery, for records of it the filter keeps; `None` when the
+    /// chunk is not tracked.
+    pub fn hold(&self) -> Option<Hold> {
+        self.delivery.map(|d| Hold {
+            held: d.hold(),
+            store: self.store.cloned(),
+        })
+    }
+
+    /// Shares of earlier chunks whose held records leave with this chunk.
+    pub fn carry(&mut self, held: impl IntoIterator<Item = Hold>) {
+        self.carried.extend(held);
+    }
+
+    /// What [`Carrier::carry`] collected.
+    pub fn into_carried(self) -> Vec<Hold> {
+        self.carried
     }
 }
 
@@ -90,6 +179,9 @@ pub struct Batch {
     /// What the output itself counted of this batch, across all attempts (see
     /// [`Batch::count_dropped`], [`Batch::count_delivered`]); the engine counts the rest.
     counted: BatchCounts,
+    /// Copies of records the output rejected one by one ([`Batch::reject`]), kept for the
+    /// dead-letter store when `storage.keep.rejected` is on (`None` when it is off).
+    rejected: Option<std::sync::Mutex<Vec<Record>>>,
 }
 
 /// Records of one batch an output has already accounted for.
@@ -106,7 +198,45 @@ impl Batch {
             tag,
             chunks,
             counted: BatchCounts::default(),
+            rejected: None,
         }
+    }
+
+    /// Keeps copies of the records [`Batch::reject`] is given, for the dead-letter store.
+    pub fn keeping_rejected(mut self) -> Self {
+        self.rejected = Some(std::sync::Mutex::new(Vec::new()));
+        self
+    }
+
+    /// The destination refused these records one by one for a reason that retrying cannot
+    /// fix (too old, too large, malformed, no `log_key`): they are counted in
+    /// `dropped_records` now and not again by the engine, and kept in the dead-letter store
+    /// when `storage.keep.rejected` is on. The caller logs the reason.
+    pub fn reject<'a>(
+        &self,
+        metrics: &PluginMetrics,
+        records: impl IntoIterator<Item = &'a Record>,
+    ) {
+        let mut n = 0u64;
+        match &self.rejected {
+            Some(kept) => {
+                let mut copies: Vec<Record> = records.into_iter().cloned().collect();
+                n = copies.len() as u64;
+                if let Ok(mut k) = kept.lock() {
+                    k.append(&mut copies);
+                }
+            }
+            None => records.into_iter().for_each(|_| n += 1),
+        }
+        self.count_dropped(metrics, n);
+    }
+
+    /// The records [`Batch::reject`] kept so far (emptied).
+    pub fn take_rejected(&self) -> Vec<Record> {
+        self.rejected
+            .as_ref()
+            .and_then(|k| k.lock().ok().map(|mut v| std::mem::take(&mut *v)))
+            .unwrap_or_default()
     }
 
     /// The output gives up on `n` records of this batch itself (the destination refused them

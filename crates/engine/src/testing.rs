@@ -12,7 +12,90 @@ use logferry_core::config::{Config, ConfigError, Entry, Section, SectionKind, Sp
 use logferry_core::Record;
 use tokio::sync::Semaphore;
 
-use crate::{Batch, BuildContext, FlushResult, Output, OutputPlugin};
+use crate::{
+    Batch, BuildContext, FlushResult, Input, InputContext, InputExit, InputPlugin, Output,
+    OutputPlugin, PluginError,
+};
+use logferry_core::{DeliveryStatus, EventTime, Map};
+
+/// Emits `count` records (fields `n` and `pad`, `size` bytes of padding) in chunks of
+/// `per_chunk`, recording each chunk's outcome under `<tag>:<records so far>` (see
+/// [`outcomes`]); then finishes, asks the engine to exit (`exit`), or waits for shutdown
+/// (`hold`).
+struct SeqInput {
+    count: usize,
+    per_chunk: usize,
+    size: usize,
+    exit: bool,
+    hold: bool,
+}
+
+static OUTCOMES: Mutex<Vec<(String, DeliveryStatus)>> = Mutex::new(Vec::new());
+
+/// The outcomes `seq` inputs were told, for chunks whose label starts with `prefix`.
+pub fn outcomes(prefix: &str) -> Vec<DeliveryStatus> {
+    OUTCOMES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(l, _)| l.starts_with(prefix))
+        .map(|(_, s)| *s)
+        .collect()
+}
+
+#[async_trait]
+impl Input for SeqInput {
+    async fn run(self: Box<Self>, ctx: InputContext) -> Result<InputExit, PluginError> {
+        let mut n = 0;
+        while n < self.count {
+            let mut recs = Vec::new();
+            for _ in 0..self.per_chunk.min(self.count - n) {
+                let mut m = Map::new();
+                m.insert("n", n as i64);
+                m.insert("pad", "x".repeat(self.size));
+                recs.push(Record::new(
+                    EventTime::from_parts(1_700_000_000 + n as i64, 0),
+                    m,
+                ));
+                n += 1;
+            }
+            let label = format!("{}:{}", ctx.tag, n);
+            let ack = Box::new(move |s: DeliveryStatus| OUTCOMES.lock().unwrap().push((label, s)));
+            tokio::select! {
+                r = ctx.emitter.emit(ctx.tag.clone(), recs, 0, Some(ack)) => r?,
+                _ = ctx.shutdown.cancelled() => break,
+            }
+        }
+        if self.hold {
+            ctx.shutdown.cancelled().await;
+        }
+        if self.exit {
+            Ok(InputExit::ExitEngine)
+        } else {
+            Ok(InputExit::Finished)
+        }
+    }
+}
+
+fn build_seq(_: &BuildContext, _: &Section, e: &[&Entry]) -> Result<Box<dyn Input>, ConfigError> {
+    Ok(Box::new(SeqInput {
+        count: entry_value(e, "count").map_or(10, |v| v.parse().unwrap()),
+        per_chunk: entry_value(e, "per_chunk").map_or(1, |v| v.parse().unwrap()),
+        size: entry_value(e, "size").map_or(1, |v| v.parse().unwrap()),
+        exit: entry_value(e, "exit").is_some(),
+        hold: entry_value(e, "hold").is_some(),
+    }))
+}
+
+/// `seq` input: options `count`, `per_chunk`, `size`, `exit`, `hold` (see [`outcomes`]).
+pub static SEQ: InputPlugin = InputPlugin {
+    name: "seq",
+    aliases: &[],
+    description: "test sequence",
+    options: &[],
+    default_workers: 1,
+    build: build_seq,
+};
 
 /// The last value given for `key` among a plugin's entries.
 pub fn entry_value(entries: &[&Entry], key: &str) -> Option<String> {
@@ -23,12 +106,49 @@ pub fn entry_value(entries: &[&Entry], key: &str) -> Option<String> {
         .map(|e| e.value.clone())
 }
 
-/// Collects records into a named sink; can fail the first `fail` flushes and be gated.
+/// Collects records into a named sink; can fail the first `fail` flushes, fail while its
+/// `outage` switch is on, and be gated.
 struct CollectOutput {
     sink: Arc<Mutex<Vec<(String, Record)>>>,
     fail: AtomicUsize,
     permanent: bool,
     gate: Option<Arc<Semaphore>>,
+    outage: Option<Arc<Switch>>,
+    attempts: Arc<AtomicUsize>,
+    /// Records whose `n` is a multiple of this are refused one by one ([`Batch::reject`]).
+    reject_every: Option<i64>,
+    metrics: Arc<crate::metrics::PluginMetrics>,
+}
+
+/// A named on/off switch with a count of the flushes that saw it (see [`outage`]).
+#[derive(Debug, Default)]
+pub struct Switch {
+    pub on: std::sync::atomic::AtomicBool,
+}
+
+static SWITCHES: Mutex<Vec<(String, Arc<Switch>)>> = Mutex::new(Vec::new());
+static ATTEMPTS: Mutex<Vec<(String, Arc<AtomicUsize>)>> = Mutex::new(Vec::new());
+
+/// The outage switch named `name`: while on, a `collect` output built with `outage <name>`
+/// fails every flush with `Retry`, as a destination that is down.
+pub fn outage(name: &str) -> Arc<Switch> {
+    let mut s = SWITCHES.lock().unwrap();
+    if let Some((_, k)) = s.iter().find(|(n, _)| n == name) {
+        return Arc::clone(k);
+    }
+    let k: Arc<Switch> = Arc::default();
+    s.push((name.to_string(), Arc::clone(&k)));
+    k
+}
+
+/// Flushes (attempts) the `collect` output with sink `name` was asked to make.
+pub fn attempts(name: &str) -> usize {
+    ATTEMPTS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or(0, |(_, a)| a.load(Ordering::SeqCst))
 }
 
 /// Records received by a collect output.
@@ -50,8 +170,16 @@ pub fn sink(name: &str) -> Sink {
 #[async_trait]
 impl Output for CollectOutput {
     async fn flush(&self, batch: &Batch) -> FlushResult {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
         if let Some(g) = &self.gate {
             let _ = g.acquire().await.unwrap();
+        }
+        if self
+            .outage
+            .as_ref()
+            .is_some_and(|o| o.on.load(Ordering::SeqCst))
+        {
+            return FlushResult::Retry("destination down".into());
         }
         if self
             .fail
@@ -64,8 +192,20 @@ impl Output for CollectOutput {
                 FlushResult::Retry("try later".into())
             };
         }
+        let refused = |r: &&Record| {
+            self.reject_every.is_some_and(|k| {
+                r.body
+                    .get("n")
+                    .and_then(|v| match v {
+                        logferry_core::Value::Int(i) => Some(*i),
+                        _ => None,
+                    })
+                    .is_some_and(|n| n % k == 0)
+            })
+        };
+        batch.reject(&self.metrics, batch.records().filter(refused));
         let mut s = self.sink.lock().unwrap();
-        for r in batch.records() {
+        for r in batch.records().filter(|r| !refused(r)) {
             s.push((batch.tag.to_string(), r.clone()));
         }
         FlushResult::Ok
@@ -73,7 +213,7 @@ impl Output for CollectOutput {
 }
 
 fn build_collect(
-    _: &BuildContext,
+    ctx: &BuildContext,
     _: &Section,
     e: &[&Entry],
 ) -> Result<Arc<dyn Output>, ConfigError> {
@@ -83,7 +223,16 @@ fn build_collect(
         GATES.lock().unwrap().push((g, Arc::clone(&sem)));
         sem
     });
+    let attempts: Arc<AtomicUsize> = Arc::default();
+    ATTEMPTS
+        .lock()
+        .unwrap()
+        .push((name.clone(), Arc::clone(&attempts)));
     Ok(Arc::new(CollectOutput {
+        reject_every: entry_value(e, "reject_every").map(|v| v.parse().unwrap()),
+        metrics: Arc::clone(&ctx.metrics),
+        outage: entry_value(e, "outage").map(|o| outage(&o)),
+        attempts,
         sink: sink(&name),
         fail: AtomicUsize::new(entry_value(e, "fail").map_or(0, |v| v.parse().unwrap())),
         permanent: entry_value(e, "permanent").is_some(),
@@ -92,7 +241,9 @@ fn build_collect(
 }
 
 /// `collect` output: options `sink` (name), `fail` (first N flushes fail), `permanent`
-/// (failures are errors, not retries), `gate` (flushes wait for permits on that gate).
+/// (failures are errors, not retries), `gate` (flushes wait for permits on that gate),
+/// `outage` (flushes fail with `Retry` while that [`outage`] switch is on), `reject_every`
+/// (records whose `n` is a multiple of it are refused one by one).
 pub static COLLECT: OutputPlugin = OutputPlugin {
     name: "collect",
     aliases: &[],

@@ -3,79 +3,20 @@
 //! Retry_Limit, and shutdown within Grace.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use logferry_core::config::{ConfigError, Entry, Section, SectionKind};
-use logferry_core::{DeliveryStatus, EventTime, Map, Record, Value};
+use logferry_core::{DeliveryStatus, Record, Value};
 use logferry_engine::metrics::PluginMetrics;
-use logferry_engine::testing::{config, entry_value, gate, section, sink, COLLECT};
+use logferry_engine::testing::{config, entry_value, gate, section, sink, COLLECT, SEQ};
 use logferry_engine::{
-    Batch, BuildContext, CancellationToken, Filter, FilterPlugin, FlushResult, Input, InputContext,
-    InputExit, InputPlugin, Output, OutputPlugin, Pipeline, PluginError, Registry, StopReason,
+    Batch, BuildContext, CancellationToken, Filter, FilterPlugin, FlushResult, Output,
+    OutputPlugin, Pipeline, Registry, StopReason,
 };
 
 // ---- test plugins -------------------------------------------------------------------------
-
-/// Emits `count` records (field `n`) in chunks of `per_chunk`, recording each chunk's outcome.
-struct SeqInput {
-    count: usize,
-    per_chunk: usize,
-    size: usize,
-    exit: bool,
-}
-
-static OUTCOMES: Mutex<Vec<(String, DeliveryStatus)>> = Mutex::new(Vec::new());
-
-#[async_trait]
-impl Input for SeqInput {
-    async fn run(self: Box<Self>, ctx: InputContext) -> Result<InputExit, PluginError> {
-        let mut n = 0;
-        while n < self.count {
-            let mut recs = Vec::new();
-            for _ in 0..self.per_chunk.min(self.count - n) {
-                let mut m = Map::new();
-                m.insert("n", n as i64);
-                m.insert("pad", "x".repeat(self.size));
-                recs.push(Record::new(
-                    EventTime::from_parts(1_700_000_000 + n as i64, 0),
-                    m,
-                ));
-                n += 1;
-            }
-            let label = format!("{}:{}", ctx.tag, n);
-            let ack = Box::new(move |s: DeliveryStatus| OUTCOMES.lock().unwrap().push((label, s)));
-            tokio::select! {
-                r = ctx.emitter.emit(ctx.tag.clone(), recs, 0, Some(ack)) => r?,
-                _ = ctx.shutdown.cancelled() => break,
-            }
-        }
-        if self.exit {
-            Ok(InputExit::ExitEngine)
-        } else {
-            Ok(InputExit::Finished)
-        }
-    }
-}
-
-fn build_seq(_: &BuildContext, _: &Section, e: &[&Entry]) -> Result<Box<dyn Input>, ConfigError> {
-    Ok(Box::new(SeqInput {
-        count: entry_value(e, "count").map_or(10, |v| v.parse().unwrap()),
-        per_chunk: entry_value(e, "per_chunk").map_or(1, |v| v.parse().unwrap()),
-        size: entry_value(e, "size").map_or(1, |v| v.parse().unwrap()),
-        exit: entry_value(e, "exit").is_some(),
-    }))
-}
-
-static SEQ: InputPlugin = InputPlugin {
-    name: "seq",
-    aliases: &[],
-    description: "test sequence",
-    options: &[],
-    default_workers: 1,
-    build: build_seq,
-};
 
 /// Appends its `label` to the `path` array of every record.
 struct MarkFilter(String);
@@ -169,13 +110,7 @@ async fn run_until_done(p: Pipeline) -> StopReason {
 }
 
 fn outcomes_for(prefix: &str) -> Vec<DeliveryStatus> {
-    OUTCOMES
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(l, _)| l.starts_with(prefix))
-        .map(|(_, s)| *s)
-        .collect()
+    logferry_engine::testing::outcomes(prefix)
 }
 
 const FAST: (&str, &str) = ("Flush", "0.05");
@@ -435,7 +370,7 @@ async fn retry_then_deliver_and_retry_limit_rejects() {
                 ("Retry_Limit", "2"),
             ],
         ),
-        // Fails twice with the default Retry_Limit 1: given up.
+        // Fails twice with Retry_Limit 1 (Fluent Bit's default): given up.
         section(
             SectionKind::Output,
             &[
@@ -443,6 +378,7 @@ async fn retry_then_deliver_and_retry_limit_rejects() {
                 ("Match", "rt.bad"),
                 ("sink", "rt_bad"),
                 ("fail", "2"),
+                ("Retry_Limit", "1"),
             ],
         ),
         // A permanent error is not retried.
@@ -474,6 +410,94 @@ async fn retry_then_deliver_and_retry_limit_rejects() {
     assert_eq!(PluginMetrics::get(&outs[1].dropped_records), 1);
     assert_eq!(PluginMetrics::get(&outs[2].errors), 1);
     assert_eq!(PluginMetrics::get(&outs[2].retries), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_retry_limit_transient_failures_are_retried_until_delivered() {
+    let c = config(vec![
+        section(
+            SectionKind::Service,
+            &[FAST, ("scheduler.base", "0.01"), ("scheduler.cap", "0.02")],
+        ),
+        section(
+            SectionKind::Input,
+            &[("Name", "seq"), ("Tag", "rtd"), ("count", "1")],
+        ),
+        section(
+            SectionKind::Output,
+            &[
+                ("Name", "collect"),
+                ("Match", "rtd"),
+                ("sink", "rtd"),
+                ("fail", "12"),
+            ],
+        ),
+    ]);
+    let p = Pipeline::build(c, &registry()).unwrap();
+    let metrics = Arc::clone(&p.metrics);
+    run_until_done(p).await;
+    assert_eq!(sink("rtd").lock().unwrap().len(), 1);
+    assert_eq!(outcomes_for("rtd:"), vec![DeliveryStatus::Delivered]);
+    let outs = logferry_engine::metrics::Metrics::list(&metrics.outputs);
+    assert_eq!(PluginMetrics::get(&outs[0].retries), 12);
+    assert_eq!(PluginMetrics::get(&outs[0].dropped_records), 0);
+}
+
+/// Retries that would wait a minute go as soon as the destination is back: one waiting retry is
+/// sent as a probe once nothing was tried for `PROBE_EVERY`, and its success wakes the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_finds_the_destination_back_and_wakes_every_waiting_retry() {
+    use logferry_engine::run::PROBE_EVERY;
+    use logferry_engine::testing::{attempts, outage};
+    let down = outage("wake");
+    down.on.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut sections = vec![section(
+        SectionKind::Service,
+        &[FAST, ("scheduler.base", "60"), ("scheduler.cap", "120")],
+    )];
+    for t in ["wake.a", "wake.b", "wake.c"] {
+        sections.push(section(
+            SectionKind::Input,
+            &[("Name", "seq"), ("Tag", t), ("count", "1"), ("hold", "1")],
+        ));
+    }
+    sections.push(section(
+        SectionKind::Output,
+        &[
+            ("Name", "collect"),
+            ("Match", "wake.*"),
+            ("sink", "wake"),
+            ("outage", "wake"),
+            ("Workers", "3"),
+        ],
+    ));
+    let p = Pipeline::build(config(sections), &registry()).unwrap();
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(p.run(stop.clone()));
+    // Each tag's batch fails once, then waits 60-120 s for its retry.
+    assert!(
+        logferry_engine::testing::wait_until(Duration::from_secs(10), || attempts("wake") >= 3)
+            .await
+    );
+    down.on.store(false, std::sync::atomic::Ordering::SeqCst);
+    let back = std::time::Instant::now();
+    let bound = PROBE_EVERY + Duration::from_secs(5);
+    let all =
+        logferry_engine::testing::wait_until(bound, || sink("wake").lock().unwrap().len() == 3)
+            .await;
+    let took = back.elapsed();
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), run).await;
+    assert!(
+        all,
+        "3 records delivered within {bound:?} of the destination's return"
+    );
+    assert!(
+        took < PROBE_EVERY + Duration::from_secs(2),
+        "one probe, then every retry at once: took {took:?}"
+    );
+    // 3 failed first attempts, 1 probe, 2 woken retries: no storm.
+    assert_eq!(attempts("wake"), 6, "attempts");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

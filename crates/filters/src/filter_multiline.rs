@@ -18,9 +18,11 @@
 //!   and several multiline filters may match the same tags.
 //! - `emitter_name`, `emitter_storage.type` (`memory` or `filesystem`, checked as Fluent Bit
 //!   does), `emitter_mem_buf_limit` and `debug_flush` are accepted and have no effect: there is
-//!   no emitter input; held records count against nothing but their 2 MiB message limit. The
-//!   engine reports a chunk delivered once routed, so an input's acknowledgement does not wait
-//!   for records this filter still holds.
+//!   no emitter input; held records count against nothing but their 2 MiB message limit and
+//!   their input's `Mem_Buf_Limit` (their chunk stays charged while they are held).
+//! - **Held records keep their chunk's delivery open** (see [`MultilineFilter`]): an input
+//!   that commits after delivery (tail's offsets) does not move past a line this filter still
+//!   holds, so a crash while a stack trace is being joined reads it again instead of losing it.
 //!
 //! Where the docs are silent this follows Fluent Bit's `ml.c` / `ml_concat.c`, except:
 //! - **Several parsers form a chain.** Fluent Bit hands each record to the first parser that
@@ -47,14 +49,14 @@
 //!   `multiline.parser` given with it is ignored with a warning (the docs say it is not
 //!   allowed; Fluent Bit ignores it).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use logferry_core::config::{ByteSize, ConfigError, Entry, Section};
 use logferry_core::{options, Record, Str, Tag, Value};
-use logferry_engine::{BuildContext, Filter, FilterPlugin};
+use logferry_engine::{BuildContext, Carrier, Filter, FilterPlugin, Hold, Released};
 use logferry_parsers::{MultilineGroup, MultilineParser};
 
 options! {
@@ -247,6 +249,28 @@ struct Slot {
     stream: Option<Str>,
     group: MultilineGroup,
     used: Instant,
+    /// For each message pending in `group` (by its serial), the number of the oldest chunk
+    /// whose lines it holds.
+    origins: Vec<(u64, u64)>,
+}
+
+impl Slot {
+    /// The oldest chunk any pending message of this slot holds lines of.
+    fn oldest(&self) -> Option<u64> {
+        self.origins.iter().map(|&(_, o)| o).min()
+    }
+
+    /// After a push of lines from chunk `origin` (or a flush): messages that appeared were
+    /// started by those lines; messages that completed are forgotten.
+    fn track(&mut self, origin: u64) {
+        let pending: Vec<u64> = self.group.pending_serials().collect();
+        self.origins.retain(|(s, _)| pending.contains(s));
+        for s in pending {
+            if !self.origins.iter().any(|(k, _)| *k == s) {
+                self.origins.push((s, origin));
+            }
+        }
+    }
 }
 
 /// A Docker partial message being joined.
@@ -257,6 +281,8 @@ struct Packer {
     record: Record,
     text: String,
     last_write: Instant,
+    /// The number of the chunk its first part came in.
+    origin: u64,
 }
 
 impl Packer {
@@ -275,9 +301,34 @@ struct TagState {
     /// Per stage, one slot per `stream` value.
     slots: Vec<Vec<Slot>>,
     packers: Vec<Packer>,
+    /// Delivery shares of the chunks whose lines are held, by chunk number, oldest first.
+    holds: VecDeque<(u64, Hold)>,
 }
 
 impl TagState {
+    /// The oldest chunk whose lines are still held, if any are.
+    fn oldest(&self) -> Option<u64> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter_map(Slot::oldest)
+            .chain(self.packers.iter().map(|p| p.origin))
+            .min()
+    }
+
+    /// Lets go of the shares of chunks none of whose lines are held any more: they leave with
+    /// the records released now.
+    fn release(&mut self) -> Vec<Hold> {
+        let keep_from = self.oldest().unwrap_or(u64::MAX);
+        let mut out = Vec::new();
+        while self.holds.front().is_some_and(|(seq, _)| *seq < keep_from) {
+            if let Some((_, h)) = self.holds.pop_front() {
+                out.push(h);
+            }
+        }
+        out
+    }
+
     /// Drops idle slots; whether nothing is left.
     fn prune(&mut self, now: Instant) -> bool {
         for slots in &mut self.slots {
@@ -285,11 +336,16 @@ impl TagState {
                 s.group.pending_since().is_some() || now.saturating_duration_since(s.used) < IDLE
             });
         }
-        self.packers.is_empty() && self.slots.iter().all(Vec::is_empty)
+        self.packers.is_empty() && self.holds.is_empty() && self.slots.iter().all(Vec::is_empty)
     }
 }
 
 /// The running filter.
+///
+/// Records it holds keep their chunks' deliveries open (Fluent Bit's multiline filter has
+/// its emitter re-ingest held records, acknowledging the original chunk at once): a chunk's
+/// share is kept until none of its lines are held, and then leaves with the records released,
+/// so an input that commits after delivery (tail) never commits past a line still held here.
 #[derive(Debug)]
 pub struct MultilineFilter {
     kind: Kind,
@@ -298,20 +354,22 @@ pub struct MultilineFilter {
     tags: HashMap<Tag, TagState>,
 }
 
-/// Sends `records` through the stages from `from` on; returns what comes out of the last.
+/// Sends `records` (each with the number of the oldest chunk its lines came from) through the
+/// stages from `from` on; returns what comes out of the last.
 fn run_stages(
     stages: &[Stage],
     slots: &mut [Vec<Slot>],
     from: usize,
-    mut records: Vec<Record>,
+    mut records: Vec<(Record, u64)>,
     now: Instant,
-) -> Vec<Record> {
+) -> Vec<(Record, u64)> {
     for (stage, slots) in stages.iter().zip(slots.iter_mut()).skip(from) {
         if records.is_empty() {
             break;
         }
-        let mut out = Vec::with_capacity(records.len());
-        for mut record in records {
+        let mut out: Vec<(Record, u64)> = Vec::with_capacity(records.len());
+        let mut emitted = Vec::new();
+        for (mut record, origin) in records {
             let stream = record.body.get(STREAM).and_then(Value::as_str);
             let i = match slots.iter().position(|s| s.stream.as_deref() == stream) {
                 Some(i) => i,
@@ -320,16 +378,20 @@ fn run_stages(
                         stream: stream.map(Str::from),
                         group: stage.parser.new_group(),
                         used: now,
+                        origins: Vec::new(),
                     });
                     slots.len() - 1
                 }
             };
             let slot = &mut slots[i];
             slot.used = now;
+            // What comes out now holds lines of this record or of messages pending before it.
+            let from_origin = slot.oldest().map_or(origin, |o| o.min(origin));
             stage.enter(&mut record);
-            let start = out.len();
-            slot.group.push(record, &mut out);
-            stage.leave(&mut out[start..]);
+            slot.group.push(record, &mut emitted);
+            stage.leave(&mut emitted);
+            slot.track(origin);
+            out.extend(emitted.drain(..).map(|r| (r, from_origin)));
         }
         records = out;
     }
@@ -343,15 +405,18 @@ fn flush_stages(
     slots: &mut [Vec<Slot>],
     now: Instant,
     due: impl Fn(&MultilineGroup) -> bool,
-) -> Vec<Record> {
+) -> Vec<(Record, u64)> {
     let mut out = Vec::new();
     for i in 0..stages.len().min(slots.len()) {
         let mut released = Vec::new();
         for slot in slots[i].iter_mut() {
             if slot.group.pending_since().is_some() && due(&slot.group) {
-                let start = released.len();
-                slot.group.flush(&mut released);
-                stages[i].leave(&mut released[start..]);
+                let origin = slot.oldest().unwrap_or(0);
+                let mut flushed = Vec::new();
+                slot.group.flush(&mut flushed);
+                stages[i].leave(&mut flushed);
+                slot.track(origin);
+                released.extend(flushed.into_iter().map(|r| (r, origin)));
             }
         }
         if !released.is_empty() {
@@ -374,12 +439,13 @@ fn is_true(v: Option<&Value>) -> bool {
     }
 }
 
-/// Joins Docker partial messages; returns the records to pass on now.
+/// Joins Docker partial messages of chunk `origin`; returns the records to pass on now.
 fn join_partials(
     key: &Str,
     packers: &mut Vec<Packer>,
     records: Vec<Record>,
     now: Instant,
+    origin: u64,
 ) -> Vec<Record> {
     let mut out = Vec::with_capacity(records.len());
     for mut record in records {
@@ -418,6 +484,7 @@ fn join_partials(
                     record,
                     text,
                     last_write: now,
+                    origin,
                 });
                 packers.len() - 1
             }
@@ -432,10 +499,21 @@ fn join_partials(
 #[async_trait]
 impl Filter for MultilineFilter {
     async fn filter(&mut self, tag: &str, records: &mut Vec<Record>) {
+        let mut carrier = Carrier::new(None, 0);
+        self.filter_carried(tag, records, &mut carrier).await;
+    }
+
+    async fn filter_carried(
+        &mut self,
+        tag: &str,
+        records: &mut Vec<Record>,
+        carrier: &mut Carrier<'_>,
+    ) {
         if records.is_empty() {
             return;
         }
         let now = Instant::now();
+        let seq = carrier.seq();
         if !self.tags.contains_key(tag) {
             let stages = match &self.kind {
                 Kind::Parser(s) => s.len(),
@@ -443,7 +521,7 @@ impl Filter for MultilineFilter {
             };
             let state = TagState {
                 slots: (0..stages).map(|_| Vec::new()).collect(),
-                packers: Vec::new(),
+                ..TagState::default()
             };
             self.tags.insert(Tag::from(tag), state);
         }
@@ -453,17 +531,25 @@ impl Filter for MultilineFilter {
         let input = std::mem::take(records);
         *records = match &self.kind {
             Kind::Parser(stages) => {
+                let input = input.into_iter().map(|r| (r, seq)).collect();
                 let mut out = run_stages(stages, &mut state.slots, 0, input, now);
                 if !self.buffer {
                     out.extend(flush_stages(stages, &mut state.slots, now, |_| true));
                 }
-                out
+                out.into_iter().map(|(r, _)| r).collect()
             }
-            Kind::Partial { key } => join_partials(key, &mut state.packers, input, now),
+            Kind::Partial { key } => join_partials(key, &mut state.packers, input, now, seq),
         };
+        // Lines of this chunk may be among those held: keep a share of it until they go.
+        if state.oldest().is_some() {
+            if let Some(h) = carrier.hold() {
+                state.holds.push_back((seq, h));
+            }
+        }
+        carrier.carry(state.release());
     }
 
-    fn flush_due(&mut self, all: bool) -> Vec<(Tag, Vec<Record>)> {
+    fn flush_due(&mut self, all: bool) -> Vec<Released> {
         let now = Instant::now();
         let after = self.flush_after;
         let mut due = Vec::new();
@@ -473,7 +559,10 @@ impl Filter for MultilineFilter {
                     all || g
                         .pending_since()
                         .is_some_and(|t| now.saturating_duration_since(t) >= after)
-                }),
+                })
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect(),
                 Kind::Partial { key } => {
                     let mut out = Vec::new();
                     let mut i = 0;
@@ -488,8 +577,13 @@ impl Filter for MultilineFilter {
                     out
                 }
             };
-            if !records.is_empty() {
-                due.push((Arc::clone(tag), records));
+            let held = state.release();
+            if !records.is_empty() || !held.is_empty() {
+                due.push(Released {
+                    tag: Arc::clone(tag),
+                    records,
+                    held,
+                });
             }
         }
         self.tags.retain(|_, s| !s.prune(now));
@@ -707,6 +801,79 @@ one more line, no multiline"#;
         "\tat com.example.C.init(C.java:30)",
     ];
 
+    /// A tracked chunk through the filter as the router passes it: returns what comes out, the
+    /// chunk's settled outcome (`None` while open) and the shares it now carries.
+    fn run_tracked(
+        rt: &tokio::runtime::Runtime,
+        f: &mut dyn Filter,
+        seq: u64,
+        input: Vec<Record>,
+    ) -> (
+        Vec<Record>,
+        std::sync::mpsc::Receiver<logferry_core::DeliveryStatus>,
+        Vec<logferry_engine::Hold>,
+    ) {
+        let d = logferry_core::Delivery::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        d.on_done(Box::new(move |s| {
+            let _ = tx.send(s);
+        }));
+        let mut v = input;
+        let mut carrier = logferry_engine::Carrier::new(Some(&d), seq);
+        rt.block_on(f.filter_carried("app", &mut v, &mut carrier));
+        let carried = carrier.into_carried();
+        d.mark(logferry_core::DeliveryStatus::Delivered); // the router's share
+        drop(d);
+        (v, rx, carried)
+    }
+
+    #[test]
+    fn held_lines_keep_their_chunk_open_until_they_leave_with_a_later_one() {
+        use logferry_core::DeliveryStatus::Delivered;
+        let rt = rt();
+        let mut f = filter(&[("multiline.parser", "java")]);
+        // Chunk 1: a trace's first two lines, held.
+        let (out1, rx1, carried1) = run_tracked(&rt, f.as_mut(), 1, logs(&TRACE[..2]));
+        assert!(out1.is_empty() && carried1.is_empty());
+        assert!(rx1.try_recv().is_err(), "chunk 1 is held, not settled");
+        // Chunk 2: the rest of the trace, then a new message that stays held.
+        let (out2, rx2, carried2) = run_tracked(
+            &rt,
+            f.as_mut(),
+            2,
+            logs(&[TRACE[2], "plain line", TRACE[0]]),
+        );
+        assert_eq!(
+            contents(&out2),
+            [TRACE[..3].join("\n").as_str(), "plain line"]
+        );
+        assert_eq!(carried2.len(), 1, "chunk 1's share leaves with the trace");
+        assert!(
+            rx1.try_recv().is_err(),
+            "chunk 1 waits for chunk 2's outcome"
+        );
+        assert!(rx2.try_recv().is_err(), "chunk 2's last line is held");
+        for h in carried2 {
+            h.settle(Delivered);
+        }
+        assert_eq!(rx1.try_recv(), Ok(Delivered));
+        // Chunk 3 adds to the held message: both 2 and 3 stay open until the flush.
+        let (out3, rx3, carried3) = run_tracked(&rt, f.as_mut(), 3, logs(&[TRACE[1]]));
+        assert!(out3.is_empty() && carried3.is_empty());
+        assert!(rx2.try_recv().is_err() && rx3.try_recv().is_err());
+        let due = f.flush_due(true);
+        assert_eq!(due.len(), 1);
+        assert_eq!(contents(&due[0].records), [TRACE[..2].join("\n").as_str()]);
+        assert_eq!(due[0].held.len(), 2, "shares of chunks 2 and 3");
+        for d in due {
+            for h in d.held {
+                h.settle(Delivered);
+            }
+        }
+        assert_eq!(rx2.try_recv(), Ok(Delivered));
+        assert_eq!(rx3.try_recv(), Ok(Delivered));
+    }
+
     #[test]
     fn java_trace_split_across_chunks_becomes_one_record() {
         let rt = rt();
@@ -800,8 +967,8 @@ one more line, no multiline"#;
         std::thread::sleep(flush.saturating_sub(pushed.elapsed()) + Duration::from_millis(50));
         let due = f.flush_due(false);
         assert_eq!(due.len(), 1);
-        assert_eq!(&*due[0].0, "app");
-        assert_eq!(contents(&due[0].1), [TRACE[..2].join("\n").as_str()]);
+        assert_eq!(&*due[0].tag, "app");
+        assert_eq!(contents(&due[0].records), [TRACE[..2].join("\n").as_str()]);
         assert!(f.flush_due(false).is_empty());
         assert!(f.flush_due(true).is_empty());
 
@@ -810,10 +977,10 @@ one more line, no multiline"#;
         let _ = run(&rt, f.as_mut(), "b", logs(&[TRACE[0], TRACE[1]]));
         assert!(f.flush_due(false).is_empty());
         let mut due = f.flush_due(true);
-        due.sort_by(|x, y| x.0.cmp(&y.0));
+        due.sort_by(|x, y| x.tag.cmp(&y.tag));
         let got: Vec<(Tag, Vec<&str>)> = due
             .iter()
-            .map(|(t, r)| (Arc::clone(t), contents(r)))
+            .map(|d| (Arc::clone(&d.tag), contents(&d.records)))
             .collect();
         assert_eq!(
             got,
@@ -958,7 +1125,7 @@ one more line, no multiline"#;
         std::thread::sleep(Duration::from_millis(350));
         let due = f.flush_due(false);
         assert_eq!(due.len(), 1);
-        assert_eq!(contents(&due[0].1), ["x"]);
+        assert_eq!(contents(&due[0].records), ["x"]);
         // Parts without partial_id, or not partial, pass through unchanged.
         let mut no_id = part("y", "z", 1, false);
         no_id.body.remove("partial_id");
@@ -970,7 +1137,7 @@ one more line, no multiline"#;
         // At shutdown, everything held.
         let _ = run(&rt, f.as_mut(), "docker", vec![part("s", "held", 1, false)]);
         let due = f.flush_due(true);
-        assert_eq!(contents(&due[0].1), ["s"]);
+        assert_eq!(contents(&due[0].records), ["s"]);
     }
 
     #[test]

@@ -78,32 +78,55 @@ pub(crate) fn metrics(m: &Metrics) -> Value {
     })
 }
 
-/// `/api/v1/storage`, shaped as Fluent Bit's. logferry buffers in memory only, chunk by chunk in
-/// flight, so the storage layer holds no chunks; per-input buffer sizes are not exposed by the
-/// engine yet and read as zero.
+/// `/api/v1/storage`, shaped as Fluent Bit's: the storage layer's chunk counts, and per input
+/// its buffer (`Mem_Buf_Limit`) and its chunks (filesystem inputs: files not yet delivered
+/// everywhere, those in memory, those being flushed).
 pub(crate) fn storage(m: &Metrics) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let extra = |p: &PluginMetrics, name: &str| {
+        p.extras()
+            .into_iter()
+            .find(|e| e.name == name)
+            .map_or(0, |e| e.value.load(Relaxed))
+    };
     let mut inputs = Map::new();
     for i in Metrics::list(&m.inputs) {
+        let used = PluginMetrics::get(&i.buffer_bytes);
+        let limit = PluginMetrics::get(&i.buffer_limit);
         inputs.insert(
             i.name.clone(),
             json!({
                 "status": {
-                    "overlimit": false,
-                    "mem_size": human_size(0),
-                    "mem_limit": human_size(0),
+                    "overlimit": limit > 0 && used >= limit,
+                    "mem_size": human_size(used),
+                    "mem_limit": human_size(limit),
                 },
-                "chunks": {"total": 0, "up": 0, "down": 0, "busy": 0, "busy_size": human_size(0)},
+                "chunks": {
+                    "total": extra(&i, "fluentbit_input_storage_chunks"),
+                    "up": extra(&i, "fluentbit_input_storage_chunks_up"),
+                    "down": extra(&i, "fluentbit_input_storage_chunks_down"),
+                    "busy": extra(&i, "fluentbit_input_storage_chunks_busy"),
+                    "busy_size": human_size(extra(&i, "fluentbit_input_storage_chunks_busy_bytes")),
+                },
             }),
         );
     }
+    let (fs, up, mem) = m.storage.as_ref().map_or((0, 0, 0), |g| {
+        let fs = g.fs_chunks.load(Relaxed);
+        (
+            fs,
+            g.fs_chunks_up.load(Relaxed).min(fs),
+            g.mem_chunks.load(Relaxed),
+        )
+    });
     json!({
         "storage_layer": {
             "chunks": {
-                "total_chunks": 0,
-                "mem_chunks": 0,
-                "fs_chunks": 0,
-                "fs_chunks_up": 0,
-                "fs_chunks_down": 0,
+                "total_chunks": fs + mem,
+                "mem_chunks": mem,
+                "fs_chunks": fs,
+                "fs_chunks_up": up,
+                "fs_chunks_down": fs - up,
             },
         },
         "input_chunks": inputs,

@@ -261,6 +261,48 @@ fn extras(enc: &mut DescriptorEncoder, m: &Metrics) -> Result<(), std::fmt::Erro
     Ok(())
 }
 
+/// The storage layer's chunk counts (`storage.metrics On`), under Fluent Bit's names.
+fn storage_layer(
+    enc: &mut DescriptorEncoder,
+    g: &logferry_engine::storage::StorageGauges,
+) -> Result<(), std::fmt::Error> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let fs = g.fs_chunks.load(Relaxed);
+    let up = g.fs_chunks_up.load(Relaxed).min(fs);
+    let mem = g.mem_chunks.load(Relaxed);
+    let families: [(&str, &str, u64); 5] = [
+        (
+            "fluentbit_storage_chunks",
+            "Total number of chunks in the storage layer.",
+            fs + mem,
+        ),
+        (
+            "fluentbit_storage_mem_chunks",
+            "Total number of memory chunks.",
+            mem,
+        ),
+        (
+            "fluentbit_storage_fs_chunks",
+            "Total number of filesystem chunks.",
+            fs,
+        ),
+        (
+            "fluentbit_storage_fs_chunks_up",
+            "Total number of filesystem chunks up in memory.",
+            up,
+        ),
+        (
+            "fluentbit_storage_fs_chunks_down",
+            "Total number of filesystem chunks down.",
+            fs - up,
+        ),
+    ];
+    for (name, help, value) in families {
+        gauge(enc, name, help, [], value)?;
+    }
+    Ok(())
+}
+
 fn gauge<const N: usize>(
     enc: &mut DescriptorEncoder,
     name: &str,
@@ -305,6 +347,9 @@ impl Collector for PipelineCollector {
         counters(&mut enc, &Metrics::list(&m.outputs), OUTPUT_COUNTERS)?;
         input_buffers(&mut enc, &Metrics::list(&m.inputs))?;
         extras(&mut enc, &m)?;
+        if let Some(g) = &m.storage {
+            storage_layer(&mut enc, g)?;
+        }
 
         let host = || ("hostname", Escaped(&self.source.hostname));
         let start = self.source.started_unix;

@@ -155,6 +155,9 @@ pub fn main() -> ExitCode {
         }
     };
     if cli.dry_run {
+        for note in &pipeline.notes {
+            eprintln!("[warn] {note}");
+        }
         println!("configuration test is successful");
         return ExitCode::SUCCESS;
     }
@@ -162,6 +165,7 @@ pub fn main() -> ExitCode {
         eprintln!("[error] {e}");
         return ExitCode::FAILURE;
     }
+    log_notes(&pipeline);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -246,6 +250,7 @@ async fn run(cli: &Cli, registry: &Registry, first: Pipeline) {
             tracing::info!(from = asked, "reloading the configuration");
             match build(cli, registry) {
                 Ok(new) => {
+                    log_notes(&new);
                     run_stop.cancel();
                     let _ = handle.await;
                     log_totals(&metrics);
@@ -270,6 +275,14 @@ async fn run(cli: &Cli, registry: &Registry, first: Pipeline) {
     stop.cancel();
     if let Some(h) = http {
         h.stopped().await;
+    }
+}
+
+/// What the configuration asks for that is accepted but not applied, once per pipeline
+/// (logging starts after the pipeline is built, so the build collects them).
+fn log_notes(p: &Pipeline) {
+    for note in &p.notes {
+        tracing::warn!("{note}");
     }
 }
 

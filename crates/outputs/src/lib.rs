@@ -1,9 +1,8 @@
 //! logferry-outputs: the general-purpose outputs (`stdout`, `null`, `file`). The AWS outputs live
-//! in their own crate. One plugin, one module, named after its Fluent Bit name; [`json`] and
-//! `msgpack` hold the record encodings they share.
+//! in their own crate. One plugin, one module, named after its Fluent Bit name; [`json`] holds
+//! the JSON encodings they share (msgpack is `logferry_core::msgpack`).
 
 pub mod json;
-mod msgpack;
 pub mod out_file;
 pub mod out_null;
 pub mod out_stdout;

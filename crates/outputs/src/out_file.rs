@@ -19,7 +19,7 @@
 //!   (strings unquoted, others as the msgpack printer) and `{time}` by the time with `%f`; an
 //!   unknown key is left as written. Like Fluent Bit, any prefix of `time` (`{}`, `{t}`) prints
 //!   the time;
-//! - `msgpack`: the records in Fluent Bit's chunk format (see [`crate::msgpack`]).
+//! - `msgpack`: the records in Fluent Bit's chunk format (see [`logferry_core::msgpack`]).
 //!
 //! csv and ltsv skip records with an empty body, as Fluent Bit does. `Delimiter` and
 //! `Label_Delimiter` take `\t`/`tab`, `space` or `comma` (and the characters themselves); other
@@ -47,8 +47,8 @@ use logferry_core::{Record, Value};
 use logferry_engine::{Batch, BuildContext, FlushResult, Output, OutputPlugin};
 
 use crate::json::{self, BufPool};
-use crate::msgpack;
 use crate::out_stdout::key_error;
+use logferry_core::msgpack;
 
 options! {
     /// Options of the `file` output.

@@ -142,6 +142,7 @@ impl MultilineParser {
         MultilineGroup {
             ml: Arc::clone(&self.inner),
             pending: Vec::new(),
+            next_serial: 0,
             limit: DEFAULT_BUFFER_LIMIT,
         }
     }
@@ -157,6 +158,8 @@ struct Pending {
     /// The regex rule that matched last.
     state: Option<usize>,
     since: Option<Instant>,
+    /// Which message this is ([`MultilineGroup::pending_serials`]); set with `since`.
+    serial: u64,
 }
 
 /// The multiline state of one stream (see the module docs).
@@ -165,6 +168,8 @@ pub struct MultilineGroup {
     ml: Arc<Inner>,
     pending: Vec<Pending>,
     limit: usize,
+    /// The serial the next message started gets.
+    next_serial: u64,
 }
 
 impl MultilineGroup {
@@ -183,6 +188,16 @@ impl MultilineGroup {
     /// When the oldest message still pending started; `None` when nothing is pending.
     pub fn pending_since(&self) -> Option<Instant> {
         self.pending.iter().filter_map(|p| p.since).min()
+    }
+
+    /// A number for each message pending now, distinct from every other message this group
+    /// started: a caller can tell which pending messages a `push` started, and so where the
+    /// lines still held came from.
+    pub fn pending_serials(&self) -> impl Iterator<Item = u64> + '_ {
+        self.pending
+            .iter()
+            .filter(|p| p.since.is_some())
+            .map(|p| p.serial)
     }
 
     /// Flushes every pending message (end of file, or `flush_timeout` passed).
@@ -246,6 +261,8 @@ impl MultilineGroup {
                 if p.context.is_none() {
                     p.context = Some((record, content_key));
                     p.since = Some(Instant::now());
+                    p.serial = self.next_serial;
+                    self.next_serial += 1;
                 }
                 if matched || self.pending[idx].buf.len() >= self.limit {
                     self.flush_one(idx, out);
@@ -293,6 +310,8 @@ impl MultilineGroup {
                 if p.context.is_none() {
                     p.context = Some((record, content_key));
                     p.since = Some(Instant::now());
+                    p.serial = self.next_serial;
+                    self.next_serial += 1;
                 }
                 if p.buf.len() >= self.limit {
                     self.flush_one(idx, out);
@@ -315,6 +334,7 @@ impl MultilineGroup {
                     buf: String::new(),
                     state: None,
                     since: None,
+                    serial: 0,
                 });
                 self.pending.len() - 1
             }

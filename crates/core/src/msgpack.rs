@@ -1,0 +1,444 @@
+//! Records in Fluent Bit's event encoding: msgpack, each record `[[TIME, METADATA], BODY]`
+//! (format v2), where TIME is the forward protocol's `EventTime` (ext type 0: big-endian u32
+//! seconds, u32 nanoseconds) and METADATA a map (empty: logferry records carry none). Integers
+//! use the smallest encoding, as msgpack-c does. This is what `file`'s `msgpack` format
+//! writes and what chunk files (filesystem buffering, the dead-letter store) hold.
+//!
+//! [`read_records`] reads it back, and also Fluent Bit's older `[TIME, BODY]` form with
+//! integer or float times. It never panics on bad input and bounds nesting, so a corrupt or
+//! hostile chunk file is an error, not a crash.
+
+use crate::event::{EventTime, Map, Record, Str, Value};
+
+/// Appends one record.
+pub fn write_record(out: &mut Vec<u8>, r: &Record) {
+    out.push(0x92); // fixarray(2)
+    out.push(0x92);
+    out.extend_from_slice(&[0xd7, 0x00]); // fixext8, type 0
+    out.extend_from_slice(&(r.time.secs() as u32).to_be_bytes());
+    out.extend_from_slice(&r.time.subsec_nanos().to_be_bytes());
+    out.push(0x80); // empty metadata map
+    write_map(out, &r.body);
+}
+
+fn write_map(out: &mut Vec<u8>, m: &Map) {
+    let n = m.len();
+    if n < 16 {
+        out.push(0x80 | n as u8);
+    } else if n <= 0xffff {
+        out.push(0xde);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0xdf);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+    for (k, v) in m.iter() {
+        write_str(out, k);
+        write_value(out, v);
+    }
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    let n = s.len();
+    if n < 32 {
+        out.push(0xa0 | n as u8);
+    } else if n <= 0xff {
+        out.extend_from_slice(&[0xd9, n as u8]);
+    } else if n <= 0xffff {
+        out.push(0xda);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0xdb);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn write_uint(out: &mut Vec<u8>, u: u64) {
+    if u < 128 {
+        out.push(u as u8);
+    } else if u <= 0xff {
+        out.extend_from_slice(&[0xcc, u as u8]);
+    } else if u <= 0xffff {
+        out.push(0xcd);
+        out.extend_from_slice(&(u as u16).to_be_bytes());
+    } else if u <= 0xffff_ffff {
+        out.push(0xce);
+        out.extend_from_slice(&(u as u32).to_be_bytes());
+    } else {
+        out.push(0xcf);
+        out.extend_from_slice(&u.to_be_bytes());
+    }
+}
+
+fn write_int(out: &mut Vec<u8>, i: i64) {
+    if i >= 0 {
+        return write_uint(out, i as u64);
+    }
+    if i >= -32 {
+        out.push(i as i8 as u8);
+    } else if i >= i64::from(i8::MIN) {
+        out.extend_from_slice(&[0xd0, i as i8 as u8]);
+    } else if i >= i64::from(i16::MIN) {
+        out.push(0xd1);
+        out.extend_from_slice(&(i as i16).to_be_bytes());
+    } else if i >= i64::from(i32::MIN) {
+        out.push(0xd2);
+        out.extend_from_slice(&(i as i32).to_be_bytes());
+    } else {
+        out.push(0xd3);
+        out.extend_from_slice(&i.to_be_bytes());
+    }
+}
+
+fn write_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Null => out.push(0xc0),
+        Value::Bool(b) => out.push(if *b { 0xc3 } else { 0xc2 }),
+        Value::Int(i) => write_int(out, *i),
+        Value::UInt(u) => write_uint(out, *u),
+        Value::Float(f) => {
+            out.push(0xcb);
+            out.extend_from_slice(&f.to_be_bytes());
+        }
+        Value::Str(s) => write_str(out, s),
+        Value::Array(a) => {
+            let n = a.len();
+            if n < 16 {
+                out.push(0x90 | n as u8);
+            } else if n <= 0xffff {
+                out.push(0xdc);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            } else {
+                out.push(0xdd);
+                out.extend_from_slice(&(n as u32).to_be_bytes());
+            }
+            for v in a {
+                write_value(out, v);
+            }
+        }
+        Value::Map(m) => write_map(out, m),
+        Value::SharedMap(m) => write_map(out, m),
+    }
+}
+
+/// Deepest nesting [`read_records`] follows; deeper data is an error.
+pub const MAX_DEPTH: usize = 512;
+
+/// Why bytes are not a sequence of records.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MsgpackError {
+    #[error("msgpack data ends in the middle of a value at byte {0}")]
+    Truncated(usize),
+    #[error("unexpected msgpack byte 0x{byte:02x} at byte {at}")]
+    Unexpected { byte: u8, at: usize },
+    #[error("msgpack nested deeper than {MAX_DEPTH} at byte {0}")]
+    TooDeep(usize),
+    #[error("a record at byte {0} is not [[time, metadata], body] or [time, body]")]
+    NotARecord(usize),
+}
+
+/// Reads every record in `buf`. Fluent Bit's group markers (times -1 and -2, which open and
+/// close OpenTelemetry groups) are skipped.
+pub fn read_records(buf: &[u8]) -> Result<Vec<Record>, MsgpackError> {
+    read(buf, false)
+}
+
+/// [`read_records`] of data followed by zero bytes (a file grown in zeroed pages): reading
+/// stops where only zeros are left.
+pub fn read_records_before_padding(buf: &[u8]) -> Result<Vec<Record>, MsgpackError> {
+    read(buf, true)
+}
+
+fn read(buf: &[u8], padded: bool) -> Result<Vec<Record>, MsgpackError> {
+    let mut r = Reader { buf, at: 0 };
+    let mut out = Vec::new();
+    while r.at < buf.len() {
+        if padded && buf[r.at..].iter().all(|&b| b == 0) {
+            break;
+        }
+        let start = r.at;
+        let v = r.value(0)?;
+        let Value::Array(mut parts) = v else {
+            return Err(MsgpackError::NotARecord(start));
+        };
+        if parts.len() != 2 {
+            return Err(MsgpackError::NotARecord(start));
+        }
+        let body = parts.pop().unwrap_or_default();
+        let head = parts.pop().unwrap_or_default();
+        let time = match head {
+            Value::Array(mut tm) if !tm.is_empty() => {
+                tm.truncate(1);
+                tm.pop().unwrap_or_default()
+            }
+            other => other,
+        };
+        let time = match time {
+            Value::Int(-1) | Value::Int(-2) => continue,
+            Value::Int(s) => EventTime::from_parts(s, 0),
+            Value::UInt(s) => EventTime::from_parts(s.min(i64::MAX as u64) as i64, 0),
+            Value::Float(f) => EventTime((f * 1e9) as i64),
+            Value::Array(ref a) if a.len() == 2 => match (&a[0], &a[1]) {
+                // The ext EventTime, decoded by `ext` as [secs, nanos].
+                (Value::UInt(s), Value::UInt(n)) => EventTime::from_parts(*s as i64, *n as u32),
+                _ => return Err(MsgpackError::NotARecord(start)),
+            },
+            _ => return Err(MsgpackError::NotARecord(start)),
+        };
+        let body = match body.into_map() {
+            Ok(m) => m,
+            Err(_) => return Err(MsgpackError::NotARecord(start)),
+        };
+        out.push(Record::new(time, body));
+    }
+    Ok(out)
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], MsgpackError> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or(MsgpackError::Truncated(self.at))?;
+        let s = &self.buf[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+
+    fn byte(&mut self) -> Result<u8, MsgpackError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn be(&mut self, n: usize) -> Result<u64, MsgpackError> {
+        Ok(self
+            .take(n)?
+            .iter()
+            .fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
+    }
+
+    fn str(&mut self, n: usize) -> Result<Str, MsgpackError> {
+        let b = self.take(n)?;
+        Ok(match std::str::from_utf8(b) {
+            Ok(s) => Str::from(s),
+            Err(_) => Str::from(String::from_utf8_lossy(b).as_ref()),
+        })
+    }
+
+    /// Room for `n` items of at least one byte each: a length claiming more than the data
+    /// holds is refused before anything is allocated for it.
+    fn count(&self, n: usize, per: usize) -> Result<usize, MsgpackError> {
+        if n.saturating_mul(per) > self.buf.len() - self.at {
+            return Err(MsgpackError::Truncated(self.at));
+        }
+        Ok(n)
+    }
+
+    fn array(&mut self, n: usize, depth: usize) -> Result<Value, MsgpackError> {
+        let n = self.count(n, 1)?;
+        let mut a = Vec::with_capacity(n);
+        for _ in 0..n {
+            a.push(self.value(depth + 1)?);
+        }
+        Ok(Value::Array(a))
+    }
+
+    fn map(&mut self, n: usize, depth: usize) -> Result<Value, MsgpackError> {
+        let n = self.count(n, 2)?;
+        let mut m = Map::with_capacity(n);
+        for _ in 0..n {
+            let at = self.at;
+            let k = match self.value(depth + 1)? {
+                Value::Str(s) => s,
+                Value::Int(i) => Str::from(i.to_string()),
+                Value::UInt(u) => Str::from(u.to_string()),
+                Value::Bool(b) => Str::from(if b { "true" } else { "false" }),
+                _ => {
+                    return Err(MsgpackError::Unexpected {
+                        byte: self.buf[at],
+                        at,
+                    })
+                }
+            };
+            let v = self.value(depth + 1)?;
+            m.0.push((k, v));
+        }
+        Ok(Value::Map(m))
+    }
+
+    /// An ext value: type 0 with 8 bytes is an EventTime, returned as `[secs, nanos]`; any
+    /// other ext is kept as its bytes in a string (lossy), as nothing in a log record uses one.
+    fn ext(&mut self, n: usize) -> Result<Value, MsgpackError> {
+        let ty = self.byte()?;
+        if ty == 0 && n == 8 {
+            let s = self.be(4)?;
+            let ns = self.be(4)?;
+            return Ok(Value::Array(vec![Value::UInt(s), Value::UInt(ns)]));
+        }
+        Ok(Value::Str(self.str(n)?))
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value, MsgpackError> {
+        if depth > MAX_DEPTH {
+            return Err(MsgpackError::TooDeep(self.at));
+        }
+        let at = self.at;
+        let b = self.byte()?;
+        Ok(match b {
+            0x00..=0x7f => Value::Int(i64::from(b)),
+            0x80..=0x8f => return self.map(usize::from(b & 0x0f), depth),
+            0x90..=0x9f => return self.array(usize::from(b & 0x0f), depth),
+            0xa0..=0xbf => Value::Str(self.str(usize::from(b & 0x1f))?),
+            0xc0 => Value::Null,
+            0xc2 => Value::Bool(false),
+            0xc3 => Value::Bool(true),
+            0xc4 | 0xd9 => {
+                let n = self.be(1)? as usize;
+                Value::Str(self.str(n)?)
+            }
+            0xc5 | 0xda => {
+                let n = self.be(2)? as usize;
+                Value::Str(self.str(n)?)
+            }
+            0xc6 | 0xdb => {
+                let n = self.be(4)? as usize;
+                Value::Str(self.str(n)?)
+            }
+            0xc7 => {
+                let n = self.be(1)? as usize;
+                return self.ext(n);
+            }
+            0xc8 => {
+                let n = self.be(2)? as usize;
+                return self.ext(n);
+            }
+            0xc9 => {
+                let n = self.be(4)? as usize;
+                return self.ext(n);
+            }
+            0xca => Value::Float(f64::from(f32::from_bits(self.be(4)? as u32))),
+            0xcb => Value::Float(f64::from_bits(self.be(8)?)),
+            0xcc => Value::Int(self.be(1)? as i64),
+            0xcd => Value::Int(self.be(2)? as i64),
+            0xce => Value::Int(self.be(4)? as i64),
+            0xcf => {
+                let u = self.be(8)?;
+                i64::try_from(u).map_or(Value::UInt(u), Value::Int)
+            }
+            0xd0 => Value::Int(i64::from(self.be(1)? as u8 as i8)),
+            0xd1 => Value::Int(i64::from(self.be(2)? as u16 as i16)),
+            0xd2 => Value::Int(i64::from(self.be(4)? as u32 as i32)),
+            0xd3 => Value::Int(self.be(8)? as i64),
+            0xd4 => return self.ext(1),
+            0xd5 => return self.ext(2),
+            0xd6 => return self.ext(4),
+            0xd7 => return self.ext(8),
+            0xd8 => return self.ext(16),
+            0xdc => {
+                let n = self.be(2)? as usize;
+                return self.array(n, depth);
+            }
+            0xdd => {
+                let n = self.be(4)? as usize;
+                return self.array(n, depth);
+            }
+            0xde => {
+                let n = self.be(2)? as usize;
+                return self.map(n, depth);
+            }
+            0xdf => {
+                let n = self.be(4)? as usize;
+                return self.map(n, depth);
+            }
+            0xe0..=0xff => Value::Int(i64::from(b as i8)),
+            0xc1 => return Err(MsgpackError::Unexpected { byte: b, at }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_bytes() {
+        let mut body = Map::new();
+        body.insert("a", 1i64);
+        body.insert("b", -33i64);
+        body.insert(
+            "c",
+            Value::Array(vec![Value::Null, Value::Bool(true), Value::UInt(300)]),
+        );
+        let r = Record::new(EventTime::from_parts(1, 2), body);
+        let mut out = Vec::new();
+        write_record(&mut out, &r);
+        assert_eq!(
+            out,
+            [
+                0x92, 0x92, 0xd7, 0x00, 0, 0, 0, 1, 0, 0, 0, 2, 0x80, 0x83, 0xa1, b'a', 0x01, 0xa1,
+                b'b', 0xd0, 0xdf, 0xa1, b'c', 0x93, 0xc0, 0xc3, 0xcd, 0x01, 0x2c,
+            ]
+        );
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let mut body = Map::new();
+        body.insert("log", "héllo\n");
+        body.insert("n", -70000i64);
+        body.insert("u", Value::UInt(u64::MAX));
+        body.insert("f", 1.5f64);
+        let mut inner = Map::new();
+        inner.insert("k", Value::Array(vec![Value::Null, Value::Bool(false)]));
+        body.insert("kubernetes", Value::Map(inner));
+        body.insert("long", "x".repeat(70_000));
+        let a = Record::new(EventTime::from_parts(1_700_000_000, 123_456_789), body);
+        let b = Record::new(EventTime::from_parts(5, 0), Map::new());
+        let mut out = Vec::new();
+        write_record(&mut out, &a);
+        write_record(&mut out, &b);
+        assert_eq!(read_records(&out).unwrap(), vec![a, b]);
+    }
+
+    #[test]
+    fn older_forms_and_group_markers() {
+        // [int time, body], [float time, body], and a v2 group start marker.
+        let data = [
+            0x92, 0xce, 0x65, 0x53, 0xf1, 0x00, 0x81, 0xa1, b'a', 0x01, //
+            0x92, 0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0, 0x80, //
+            0x92, 0x92, 0xff, 0x80, 0x80,
+        ];
+        let got = read_records(&data).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].time, EventTime::from_parts(1_700_000_000, 0));
+        assert_eq!(got[0].body.get("a"), Some(&Value::Int(1)));
+        assert_eq!(got[1].time, EventTime(1_500_000_000));
+    }
+
+    #[test]
+    fn bad_input_is_an_error_never_a_panic() {
+        let mut good = Vec::new();
+        let mut body = Map::new();
+        body.insert("log", "line");
+        write_record(&mut good, &Record::new(EventTime::from_parts(1, 2), body));
+        for cut in 0..good.len() {
+            assert!(
+                read_records(&good[..cut]).is_err() || cut == 0,
+                "cut at {cut}"
+            );
+        }
+        // A length far beyond the data.
+        assert!(read_records(&[0x92, 0xdd, 0xff, 0xff, 0xff, 0xff]).is_err());
+        // Nesting deeper than MAX_DEPTH.
+        let deep = vec![0x91u8; MAX_DEPTH + 10];
+        assert!(matches!(read_records(&deep), Err(MsgpackError::TooDeep(_))));
+        assert!(read_records(&[0xc1]).is_err());
+        assert!(read_records(&[0x01]).is_err(), "not a record");
+    }
+}

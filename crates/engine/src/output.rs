@@ -1,0 +1,797 @@
+//! One task per output: it queues what the router sends it by tag, forms batches (every
+//! `Flush`, at [`FLUSH_AT_BYTES`], at once while an input is paused, and when draining), and
+//! flushes them on `Workers` workers, retrying with back-off.
+//!
+//! - **Retries.** A transient failure (`FlushResult::Retry`) is retried up to `Retry_Limit`
+//!   times, for ever when it is not set ([`RetryLimit::of`]). A retry waits a full-jitter
+//!   back-off, but never stays asleep once the destination is back: while retries wait, one of
+//!   them goes as a probe whenever nothing was tried for [`PROBE_EVERY`], and the first success
+//!   wakes all of them ([`Recovery`]). While the destination fails, at most
+//!   `Workers + MAX_RETRYING` batches are out: the rest wait in the queue (on disk only, for
+//!   filesystem inputs), so an outage costs neither memory nor a storm of requests.
+//! - **Filesystem chunks** are kept in memory only while the output keeps up; otherwise only
+//!   their file is remembered, and they are read back when their batch goes out, at most
+//!   `storage.backlog.mem_limit` bytes at a time.
+//! - **`storage.total_limit_size`** bounds the bytes this output holds (queued and in flight):
+//!   past it its oldest queued chunks are dropped, counted and logged, or, for a filesystem
+//!   input with `storage.pause_on_chunks_overlimit On`, the input is paused until the output
+//!   is back under its limit.
+//! - **Dead letters.** With `storage.keep.rejected On`, what the output gives up on (a batch
+//!   after a permanent error or `Retry_Limit`, or records the destination refused one by
+//!   one) is kept in the dead-letter store.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use logferry_core::{Chunk, DeliveryStatus, Tag};
+use rand::Rng;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::budget::MemBudget;
+use crate::common::RetryLimit;
+use crate::metrics::PluginMetrics;
+use crate::pipeline::OutputInstance;
+use crate::plugin::{Batch, FlushResult, Output};
+use crate::router::UpGuard;
+use crate::storage::dead_letters::DeadLetters;
+use crate::storage::{StorageGauges, StoredChunk};
+
+/// A tag's pending records are flushed at once, without waiting for the `Flush` tick, when they
+/// reach this many bytes: Fluent Bit's chunk size. Keeps a small `Mem_Buf_Limit` flowing.
+pub const FLUSH_AT_BYTES: usize = 2 * 1024 * 1024;
+
+/// While any retry of an output waits, one of them goes early if no flush of that output has
+/// started for this long: a probe of whether the destination is back, so that after an outage
+/// the backlog starts moving within this time (plus one request) whatever the retry count and
+/// `scheduler.cap`. A success then wakes every waiting retry ([`Recovery`]).
+pub const PROBE_EVERY: Duration = Duration::from_secs(10);
+
+/// While an output's destination fails, batches out (in flight or waiting to retry) beyond
+/// its workers; more wait in the queue.
+pub const MAX_RETRYING: usize = 4;
+
+/// Bytes of filesystem chunks an output keeps in memory while it keeps up; past it (or while
+/// its destination fails) they wait on disk only.
+const UP_WINDOW: usize = 2 * FLUSH_AT_BYTES;
+
+/// What reaches an output: a chunk in memory, a chunk file, or both (a filesystem chunk whose
+/// records are still in memory).
+#[derive(Clone)]
+pub(crate) struct Routed {
+    chunk: Option<Arc<Chunk>>,
+    stored: Option<Arc<StoredChunk>>,
+    /// The input's budget, when an output over its limit pauses it instead of dropping.
+    pause: Option<Arc<MemBudget>>,
+    tag: Tag,
+    bytes: usize,
+}
+
+impl Routed {
+    pub(crate) fn memory(chunk: Arc<Chunk>) -> Self {
+        Routed {
+            tag: Arc::clone(&chunk.tag),
+            bytes: chunk.size,
+            chunk: Some(chunk),
+            stored: None,
+            pause: None,
+        }
+    }
+
+    pub(crate) fn stored(
+        chunk: Option<Arc<Chunk>>,
+        stored: Arc<StoredChunk>,
+        pause: Option<Arc<MemBudget>>,
+    ) -> Self {
+        Routed {
+            tag: Arc::clone(&stored.tag),
+            bytes: stored.bytes as usize,
+            chunk,
+            stored: Some(stored),
+            pause,
+        }
+    }
+
+    /// Registers `n` outputs' shares on a chunk file.
+    pub(crate) fn expect(&self, n: usize) {
+        if let Some(s) = &self.stored {
+            s.delivery.expect(n);
+        }
+    }
+
+    /// Settles the share of whoever routed a chunk file, once every output's share is
+    /// registered on it.
+    pub(crate) fn settle_router(&self) {
+        if let Some(s) = &self.stored {
+            s.delivery.mark(DeliveryStatus::Delivered);
+        }
+    }
+
+    /// Records in it (for a file never read, what is known of it: 0).
+    fn records(&self) -> u64 {
+        match (&self.chunk, &self.stored) {
+            (Some(c), _) => c.records.len() as u64,
+            (None, Some(s)) => s.records(),
+            (None, None) => 0,
+        }
+    }
+
+    /// Settles this output's share.
+    fn settle(&self, status: DeliveryStatus) {
+        match (&self.chunk, &self.stored) {
+            (Some(c), _) => c.mark(status),
+            (None, Some(s)) => s.delivery.mark(status),
+            (None, None) => {}
+        }
+    }
+}
+
+/// What an output's flushes know of its destination's health: when the last attempt started,
+/// whether the last outcome was a failure, and a counter of recoveries that waiting retries
+/// watch. One per output.
+#[derive(Debug)]
+struct Recovery {
+    last_attempt: std::sync::Mutex<Instant>,
+    failing: AtomicBool,
+    recovered: tokio::sync::watch::Sender<u64>,
+}
+
+impl Recovery {
+    fn new() -> Arc<Self> {
+        Arc::new(Recovery {
+            last_attempt: std::sync::Mutex::new(Instant::now()),
+            failing: AtomicBool::new(false),
+            recovered: tokio::sync::watch::Sender::new(0),
+        })
+    }
+
+    /// Notes an attempt; the receiver returned sees recoveries from now on.
+    fn attempt(&self) -> tokio::sync::watch::Receiver<u64> {
+        if let Ok(mut t) = self.last_attempt.lock() {
+            *t = Instant::now();
+        }
+        self.recovered.subscribe()
+    }
+
+    fn failed(&self) {
+        self.failing.store(true, Ordering::Release);
+    }
+
+    /// A flush went through: if the output was failing, every waiting retry goes now.
+    fn succeeded(&self) {
+        if self.failing.swap(false, Ordering::AcqRel) {
+            self.recovered.send_modify(|n| *n += 1);
+        }
+    }
+
+    fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
+    }
+
+    fn next_probe(&self) -> Instant {
+        self.last_attempt
+            .lock()
+            .map(|t| *t + PROBE_EVERY)
+            .unwrap_or_else(|_| Instant::now() + PROBE_EVERY)
+    }
+
+    /// Takes the probe if nothing was attempted for [`PROBE_EVERY`] (only one waiter gets it).
+    fn claim_probe(&self) -> bool {
+        match self.last_attempt.lock() {
+            Ok(mut t) if t.elapsed() >= PROBE_EVERY => {
+                *t = Instant::now();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Waits `wait` before a retry, or less: until a flush of this output succeeds after the
+    /// attempt `seen` was taken at, until this retry is picked as the probe, or until the
+    /// engine drains.
+    async fn wait(
+        &self,
+        wait: Duration,
+        mut seen: tokio::sync::watch::Receiver<u64>,
+        draining: &CancellationToken,
+    ) {
+        let deadline = Instant::now() + wait;
+        loop {
+            let probe = self.next_probe();
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = seen.changed() => return,
+                _ = draining.cancelled() => return,
+                _ = tokio::time::sleep_until(probe), if probe < deadline => {
+                    if self.claim_probe() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Retry waits, Fluent Bit's full jitter: a random time between `base` and
+/// `min(cap, base * 2^retry)` seconds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Backoff {
+    pub base: f64,
+    pub cap: f64,
+}
+
+impl Backoff {
+    fn wait(&self, retry: u32) -> Duration {
+        let hi = (self.base * 2f64.powi(retry.min(30) as i32))
+            .min(self.cap)
+            .max(self.base);
+        let secs = if hi > self.base {
+            rand::rng().random_range(self.base..=hi)
+        } else {
+            self.base
+        };
+        Duration::from_secs_f64(secs.max(0.0))
+    }
+}
+
+/// What every output of a pipeline shares.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub flush_every: Duration,
+    pub backoff: Backoff,
+    pub draining: CancellationToken,
+    pub hard_stop: CancellationToken,
+    pub dead_letters: Option<Arc<DeadLetters>>,
+    /// Bytes of chunk files read back at once (`storage.backlog.mem_limit`).
+    pub load_budget: Arc<MemBudget>,
+    pub storage_gauges: Option<Arc<StorageGauges>>,
+    pub max_chunks_up: u64,
+    pub flush_on_shutdown: bool,
+}
+
+/// The chunks of one tag waiting for a batch.
+#[derive(Default)]
+struct Pending {
+    items: VecDeque<(u64, Routed)>,
+    bytes: usize,
+}
+
+/// An output's queue: chunks by tag, in arrival order.
+struct Queue {
+    pending: HashMap<Tag, Pending>,
+    /// Tags in the order their first pending chunk arrived, so batches go out in that order.
+    order: VecDeque<Tag>,
+    /// Arrival number of the next chunk.
+    seq: u64,
+    /// Bytes queued or in flight (what `storage.total_limit_size` bounds).
+    held: usize,
+    /// Bytes pending, by whether their records are in memory.
+    pending_up: usize,
+    /// Inputs this output holds paused (`storage.pause_on_chunks_overlimit`).
+    paused: Vec<Arc<MemBudget>>,
+}
+
+impl Queue {
+    fn new() -> Self {
+        Queue {
+            pending: HashMap::new(),
+            order: VecDeque::new(),
+            seq: 0,
+            held: 0,
+            pending_up: 0,
+            paused: Vec::new(),
+        }
+    }
+
+    /// Queues a chunk that just arrived; returns the bytes its tag now has queued.
+    fn push(&mut self, item: Routed) -> usize {
+        self.held += item.bytes;
+        self.requeue(item)
+    }
+
+    /// Queues a chunk already counted in `held`.
+    fn requeue(&mut self, item: Routed) -> usize {
+        let tag = Arc::clone(&item.tag);
+        let bytes = item.bytes;
+        if item.chunk.is_some() {
+            self.pending_up += bytes;
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        let p = match self.pending.get_mut(&tag) {
+            Some(p) => p,
+            None => {
+                self.order.push_back(Arc::clone(&tag));
+                self.pending.entry(tag).or_default()
+            }
+        };
+        p.bytes += bytes;
+        p.items.push_back((seq, item));
+        p.bytes
+    }
+
+    /// Takes the tag whose chunks arrived first, with all of them.
+    fn pop(&mut self) -> Option<(Tag, Vec<Routed>)> {
+        while let Some(tag) = self.order.pop_front() {
+            if let Some(p) = self.pending.remove(&tag) {
+                return Some((tag, self.take(p)));
+            }
+        }
+        None
+    }
+
+    /// Takes one tag's chunks.
+    fn pop_tag(&mut self, tag: &Tag) -> Option<(Tag, Vec<Routed>)> {
+        let p = self.pending.remove(tag)?;
+        self.order.retain(|t| t != tag);
+        Some((Arc::clone(tag), self.take(p)))
+    }
+
+    fn take(&mut self, p: Pending) -> Vec<Routed> {
+        let items: Vec<Routed> = p.items.into_iter().map(|(_, r)| r).collect();
+        let up: usize = items
+            .iter()
+            .filter(|r| r.chunk.is_some())
+            .map(|r| r.bytes)
+            .sum();
+        self.pending_up = self.pending_up.saturating_sub(up);
+        items
+    }
+
+    /// The oldest chunk still queued (not in flight), taken out.
+    fn pop_oldest(&mut self) -> Option<Routed> {
+        let tag = self
+            .pending
+            .iter()
+            .filter_map(|(t, p)| p.items.front().map(|(seq, _)| (*seq, t)))
+            .min_by_key(|(seq, _)| *seq)
+            .map(|(_, t)| Arc::clone(t))?;
+        let p = self.pending.get_mut(&tag)?;
+        let (_, item) = p.items.pop_front()?;
+        p.bytes = p.bytes.saturating_sub(item.bytes);
+        if p.items.is_empty() {
+            self.pending.remove(&tag);
+            self.order.retain(|t| *t != tag);
+        }
+        if item.chunk.is_some() {
+            self.pending_up = self.pending_up.saturating_sub(item.bytes);
+        }
+        self.held = self.held.saturating_sub(item.bytes);
+        Some(item)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+/// The output task (see the module docs).
+pub(crate) async fn output_task(
+    out: OutputInstance,
+    id: usize,
+    mut rx: mpsc::UnboundedReceiver<Routed>,
+    shared: Shared,
+) {
+    let sem = Arc::new(Semaphore::new(out.workers));
+    let recovery = Recovery::new();
+    let flusher = Flusher {
+        plugin: Arc::clone(&out.plugin),
+        name: out.name.clone(),
+        metrics: Arc::clone(&out.metrics),
+        limit: out.retry_limit,
+        sem: Arc::clone(&sem),
+        recovery: Arc::clone(&recovery),
+        shared: shared.clone(),
+    };
+    let mut queue = Queue::new();
+    let mut flights: JoinSet<usize> = JoinSet::new();
+    let mut tick = tokio::time::interval(shared.flush_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let cap = out.workers + MAX_RETRYING;
+    let work = async {
+        let mut draining_now = false;
+        loop {
+            tokio::select! {
+                got = rx.recv() => match got {
+                    Some(mut item) => {
+                        // A filesystem chunk stays in memory only while this output keeps up.
+                        if item.stored.is_some() && item.chunk.is_some() && !keep_up(&queue, &recovery, &shared) {
+                            item.chunk = None;
+                        }
+                        let pressing = item.chunk.as_ref().is_some_and(|c| c.pressing());
+                        let tag = Arc::clone(&item.tag);
+                        let pause = item.pause.clone();
+                        let tag_bytes = queue.push(item);
+                        if let Some(limit) = out.total_limit_size {
+                            enforce_limit(&mut queue, limit as usize, pause, id, &out);
+                        }
+                        let room = !recovery.is_failing() || flights.len() < cap;
+                        if (tag_bytes >= FLUSH_AT_BYTES || draining_now) && room {
+                            if let Some((tag, items)) = queue.pop_tag(&tag) {
+                                spawn_flush(&mut flights, &flusher, tag, items).await;
+                            }
+                        } else if pressing {
+                            // The input is paused at its Mem_Buf_Limit and what is batched here
+                            // (any tag) may be what holds it: send it now rather than at the
+                            // Flush tick, or a limit below FLUSH_AT_BYTES would let the input
+                            // read one limit's worth per Flush interval. Only while the input
+                            // is paused, so batches stay full-sized when it is not.
+                            flush_all(&mut queue, &mut flights, &flusher, &recovery, cap, false).await;
+                        }
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    flush_all(&mut queue, &mut flights, &flusher, &recovery, cap, draining_now).await;
+                }
+                _ = shared.draining.cancelled(), if !draining_now => {
+                    draining_now = true;
+                    flush_all(&mut queue, &mut flights, &flusher, &recovery, cap, true).await;
+                }
+                Some(done) = flights.join_next(), if !flights.is_empty() => {
+                    queue.held = queue.held.saturating_sub(done.unwrap_or(0));
+                    unpause_under_limit(&mut queue, out.total_limit_size, id);
+                }
+            }
+        }
+        // The router is done: send what is left, then wait for every batch to settle.
+        loop {
+            flush_all(&mut queue, &mut flights, &flusher, &recovery, cap, true).await;
+            match flights.join_next().await {
+                Some(done) => {
+                    queue.held = queue.held.saturating_sub(done.unwrap_or(0));
+                    unpause_under_limit(&mut queue, out.total_limit_size, id);
+                }
+                None if queue.is_empty() || !can_flush_any(&queue, &shared) => break,
+                None => {}
+            }
+        }
+    };
+    // Grace ran out: give up what is in flight now, so every chunk is settled (as abandoned)
+    // before the engine returns.
+    let gave_up = tokio::select! {
+        _ = work => false,
+        _ = shared.hard_stop.cancelled() => true,
+    };
+    for b in std::mem::take(&mut queue.paused) {
+        b.unblock(id);
+    }
+    if gave_up {
+        flights.abort_all();
+        while flights.join_next().await.is_some() {}
+        return;
+    }
+    if let Err(e) = out.plugin.shutdown().await {
+        tracing::error!(output = %out.name, error = %e, "output shutdown failed");
+    }
+}
+
+/// Whether a filesystem chunk arriving now stays in memory: the output keeps up, holds little
+/// in memory already, and the store is under `storage.max_chunks_up`.
+fn keep_up(queue: &Queue, recovery: &Recovery, shared: &Shared) -> bool {
+    !recovery.is_failing()
+        && queue.pending_up < UP_WINDOW
+        && shared
+            .storage_gauges
+            .as_ref()
+            .is_none_or(|g| g.fs_chunks_up.load(Ordering::Relaxed) < shared.max_chunks_up)
+}
+
+/// At shutdown, whether anything queued may still go out: chunks on disk only wait for the
+/// next start unless `storage.backlog.flush_on_shutdown` is on.
+fn can_flush_any(queue: &Queue, shared: &Shared) -> bool {
+    shared.flush_on_shutdown
+        || queue
+            .pending
+            .values()
+            .any(|p| p.items.iter().any(|(_, r)| r.chunk.is_some()))
+}
+
+/// Over `storage.total_limit_size`: pause the input that asked for it, or drop the oldest
+/// queued chunks, counted and logged.
+fn enforce_limit(
+    queue: &mut Queue,
+    limit: usize,
+    pause: Option<Arc<MemBudget>>,
+    id: usize,
+    out: &OutputInstance,
+) {
+    if queue.held <= limit {
+        return;
+    }
+    if let Some(budget) = pause {
+        if !queue.paused.iter().any(|b| Arc::ptr_eq(b, &budget)) {
+            tracing::warn!(output = %out.name, held = queue.held, limit,
+                "storage.total_limit_size reached: pausing the input (storage.pause_on_chunks_overlimit)");
+            budget.block(id);
+            queue.paused.push(budget);
+        }
+        return;
+    }
+    while queue.held > limit {
+        let Some(item) = queue.pop_oldest() else {
+            break;
+        };
+        let n = item.records();
+        out.metrics.dropped(n);
+        tracing::warn!(output = %out.name, tag = %item.tag, records = n, bytes = item.bytes, limit,
+            "storage.total_limit_size reached: the oldest chunk is dropped");
+        item.settle(DeliveryStatus::Rejected);
+    }
+}
+
+/// Lets paused inputs go once the output is back under its limit.
+fn unpause_under_limit(queue: &mut Queue, limit: Option<u64>, id: usize) {
+    if queue.paused.is_empty() || limit.is_some_and(|l| queue.held > l as usize) {
+        return;
+    }
+    for b in std::mem::take(&mut queue.paused) {
+        b.unblock(id);
+    }
+}
+
+/// Forms batches of every queued tag, oldest first, while the output may have more out. When
+/// draining without `storage.backlog.flush_on_shutdown`, chunks on disk only stay queued (they
+/// are sent after the next start).
+async fn flush_all(
+    queue: &mut Queue,
+    flights: &mut JoinSet<usize>,
+    flusher: &Flusher,
+    recovery: &Recovery,
+    cap: usize,
+    draining: bool,
+) {
+    let mut kept = Vec::new();
+    while !(recovery.is_failing() && flights.len() >= cap) {
+        let Some((tag, items)) = queue.pop() else {
+            break;
+        };
+        let (go, wait): (Vec<Routed>, Vec<Routed>) =
+            if draining && !flusher.shared.flush_on_shutdown {
+                items.into_iter().partition(|r| r.chunk.is_some())
+            } else {
+                (items, Vec::new())
+            };
+        kept.extend(wait);
+        if !go.is_empty() {
+            spawn_flush(flights, flusher, tag, go).await;
+        }
+    }
+    for r in kept {
+        queue.requeue(r);
+    }
+}
+
+/// What one output's flushes share.
+struct Flusher {
+    plugin: Arc<dyn Output>,
+    name: String,
+    metrics: Arc<PluginMetrics>,
+    limit: RetryLimit,
+    sem: Arc<Semaphore>,
+    recovery: Arc<Recovery>,
+    shared: Shared,
+}
+
+/// Takes a worker slot in FIFO order, then flushes in the background: with one worker, batches
+/// go out in the order they were formed (only a retry can overtake). The task returns the
+/// bytes it held, for `storage.total_limit_size`.
+async fn spawn_flush(flights: &mut JoinSet<usize>, f: &Flusher, tag: Tag, items: Vec<Routed>) {
+    let Ok(permit) = Arc::clone(&f.sem).acquire_owned().await else {
+        return;
+    };
+    let d = Flusher {
+        plugin: Arc::clone(&f.plugin),
+        name: f.name.clone(),
+        metrics: Arc::clone(&f.metrics),
+        limit: f.limit,
+        sem: Arc::clone(&f.sem),
+        recovery: Arc::clone(&f.recovery),
+        shared: f.shared.clone(),
+    };
+    flights.spawn(deliver(d, permit, tag, items));
+}
+
+/// Reads the records of queued chunk files back; a file that cannot be read is set aside,
+/// counted and logged, and this output's share of it given up.
+async fn load(f: &Flusher, tag: &Tag, items: Vec<Routed>) -> (Vec<Arc<Chunk>>, usize) {
+    let mut chunks = Vec::with_capacity(items.len());
+    let mut loaded = 0;
+    for item in items {
+        match (item.chunk, item.stored) {
+            (Some(c), _) => chunks.push(c),
+            (None, Some(stored)) => {
+                f.shared.load_budget.acquire(item.bytes).await;
+                loaded += item.bytes;
+                let s = Arc::clone(&stored);
+                let read = tokio::task::spawn_blocking(move || s.load()).await;
+                match read {
+                    Ok(Ok(records)) => {
+                        let up = f.shared.storage_gauges.as_ref().map(|g| {
+                            Arc::new(UpGuard::new(Arc::clone(g), stored.gauges().cloned()))
+                                as Arc<dyn logferry_core::MemCharge>
+                        });
+                        chunks.push(Arc::new(Chunk {
+                            tag: Arc::clone(tag),
+                            records,
+                            size: item.bytes,
+                            delivery: Some(Arc::clone(&stored.delivery)),
+                            charge: up,
+                        }));
+                    }
+                    Ok(Err(e)) => {
+                        let n = stored.records();
+                        f.metrics.dropped(n);
+                        tracing::error!(output = %f.name, %tag, file = %stored.path.display(), error = %e,
+                            "a chunk file cannot be read back; it is set aside and its records counted as dropped");
+                        stored.delivery.mark(DeliveryStatus::Rejected);
+                    }
+                    Err(e) => {
+                        tracing::error!(output = %f.name, %tag, error = %e, "reading a chunk file failed");
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    (chunks, loaded)
+}
+
+/// Flushes one batch until it is delivered or given up, and settles its chunks' delivery.
+/// Returns the bytes the batch held.
+async fn deliver(
+    f: Flusher,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    tag: Tag,
+    items: Vec<Routed>,
+) -> usize {
+    let held: usize = items.iter().map(|r| r.bytes).sum();
+    let busy: Vec<(crate::storage::InputGauges, u64)> = items
+        .iter()
+        .filter_map(|r| r.stored.as_ref())
+        .filter_map(|s| s.gauges().map(|g| (g.clone(), s.bytes)))
+        .collect();
+    for (g, bytes) in &busy {
+        g.busy.fetch_add(1, Ordering::Relaxed);
+        g.busy_bytes.fetch_add(*bytes, Ordering::Relaxed);
+    }
+    let (chunks, loaded) = load(&f, &tag, items).await;
+    if !chunks.is_empty() {
+        let mut batch = Batch::new(tag, chunks);
+        if f.shared.dead_letters.is_some() {
+            batch = batch.keeping_rejected();
+        }
+        retry_until_settled(&f, Some(permit), batch).await;
+    }
+    f.shared.load_budget.release(loaded);
+    for (g, bytes) in &busy {
+        crate::storage::dec(&g.busy, 1);
+        crate::storage::dec(&g.busy_bytes, *bytes);
+    }
+    held
+}
+
+async fn retry_until_settled(
+    f: &Flusher,
+    mut first_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    batch: Batch,
+) {
+    let Flusher {
+        plugin,
+        name,
+        metrics,
+        limit,
+        sem,
+        recovery,
+        shared,
+    } = f;
+    let n = batch.len() as u64;
+    let mut retries = 0u32;
+    loop {
+        let (result, seen) = {
+            let _permit = match first_permit.take() {
+                Some(p) => p,
+                None => match Arc::clone(sem).acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            let seen = recovery.attempt();
+            (plugin.flush(&batch).await, seen)
+        };
+        match &result {
+            FlushResult::Ok => recovery.succeeded(),
+            FlushResult::Retry(_) => recovery.failed(),
+            FlushResult::Error(_) => {}
+        }
+        keep_dead_letters(
+            f,
+            &batch,
+            batch.take_rejected(),
+            "refused by the destination",
+        )
+        .await;
+        // What the output counted itself (records it dropped one by one, or delivered in an
+        // attempt that is retried) is not counted again here.
+        let (out_dropped, out_delivered) = batch.counted();
+        let rest = n.saturating_sub(out_dropped + out_delivered);
+        match result {
+            FlushResult::Ok => {
+                PluginMetrics::add(&metrics.records, n.saturating_sub(out_dropped));
+                PluginMetrics::add(&metrics.bytes, batch.size() as u64);
+                settle(&batch, DeliveryStatus::Delivered);
+                return;
+            }
+            FlushResult::Error(reason) => {
+                tracing::error!(output = %name, tag = %batch.tag, records = rest, %reason, "flush failed; records dropped");
+                PluginMetrics::add(&metrics.errors, 1);
+                PluginMetrics::add(&metrics.records, out_delivered);
+                metrics.dropped(rest);
+                give_up(f, &batch, &reason).await;
+                return;
+            }
+            FlushResult::Retry(reason) => {
+                if !limit.allows(retries) {
+                    tracing::error!(output = %name, tag = %batch.tag, records = rest, retries, %reason,
+                        "flush failed and Retry_Limit is reached; records dropped");
+                    PluginMetrics::add(&metrics.retries_failed, 1);
+                    PluginMetrics::add(&metrics.records, out_delivered);
+                    metrics.dropped(rest);
+                    give_up(f, &batch, &reason).await;
+                    return;
+                }
+                retries += 1;
+                PluginMetrics::add(&metrics.retries, 1);
+                PluginMetrics::add(&metrics.retried_records, n);
+                let wait = shared.backoff.wait(retries - 1);
+                tracing::warn!(output = %name, tag = %batch.tag, records = n, retry = retries,
+                    wait_secs = wait.as_secs_f64(), %reason, "flush failed; will retry");
+                if shared.draining.is_cancelled() {
+                    tokio::time::sleep(wait.min(Duration::from_millis(200))).await;
+                } else {
+                    recovery.wait(wait, seen, &shared.draining).await;
+                }
+            }
+        }
+    }
+}
+
+/// The output gives the batch up: its records go to the dead-letter store (all of them, as
+/// Fluent Bit copies the whole chunk), and its chunks are settled as rejected.
+async fn give_up(f: &Flusher, batch: &Batch, reason: &str) {
+    if f.shared.dead_letters.is_some() {
+        let records = batch.records().cloned().collect();
+        keep_dead_letters(f, batch, records, reason).await;
+    }
+    settle(batch, DeliveryStatus::Rejected);
+}
+
+async fn keep_dead_letters(
+    f: &Flusher,
+    batch: &Batch,
+    records: Vec<logferry_core::Record>,
+    reason: &str,
+) {
+    let Some(dl) = &f.shared.dead_letters else {
+        return;
+    };
+    if records.is_empty() {
+        return;
+    }
+    let dl = Arc::clone(dl);
+    let tag = batch.tag.to_string();
+    let name = f.name.clone();
+    let reason = reason.to_string();
+    let _ = tokio::task::spawn_blocking(move || dl.keep(&tag, &name, &records, &reason)).await;
+}
+
+fn settle(batch: &Batch, status: DeliveryStatus) {
+    for c in &batch.chunks {
+        c.mark(status);
+    }
+}

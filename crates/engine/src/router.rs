@@ -1,0 +1,240 @@
+//! The router task: every chunk an input emits goes through the filters whose `Match` accepts
+//! its tag, in config order, then to every output whose `Match` accepts it.
+//!
+//! A chunk of a `storage.type filesystem` input is written to its input's stream once filtered
+//! (Fluent Bit's chunks hold filtered records too), and its input is told it is delivered as
+//! soon as the file is in place: tail may then commit its offset, and its `Mem_Buf_Limit`
+//! budget is free again. The outputs get the records with the file's own delivery tracker,
+//! which removes the file when every output is done with it (delivered or given up) and keeps
+//! it for the next start otherwise. If the file cannot be written, the chunk goes on as a
+//! memory chunk: its input waits for the outputs, as without storage.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use logferry_core::{Chunk, DeliveryStatus, MemCharge};
+use tokio::sync::mpsc;
+
+use crate::budget::MemBudget;
+use crate::metrics::PluginMetrics;
+use crate::output::Routed;
+use crate::pipeline::FilterInstance;
+use crate::plugin::Carrier;
+use crate::storage::{InputGauges, StorageGauges, Stream};
+
+/// A chunk on its way to the router.
+pub(crate) struct Inbound {
+    pub chunk: Chunk,
+    /// Where it is written, when its input buffers on disk.
+    pub store: Option<Arc<InputStore>>,
+}
+
+/// A filesystem input's stream, and its budget when outputs over their
+/// `storage.total_limit_size` pause it instead of dropping (`storage.pause_on_chunks_overlimit`).
+#[derive(Debug)]
+pub(crate) struct InputStore {
+    pub stream: Arc<Stream>,
+    pub pause: Option<Arc<MemBudget>>,
+}
+
+/// An output's queue.
+pub(crate) type Route = (logferry_core::Matcher, mpsc::UnboundedSender<Routed>);
+
+pub(crate) async fn router_task(
+    mut rx: mpsc::Receiver<Inbound>,
+    mut filters: Vec<FilterInstance>,
+    routes: Vec<Route>,
+) {
+    let mut tick = tokio::time::interval(crate::plugin::FILTER_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut router = Router {
+        filters: &mut filters,
+        routes: &routes,
+        seq: 0,
+    };
+    loop {
+        tokio::select! {
+            got = rx.recv() => match got {
+                Some(inbound) => router.route(inbound.chunk, inbound.store, 0).await,
+                None => break,
+            },
+            _ = tick.tick() => router.flush_filters(false).await,
+        }
+    }
+    router.flush_filters(true).await;
+}
+
+/// The router's state: filters in order, the outputs' queues, and the chunk counter that
+/// numbers chunks for filters that hold records ([`Carrier::seq`]).
+struct Router<'a> {
+    filters: &'a mut [FilterInstance],
+    routes: &'a [Route],
+    seq: u64,
+}
+
+impl Router<'_> {
+    /// Sends records filters held back through the filters after them, then to the outputs.
+    /// They carry the delivery shares of the chunks they came from, so those chunks settle
+    /// only when these records do (or, from a filesystem input, once they are on disk).
+    async fn flush_filters(&mut self, all: bool) {
+        for i in 0..self.filters.len() {
+            let due = self.filters[i].plugin.flush_due(all);
+            for released in due {
+                let store = released.held.iter().find_map(|h| h.store.clone());
+                let mut chunk = Chunk::new(released.tag, released.records);
+                chunk.carry(released.held.into_iter().map(|h| h.held).collect());
+                if chunk.records.is_empty() {
+                    // Nothing to send: the shares settle as the router's own does.
+                    chunk.mark(DeliveryStatus::Delivered);
+                    continue;
+                }
+                self.route(chunk, store, i + 1).await;
+            }
+        }
+    }
+
+    /// Applies the filters from `first` on, then stores the chunk (filesystem inputs) and fans
+    /// it out to matching outputs.
+    async fn route(&mut self, mut chunk: Chunk, store: Option<Arc<InputStore>>, first: usize) {
+        self.seq += 1;
+        let seq = self.seq;
+        let mut filtered = false;
+        for f in self.filters.iter_mut().skip(first) {
+            if chunk.records.is_empty() {
+                break;
+            }
+            if !f.matcher.matches(&chunk.tag) {
+                continue;
+            }
+            filtered = true;
+            let before = chunk.records.len() as u64;
+            let carried = {
+                let mut carrier =
+                    Carrier::new(chunk.delivery.as_ref(), seq).with_store(store.as_ref());
+                f.plugin
+                    .filter_carried(&chunk.tag, &mut chunk.records, &mut carrier)
+                    .await;
+                carrier.into_carried()
+            };
+            chunk.carry(carried.into_iter().map(|h| h.held).collect());
+            let after = chunk.records.len() as u64;
+            PluginMetrics::add(&f.metrics.records, before);
+            if after < before {
+                PluginMetrics::add(&f.metrics.dropped_records, before - after);
+            } else if after > before {
+                PluginMetrics::add(&f.metrics.retried_records, after - before);
+            }
+        }
+        if filtered {
+            chunk.recharge();
+        }
+        let targets: Vec<&mpsc::UnboundedSender<Routed>> = if chunk.records.is_empty() {
+            Vec::new()
+        } else {
+            self.routes
+                .iter()
+                .filter(|(m, _)| m.matches(&chunk.tag))
+                .map(|(_, tx)| tx)
+                .collect()
+        };
+        if let (Some(store), false) = (&store, targets.is_empty()) {
+            match persist(&mut chunk, store).await {
+                Ok(stored) => {
+                    stored.expect(targets.len());
+                    for tx in &targets {
+                        let _ = tx.send(stored.clone());
+                    }
+                    // The outputs' shares are on the file's tracker; the router's share of
+                    // it, and the input's chunk, are done: the input may move on.
+                    stored.settle_router();
+                    chunk.mark(DeliveryStatus::Delivered);
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(input = %store.stream.name(), tag = %chunk.tag, records = chunk.records.len(), error = %e,
+                        "cannot write a chunk to storage.path; it is kept in memory and its input waits for its delivery");
+                }
+            }
+        }
+        if let Some(d) = &chunk.delivery {
+            d.expect(targets.len());
+        }
+        // The router's own share: done routing (no route, or all records filtered out, is
+        // delivered: Fluent Bit deletes data no output matches).
+        chunk.mark(DeliveryStatus::Delivered);
+        if targets.is_empty() {
+            return;
+        }
+        let routed = Routed::memory(Arc::new(chunk));
+        for tx in targets {
+            let _ = tx.send(routed.clone());
+        }
+    }
+}
+
+/// Writes a filtered chunk to its input's stream; on success its records move into the
+/// chunk the outputs get, whose delivery is the file's.
+async fn persist(chunk: &mut Chunk, store: &Arc<InputStore>) -> std::io::Result<Routed> {
+    let stream = Arc::clone(&store.stream);
+    let bytes = stream.encode(&chunk.tag, &chunk.records);
+    let tag = Arc::clone(&chunk.tag);
+    let written = tokio::task::spawn_blocking(move || stream.write_bytes(&tag, bytes))
+        .await
+        .map_err(std::io::Error::other)??;
+    written.set_records(chunk.records.len() as u64);
+    let records = std::mem::take(&mut chunk.records);
+    let up = UpGuard::new(
+        Arc::clone(&written.storage().gauges),
+        written.gauges().cloned(),
+    );
+    let out = Chunk {
+        tag: Arc::clone(&chunk.tag),
+        records,
+        size: chunk.size,
+        delivery: Some(Arc::clone(&written.delivery)),
+        charge: Some(Arc::new(up)),
+    };
+    Ok(Routed::stored(
+        Some(Arc::new(out)),
+        written,
+        store.pause.clone(),
+    ))
+}
+
+/// Counts a filesystem chunk as "up" (its records in memory) while the chunk lives: it is the
+/// chunk's [`MemCharge`], dropped with it. Filesystem chunks are not charged to
+/// `Mem_Buf_Limit`: their inputs were released when they were written.
+#[derive(Debug)]
+pub(crate) struct UpGuard {
+    storage: Arc<StorageGauges>,
+    input: Option<InputGauges>,
+}
+
+impl UpGuard {
+    pub(crate) fn new(storage: Arc<StorageGauges>, input: Option<InputGauges>) -> Self {
+        storage.fs_chunks_up.fetch_add(1, Ordering::Relaxed);
+        if let Some(g) = &input {
+            g.up.fetch_add(1, Ordering::Relaxed);
+            crate::storage::dec(&g.down, 1);
+        }
+        UpGuard { storage, input }
+    }
+}
+
+impl Drop for UpGuard {
+    fn drop(&mut self) {
+        crate::storage::dec(&self.storage.fs_chunks_up, 1);
+        if let Some(g) = &self.input {
+            crate::storage::dec(&g.up, 1);
+            g.down.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl MemCharge for UpGuard {
+    fn grow(&self, _n: usize) {}
+
+    fn pressing(&self) -> bool {
+        false
+    }
+}
