@@ -1,7 +1,12 @@
 //! Test support (feature `testing`): moto's server on a free 127.0.0.1 port, started from the
-//! Python in `LOGFERRY_TEST_PYTHON` (else the workspace's `.venv`), and a hermetic AWS
-//! environment. Used by this crate's tests and the binary's end-to-end tests.
+//! Python in `LOGFERRY_TEST_PYTHON` (else the workspace's `.venv`), a hermetic AWS
+//! environment, and [`proxy::FaultProxy`] to put outages between an output and moto. Used by
+//! this crate's tests and the binary's end-to-end tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod proxy;
+
+pub use proxy::{FaultProxy, Mode};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -106,6 +111,11 @@ impl Moto {
     /// `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:PORT`, for [`FaultProxy::start`].
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 }
 

@@ -1,7 +1,9 @@
 //! `cloudwatch_logs` against moto's server: delivery read back with a second client, group
-//! auto-creation, batch splitting at every PutLogEvents limit with exact counts, truncation,
-//! rejected (too old) events, throttling and 5xx faults injected by a proxy, and `role_arn`
-//! through moto's STS.
+//! auto-creation (and a missing group retried until it exists), batch splitting at every
+//! PutLogEvents limit with exact counts, truncation, rejected (too old) events handed back as
+//! their records, throttling and 5xx faults injected by a proxy, credential, permission and
+//! clock-skew outages through the fault proxy retried without loss, and `role_arn` through
+//! moto's STS.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod util;
@@ -10,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use logferry_aws::cloudwatch_logs::{batch, config, CloudWatchLogsOutput};
+use logferry_aws::testing::{FaultProxy, Mode};
 use logferry_core::{EventTime, Map, Record, Value};
 use logferry_engine::metrics::PluginMetrics;
 use logferry_engine::{FlushResult, Output};
@@ -107,19 +110,79 @@ async fn delivers_records_as_json_and_auto_creates_the_group_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_group_without_auto_create_is_an_error_naming_the_option() {
+async fn missing_group_without_auto_create_is_retried_until_an_operator_creates_it() {
     let moto = Moto::start();
-    let (out, _) = output(&[
+    let group = unique("later");
+    let (out, m) = output(&[
         ("region", REGION),
-        ("log_group_name", "nope"),
+        ("log_group_name", &group),
         ("log_stream_name", "s"),
+        ("log_key", "log"),
         ("endpoint", &moto.endpoint()),
     ]);
-    let b = batch("t", vec![record(EventTime::now(), "x")]);
+    let b = batch("t", vec![record(now_minus(Duration::from_secs(1)), "x")]);
     match out.flush(&b).await {
-        FlushResult::Error(reason) => assert!(reason.contains("auto_create_group"), "{reason}"),
+        FlushResult::Retry(reason) => assert!(reason.contains("auto_create_group"), "{reason}"),
         other => panic!("{other:?}"),
     }
+    let reader = logs_client(&moto.endpoint());
+    reader
+        .create_log_group()
+        .log_group_name(&group)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.flush(&b).await, FlushResult::Ok);
+    let events = read_events(&reader, &group, "s").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].1, "x");
+    assert_eq!(PluginMetrics::get(&m.dropped_records), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_permission_and_clock_outages_are_retried_until_delivered() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(moto.addr());
+    let group = unique("outage");
+    let (out, m) = output(&[
+        ("region", REGION),
+        ("log_group_name", &group),
+        ("log_stream_name", "s"),
+        ("auto_create_group", "on"),
+        ("log_key", "log"),
+        ("auto_retry_requests", "off"),
+        ("endpoint", &proxy.endpoint()),
+    ]);
+    let b = batch("t", numbered("o", 50));
+    let outages = [
+        Mode::access_denied(),
+        Mode::unrecognized_client(),
+        Mode::expired_token(),
+        Mode::signature_expired(),
+        Mode::Throttle,
+        Mode::Unavailable,
+        Mode::Reset,
+    ];
+    for mode in &outages {
+        proxy.set_mode(mode.clone());
+        match out.flush(&b).await {
+            FlushResult::Retry(_) => {}
+            other => panic!("{mode:?}: {other:?}"),
+        }
+        assert_eq!(proxy.requests(mode), 1, "{mode:?}");
+    }
+    proxy.set_mode(Mode::Pass);
+    assert_eq!(out.flush(&b).await, FlushResult::Ok);
+    let events = read_events(&logs_client(&moto.endpoint()), &group, "s").await;
+    let want: Vec<String> = (0..50).map(|i| format!("o-{i}")).collect();
+    assert_eq!(events.into_iter().map(|(_, m)| m).collect::<Vec<_>>(), want);
+    assert_eq!(PluginMetrics::get(&m.dropped_records), 0);
+    // A request the service refuses for good is still an error.
+    proxy.set_mode(Mode::error(400, "InvalidParameterException", "bad"));
+    let b2 = batch("t", numbered("p", 1));
+    assert!(
+        matches!(out.flush(&b2).await, FlushResult::Error(r) if r.contains("InvalidParameterException"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,22 +321,30 @@ async fn too_old_event_is_counted_and_not_retried_while_the_rest_is_accepted() {
     // One call (the span is 2 h): the first event is just past the 14-day limit.
     let fourteen_days = Duration::from_secs(14 * 86_400);
     let h = Duration::from_secs(3600);
+    // Out of time order, so that the refused event's index in the sorted call (0) is not its
+    // record's index in the batch (1).
     let b = batch(
         "t",
         vec![
-            record(now_minus(fourteen_days + h), "too old"),
             record(now_minus(fourteen_days - h), "fine 1"),
+            record(now_minus(fourteen_days + h), "too old"),
             record(
                 now_minus(fourteen_days - h - Duration::from_secs(1)),
                 "fine 2",
             ),
         ],
-    );
+    )
+    .keeping_rejected();
     assert_eq!(out.flush(&b).await, FlushResult::Ok);
     assert_eq!(PluginMetrics::get(&m.dropped_records), 1);
+    let rejected = b.take_rejected();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].body.get("log"), Some(&Value::from("too old")));
+    assert_eq!(b.counted().0, 1);
     assert_eq!(put_sizes(&proxy), [3], "one accepted call, nothing resent");
     let events = read_events(&logs_client(&moto.endpoint()), &group, "s").await;
-    let messages: Vec<&str> = events.iter().map(|(_, m)| m.as_str()).collect();
+    let mut messages: Vec<&str> = events.iter().map(|(_, m)| m.as_str()).collect();
+    messages.sort();
     assert_eq!(messages, ["fine 1", "fine 2"]);
 }
 

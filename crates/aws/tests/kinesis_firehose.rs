@@ -1,7 +1,8 @@
 //! `kinesis_firehose` against moto's server: delivery read back from the S3 objects moto's
 //! Firehose writes, splitting at 500 records and at 4 MiB with exact counts, oversize records
-//! dropped and counted, partial failures re-sending only the failed records, and a throttled
-//! call after a partial commit retried without duplicates.
+//! rejected (counted, and handed back as the records themselves), partial failures re-sending
+//! only the failed records, a throttled call after a partial commit retried without
+//! duplicates, and a delivery stream that does not exist yet retried until it does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod util;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use aws_sdk_firehose::types::ExtendedS3DestinationConfiguration;
 use logferry_aws::kinesis_firehose::{self, config, FirehoseOutput};
-use logferry_core::{EventTime, Map, Record};
+use logferry_core::{EventTime, Map, Record, Value};
 use logferry_engine::metrics::PluginMetrics;
 use logferry_engine::{FlushResult, Output};
 use util::*;
@@ -115,10 +116,20 @@ async fn splits_at_500_records_and_4_mib_and_drops_oversize_records() {
     let mut records: Vec<Record> = (0..9)
         .map(|i| record(t, &format!("{i}{}", "x".repeat(524_286))))
         .collect();
-    records.push(record(t, &"z".repeat(1_000 * 1024)));
-    assert_eq!(out.flush(&batch("t", records)).await, FlushResult::Ok);
+    records.insert(3, record(t, &"z".repeat(1_000 * 1024)));
+    let b = batch("t", records).keeping_rejected();
+    assert_eq!(out.flush(&b).await, FlushResult::Ok);
     assert_eq!(record_counts(&proxy, "PutRecordBatch"), [500, 500, 1, 8, 1]);
     assert_eq!(PluginMetrics::get(&m.dropped_records), 1);
+    let rejected = b.take_rejected();
+    assert_eq!(
+        rejected.len(),
+        1,
+        "the oversize record itself is handed back"
+    );
+    assert!(
+        matches!(rejected[0].body.get("log"), Some(Value::Str(s)) if s.starts_with('z') && s.len() == 1_000 * 1024)
+    );
     let all = lines(&moto, &bucket);
     assert_eq!(all.len(), 1_001 + 9);
 }
@@ -186,4 +197,41 @@ async fn throttled_call_after_a_partial_commit_is_retried_without_duplicates() {
     let distinct: std::collections::HashSet<&String> = all.iter().collect();
     assert_eq!((all.len(), distinct.len()), (1_001, 1_001));
     assert_eq!(out.pending_retries(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_stream_that_does_not_exist_yet_is_retried() {
+    let moto = Moto::start();
+    let bucket = unique("fh-late-bucket");
+    let stream = unique("fh-late");
+    create_bucket(moto.port, &bucket);
+    let (out, m) = output(&[
+        ("region", REGION),
+        ("delivery_stream", &stream),
+        ("log_key", "log"),
+        ("endpoint", &moto.endpoint()),
+    ]);
+    let b = batch("t", numbered(3));
+    match out.flush(&b).await {
+        FlushResult::Retry(r) => assert!(r.contains("ResourceNotFoundException"), "{r}"),
+        other => panic!("{other:?}"),
+    }
+    firehose_client(&moto.endpoint())
+        .create_delivery_stream()
+        .delivery_stream_name(&stream)
+        .extended_s3_destination_configuration(
+            ExtendedS3DestinationConfiguration::builder()
+                .bucket_arn(format!("arn:aws:s3:::{bucket}"))
+                .role_arn("arn:aws:iam::123456789012:role/firehose")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.flush(&b).await, FlushResult::Ok);
+    let mut all = lines(&moto, &bucket);
+    all.sort();
+    assert_eq!(all, ["r-0", "r-1", "r-2"]);
+    assert_eq!(PluginMetrics::get(&m.dropped_records), 0);
 }

@@ -1,7 +1,8 @@
 //! `kinesis_streams` against moto's server: delivery read back with GetRecords (partition keys
 //! from a record accessor, random otherwise), splitting at 500 records and 5 MiB (partition
-//! keys included) with exact counts, KPL aggregation decoded back, and partial failures
-//! re-sending only the failed records.
+//! keys included) with exact counts, KPL aggregation decoded back, partial failures
+//! re-sending only the failed records, a stream that does not exist yet retried until it does,
+//! and records refused for good handed back as themselves (aggregated ones included).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod util;
@@ -286,4 +287,77 @@ async fn partial_failure_resends_only_the_failed_records() {
     want.sort();
     assert_eq!(got, want, "each record exactly once");
     assert_eq!(PluginMetrics::get(&m.retried_records), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_does_not_exist_yet_is_retried_until_it_does() {
+    let moto = Moto::start();
+    let name = unique("ks-late");
+    let (out, m) = output(&[
+        ("region", REGION),
+        ("stream", &name),
+        ("log_key", "log"),
+        ("endpoint", &moto.endpoint()),
+    ]);
+    let b = batch("t", vec![with_pod(None, "a"), with_pod(None, "b")]);
+    match out.flush(&b).await {
+        FlushResult::Retry(r) => assert!(r.contains("ResourceNotFoundException"), "{r}"),
+        other => panic!("{other:?}"),
+    }
+    kinesis_client(&moto.endpoint())
+        .create_stream()
+        .stream_name(&name)
+        .shard_count(1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.flush(&b).await, FlushResult::Ok);
+    let got: Vec<Vec<u8>> = read_stream(&moto, &name)
+        .await
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(got, [b"a".to_vec(), b"b".to_vec()]);
+    assert_eq!(PluginMetrics::get(&m.dropped_records), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_refused_for_good_are_handed_back_as_themselves() {
+    let moto = Moto::start();
+    let stream = create_stream(&moto).await;
+    let (out, m) = output(&[
+        ("region", REGION),
+        ("stream", &stream),
+        ("log_key", "log"),
+        ("aggregation", "on"),
+        ("endpoint", &moto.endpoint()),
+    ]);
+    // Without `log`: no message. Over 1 MiB: a KPL record of its own, too large to send.
+    let mut no_log = Map::new();
+    no_log.insert("other", "x");
+    let b = batch(
+        "t",
+        vec![
+            with_pod(None, "kept 1"),
+            Record::new(EventTime::now(), no_log),
+            with_pod(None, &"y".repeat(1024 * 1024 + 1)),
+            with_pod(None, "kept 2"),
+        ],
+    )
+    .keeping_rejected();
+    assert_eq!(out.flush(&b).await, FlushResult::Ok);
+    assert_eq!(PluginMetrics::get(&m.dropped_records), 2);
+    let rejected = b.take_rejected();
+    assert_eq!(rejected.len(), 2);
+    assert!(rejected[0].body.get("other").is_some());
+    assert!(
+        matches!(rejected[1].body.get("log"), Some(Value::Str(s)) if s.len() == 1024 * 1024 + 1)
+    );
+    let got = read_stream(&moto, &stream).await;
+    let inner: Vec<Vec<u8>> = got
+        .iter()
+        .flat_map(|(_, blob)| deaggregate(blob))
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(inner, [b"kept 1".to_vec(), b"kept 2".to_vec()]);
 }

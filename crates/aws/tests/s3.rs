@@ -1,6 +1,8 @@
 //! `s3` against moto's server: PutObject and multipart uploads read back from the bucket, key
 //! format, compression, `upload_timeout` by the timer task, buffered files uploaded after a
-//! restart, and a failed upload kept and retried.
+//! restart (Kubernetes-length tags, files of the previous naming scheme), large buffers
+//! uploaded part by part with bounded memory, a store that cannot be written to returning
+//! `Retry`, and failed uploads (network, throttling through the fault proxy) kept and retried.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod util;
@@ -10,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use logferry_aws::s3::{config, S3Output};
+use logferry_aws::testing::{FaultProxy, Mode};
 use logferry_core::{EventTime, Map, Record};
 use logferry_engine::metrics::PluginMetrics;
 use logferry_engine::{FlushResult, Output};
@@ -25,6 +28,35 @@ fn output(kv: &[(&str, &str)]) -> (S3Output, Arc<PluginMetrics>) {
         S3Output::new(settings, Arc::clone(&m), "s3.0".into()).unwrap(),
         m,
     )
+}
+
+/// A Kubernetes tail tag (~130 bytes): its hex alone is over the 255-byte file name limit.
+const KUBE_TAG: &str = "kube.var.log.containers.nginx-5468c5d4d7-n2swr_default_nginx-b90a89309ac90fff2972822c66f11736933000c5aa6376dff0c11a441fa427ee.log";
+
+/// Names of the buffer files in `dir`.
+fn buf_files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+                .filter(|n| n.ends_with(".buf"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Random lowercase lines (hardly compressible past ~60%), `n` bytes in all.
+fn noise_lines(n: usize, line: usize) -> Vec<String> {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..n / line)
+        .map(|i| {
+            let mut l = format!("{i:08}-");
+            while l.len() < line - 1 {
+                l.push(rng.random_range(b'a'..=b'z') as char);
+            }
+            l
+        })
+        .collect()
 }
 
 fn lines(data: &[u8]) -> Vec<String> {
@@ -141,13 +173,18 @@ async fn gzip_and_zstd_objects() {
     let moto = Moto::start();
     let bucket = unique("s3-gz");
     create_bucket(moto.port, &bucket);
-    for (compression, prefix) in [("gzip", "gz"), ("zstd", "zst")] {
+    for (compression, prefix, put) in [
+        ("gzip", "a-gz", "off"),
+        ("zstd", "b-zst", "off"),
+        ("gzip", "c-gz-put", "on"),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let fmt = format!("/{prefix}/$TAG");
         let (out, _) = output(&[
             ("region", REGION),
             ("bucket", &bucket),
             ("compression", compression),
+            ("use_put_object", put),
             ("log_key", "log"),
             ("s3_key_format", &fmt),
             ("static_file_path", "on"),
@@ -157,14 +194,25 @@ async fn gzip_and_zstd_objects() {
         let b = batch("t", vec![record(EventTime::now(), "compressed"); 3]);
         assert_eq!(out.flush(&b).await, FlushResult::Ok);
         out.shutdown().await.unwrap();
+        let left: Vec<_> = std::fs::read_dir(dir.path().join(&bucket))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != "index")
+            .collect();
+        assert!(
+            left.is_empty(),
+            "no buffer or temporary file left: {left:?}"
+        );
     }
     let objects = bucket_objects(moto.port, &bucket);
-    assert_eq!(objects.len(), 2);
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(&objects[0].1[..])
-        .read_to_string(&mut text)
-        .unwrap();
-    assert_eq!(text, "compressed\n".repeat(3));
+    assert_eq!(objects.len(), 3);
+    for i in [0, 2] {
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&objects[i].1[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "compressed\n".repeat(3));
+    }
     let text = String::from_utf8(zstd::decode_all(&objects[1].1[..]).unwrap()).unwrap();
     assert_eq!(text, "compressed\n".repeat(3));
 }
@@ -212,21 +260,239 @@ async fn buffered_records_survive_a_restart_and_are_uploaded_after_it() {
     ];
     {
         let (first, _) = output(&kv);
-        let b = batch("app.one", vec![record(EventTime::now(), "before restart")]);
+        let b = batch(KUBE_TAG, vec![record(EventTime::now(), "before restart")]);
         assert_eq!(first.flush(&b).await, FlushResult::Ok);
         // Dropped without shutdown: a crash or kill.
     }
+    // A file a previous version left, named `<ns>-<tag in hex>.buf`.
+    let hex: String = "app.one".bytes().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(
+        dir.path()
+            .join(&bucket)
+            .join(format!("1700000000000000000-{hex}.buf")),
+        "old version\n",
+    )
+    .unwrap();
     assert!(bucket_objects(moto.port, &bucket).is_empty());
     let (second, _) = output(&kv);
-    assert_eq!(second.buffered_files(), 1);
+    assert_eq!(second.buffered_files(), 2);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while second.uploaded() == 0 && Instant::now() < deadline {
+    while second.uploaded() < 2 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let objects = bucket_objects(moto.port, &bucket);
+    let got: Vec<(String, Vec<String>)> =
+        objects.iter().map(|(k, v)| (k.clone(), lines(v))).collect();
+    // The older file goes first ($INDEX 0); $TAG is the full tag, read from the file.
+    assert_eq!(
+        got,
+        [
+            ("r/app.one/0".to_string(), vec!["old version".to_string()]),
+            (
+                format!("r/{KUBE_TAG}/1"),
+                vec!["before restart".to_string()]
+            ),
+        ]
+    );
+    assert!(buf_files(&dir.path().join(&bucket)).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_of_a_kubernetes_tag_arrives() {
+    // Issue 13: with the tag in hex in the file name, 0 of 300 records arrived (ENAMETOOLONG).
+    let moto = Moto::start();
+    let bucket = unique("s3-kube");
+    create_bucket(moto.port, &bucket);
+    let dir = tempfile::tempdir().unwrap();
+    let (out, m) = output(&[
+        ("region", REGION),
+        ("bucket", &bucket),
+        ("log_key", "log"),
+        ("store_dir", dir.path().to_str().unwrap()),
+        ("endpoint", &moto.endpoint()),
+    ]);
+    let t = EventTime::now();
+    for chunk in 0..3 {
+        let records: Vec<Record> = (0..100)
+            .map(|i| record(t, &format!("line {:03}", chunk * 100 + i)))
+            .collect();
+        assert_eq!(out.flush(&batch(KUBE_TAG, records)).await, FlushResult::Ok);
+    }
+    let names = buf_files(&dir.path().join(&bucket));
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].len() < 100, "{names:?}");
+    out.shutdown().await.unwrap();
+    let objects = bucket_objects(moto.port, &bucket);
     assert_eq!(objects.len(), 1);
-    assert_eq!(objects[0].0, "r/app.one/0");
-    assert_eq!(lines(&objects[0].1), ["before restart"]);
+    assert!(
+        objects[0]
+            .0
+            .starts_with(&format!("fluent-bit-logs/{KUBE_TAG}/")),
+        "{}",
+        objects[0].0
+    );
+    let want: Vec<String> = (0..300).map(|i| format!("line {i:03}")).collect();
+    assert_eq!(lines(&objects[0].1), want);
+    assert_eq!(PluginMetrics::get(&m.dropped_records), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_buffer_goes_up_part_by_part_with_bounded_memory() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(moto.addr());
+    let bucket = unique("s3-large");
+    create_bucket(moto.port, &bucket);
+    let part = 5 * 1024 * 1024;
+    // Plain: 22 MiB of records, 4 full parts and a short one. Gzip: 24 MiB of noise, which
+    // compresses to ~15 MiB, so 2 full parts and a short one.
+    for (compression, mib) in [("none", 22), ("gzip", 24)] {
+        let dir = tempfile::tempdir().unwrap();
+        let fmt = format!("/large/{compression}");
+        let (out, _) = output(&[
+            ("region", REGION),
+            ("bucket", &bucket),
+            ("log_key", "log"),
+            ("compression", compression),
+            ("upload_chunk_size", "5M"),
+            ("s3_key_format", &fmt),
+            ("static_file_path", "on"),
+            ("store_dir", dir.path().to_str().unwrap()),
+            ("endpoint", &proxy.endpoint()),
+        ]);
+        let all = noise_lines(mib << 20, 1024);
+        let t = EventTime::now();
+        for chunk in all.chunks(2048) {
+            let records: Vec<Record> = chunk.iter().map(|l| record(t, l)).collect();
+            assert_eq!(out.flush(&batch("big", records)).await, FlushResult::Ok);
+        }
+        let before = proxy.seen().len();
+        out.shutdown().await.unwrap();
+        let parts: Vec<usize> = proxy.seen()[before..]
+            .iter()
+            .filter(|s| s.method == "PUT" && s.path.contains("partNumber="))
+            .map(|s| s.body_len)
+            .collect();
+        let (key, data) = bucket_objects(moto.port, &bucket)
+            .into_iter()
+            .find(|(k, _)| k == &fmt[1..])
+            .unwrap();
+        let text = if compression == "gzip" {
+            let mut t = String::new();
+            flate2::read::GzDecoder::new(&data[..])
+                .read_to_string(&mut t)
+                .unwrap();
+            t
+        } else {
+            String::from_utf8(data).unwrap()
+        };
+        assert!(
+            text.lines().eq(all.iter().map(String::as_str)),
+            "{key}: content differs"
+        );
+        assert!(parts.len() >= 3, "{compression}: parts {parts:?}");
+        assert!(
+            parts[..parts.len() - 1].iter().all(|&p| p == part),
+            "{parts:?}"
+        );
+        let held = out.largest_upload_buffer();
+        let bound = if compression == "gzip" {
+            part as u64 + 2 * 1024 * 1024 + 64 * 1024
+        } else {
+            part as u64
+        };
+        assert!(
+            held > 0 && held <= bound,
+            "{compression}: held {held} > {bound}"
+        );
+        assert!(held * 3 < (mib as u64) << 20, "never the whole file");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_be_written_is_a_retry_and_nothing_is_lost() {
+    let moto = Moto::start();
+    let bucket = unique("s3-nowrite");
+    create_bucket(moto.port, &bucket);
+    let dir = tempfile::tempdir().unwrap();
+    let (out, m) = output(&[
+        ("region", REGION),
+        ("bucket", &bucket),
+        ("log_key", "log"),
+        ("s3_key_format", "/w/$TAG"),
+        ("store_dir", dir.path().to_str().unwrap()),
+        ("endpoint", &moto.endpoint()),
+    ]);
+    let t = EventTime::now();
+    assert_eq!(
+        out.flush(&batch("a", vec![record(t, "a1")])).await,
+        FlushResult::Ok
+    );
+    // The bucket's directory becomes a file: no new buffer file can be created.
+    let store = dir.path().join(&bucket);
+    let aside = dir.path().join("aside");
+    std::fs::rename(&store, &aside).unwrap();
+    std::fs::write(&store, b"in the way").unwrap();
+    let mut no_log = Map::new();
+    no_log.insert("msg", "no log_key");
+    let b = batch("b", vec![record(t, "b1"), Record::new(t, no_log)]).keeping_rejected();
+    match out.flush(&b).await {
+        FlushResult::Retry(reason) => assert!(reason.contains("store_dir"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        b.counted(),
+        (0, 0),
+        "nothing rejected by an attempt that stored nothing"
+    );
+    std::fs::remove_file(&store).unwrap();
+    std::fs::rename(&aside, &store).unwrap();
+    // The engine's retry of the same batch goes through.
+    assert_eq!(out.flush(&b).await, FlushResult::Ok);
+    assert_eq!(PluginMetrics::get(&m.dropped_records), 1, "rejected once");
+    assert_eq!(b.take_rejected().len(), 1);
+    out.shutdown().await.unwrap();
+    let mut got: Vec<String> = bucket_objects(moto.port, &bucket)
+        .iter()
+        .flat_map(|(_, d)| lines(d))
+        .collect();
+    got.sort();
+    assert_eq!(got, ["a1", "b1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_upload_keeps_the_file_until_s3_takes_it() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(moto.addr());
+    let bucket = unique("s3-throttle");
+    create_bucket(moto.port, &bucket);
+    let dir = tempfile::tempdir().unwrap();
+    let (out, _) = output(&[
+        ("region", REGION),
+        ("bucket", &bucket),
+        ("log_key", "log"),
+        ("store_dir", dir.path().to_str().unwrap()),
+        ("endpoint", &proxy.endpoint()),
+    ]);
+    assert_eq!(
+        out.flush(&batch("t", vec![record(EventTime::now(), "kept")]))
+            .await,
+        FlushResult::Ok
+    );
+    for mode in [
+        Mode::Throttle,
+        Mode::error(403, "AccessDenied", "Access Denied"),
+    ] {
+        proxy.set_mode(mode.clone());
+        let err = out.upload_due(true).await.unwrap_err();
+        assert!(err.contains("PutObject"), "{err}");
+        assert_eq!(out.buffered_files(), 1, "the file is kept");
+        assert!(proxy.requests(&mode) >= 1);
+    }
+    proxy.set_mode(Mode::Pass);
+    assert_eq!(out.upload_due(true).await, Ok(1));
+    let objects = bucket_objects(moto.port, &bucket);
+    assert_eq!(objects.len(), 1);
+    assert_eq!(lines(&objects[0].1), ["kept"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,4 +530,35 @@ async fn failed_upload_keeps_the_file_and_succeeds_later() {
     let objects = bucket_objects(moto.port, &bucket);
     assert_eq!(objects.len(), 1);
     assert!(String::from_utf8_lossy(&objects[0].1).contains("kept"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_without_log_key_are_rejected_as_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, m) = output(&[
+        ("region", REGION),
+        ("bucket", "no-upload"),
+        ("log_key", "log"),
+        ("store_dir", dir.path().to_str().unwrap()),
+        // Nothing is uploaded in this test.
+        ("endpoint", "http://127.0.0.1:9"),
+    ]);
+    let mut other = Map::new();
+    other.insert("msg", "no log key");
+    let t = EventTime::now();
+    let b = batch(
+        "t",
+        vec![
+            record(t, "kept"),
+            Record::new(t, other),
+            record(t, "kept too"),
+        ],
+    )
+    .keeping_rejected();
+    assert_eq!(out.flush(&b).await, FlushResult::Ok);
+    assert_eq!(PluginMetrics::get(&m.dropped_records), 1);
+    let rejected = b.take_rejected();
+    assert_eq!(rejected.len(), 1);
+    assert!(rejected[0].body.get("msg").is_some());
+    assert_eq!(out.buffered_files(), 1);
 }

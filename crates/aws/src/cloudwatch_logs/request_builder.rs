@@ -8,7 +8,7 @@
 //! [`MAX_MESSAGE_BYTES`] (1,048,576 − 26 bytes, the most one
 //! PutLogEvents call can carry) is cut at a UTF-8 character boundary, counted in
 //! [`Encoded::truncated`] and logged by the sink. Records that give no event (no `log_key`, an
-//! empty message, no destination) are counted in [`Encoded::skipped`] and dropped.
+//! empty message, no destination) are listed in [`Encoded::skipped`]; the sink rejects them.
 
 use std::collections::HashMap;
 
@@ -24,6 +24,9 @@ pub struct Event {
     /// Milliseconds since the epoch.
     pub timestamp: i64,
     pub message: String,
+    /// Index of the record it came from in the batch ([`logferry_engine::Batch::records`]
+    /// order), so that an event the service refuses can be handed back as its record.
+    pub record: usize,
 }
 
 /// Where events go.
@@ -68,8 +71,8 @@ impl Dropped {
 #[derive(Debug, Default)]
 pub struct Encoded {
     pub streams: Vec<(Destination, Vec<Event>)>,
-    /// Records dropped, by reason.
-    pub skipped: Vec<(Dropped, u64)>,
+    /// Records dropped, by reason: their indices in the batch.
+    pub skipped: Vec<(Dropped, Vec<usize>)>,
     /// Events whose message was truncated.
     pub truncated: u64,
     /// Records whose template fell back to the static name.
@@ -77,10 +80,10 @@ pub struct Encoded {
 }
 
 impl Encoded {
-    fn skip(&mut self, why: Dropped) {
+    fn skip(&mut self, why: Dropped, record: usize) {
         match self.skipped.iter_mut().find(|(w, _)| *w == why) {
-            Some((_, n)) => *n += 1,
-            None => self.skipped.push((why, 1)),
+            Some((_, v)) => v.push(record),
+            None => self.skipped.push((why, vec![record])),
         }
     }
 
@@ -168,11 +171,11 @@ pub fn build<'a>(
     let mut enc = Encoded::default();
     let mut index: HashMap<Destination, usize> = HashMap::new();
     let mut buf = Vec::with_capacity(1024);
-    for r in records {
+    for (record, r) in records.enumerate() {
         let dest = match destination(s, tag, &r.body, &mut enc.template_fallbacks) {
             Ok(d) => d,
             Err(why) => {
-                enc.skip(why);
+                enc.skip(why, record);
                 continue;
             }
         };
@@ -187,11 +190,11 @@ pub fn build<'a>(
             None => write_message(&mut buf, &r.body, s.log_key.as_ref()),
         };
         if let Err(skip) = written {
-            enc.skip(Dropped::Message(skip));
+            enc.skip(Dropped::Message(skip), record);
             continue;
         }
         let Ok(text) = std::str::from_utf8(&buf) else {
-            enc.skip(Dropped::Message(Skip::Encoding));
+            enc.skip(Dropped::Message(Skip::Encoding), record);
             continue;
         };
         let message = if text.len() > MAX_MESSAGE_BYTES {
@@ -208,7 +211,11 @@ pub fn build<'a>(
                 enc.streams.len() - 1
             }
         };
-        enc.streams[i].1.push(Event { timestamp, message });
+        enc.streams[i].1.push(Event {
+            timestamp,
+            message,
+            record,
+        });
     }
     enc
 }

@@ -4,8 +4,9 @@
 //! or than the group's retention (`tooOldLogEventEndIndex`, `expiredLogEventEndIndex`: index of
 //! the last such event) and those more than 2 hours ahead (`tooNewLogEventStartIndex`: index of
 //! the first). Events are sorted, so refused ones sit at both ends. They will never be accepted:
-//! they are counted as dropped and logged, never retried. Call-level failures use the shared
-//! classifier in [`crate::retry`].
+//! the sink rejects their records ([`Rejected::indices`] maps them back to the call's events)
+//! and logs why, and never retries them. Call-level failures use the shared classifier in
+//! [`crate::retry`].
 
 use aws_sdk_cloudwatchlogs::types::RejectedLogEventsInfo;
 
@@ -42,5 +43,13 @@ impl Rejected {
             expired,
             total: (front + too_new).min(n),
         }
+    }
+
+    /// Indices, in a call of `n` events, of the events refused: the front (too old, expired)
+    /// and the back (too new).
+    pub fn indices(&self, n: usize) -> impl Iterator<Item = usize> {
+        let front = self.too_old.max(self.expired).min(n);
+        let back = n.saturating_sub(self.too_new).max(front);
+        (0..front).chain(back..n)
     }
 }

@@ -8,6 +8,12 @@
 //! so creation happens once per stream per process; a cached stream deleted behind our back is
 //! created again on its next `ResourceNotFoundException`.
 //!
+//! `ResourceNotFoundException` is never given up on: a missing stream is created (unless
+//! `auto_create_stream` is off), a missing group is created with `auto_create_group`; when
+//! logferry may not create it, the failure is transient (an operator creates the group or
+//! stream, and the records go then). This matches Fluent Bit 5.1, whose `cloudwatch_logs`
+//! returns `FLB_RETRY` when the group is missing and `auto_create_group` is off.
+//!
 //! Puts to one stream are serialized ([`CloudWatchService::stream_lock`]): with several
 //! `Workers`, events of one stream still arrive one call at a time, in order.
 
@@ -93,8 +99,8 @@ impl CloudWatchService {
         }
         lock(&self.ready).remove(dest);
         if !self.settings.auto_create_stream {
-            return Err(AwsError::Permanent(format!(
-                "log stream {dest} does not exist and auto_create_stream is off"
+            return Err(AwsError::Transient(format!(
+                "log stream {dest} does not exist and auto_create_stream is off; retried until it is created"
             )));
         }
         self.create_stream(dest).await?;
@@ -159,8 +165,8 @@ impl CloudWatchService {
         match self.create_stream_once(dest).await? {
             true => return Ok(()),
             false if !self.settings.auto_create_group => {
-                return Err(AwsError::Permanent(format!(
-                    "log group {} does not exist and auto_create_group is off",
+                return Err(AwsError::Transient(format!(
+                    "log group {} does not exist and auto_create_group is off; retried until it is created",
                     dest.group
                 )))
             }

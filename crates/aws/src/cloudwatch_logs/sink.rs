@@ -3,15 +3,17 @@
 //!
 //! Partial failures, decided here:
 //! - events the service refuses individually (`rejectedLogEventsInfo`: too old, too new,
-//!   expired) and records that give no event are counted with `dropped` and logged with the
-//!   reason; they are never retried;
-//! - a retryable failure (throttling, 5xx, network, credentials) stops that stream's calls;
-//!   the other streams of the flush still go, then the flush returns `Retry`. What was accepted
-//!   is kept in a [`ProgressMemo`], so the engine's retry of the batch resumes after it and
-//!   nothing accepted is sent twice;
+//!   expired) and records that give no event are handed to [`Batch::reject`] (counted as
+//!   dropped, kept for the dead-letter store when it is on) as the records they came from, and
+//!   logged with the reason; they are never retried;
+//! - a retryable failure (throttling, 5xx, network, credentials and permissions, a group or
+//!   stream that does not exist and that logferry may not create: see
+//!   [`super::service`]) stops that stream's calls; the other streams of the flush still go,
+//!   then the flush returns `Retry`. What was accepted is kept in a [`ProgressMemo`], so the
+//!   engine's retry of the batch resumes after it and nothing accepted is sent twice;
 //! - a permanent failure (other 4xx) gives up that stream's remaining events. When nothing of
 //!   the batch was delivered, the flush returns `Error` with the reason (the engine counts and
-//!   logs the batch); otherwise those events are counted as dropped and logged here, and the
+//!   logs the batch); otherwise those events' records are rejected and logged here, and the
 //!   rest of the batch counts as delivered.
 //!
 //! Oversize events are truncated (see [`super::request_builder`]); [`CloudWatchLogsOutput::truncated`]
@@ -22,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use logferry_core::Record;
 use logferry_engine::metrics::PluginMetrics;
 use logferry_engine::{Batch, FlushResult, Output};
 
@@ -98,11 +101,14 @@ impl CloudWatchLogsOutput {
         self.memo.len()
     }
 
-    fn count_encoding(&self, b: &Batch, enc: &Encoded) {
+    fn count_encoding(&self, b: &Batch, records: &[&Record], enc: &Encoded) {
         let tag = &b.tag;
-        for (why, n) in &enc.skipped {
-            b.count_dropped(&self.metrics, *n);
-            tracing::warn!(output = %self.name, %tag, records = n, reason = why.reason(), "records dropped");
+        for (why, idx) in &enc.skipped {
+            b.reject(
+                &self.metrics,
+                idx.iter().filter_map(|&i| records.get(i).copied()),
+            );
+            tracing::warn!(output = %self.name, %tag, records = idx.len(), reason = why.reason(), "records dropped");
         }
         if enc.truncated > 0 {
             self.truncated.fetch_add(enc.truncated, Ordering::Relaxed);
@@ -120,13 +126,16 @@ impl CloudWatchLogsOutput {
 impl Output for CloudWatchLogsOutput {
     async fn flush(&self, b: &Batch) -> FlushResult {
         let mut progress = self.memo.take(b).unwrap_or_default();
-        let enc = request_builder::build(&self.settings, &b.tag, b.records());
+        let records: Vec<&Record> = b.records().collect();
+        let enc = request_builder::build(&self.settings, &b.tag, records.iter().copied());
         if !progress.encode_counted {
-            self.count_encoding(b, &enc);
+            self.count_encoding(b, &records, &enc);
             progress.encode_counted = true;
         }
+        let record_of = |i: usize| records.get(i).copied();
         let mut retry: Option<String> = None;
-        let mut failed: Vec<(Destination, usize, String)> = Vec::new();
+        // Per stream given up: the records of its remaining events, and why.
+        let mut failed: Vec<(Destination, Vec<usize>, String)> = Vec::new();
         for (dest, mut events) in enc.streams {
             events.sort_by_key(|e| e.timestamp);
             let start = progress
@@ -149,7 +158,13 @@ impl Output for CloudWatchLogsOutput {
                         progress.delivered += call.len() - rejected.total;
                         b.count_delivered((call.len() - rejected.total) as u64);
                         if rejected.total > 0 {
-                            b.count_dropped(&self.metrics, rejected.total as u64);
+                            b.reject(
+                                &self.metrics,
+                                rejected
+                                    .indices(call.len())
+                                    .filter_map(|k| call.get(k))
+                                    .filter_map(|e| record_of(e.record)),
+                            );
                             self.rejected_too_old
                                 .fetch_add(rejected.too_old as u64, Ordering::Relaxed);
                             self.rejected_too_new
@@ -167,8 +182,9 @@ impl Output for CloudWatchLogsOutput {
                         break;
                     }
                     Err(e) => {
-                        let lost = remaining.len() - range.start;
-                        *progress.done.entry(dest.clone()).or_default() += lost;
+                        let lost: Vec<usize> =
+                            remaining[range.start..].iter().map(|e| e.record).collect();
+                        *progress.done.entry(dest.clone()).or_default() += lost.len();
                         failed.push((dest.clone(), lost, e.to_string()));
                         break;
                     }
@@ -182,8 +198,8 @@ impl Output for CloudWatchLogsOutput {
                 return FlushResult::Error(reasons.join("; "));
             }
             for (dest, lost, reason) in &failed {
-                b.count_dropped(&self.metrics, *lost as u64);
-                tracing::error!(output = %self.name, stream = %dest, events = lost, %reason,
+                b.reject(&self.metrics, lost.iter().filter_map(|&i| record_of(i)));
+                tracing::error!(output = %self.name, stream = %dest, events = lost.len(), %reason,
                     "CloudWatch Logs refused the events; dropped");
             }
         }

@@ -36,6 +36,7 @@ fn events(sizes: &[usize], ts: impl Fn(usize) -> i64) -> Vec<Event> {
         .map(|(i, &n)| Event {
             timestamp: ts(i),
             message: "m".repeat(n),
+            record: i,
         })
         .collect()
 }
@@ -196,13 +197,14 @@ fn records_without_log_key_or_destination_are_counted() {
         enc.streams[0].1[0],
         Event {
             timestamp: 1_700_000_000_005,
-            message: "hello".into()
+            message: "hello".into(),
+            record: 0,
         }
     );
     assert!(enc
         .skipped
-        .contains(&(Dropped::Message(Skip::MissingKey), 1)));
-    assert!(enc.skipped.contains(&(Dropped::NoGroup, 1)));
+        .contains(&(Dropped::Message(Skip::MissingKey), vec![1])));
+    assert!(enc.skipped.contains(&(Dropped::NoGroup, vec![2])));
 }
 
 #[test]
@@ -267,14 +269,33 @@ fn rejected_info_counts_both_ends_without_double_counting() {
         .build();
     let r = Rejected::from_info(Some(&info), 10);
     assert_eq!((r.too_old, r.expired, r.too_new, r.total), (2, 3, 2, 5));
+    assert_eq!(r.indices(10).collect::<Vec<_>>(), [0, 1, 2, 8, 9]);
     let info = RejectedLogEventsInfo::builder()
         .too_old_log_event_end_index(0)
         .build();
     assert_eq!(Rejected::from_info(Some(&info), 3).total, 1);
+    assert_eq!(
+        Rejected::from_info(Some(&info), 3)
+            .indices(3)
+            .collect::<Vec<_>>(),
+        [0]
+    );
     assert_eq!(Rejected::from_info(None, 3).total, 0);
+    assert_eq!(Rejected::from_info(None, 3).indices(3).count(), 0);
     let info = RejectedLogEventsInfo::builder()
         .too_old_log_event_end_index(5)
         .too_new_log_event_start_index(2)
         .build();
-    assert_eq!(Rejected::from_info(Some(&info), 4).total, 4);
+    let r = Rejected::from_info(Some(&info), 4);
+    assert_eq!(r.total, 4);
+    assert_eq!(
+        r.indices(4).collect::<Vec<_>>(),
+        [0, 1, 2, 3],
+        "no index twice"
+    );
+    let info = RejectedLogEventsInfo::builder()
+        .too_new_log_event_start_index(1)
+        .build();
+    let r = Rejected::from_info(Some(&info), 3);
+    assert_eq!(r.indices(3).collect::<Vec<_>>(), [1, 2]);
 }

@@ -1,21 +1,25 @@
 //! One output for record-stream APIs (Firehose PutRecordBatch, Kinesis PutRecords).
 //!
-//! A flush encodes the batch into items, drops (and counts) what cannot be sent (no `log_key`,
-//! a record over the per-record limit: dropped, not truncated, since a cut JSON or compressed
-//! blob is useless downstream), then sends the pending items in calls cut by the limits.
+//! A flush encodes the batch into items, rejects what cannot be sent (no `log_key`, a record
+//! over the per-record limit: dropped, not truncated, since a cut JSON or compressed blob is
+//! useless downstream), then sends the pending items in calls cut by the limits. Rejected
+//! records go to [`Batch::reject`] (counted as dropped, kept for the dead-letter store when it
+//! is on) as the records they came from ([`Encoded::records_of`]), and are logged with why.
 //!
 //! Partial failures:
 //! - a call can accept part of its records (`FailedPutCount`/`FailedRecordCount`). Failed
-//!   records with a retryable code (throttling, internal failure) are sent again **alone**,
-//!   inside the flush, up to [`PARTIAL_RETRIES`] times with full-jitter waits (bounded by
-//!   [`PARTIAL_RETRY_CAP`] each); records with another code (KMS access, …) are dropped,
-//!   counted and logged;
-//! - a whole call failing with a retryable error, or records still failing after the in-flush
-//!   attempts, make the flush return `Retry`; what was accepted is kept in a [`ProgressMemo`]
-//!   so the engine's retry sends only what is left;
+//!   records with a retryable code (throttling, internal failure, credentials, KMS access or a
+//!   disabled key: see [`crate::retry`]) are sent again **alone**, inside the flush, up to
+//!   [`PARTIAL_RETRIES`] times with full-jitter waits (bounded by [`PARTIAL_RETRY_CAP`]
+//!   each); records refused with another code are rejected and logged;
+//! - a whole call failing with a retryable error (including `ResourceNotFoundException`: a
+//!   stream that does not exist yet is an operator fix, [`MissingResource::Transient`]), or
+//!   records still failing after the in-flush attempts, make the flush return `Retry`; what
+//!   was accepted is kept in a [`ProgressMemo`] so the engine's retry sends only what is left;
 //! - a whole call refused for good: when nothing of the batch was delivered the flush returns
-//!   `Error`; otherwise those records are counted as dropped and logged here.
+//!   `Error`; otherwise those records are rejected and logged here.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +32,7 @@ use super::batch::{split, Limits};
 use crate::encode::Skip;
 use crate::error::AwsError;
 use crate::progress::ProgressMemo;
-use crate::retry::{classify_code, full_jitter};
+use crate::retry::{classify_code, full_jitter, MissingResource};
 
 /// In-flush re-sends of records a call refused individually with a retryable code.
 pub const PARTIAL_RETRIES: u32 = 3;
@@ -93,16 +97,37 @@ pub trait Encoder: Send + Sync + 'static {
 #[derive(Debug, Default)]
 pub struct Encoded {
     pub items: Vec<Item>,
-    pub skipped: Vec<(Skip, u64)>,
+    /// Records that gave no item, by reason: their indices in the batch.
+    pub skipped: Vec<(Skip, Vec<usize>)>,
+    /// Batch indices of the records each item carries: `sources[spans[i]]` for item `i`.
+    sources: Vec<usize>,
+    spans: Vec<Range<usize>>,
 }
 
 impl Encoded {
-    /// Counts one skipped record.
-    pub fn skip(&mut self, why: Skip) {
+    /// Notes that the record at `record` (its index in the batch) gave no item.
+    pub fn skip(&mut self, why: Skip, record: usize) {
         match self.skipped.iter_mut().find(|(w, _)| *w == why) {
-            Some((_, n)) => *n += 1,
-            None => self.skipped.push((why, 1)),
+            Some((_, v)) => v.push(record),
+            None => self.skipped.push((why, vec![record])),
         }
+    }
+
+    /// Adds an item that carries the records at `records` (indices in the batch; several for
+    /// an aggregated Kinesis record).
+    pub fn push(&mut self, item: Item, records: &[usize]) {
+        let start = self.sources.len();
+        self.sources.extend_from_slice(records);
+        self.spans.push(start..self.sources.len());
+        self.items.push(item);
+    }
+
+    /// Batch indices of the records item `i` carries.
+    pub fn records_of(&self, i: usize) -> &[usize] {
+        self.spans
+            .get(i)
+            .and_then(|r| self.sources.get(r.clone()))
+            .unwrap_or(&[])
     }
 }
 
@@ -149,10 +174,18 @@ impl<S: RecordService, E: Encoder> RecordOutput<S, E> {
 #[async_trait]
 impl<S: RecordService, E: Encoder> Output for RecordOutput<S, E> {
     async fn flush(&self, b: &Batch) -> FlushResult {
-        let enc = self.encoder.encode(&b.tag, &mut b.records());
-        let items = enc.items;
+        let records: Vec<&Record> = b.records().collect();
+        let enc = self.encoder.encode(&b.tag, &mut records.iter().copied());
+        let items = &enc.items;
         let limits = self.service.limits();
         let op = self.service.operation();
+        // The records carried by the items at `idx`.
+        let records_of = |idx: &[usize]| -> Vec<&Record> {
+            idx.iter()
+                .flat_map(|&i| enc.records_of(i))
+                .filter_map(|&r| records.get(r).copied())
+                .collect()
+        };
         let mut progress = match self.memo.take(b) {
             Some(p) if p.done.len() == items.len() => p,
             _ => Progress {
@@ -162,9 +195,12 @@ impl<S: RecordService, E: Encoder> Output for RecordOutput<S, E> {
         };
         if !progress.encode_counted {
             progress.encode_counted = true;
-            for (why, n) in &enc.skipped {
-                b.count_dropped(&self.metrics, *n);
-                tracing::warn!(output = %self.name, tag = %b.tag, records = n, reason = why.reason(), "records dropped");
+            for (why, idx) in &enc.skipped {
+                b.reject(
+                    &self.metrics,
+                    idx.iter().filter_map(|&r| records.get(r).copied()),
+                );
+                tracing::warn!(output = %self.name, tag = %b.tag, records = idx.len(), reason = why.reason(), "records dropped");
             }
             let oversize: Vec<usize> = (0..items.len())
                 .filter(|&i| items[i].size() > limits.max_record_bytes)
@@ -173,13 +209,15 @@ impl<S: RecordService, E: Encoder> Output for RecordOutput<S, E> {
                 for &i in &oversize {
                     progress.done[i] = true;
                 }
-                b.count_dropped(&self.metrics, oversize.len() as u64);
-                tracing::warn!(output = %self.name, tag = %b.tag, records = oversize.len(),
+                let refused = records_of(&oversize);
+                b.reject(&self.metrics, refused.iter().copied());
+                tracing::warn!(output = %self.name, tag = %b.tag, records = refused.len(),
                     max_bytes = limits.max_record_bytes, "records larger than the service accepts; dropped");
             }
         }
         let mut pending: Vec<usize> = (0..items.len()).filter(|&i| !progress.done[i]).collect();
-        let mut lost: Vec<(usize, String)> = Vec::new();
+        // Items refused for good, and why.
+        let mut lost: Vec<(Vec<usize>, String)> = Vec::new();
         let mut attempt = 0u32;
         let retry_reason = loop {
             if pending.is_empty() {
@@ -206,10 +244,14 @@ impl<S: RecordService, E: Encoder> Output for RecordOutput<S, E> {
                                     b.count_delivered(1);
                                 }
                                 Some(ItemResult::Failed { code, message })
-                                    if !classify_code(Some(code), 0).is_retryable() =>
+                                    if !classify_code(Some(code), 0)
+                                        .is_retryable_with(MissingResource::Transient) =>
                                 {
                                     progress.done[i] = true;
-                                    lost.push((1, format!("{op}: {code}: {message}")));
+                                    let refused = records_of(&[i]);
+                                    b.reject(&self.metrics, refused.iter().copied());
+                                    tracing::error!(output = %self.name, tag = %b.tag, records = refused.len(),
+                                        reason = %format!("{op}: {code}: {message}"), "the service refused records; dropped");
                                 }
                                 Some(ItemResult::Failed { code, message }) => {
                                     refused.push(i);
@@ -230,7 +272,7 @@ impl<S: RecordService, E: Encoder> Output for RecordOutput<S, E> {
                         for &i in idx {
                             progress.done[i] = true;
                         }
-                        lost.push((idx.len(), e.to_string()));
+                        lost.push((idx.to_vec(), e.to_string()));
                     }
                 }
             }
@@ -264,9 +306,10 @@ impl<S: RecordService, E: Encoder> Output for RecordOutput<S, E> {
                 let reasons: Vec<String> = lost.into_iter().map(|(_, r)| r).collect();
                 return FlushResult::Error(reasons.join("; "));
             }
-            for (n, reason) in lost {
-                b.count_dropped(&self.metrics, n as u64);
-                tracing::error!(output = %self.name, tag = %b.tag, records = n, %reason, "the service refused records; dropped");
+            for (idx, reason) in lost {
+                let refused = records_of(&idx);
+                b.reject(&self.metrics, refused.iter().copied());
+                tracing::error!(output = %self.name, tag = %b.tag, records = refused.len(), %reason, "the service refused records; dropped");
             }
         }
         match retry_reason {

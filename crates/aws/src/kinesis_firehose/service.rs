@@ -12,7 +12,7 @@ use crate::error::AwsError;
 use crate::kinesis_core::batch::Limits;
 use crate::kinesis_core::record::RecordFormat;
 use crate::kinesis_core::sink::{Encoded, Encoder, Item, ItemResult, RecordService};
-use crate::retry::{to_aws_error, with_auto_retry};
+use crate::retry::{to_aws_error_with, with_auto_retry, MissingResource};
 
 /// PutRecordBatch limits (Amazon Data Firehose API reference; shared facts).
 pub const LIMITS: Limits = Limits {
@@ -30,13 +30,16 @@ impl Encoder for FirehoseEncoder {
     fn encode(&self, _tag: &str, records: &mut dyn Iterator<Item = &Record>) -> Encoded {
         let mut enc = Encoded::default();
         let mut buf = Vec::new();
-        for r in records {
+        for (i, r) in records.enumerate() {
             match self.format.encode(r, &mut buf) {
-                Ok(data) => enc.items.push(Item {
-                    data,
-                    partition_key: None,
-                }),
-                Err(why) => enc.skip(why),
+                Ok(data) => enc.push(
+                    Item {
+                        data,
+                        partition_key: None,
+                    },
+                    &[i],
+                ),
+                Err(why) => enc.skip(why, i),
             }
         }
         enc
@@ -90,7 +93,8 @@ impl RecordService for FirehoseService {
                 .send()
         })
         .await
-        .map_err(|e| to_aws_error("PutRecordBatch", &e))?;
+        // A delivery stream that does not exist (yet) is an operator fix: retried.
+        .map_err(|e| to_aws_error_with("PutRecordBatch", &e, MissingResource::Transient))?;
         Ok(out
             .request_responses()
             .iter()

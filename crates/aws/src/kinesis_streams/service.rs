@@ -16,7 +16,7 @@ use crate::error::AwsError;
 use crate::kinesis_core::batch::Limits;
 use crate::kinesis_core::record::RecordFormat;
 use crate::kinesis_core::sink::{Encoded, Encoder, Item, ItemResult, RecordService};
-use crate::retry::{to_aws_error, with_auto_retry};
+use crate::retry::{to_aws_error_with, with_auto_retry, MissingResource};
 
 /// PutRecords limits (Amazon Kinesis Data Streams API reference; shared facts).
 pub const LIMITS: Limits = Limits {
@@ -67,37 +67,50 @@ impl Encoder for KinesisEncoder {
         let mut enc = Encoded::default();
         let mut buf = Vec::new();
         let mut agg = Aggregator::default();
-        for r in records {
+        // Batch indices of the records in `agg`.
+        let mut in_agg: Vec<usize> = Vec::new();
+        for (i, r) in records.enumerate() {
             let data = match self.format.encode(r, &mut buf) {
                 Ok(d) => d,
                 Err(why) => {
-                    enc.skip(why);
+                    enc.skip(why, i);
                     continue;
                 }
             };
             let key = self.key(r);
             if !self.aggregation {
-                enc.items.push(Item {
-                    data,
-                    partition_key: Some(key),
-                });
+                enc.push(
+                    Item {
+                        data,
+                        partition_key: Some(key),
+                    },
+                    &[i],
+                );
                 continue;
             }
             if !agg.is_empty() && agg.size_with(&key, data.len()) > LIMITS.max_record_bytes {
                 let (blob, k) = agg.finish();
-                enc.items.push(Item {
-                    data: blob,
-                    partition_key: Some(k),
-                });
+                enc.push(
+                    Item {
+                        data: blob,
+                        partition_key: Some(k),
+                    },
+                    &in_agg,
+                );
+                in_agg.clear();
             }
             agg.add(&key, data);
+            in_agg.push(i);
         }
         if !agg.is_empty() {
             let (blob, k) = agg.finish();
-            enc.items.push(Item {
-                data: blob,
-                partition_key: Some(k),
-            });
+            enc.push(
+                Item {
+                    data: blob,
+                    partition_key: Some(k),
+                },
+                &in_agg,
+            );
         }
         enc
     }
@@ -151,7 +164,8 @@ impl RecordService for KinesisService {
                 .send()
         })
         .await
-        .map_err(|e| to_aws_error("PutRecords", &e))?;
+        // A stream that does not exist (yet) is an operator fix: retried.
+        .map_err(|e| to_aws_error_with("PutRecords", &e, MissingResource::Transient))?;
         Ok(out
             .records()
             .iter()

@@ -1,15 +1,19 @@
 //! `s3` output: records buffered in files under `store_dir`, uploaded as objects.
 //!
 //! A flush appends the records as JSON lines (with `json_date_key`) to the tag's buffer file
-//! and returns `Ok` once they are on disk, as Fluent Bit's `s3` does; buffered files survive a
-//! restart and are uploaded after it. A file is uploaded when it reaches `total_file_size`, when
+//! and returns `Ok` only once they are fsynced (Fluent Bit's `s3` acknowledges once they are
+//! written to its store); a write or fsync error returns `Retry` with the reason. Buffer file
+//! names are bounded whatever the tag, the tag being kept in a header inside the file
+//! ([`store`]); buffered files survive a restart and are uploaded after it, files of the
+//! previous naming scheme included. A file is uploaded when it reaches `total_file_size`, when
 //! `upload_timeout` has passed since it was started (checked by a timer task), or at shutdown
 //! (Fluent Bit's #6648: nothing is left behind on a graceful stop that can be uploaded).
-//! Upload: PutObject with `use_put_object` or when the (compressed) file fits one
-//! `upload_chunk_size`, else a multipart upload in `upload_chunk_size` parts (parts are sent
-//! when the file is complete, not as it fills). A failed upload keeps the file and is tried
-//! again with a growing wait (up to [`store::MAX_RETRY_WAIT`]); `store_dir_limit_size` bounds
-//! the disk used: a flush that would exceed it returns `Retry`, which holds the input back.
+//! Upload ([`service`]): the file is read and compressed part by part, never whole;
+//! PutObject when the (compressed) object fits one `upload_chunk_size` part, else a multipart
+//! upload in `upload_chunk_size` parts; with `use_put_object`, PutObject streamed from disk.
+//! A failed upload keeps the file and is tried again with a growing wait (up to
+//! [`store::MAX_RETRY_WAIT`]); `store_dir_limit_size` bounds the disk used: a flush that would
+//! exceed it returns `Retry`, which holds the input back.
 //!
 //! [`config`] options, [`key`] `s3_key_format`, [`store`] the buffer files, [`service`] the
 //! uploads, [`sink`] the output.

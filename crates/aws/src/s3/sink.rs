@@ -11,7 +11,7 @@ use logferry_engine::metrics::PluginMetrics;
 use logferry_engine::{Batch, FlushResult, Output, PluginError};
 
 use super::config::{DateFormat, S3Settings};
-use super::service::{compress, S3Service};
+use super::service::{S3Service, Source};
 use super::store::{BufFile, Store};
 use crate::encode::{write_json, write_message};
 
@@ -91,6 +91,12 @@ impl S3Output {
         lock(&self.inner.store).files()
     }
 
+    /// The most bytes of one buffer file held in memory at once by uploads so far (about one
+    /// `upload_chunk_size` part, whatever the file's size).
+    pub fn largest_upload_buffer(&self) -> u64 {
+        self.inner.service.largest_buffer()
+    }
+
     /// Uploads what is due now (everything with `force`); returns how many objects were
     /// uploaded, or the reasons of the failures (the files stay for a later attempt).
     pub async fn upload_due(&self, force: bool) -> Result<usize, String> {
@@ -112,10 +118,15 @@ impl S3Output {
         handle.spawn(ticker(Arc::downgrade(&self.inner), period));
     }
 
-    fn encode(&self, records: &mut dyn Iterator<Item = &Record>) -> (Vec<u8>, u64, u64) {
+    /// The records as JSON lines: (data, records written, records that gave no line).
+    fn encode<'a>(
+        &self,
+        records: impl Iterator<Item = &'a Record>,
+    ) -> (Vec<u8>, u64, Vec<&'a Record>) {
         let s = &self.inner.settings;
         let mut out = Vec::new();
-        let (mut n, mut skipped) = (0u64, 0u64);
+        let mut n = 0u64;
+        let mut skipped = Vec::new();
         for r in records {
             let start = out.len();
             let res = match (&s.log_key, &s.date_key) {
@@ -135,7 +146,7 @@ impl S3Output {
                 }
                 Err(()) => {
                     out.truncate(start);
-                    skipped += 1;
+                    skipped.push(r);
                 }
             }
         }
@@ -156,6 +167,22 @@ async fn ticker(inner: Weak<Inner>, period: Duration) {
 }
 
 impl Inner {
+    /// Appends to the tag's buffer file and fsyncs it; whether an open file is now full.
+    fn append(&self, tag: &str, data: &[u8], records: u64) -> Result<bool, String> {
+        let s = &self.settings;
+        let mut store = lock(&self.store);
+        let limit = s.store_dir_limit_size;
+        if limit > 0 && store.size() + data.len() as u64 > limit {
+            return Err(format!(
+                "store_dir_limit_size ({limit} bytes) reached; waiting for uploads to free space"
+            ));
+        }
+        store
+            .append(tag, data, records)
+            .map_err(|e| format!("writing to store_dir {}: {e}", store.dir().display()))?;
+        Ok(store.any_full(s.total_file_size))
+    }
+
     async fn upload_due(&self, force: bool) -> Result<usize, String> {
         let _one_at_a_time = self.upload_lock.lock().await;
         let s = &self.settings;
@@ -189,10 +216,6 @@ impl Inner {
 
     async fn upload(&self, f: &BufFile) -> Result<String, String> {
         let s = &self.settings;
-        let data = tokio::fs::read(&f.path)
-            .await
-            .map_err(|e| format!("reading {}: {e}", f.path.display()))?;
-        let data = compress(s.compression, data).map_err(|e| format!("compressing: {e}"))?;
         let index = if s.key.uses_index() {
             lock(&self.store)
                 .next_index()
@@ -204,7 +227,7 @@ impl Inner {
             .key
             .render(&f.tag, f.started_ns.div_euclid(1_000_000_000), index);
         self.service
-            .upload(&key, data)
+            .upload_file(&key, &Source::from(f))
             .await
             .map_err(|e| e.to_string())?;
         Ok(key)
@@ -215,31 +238,25 @@ impl Inner {
 impl Output for S3Output {
     async fn flush(&self, b: &Batch) -> FlushResult {
         self.ensure_ticker();
-        let (data, n, skipped) = self.encode(&mut b.records());
-        if skipped > 0 {
-            b.count_dropped(&self.inner.metrics, skipped);
-            tracing::warn!(output = %self.inner.name, tag = %b.tag, records = skipped, "records without log_key dropped");
-        }
-        if data.is_empty() {
-            return FlushResult::Ok;
-        }
-        let s = &self.inner.settings;
-        let full = {
-            let mut store = lock(&self.inner.store);
-            let limit = s.store_dir_limit_size;
-            if limit > 0 && store.size() + data.len() as u64 > limit {
-                return FlushResult::Retry(format!(
-                    "store_dir_limit_size ({limit} bytes) reached; waiting for uploads to free space"
-                ));
+        let (data, n, skipped) = self.encode(b.records());
+        let full = if data.is_empty() {
+            false
+        } else {
+            // The append waits for fsync: off the runtime's threads.
+            let inner = Arc::clone(&self.inner);
+            let tag = b.tag.to_string();
+            match tokio::task::spawn_blocking(move || inner.append(&tag, &data, n)).await {
+                Ok(Ok(full)) => full,
+                Ok(Err(reason)) => return FlushResult::Retry(reason),
+                Err(e) => return FlushResult::Retry(format!("writing to store_dir: {e}")),
             }
-            if let Err(e) = store.append(&b.tag, &data, n) {
-                return FlushResult::Retry(format!(
-                    "writing to store_dir {}: {e}",
-                    s.store_dir.display()
-                ));
-            }
-            store.any_full(s.total_file_size)
         };
+        // Only in the attempt that stored the rest, so a retried batch rejects them once.
+        if !skipped.is_empty() {
+            let count = skipped.len();
+            b.reject(&self.inner.metrics, skipped);
+            tracing::warn!(output = %self.inner.name, tag = %b.tag, records = count, "records without log_key dropped");
+        }
         if full {
             let _ = self.inner.upload_due(false).await;
         }
