@@ -5,13 +5,17 @@
 //!
 //! Delivery callbacks run on output tasks; they settle here and write the DB directly, so an
 //! offset is durable as soon as its chunk is delivered, even after the tail task has returned.
+//! Each offset is written with Fluent Bit 5.x's marker of it, read through the file's own
+//! descriptor as Fluent Bit does, so that Fluent Bit trusts the offset when it takes the DB over.
 
 use std::collections::{HashMap, VecDeque};
+use std::fs::File;
 use std::sync::{Arc, Mutex};
 
 use logferry_core::DeliveryStatus;
 
 use crate::db::Db;
+use crate::marker::Marker;
 
 /// Identifies a tailed file within one tail instance.
 pub type FileKey = u64;
@@ -24,6 +28,8 @@ struct Pending {
 
 struct FileAcks {
     db_id: Option<i64>,
+    /// The file, to compute the marker of each committed offset.
+    file: Option<Arc<File>>,
     queue: VecDeque<Pending>,
     committed: u64,
     /// An abandoned chunk: nothing after it may be committed in this run.
@@ -74,12 +80,19 @@ impl Tracker {
     }
 
     /// Starts tracking a file whose delivered offset is `committed`.
-    pub fn register(&self, key: FileKey, db_id: Option<i64>, committed: u64) {
+    pub fn register(
+        &self,
+        key: FileKey,
+        db_id: Option<i64>,
+        committed: u64,
+        file: Option<Arc<File>>,
+    ) {
         self.with(|i| {
             i.files.insert(
                 key,
                 FileAcks {
                     db_id,
+                    file,
                     queue: VecDeque::new(),
                     committed,
                     stuck: false,
@@ -129,6 +142,7 @@ impl Tracker {
                 f.committed,
                 f.forget_when_drained && f.queue.iter().all(|p| p.settled.is_some()),
             );
+            let file = f.file.clone();
             if forget && !f.stuck {
                 i.files.remove(&key);
                 if let (Some(db), Some(id)) = (&i.db, db_id) {
@@ -138,7 +152,7 @@ impl Tracker {
                 }
             } else if committed != before {
                 if let (Some(db), Some(id)) = (&i.db, db_id) {
-                    if let Err(e) = db.set_offset(id, committed) {
+                    if let Err(e) = db.set_offset(id, committed, Marker::for_db(file.as_deref(), committed)) {
                         tracing::error!(error = %e, "cannot save a tail offset");
                     }
                 }
@@ -160,7 +174,7 @@ impl Tracker {
                 f.committed = 0;
                 f.stuck = false;
                 if let (Some(db), Some(id)) = (&i.db, f.db_id) {
-                    if let Err(e) = db.set_offset(id, 0) {
+                    if let Err(e) = db.set_offset(id, 0, Marker::default()) {
                         tracing::error!(error = %e, "cannot save a tail offset");
                     }
                 }
@@ -208,7 +222,7 @@ mod tests {
     #[test]
     fn commits_only_contiguous_delivered_prefix() {
         let t = Tracker::new(None);
-        t.register(1, None, 0);
+        t.register(1, None, 0, None);
         let a = t.reserve(1, 100);
         let b = t.reserve(1, 200);
         let c = t.reserve(1, 300);
@@ -224,7 +238,7 @@ mod tests {
     fn pending_gauge_follows_reserve_settle_and_reset() {
         let g: Arc<std::sync::atomic::AtomicU64> = Arc::default();
         let t = Tracker::with_gauge(None, Arc::clone(&g));
-        t.register(1, None, 0);
+        t.register(1, None, 0, None);
         let a = t.reserve(1, 10);
         let _b = t.reserve(1, 20);
         assert_eq!(g.load(std::sync::atomic::Ordering::Relaxed), 2);
@@ -242,7 +256,7 @@ mod tests {
     #[test]
     fn abandoned_chunk_pins_the_offset() {
         let t = Tracker::new(None);
-        t.register(1, None, 10);
+        t.register(1, None, 10, None);
         let a = t.reserve(1, 100);
         let b = t.reserve(1, 200);
         t.settle(1, a, DeliveryStatus::Abandoned);
@@ -255,13 +269,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let db = Db::open(&path, "normal", "WAL", false).unwrap();
-        let id = db.insert("/x.log", 5, 0).unwrap();
+        let id = db.insert("/x.log", 5, 0, Marker::default()).unwrap();
+        let log = dir.path().join("x.log");
+        std::fs::write(&log, "x".repeat(200)).unwrap();
+        let file = Arc::new(File::open(&log).unwrap());
         let t = Tracker::new(Some(db));
-        t.register(7, Some(id), 0);
+        t.register(7, Some(id), 0, Some(Arc::clone(&file)));
         let a = t.reserve(7, 64);
         t.settle(7, a, DeliveryStatus::Delivered);
         let check = Db::open(&path, "normal", "WAL", false).unwrap();
-        assert_eq!(check.find(5, "", false).unwrap().unwrap().offset, 64);
+        let row = check.find(5, "", false).unwrap().unwrap();
+        assert_eq!(row.offset, 64);
+        assert_eq!(
+            Some(row.marker),
+            Marker::at(&file, 64),
+            "the marker is written with the offset"
+        );
+        assert_eq!(row.marker.size, 32);
         let b = t.reserve(7, 128);
         t.forget_when_drained(7);
         assert!(

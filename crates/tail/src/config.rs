@@ -23,8 +23,10 @@ options! {
         pub read_newly_discovered_files_from_head: bool = ["Read_Newly_Discovered_Files_From_Head"] Some("true"),
         /// Seconds between re-scans of the Path patterns (inotify also finds new files at once).
         pub refresh_interval: Duration = ["Refresh_Interval"] Some("60"),
-        /// Seconds to keep reading a file after it was rotated away.
+        /// Seconds a rotated file stays open after rotation once read to its end.
         pub rotate_wait: Duration = ["Rotate_Wait"] Some("5"),
+        /// logferry only: most unread bytes of rotated or deleted files kept open until read; past it the oldest is closed, its unread bytes dropped and counted (0: no limit).
+        pub rotated_hold_limit: ByteSize = ["Rotated_Hold_Limit"] Some("1G"),
         /// Skip files not modified for this long (`10m`, `2h`, `1d`).
         pub ignore_older: Option<Duration> = ["Ignore_Older"] None,
         /// Initial read buffer per file.

@@ -8,8 +8,15 @@
 //! rotation (the new file is read from its start), a file that shrank was truncated
 //! (copytruncate: read again from 0). inotify wakes the loop at once; a 250ms poll covers file
 //! systems where inotify says nothing.
+//!
+//! While the input is paused at its `Mem_Buf_Limit` (a destination is down and outputs retry),
+//! the task never waits inside `emit`: it reads nothing more, but keeps finding new files
+//! (opening them, so that their data survives deletion) and following rotations, racing
+//! [`logferry_engine::Emitter::ready`] against a housekeeping timer. The log files are the
+//! buffer then: a file rotated away or deleted stays open until it is read to its end, however
+//! long the outage lasts, within `Rotated_Hold_Limit` bytes of unread data.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -28,6 +35,7 @@ use crate::acks::{FileKey, Tracker};
 use crate::config::{split_patterns, TailOptions};
 use crate::db::Db;
 use crate::format::{Framing, Joiner};
+use crate::marker::Marker;
 use logferry_parsers::{MultilineGroup, MultilineParser, Parser};
 
 /// The registry entry.
@@ -52,6 +60,8 @@ const ROUND_BYTES: u64 = 4 * 1024 * 1024;
 const POLL: Duration = Duration::from_millis(250);
 /// How often each file's path is checked for rotation and truncation.
 const ROTATION_CHECK: Duration = Duration::from_secs(1);
+/// How often a paused input looks for new and rotated files (inotify also wakes it).
+const HOUSEKEEPING: Duration = Duration::from_millis(250);
 /// How long joined pieces wait for the rest with `multiline.parser docker|cri` (Fluent Bit's
 /// built-in multiline `flush_timeout`).
 const MULTILINE_FLUSH: Duration = Duration::from_secs(4);
@@ -162,6 +172,18 @@ fn build(
             "tail_acks_pending",
             "Chunks read by tail whose delivery is not settled yet (their offsets are not committed).",
         ),
+        rotated_held: ctx.metrics.register_gauge(
+            "tail_rotated_held_bytes",
+            "Bytes not yet read into records of files rotated away or deleted that tail keeps open (bounded by Rotated_Hold_Limit).",
+        ),
+        rotated_dropped_bytes: ctx.metrics.register(
+            "tail_rotated_dropped_bytes",
+            "Unread bytes dropped by closing a rotated or deleted file at Rotated_Hold_Limit.",
+        ),
+        rotated_dropped_files: ctx.metrics.register(
+            "tail_rotated_dropped_files",
+            "Rotated or deleted files closed at Rotated_Hold_Limit before they were read to their end.",
+        ),
     };
     Ok(Box::new(Tail {
         files,
@@ -269,12 +291,16 @@ fn decoding_for(
     })
 }
 
-/// Fluent Bit's tail file counters.
+/// Fluent Bit's tail file counters, and logferry's own.
 struct FileCounters {
     opened: Arc<std::sync::atomic::AtomicU64>,
     closed: Arc<std::sync::atomic::AtomicU64>,
     rotated: Arc<std::sync::atomic::AtomicU64>,
     acks_pending: Arc<std::sync::atomic::AtomicU64>,
+    /// `logferry_tail_rotated_held_bytes`: what `Rotated_Hold_Limit` bounds.
+    rotated_held: Arc<std::sync::atomic::AtomicU64>,
+    rotated_dropped_bytes: Arc<std::sync::atomic::AtomicU64>,
+    rotated_dropped_files: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Tail {
@@ -297,10 +323,13 @@ struct Tail {
 struct Followed {
     key: FileKey,
     db_id: Option<i64>,
+    /// Where the file was opened (a rotated leftover's rotated name).
     path: PathBuf,
+    /// The path the file was followed under (before rotation): `Path_Key` and the tag.
     path_str: Arc<str>,
     tag: Tag,
-    file: File,
+    /// Shared with the tracker, which computes each committed offset's marker through it.
+    file: Arc<File>,
     dev_ino: (u64, u64),
     /// Next byte to read.
     read_offset: u64,
@@ -312,6 +341,7 @@ struct Followed {
     joiner: Joiner,
     rotated_at: Option<Instant>,
     last_check: Instant,
+    /// The last read returned nothing. Only a hint: closing re-checks the size (`drained`).
     eof: bool,
     /// The last bytes read (see [`MARK`]).
     mark: Vec<u8>,
@@ -429,6 +459,19 @@ impl Followed {
         }
     }
 
+    /// Whether the file is read to its current end, asked of the open descriptor now rather
+    /// than taken from `eof` (a writer may have appended since the last read). A descriptor
+    /// that cannot be asked cannot be read either: it counts as drained.
+    fn drained(&self) -> bool {
+        at_end(&self.file, self.read_offset)
+    }
+
+    /// Bytes of the file not yet read into records (from the start of the first line not
+    /// turned into a record to the end of the file).
+    fn unread(&self, size: u64) -> u64 {
+        size.saturating_sub(self.line_start.min(self.read_offset))
+    }
+
     /// Starts over after a truncation: what was read before is gone from the file.
     fn truncated(&mut self, tracker: &Tracker) {
         self.mark.clear();
@@ -447,6 +490,18 @@ struct State {
     next_key: FileKey,
     tracker: Tracker,
     buf: Vec<u8>,
+    /// Chunks made while the input was paused, in the order they were made: emitted before
+    /// anything more is read, so the task never waits inside `emit`.
+    held: VecDeque<Held>,
+}
+
+/// A chunk whose offset is reserved in the tracker but not yet emitted.
+struct Held {
+    key: FileKey,
+    seq: u64,
+    tag: Tag,
+    records: Vec<Record>,
+    bytes: usize,
 }
 
 #[async_trait]
@@ -469,6 +524,7 @@ impl Input for Tail {
             next_key: 0,
             tracker: Tracker::with_gauge(db, Arc::clone(&self.files.acks_pending)),
             buf: vec![0u8; READ_BLOCK],
+            held: VecDeque::new(),
         };
         let wake = Arc::new(tokio::sync::Notify::new());
         let rescan = Arc::new(AtomicBool::new(false));
@@ -480,12 +536,18 @@ impl Input for Tail {
 
         self.drain_rotated_leftovers(&ctx, &mut st);
         self.scan(&ctx, &mut st, true);
+        self.purge_stale(&ctx, &st);
         let mut last_scan = Instant::now();
         loop {
             if ctx.shutdown.is_cancelled() {
                 break;
             }
-            let progressed = self.read_all(&ctx, &mut st).await?;
+            // Nothing is read while chunks wait for room: they go first, in order.
+            let progressed = if self.drain_held(&ctx, &mut st).await? {
+                self.read_all(&ctx, &mut st).await?
+            } else {
+                false
+            };
             self.check_files(&ctx, &mut st).await?;
             if rescan.swap(false, Ordering::AcqRel)
                 || last_scan.elapsed() >= self.o.refresh_interval
@@ -493,16 +555,24 @@ impl Input for Tail {
                 self.scan(&ctx, &mut st, false);
                 last_scan = Instant::now();
             }
-            if self.o.exit_on_eof && !progressed && st.files.values().all(|f| f.eof) {
-                for f in st.files.values_mut() {
-                    let mut out = Vec::new();
-                    f.flush_all(&mut out);
-                    self.emit(&ctx, &st.tracker, f, out, 0).await?;
-                }
-                tracing::info!(input = %ctx.name, files = st.files.len(), "every file read to its end (Exit_On_Eof)");
+            let paused = ctx.emitter.is_paused() || !st.held.is_empty();
+            if self.o.exit_on_eof
+                && !progressed
+                && !paused
+                && st.files.values().all(|f| f.eof && f.drained())
+            {
+                self.exit_on_eof(&ctx, &mut st).await?;
                 return Ok(InputExit::ExitEngine);
             }
-            if !progressed {
+            if paused {
+                // Paused: keep finding and following files until there is room again.
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => break,
+                    _ = ctx.emitter.ready() => {}
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(HOUSEKEEPING) => {}
+                }
+            } else if !progressed {
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => break,
                     _ = wake.notified() => {}
@@ -569,15 +639,19 @@ impl Tail {
         Arc::from(expand_tag_with_path(pattern, path))
     }
 
-    /// Opens a file and decides where to start reading it.
+    /// Opens a file and decides where to start reading it. `resume` is a DB row's id, offset
+    /// and marker (a rotated leftover); `origin` the path it was followed under before it was
+    /// rotated, which gives its tag and `Path_Key`.
+    #[allow(clippy::too_many_arguments)]
     fn follow(
         &self,
         ctx: &InputContext,
         st: &mut State,
         path: &Path,
         first_scan: bool,
-        resume: Option<(i64, u64)>,
+        resume: Option<(i64, u64, Marker)>,
         rotated: bool,
+        origin: Option<&str>,
     ) {
         let file = match File::open(path) {
             Ok(f) => f,
@@ -591,10 +665,14 @@ impl Tail {
         if st.files.contains_key(&dev_ino) {
             return;
         }
-        let path_str: Arc<str> = Arc::from(path.to_string_lossy().as_ref());
+        let file = Arc::new(file);
+        let path_str: Arc<str> = match origin {
+            Some(o) => Arc::from(o),
+            None => Arc::from(path.to_string_lossy().as_ref()),
+        };
         let size = meta.len();
-        let (db_id, mut offset) = match resume {
-            Some((id, off)) => (Some(id), off),
+        let (db_id, mut offset, stored) = match resume {
+            Some((id, off, marker)) => (Some(id), off, marker),
             None => {
                 let found = st
                     .tracker
@@ -603,9 +681,9 @@ impl Tail {
                 match found {
                     Ok(Some(Some(row))) => {
                         if row.name != *path_str {
-                            let _ = st.tracker.db(|db| db.rename(row.id, &path_str));
+                            let _ = st.tracker.db(|db| db.rename(row.id, dev_ino.1, &path_str));
                         }
-                        (Some(row.id), row.offset)
+                        (Some(row.id), row.offset, row.marker)
                     }
                     Ok(_) => {
                         let start = if (first_scan && !self.o.read_from_head)
@@ -615,30 +693,49 @@ impl Tail {
                         } else {
                             0
                         };
+                        let marker = Marker::for_db(Some(&file), start);
                         let id = st
                             .tracker
-                            .db(|db| db.insert(&path_str, dev_ino.1, start))
+                            .db(|db| db.insert(&path_str, dev_ino.1, start, marker))
                             .transpose()
                             .unwrap_or_else(|e| {
                                 tracing::error!(error = %e, "cannot add a file to the tail DB");
                                 None
                             });
-                        (id, start)
+                        (id, start, marker)
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "tail DB lookup failed; reading the file from the start");
-                        (None, 0)
+                        (None, 0, Marker::default())
                     }
                 }
             }
         };
+        let saved = offset;
         if offset > size {
             tracing::info!(input = %ctx.name, file = %path.display(), offset, size, "file is shorter than its saved offset (truncated); reading from the start");
             offset = 0;
+        } else if !Marker::trusts(&file, offset, stored) {
+            // Fluent Bit 5.1.1's rule (`set_file_position`): the bytes before the saved offset
+            // are not the ones it was saved after, so the row belonged to another file (a
+            // reused inode) or the file was rewritten while we were stopped. Fluent Bit then
+            // starts over too, but at the end when Read_from_Head is off at start; logferry
+            // reads such a file from its start, losing nothing.
+            tracing::info!(input = %ctx.name, file = %path.display(), offset, "the saved offset's marker does not match the file (inode reused or file rewritten); reading from the start");
+            offset = 0;
+        }
+        if offset != saved {
+            // As Fluent Bit does: the row is not trusted again at the next start.
+            let reset =
+                db_id.and_then(|id| st.tracker.db(|db| db.set_offset(id, 0, Marker::default())));
+            if let Some(Err(e)) = reset {
+                tracing::error!(error = %e, "cannot save a tail offset");
+            }
         }
         let key = st.next_key;
         st.next_key += 1;
-        st.tracker.register(key, db_id, offset);
+        st.tracker
+            .register(key, db_id, offset, Some(Arc::clone(&file)));
         tracing::info!(input = %ctx.name, file = %path.display(), inode = dev_ino.1, offset, "following file");
         self.files.opened.fetch_add(1, Ordering::Relaxed);
         st.files.insert(
@@ -692,13 +789,14 @@ impl Tail {
                         continue;
                     }
                 }
-                self.follow(ctx, st, &path, first_scan, None, false);
+                self.follow(ctx, st, &path, first_scan, None, false, None);
             }
         }
     }
 
     /// At start: files the DB knows as rotated away that still exist with the same inode and
-    /// are not fully read are drained (Fluent Bit forgets them, losing their tail).
+    /// are not fully read are drained (Fluent Bit forgets them, losing their tail), under the
+    /// tag of the path they had before rotation when logferry recorded it.
     fn drain_rotated_leftovers(&self, ctx: &InputContext, st: &mut State) {
         let rows = match st.tracker.db(Db::all).transpose() {
             Ok(Some(rows)) => rows,
@@ -712,14 +810,36 @@ impl Tail {
             let path = PathBuf::from(&row.name);
             match std::fs::metadata(&path) {
                 Ok(m) if m.ino() == row.inode && m.len() > row.offset => {
-                    tracing::info!(input = %ctx.name, file = %row.name, offset = row.offset, "draining a rotated file left unfinished");
-                    self.follow(ctx, st, &path, true, Some((row.id, row.offset)), true);
+                    tracing::info!(input = %ctx.name, file = %row.name, origin = ?row.origin, offset = row.offset, "draining a rotated file left unfinished");
+                    self.follow(
+                        ctx,
+                        st,
+                        &path,
+                        true,
+                        Some((row.id, row.offset, row.marker)),
+                        true,
+                        row.origin.as_deref(),
+                    );
                 }
                 Ok(m) if m.ino() == row.inode => {}
                 _ => {
                     let _ = st.tracker.db(|db| db.delete(row.id));
                 }
             }
+        }
+    }
+
+    /// After the first scan, as Fluent Bit 5.1 does (`flb_tail_db_stale_file_delete`, called
+    /// from `in_tail_init` right after `flb_tail_scan`): rows of inodes not followed now are
+    /// deleted, so that a file that later gets one of their inodes starts fresh.
+    fn purge_stale(&self, ctx: &InputContext, st: &State) {
+        let followed: HashSet<u64> = st.files.keys().map(|&(_, ino)| ino).collect();
+        match st.tracker.db(|db| db.purge_stale(&followed)) {
+            Some(Ok(n)) => {
+                tracing::info!(input = %ctx.name, count = n, "tail DB: deleted the rows of files not followed (stale inodes)");
+            }
+            Some(Err(e)) => tracing::error!(error = %e, "cannot purge stale rows from the tail DB"),
+            None => {}
         }
     }
 
@@ -735,26 +855,31 @@ impl Tail {
             .collect();
         keys.sort_unstable();
         for (_, _, k) in keys {
-            if ctx.shutdown.is_cancelled() {
+            // Paused: stop here; the order above resumes with the same file.
+            if ctx.shutdown.is_cancelled() || ctx.emitter.is_paused() || !st.held.is_empty() {
                 break;
             }
             let State {
                 files,
                 tracker,
                 buf,
+                held,
                 ..
             } = &mut *st;
             let Some(f) = files.get_mut(&k) else { continue };
-            progressed |= self.read_file(ctx, tracker, buf, f).await?;
+            progressed |= self.read_file(ctx, tracker, buf, held, f).await?;
         }
         Ok(progressed)
     }
 
+    /// Reads `f` up to `ROUND_BYTES`, stopping as soon as the input is paused (what was read
+    /// then waits in `held`).
     async fn read_file(
         &self,
         ctx: &InputContext,
         tracker: &Tracker,
         buf: &mut [u8],
+        held: &mut VecDeque<Held>,
         f: &mut Followed,
     ) -> Result<bool, PluginError> {
         let mut out: Vec<(Record, u64)> = Vec::new();
@@ -766,6 +891,9 @@ impl Tail {
             f.truncated(tracker);
         }
         while read_total < ROUND_BYTES {
+            if ctx.emitter.is_paused() || !held.is_empty() {
+                break;
+            }
             let n = match f.file.read_at(buf, f.read_offset) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -795,7 +923,7 @@ impl Tail {
             out_bytes += n;
             self.split_lines(ctx, f, &buf[..n], block_start, &mut out);
             if out_bytes >= EMIT_BYTES {
-                self.emit(ctx, tracker, f, std::mem::take(&mut out), out_bytes)
+                self.hand_off(ctx, tracker, held, f, std::mem::take(&mut out), out_bytes)
                     .await?;
                 out_bytes = 0;
             }
@@ -809,9 +937,7 @@ impl Tail {
             }
         }
         f.multiline_flush(false, &mut out);
-        if !out.is_empty() {
-            self.emit(ctx, tracker, f, out, out_bytes).await?;
-        }
+        self.hand_off(ctx, tracker, held, f, out, out_bytes).await?;
         Ok(progressed)
     }
 
@@ -955,12 +1081,14 @@ impl Tail {
         }
     }
 
-    /// Emits records read from `f`; their delivery commits the offset up to the last complete
-    /// record, never past a message still being joined.
-    async fn emit(
+    /// Hands on records read from `f`: their delivery commits the offset up to the last
+    /// complete record, never past a message still being joined. They are emitted at once when
+    /// the input has room, else kept in `held` behind what is already there.
+    async fn hand_off(
         &self,
         ctx: &InputContext,
         tracker: &Tracker,
+        held: &mut VecDeque<Held>,
         f: &Followed,
         out: Vec<(Record, u64)>,
         bytes: usize,
@@ -972,35 +1100,107 @@ impl Tail {
         if let Some(s) = f.hold_start() {
             commit = commit.min(s);
         }
-        let records: Vec<Record> = out.into_iter().map(|(r, _)| r).collect();
-        let seq = tracker.reserve(f.key, commit);
+        let h = Held {
+            key: f.key,
+            seq: tracker.reserve(f.key, commit),
+            tag: Arc::clone(&f.tag),
+            records: out.into_iter().map(|(r, _)| r).collect(),
+            bytes,
+        };
+        if held.is_empty() && !ctx.emitter.is_paused() {
+            self.send(ctx, tracker, h).await
+        } else {
+            held.push_back(h);
+            Ok(())
+        }
+    }
+
+    /// Emits one chunk. Called only when the input was under its limit an instant before, so
+    /// `emit` does not wait (it could only if filters grew earlier chunks past the limit in
+    /// between, on another thread).
+    async fn send(
+        &self,
+        ctx: &InputContext,
+        tracker: &Tracker,
+        h: Held,
+    ) -> Result<(), PluginError> {
         let t = tracker.clone();
-        let key = f.key;
+        let (key, seq) = (h.key, h.seq);
         ctx.emitter
             .emit(
-                Arc::clone(&f.tag),
-                records,
-                bytes,
+                h.tag,
+                h.records,
+                h.bytes,
                 Some(Box::new(move |s| t.settle(key, seq, s))),
             )
             .await
     }
 
-    /// Rotation, truncation and removal checks, and closing files rotated away.
+    /// Emits held chunks, in order, while the input has room; returns whether none is left.
+    async fn drain_held(&self, ctx: &InputContext, st: &mut State) -> Result<bool, PluginError> {
+        while !ctx.emitter.is_paused() {
+            let Some(h) = st.held.pop_front() else { break };
+            self.send(ctx, &st.tracker, h).await?;
+        }
+        Ok(st.held.is_empty())
+    }
+
+    /// Everything still pending in `f`, for a file read for the last time (closed after
+    /// rotation, or Exit_On_Eof): messages being joined, and a last line without a newline,
+    /// which becomes a record ending at the end of the file so that the offset covers it.
+    /// Fluent Bit 5.1.1 drops such a line (its buffer is freed with the file); logferry keeps it.
+    fn finish(&self, ctx: &InputContext, f: &mut Followed, out: &mut Vec<(Record, u64)>) {
+        if !f.skipping && !f.partial.is_empty() {
+            let line = std::mem::take(&mut f.partial);
+            let (start, end) = (f.line_start, f.read_offset);
+            self.line(ctx, f, &line, start, end, out);
+            f.line_start = end;
+        }
+        f.flush_all(out);
+    }
+
+    /// Exit_On_Eof: every file is read to its end; emit what is pending (waiting for room if
+    /// need be) and stop.
+    async fn exit_on_eof(&self, ctx: &InputContext, st: &mut State) -> Result<(), PluginError> {
+        let State {
+            files,
+            tracker,
+            held,
+            ..
+        } = &mut *st;
+        for f in files.values_mut() {
+            let mut out = Vec::new();
+            self.finish(ctx, f, &mut out);
+            self.hand_off(ctx, tracker, held, f, out, 0).await?;
+        }
+        while !st.held.is_empty() {
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => break,
+                _ = ctx.emitter.ready() => {}
+            }
+            self.drain_held(ctx, st).await?;
+        }
+        tracing::info!(input = %ctx.name, files = st.files.len(), "every file read to its end (Exit_On_Eof)");
+        Ok(())
+    }
+
+    /// Rotation, truncation and removal checks; closing files rotated away once read to their
+    /// end and `Rotate_Wait` has passed; and `Rotated_Hold_Limit`.
     async fn check_files(&self, ctx: &InputContext, st: &mut State) -> Result<(), PluginError> {
         let mut close = Vec::new();
         let mut rotated_any = false;
+        // Files rotated away or deleted and kept open: (rotated at, key, map key, unread bytes).
+        let mut holding: Vec<(Instant, FileKey, (u64, u64), u64)> = Vec::new();
         for (k, f) in st.files.iter_mut() {
             if f.last_check.elapsed() < ROTATION_CHECK && f.rotated_at.is_none() {
                 continue;
             }
             f.last_check = Instant::now();
+            let size = f.file.metadata().map(|m| m.len()).ok();
             // copytruncate: the same file got shorter than what we read.
-            if let Ok(m) = f.file.metadata() {
-                if m.len() < f.read_offset {
-                    tracing::info!(input = %ctx.name, file = %f.path.display(), size = m.len(), offset = f.read_offset, "file truncated; reading from the start");
-                    f.truncated(&st.tracker);
-                }
+            if let Some(len) = size.filter(|&len| len < f.read_offset) {
+                tracing::info!(input = %ctx.name, file = %f.path.display(), size = len, offset = f.read_offset, "file truncated; reading from the start");
+                f.truncated(&st.tracker);
             }
             if f.rotated_at.is_none() {
                 let same = std::fs::metadata(&f.path)
@@ -1020,26 +1220,73 @@ impl Tail {
                 }
             }
             if let Some(at) = f.rotated_at {
-                if f.eof && at.elapsed() >= self.o.rotate_wait {
+                // Kept open until read to its end, however long the input stays paused;
+                // then Rotate_Wait (counted from the rotation) as in Fluent Bit.
+                // `size` was just taken through the descriptor: never a stale `eof`.
+                let drained = size.is_none_or(|len| len <= f.read_offset);
+                if drained && at.elapsed() >= self.o.rotate_wait {
                     close.push(*k);
+                } else {
+                    holding.push((at, f.key, *k, f.unread(size.unwrap_or(0))));
                 }
             }
         }
         for k in close {
             if let Some(mut f) = st.files.remove(&k) {
                 let mut out = Vec::new();
-                f.flush_all(&mut out);
-                self.emit(ctx, &st.tracker, &f, out, 0).await?;
+                self.finish(ctx, &mut f, &mut out);
+                self.hand_off(ctx, &st.tracker, &mut st.held, &f, out, 0)
+                    .await?;
                 tracing::info!(input = %ctx.name, file = %f.path.display(), "closing rotated file");
                 self.files.closed.fetch_add(1, Ordering::Relaxed);
                 st.tracker.forget_when_drained(f.key);
             }
         }
+        let mut total: u64 = holding.iter().map(|h| h.3).sum();
+        let limit = self.o.rotated_hold_limit.0;
+        if limit > 0 && total > limit {
+            holding.sort_unstable_by_key(|h| (h.0, h.1));
+            for (_, _, k, unread) in holding {
+                if total <= limit {
+                    break;
+                }
+                let Some(mut f) = st.files.remove(&k) else {
+                    continue;
+                };
+                // What was read is handed on (messages being joined are complete lines);
+                // the unread rest, and a line cut by it, are dropped and counted.
+                f.partial.clear();
+                f.skipping = false;
+                let mut out = Vec::new();
+                f.flush_all(&mut out);
+                self.hand_off(ctx, &st.tracker, &mut st.held, &f, out, 0)
+                    .await?;
+                tracing::warn!(input = %ctx.name, file = %f.path.display(), origin = %f.path_str,
+                    bytes = unread, held = total, limit, reason = "Rotated_Hold_Limit",
+                    "closing a rotated file before reading it to its end: rotated and deleted files hold more unread bytes than Rotated_Hold_Limit; its unread bytes are dropped");
+                self.files.closed.fetch_add(1, Ordering::Relaxed);
+                self.files
+                    .rotated_dropped_bytes
+                    .fetch_add(unread, Ordering::Relaxed);
+                self.files
+                    .rotated_dropped_files
+                    .fetch_add(1, Ordering::Relaxed);
+                st.tracker.forget_when_drained(f.key);
+                total -= unread;
+            }
+        }
+        self.files.rotated_held.store(total, Ordering::Relaxed);
         if rotated_any {
             self.scan(ctx, st, false);
         }
         Ok(())
     }
+}
+
+/// Whether `offset` is at the current end of `file`, asked through the descriptor now. One
+/// that cannot be asked cannot be read either: it counts as at its end.
+fn at_end(file: &File, offset: u64) -> bool {
+    !file.metadata().is_ok_and(|m| m.len() > offset)
 }
 
 /// Where an open file lives now (after a rename), or `None` if it was deleted.
@@ -1068,6 +1315,7 @@ fn is_char_boundary(b: &[u8], i: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn static_dir_of_patterns() {
@@ -1081,6 +1329,28 @@ mod tests {
         );
         assert_eq!(static_dir("/x.log"), PathBuf::from("/"));
         assert_eq!(static_dir("rel/*.log"), PathBuf::from("rel"));
+    }
+
+    /// Closing a rotated file asks its size again: a writer may have appended after the read
+    /// that set `eof`.
+    #[test]
+    fn at_end_asks_the_descriptor_each_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.log");
+        std::fs::write(&p, "0123456789").unwrap();
+        let f = File::open(&p).unwrap();
+        assert!(at_end(&f, 10));
+        assert!(!at_end(&f, 9));
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"more\n")
+            .unwrap();
+        assert!(!at_end(&f, 10), "appended after the last read");
+        std::fs::remove_file(&p).unwrap();
+        assert!(!at_end(&f, 10), "deleted but open: still unread bytes");
+        assert!(at_end(&f, 15));
     }
 
     #[test]
