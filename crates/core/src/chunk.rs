@@ -203,17 +203,29 @@ impl Chunk {
     }
 
     /// This chunk now carries records held back from earlier chunks: their shares settle with
-    /// this chunk's outcome. A chunk without tracking gets a tracker for them.
+    /// the outcome of this chunk's outputs. From here on the outputs settle a tracker of their
+    /// own, which also settles this chunk's own delivery; so records of this chunk that a
+    /// filter still holds delay this chunk's outcome, but never the outcome of the earlier
+    /// records it carries (else each chunk would wait for the next one, and no offset would
+    /// move while lines keep coming).
     pub fn carry(&mut self, held: Vec<Held>) {
         if held.is_empty() {
             return;
         }
-        let delivery = self.delivery.get_or_insert_with(Delivery::new);
-        delivery.on_done(Box::new(move |status| {
+        let own = self.delivery.as_ref().map(|d| d.hold());
+        let sent = Delivery::new();
+        sent.on_done(Box::new(move |status| {
             for h in held {
                 h.settle(status);
             }
+            if let Some(own) = own {
+                own.settle(status);
+            }
         }));
+        if let Some(before) = self.delivery.replace(sent) {
+            // Its routing share: the outputs now owe their outcome to `sent`.
+            before.mark(DeliveryStatus::Delivered);
+        }
     }
 
     /// Records this holder's outcome on the chunk's delivery tracker, if any.
@@ -288,6 +300,32 @@ mod tests {
         cd.mark(DeliveryStatus::Rejected);
         drop(cd);
         assert_eq!(rx.try_recv(), Ok(DeliveryStatus::Rejected));
+    }
+
+    /// Chunk 1's held lines leave with chunk 2, while a line of chunk 2 is held in turn: chunk
+    /// 1 settles as soon as chunk 2's outputs are done, not when chunk 2's held line is.
+    #[test]
+    fn carried_shares_do_not_wait_for_the_carriers_own_held_records() {
+        let (d1, rx1) = tracked();
+        let h1 = d1.hold();
+        d1.mark(DeliveryStatus::Delivered);
+        drop(d1);
+        let (d2, rx2) = tracked();
+        let mut c2 = Chunk::new(Arc::from("t"), Vec::new());
+        c2.delivery = Some(Arc::clone(&d2));
+        let h2 = d2.hold(); // a filter holds a line of chunk 2
+        drop(d2);
+        c2.carry(vec![h1]);
+        let sent = c2.delivery.clone().unwrap();
+        sent.expect(1); // one output
+        c2.mark(DeliveryStatus::Delivered); // the router's share
+        drop(c2);
+        sent.mark(DeliveryStatus::Delivered); // the output
+        drop(sent);
+        assert_eq!(rx1.try_recv(), Ok(DeliveryStatus::Delivered));
+        assert!(rx2.try_recv().is_err(), "chunk 2 waits for its held line");
+        h2.settle(DeliveryStatus::Delivered);
+        assert_eq!(rx2.try_recv(), Ok(DeliveryStatus::Delivered));
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! its tag, in config order, then to every output whose `Match` accepts it.
 //!
 //! A chunk of a `storage.type filesystem` input is written to its input's stream once filtered
-//! (Fluent Bit's chunks hold filtered records too), and its input is told it is delivered as
-//! soon as the file is in place: tail may then commit its offset, and its `Mem_Buf_Limit`
+//! (Fluent Bit's chunks hold filtered records too); what one input emits under one tag is
+//! gathered for up to [`crate::plugin::FILTER_TICK`] (or [`STORE_AT_BYTES`], or at once while
+//! the input is paused) into one file, as Fluent Bit fills a chunk before it closes it. Its
+//! input is told it is delivered as soon as the file is in place: tail may then commit its offset, and its `Mem_Buf_Limit`
 //! budget is free again. The outputs get the records with the file's own delivery tracker,
 //! which removes the file when every output is done with it (delivered or given up) and keeps
 //! it for the next start otherwise. If the file cannot be written, the chunk goes on as a
@@ -12,7 +14,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use logferry_core::{Chunk, DeliveryStatus, MemCharge};
+use logferry_core::{Chunk, DeliveryStatus, Held, MemCharge, Record, Tag};
 use tokio::sync::mpsc;
 
 use crate::budget::MemBudget;
@@ -40,6 +42,19 @@ pub(crate) struct InputStore {
 /// An output's queue.
 pub(crate) type Route = (logferry_core::Matcher, mpsc::UnboundedSender<Routed>);
 
+/// A filesystem input's records under one tag are written once they reach this many bytes
+/// (memory held), else at the next tick.
+pub const STORE_AT_BYTES: usize = 1024 * 1024;
+
+/// Records of one filesystem input and tag waiting to be written as one chunk file, with the
+/// delivery shares of the chunks they came from (settled once the file is in place).
+struct Gathered {
+    store: Arc<InputStore>,
+    records: Vec<Record>,
+    size: usize,
+    held: Vec<Held>,
+}
+
 pub(crate) async fn router_task(
     mut rx: mpsc::Receiver<Inbound>,
     mut filters: Vec<FilterInstance>,
@@ -51,6 +66,7 @@ pub(crate) async fn router_task(
         filters: &mut filters,
         routes: &routes,
         seq: 0,
+        gathered: Vec::new(),
     };
     loop {
         tokio::select! {
@@ -58,10 +74,14 @@ pub(crate) async fn router_task(
                 Some(inbound) => router.route(inbound.chunk, inbound.store, 0).await,
                 None => break,
             },
-            _ = tick.tick() => router.flush_filters(false).await,
+            _ = tick.tick() => {
+                router.flush_filters(false).await;
+                router.store_all().await;
+            }
         }
     }
     router.flush_filters(true).await;
+    router.store_all().await;
 }
 
 /// The router's state: filters in order, the outputs' queues, and the chunk counter that
@@ -70,6 +90,8 @@ struct Router<'a> {
     filters: &'a mut [FilterInstance],
     routes: &'a [Route],
     seq: u64,
+    /// Filesystem chunks being gathered, by input (stream) and tag, in arrival order.
+    gathered: Vec<(Tag, Gathered)>,
 }
 
 impl Router<'_> {
@@ -137,24 +159,9 @@ impl Router<'_> {
                 .map(|(_, tx)| tx)
                 .collect()
         };
-        if let (Some(store), false) = (&store, targets.is_empty()) {
-            match persist(&mut chunk, store).await {
-                Ok(stored) => {
-                    stored.expect(targets.len());
-                    for tx in &targets {
-                        let _ = tx.send(stored.clone());
-                    }
-                    // The outputs' shares are on the file's tracker; the router's share of
-                    // it, and the input's chunk, are done: the input may move on.
-                    stored.settle_router();
-                    chunk.mark(DeliveryStatus::Delivered);
-                    return;
-                }
-                Err(e) => {
-                    tracing::error!(input = %store.stream.name(), tag = %chunk.tag, records = chunk.records.len(), error = %e,
-                        "cannot write a chunk to storage.path; it is kept in memory and its input waits for its delivery");
-                }
-            }
+        if let (Some(store), false) = (store, targets.is_empty()) {
+            self.gather(chunk, store).await;
+            return;
         }
         if let Some(d) = &chunk.delivery {
             d.expect(targets.len());
@@ -170,27 +177,130 @@ impl Router<'_> {
             let _ = tx.send(routed.clone());
         }
     }
+
+    /// Adds a filtered chunk of a filesystem input to what is gathered for its input and tag;
+    /// writes that at once when it is large or the input is paused.
+    async fn gather(&mut self, mut chunk: Chunk, store: Arc<InputStore>) {
+        let pressing = chunk.pressing();
+        // The chunk's delivery waits for the file (a share), not for the outputs.
+        let held = chunk.delivery.as_ref().map(|d| d.hold());
+        chunk.mark(DeliveryStatus::Delivered);
+        let records = std::mem::take(&mut chunk.records);
+        let i = match self
+            .gathered
+            .iter()
+            .position(|(t, g)| *t == chunk.tag && Arc::ptr_eq(&g.store, &store))
+        {
+            Some(i) => i,
+            None => {
+                self.gathered.push((
+                    Arc::clone(&chunk.tag),
+                    Gathered {
+                        store,
+                        records: Vec::new(),
+                        size: 0,
+                        held: Vec::new(),
+                    },
+                ));
+                self.gathered.len() - 1
+            }
+        };
+        let g = &mut self.gathered[i].1;
+        if g.records.is_empty() {
+            g.records = records;
+        } else {
+            g.records.extend(records);
+        }
+        g.size += chunk.size;
+        g.held.extend(held);
+        if pressing || g.size >= STORE_AT_BYTES {
+            let (tag, g) = self.gathered.remove(i);
+            self.store(tag, g).await;
+        }
+    }
+
+    /// Writes everything gathered.
+    async fn store_all(&mut self) {
+        for (tag, g) in std::mem::take(&mut self.gathered) {
+            self.store(tag, g).await;
+        }
+    }
+
+    /// Writes gathered records as one chunk file and hands it to the outputs; their inputs'
+    /// chunks are then delivered (stored). If it cannot be written, the records go on in
+    /// memory and their inputs wait for the outputs.
+    async fn store(&mut self, tag: Tag, g: Gathered) {
+        let targets: Vec<&mpsc::UnboundedSender<Routed>> = self
+            .routes
+            .iter()
+            .filter(|(m, _)| m.matches(&tag))
+            .map(|(_, tx)| tx)
+            .collect();
+        let Gathered {
+            store,
+            records,
+            size,
+            held,
+        } = g;
+        match persist(&tag, records, size, &store).await {
+            Ok(stored) => {
+                stored.expect(targets.len());
+                for tx in &targets {
+                    let _ = tx.send(stored.clone());
+                }
+                // The outputs' shares are on the file's tracker; the router's share of it is
+                // done, and the inputs may move on.
+                stored.settle_router();
+                for h in held {
+                    h.settle(DeliveryStatus::Delivered);
+                }
+            }
+            Err((e, records)) => {
+                tracing::error!(input = %store.stream.name(), %tag, records = records.len(), error = %e,
+                    "cannot write a chunk to storage.path; it is kept in memory and its input waits for its delivery");
+                let mut chunk = Chunk::new(tag, records);
+                chunk.carry(held);
+                if let Some(d) = &chunk.delivery {
+                    d.expect(targets.len());
+                }
+                chunk.mark(DeliveryStatus::Delivered);
+                if targets.is_empty() {
+                    return;
+                }
+                let routed = Routed::memory(Arc::new(chunk));
+                for tx in targets {
+                    let _ = tx.send(routed.clone());
+                }
+            }
+        }
+    }
 }
 
-/// Writes a filtered chunk to its input's stream; on success its records move into the
-/// chunk the outputs get, whose delivery is the file's.
-async fn persist(chunk: &mut Chunk, store: &Arc<InputStore>) -> std::io::Result<Routed> {
+/// Writes records as a chunk file of their input's stream; the chunk the outputs get holds
+/// them, with the file's delivery. On failure the records come back.
+async fn persist(
+    tag: &Tag,
+    records: Vec<Record>,
+    size: usize,
+    store: &Arc<InputStore>,
+) -> Result<Routed, (std::io::Error, Vec<Record>)> {
     let stream = Arc::clone(&store.stream);
-    let bytes = stream.encode(&chunk.tag, &chunk.records);
-    let tag = Arc::clone(&chunk.tag);
-    let written = tokio::task::spawn_blocking(move || stream.write_bytes(&tag, bytes))
-        .await
-        .map_err(std::io::Error::other)??;
-    written.set_records(chunk.records.len() as u64);
-    let records = std::mem::take(&mut chunk.records);
+    let bytes = stream.encode(tag, &records);
+    let t = Arc::clone(tag);
+    let written = match tokio::task::spawn_blocking(move || stream.write_bytes(&t, bytes)).await {
+        Ok(Ok(w)) => w,
+        Ok(Err(e)) => return Err((e, records)),
+        Err(e) => return Err((std::io::Error::other(e), records)),
+    };
+    written.set_records(records.len() as u64);
     let up = UpGuard::new(
         Arc::clone(&written.storage().gauges),
         written.gauges().cloned(),
     );
     let out = Chunk {
-        tag: Arc::clone(&chunk.tag),
+        tag: Arc::clone(tag),
         records,
-        size: chunk.size,
+        size,
         delivery: Some(Arc::clone(&written.delivery)),
         charge: Some(Arc::new(up)),
     };

@@ -28,6 +28,8 @@ struct SeqInput {
     size: usize,
     exit: bool,
     hold: bool,
+    /// A pause between chunks.
+    delay: Duration,
 }
 
 static OUTCOMES: Mutex<Vec<(String, DeliveryStatus)>> = Mutex::new(Vec::new());
@@ -65,6 +67,9 @@ impl Input for SeqInput {
                 r = ctx.emitter.emit(ctx.tag.clone(), recs, 0, Some(ack)) => r?,
                 _ = ctx.shutdown.cancelled() => break,
             }
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
+            }
         }
         if self.hold {
             ctx.shutdown.cancelled().await;
@@ -84,10 +89,12 @@ fn build_seq(_: &BuildContext, _: &Section, e: &[&Entry]) -> Result<Box<dyn Inpu
         size: entry_value(e, "size").map_or(1, |v| v.parse().unwrap()),
         exit: entry_value(e, "exit").is_some(),
         hold: entry_value(e, "hold").is_some(),
+        delay: Duration::from_millis(entry_value(e, "delay_ms").map_or(0, |v| v.parse().unwrap())),
     }))
 }
 
-/// `seq` input: options `count`, `per_chunk`, `size`, `exit`, `hold` (see [`outcomes`]).
+/// `seq` input: options `count`, `per_chunk`, `size`, `exit`, `hold`, `delay_ms` (see
+/// [`outcomes`]).
 pub static SEQ: InputPlugin = InputPlugin {
     name: "seq",
     aliases: &[],
