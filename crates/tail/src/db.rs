@@ -62,6 +62,10 @@ CREATE TABLE IF NOT EXISTS logferry_tail_files (
     id    INTEGER PRIMARY KEY,
     inode INTEGER NOT NULL,
     path  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS logferry_tail_state (
+    key   TEXT PRIMARY KEY,
+    value INTEGER
 );";
 
 /// The columns of [`FileRow`], `in_tail_files` as `f` and logferry's table as `l`.
@@ -246,6 +250,31 @@ impl Db {
         self.set_origin(id, inode, new_name)
     }
 
+    /// When an agent last used this DB (Unix seconds), if logferry ever did.
+    pub fn last_seen(&self) -> Result<Option<i64>, DbError> {
+        self.conn
+            .query_row(
+                "SELECT value FROM logferry_tail_state WHERE key='last_seen'",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(self.err("read last_seen"))
+    }
+
+    /// Records that an agent uses this DB now.
+    pub fn set_last_seen(&self, secs: i64) -> Result<(), DbError> {
+        self.conn
+            .execute(
+                "INSERT INTO logferry_tail_state (key, value) VALUES ('last_seen', ?1) \
+                 ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                params![secs],
+            )
+            .map_err(self.err("write last_seen"))?;
+        Ok(())
+    }
+
     /// Forgets a file that is gone and fully delivered.
     pub fn delete(&self, id: i64) -> Result<(), DbError> {
         self.conn
@@ -319,6 +348,16 @@ fn sanitize(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_seen_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db"), "normal", "WAL", false).unwrap();
+        assert_eq!(db.last_seen().unwrap(), None);
+        db.set_last_seen(1_700_000_000).unwrap();
+        db.set_last_seen(1_700_000_005).unwrap();
+        assert_eq!(db.last_seen().unwrap(), Some(1_700_000_005));
+    }
 
     #[test]
     fn round_trip_and_lookup_by_inode() {

@@ -493,6 +493,36 @@ struct State {
     /// Chunks made while the input was paused, in the order they were made: emitted before
     /// anything more is read, so the task never waits inside `emit`.
     held: VecDeque<Held>,
+    /// When an agent last used the DB before this start (see [`appeared_while_down`]).
+    last_seen: Option<i64>,
+}
+
+/// How often the DB's `last_seen` is brought up to date while running.
+const LAST_SEEN_EVERY: Duration = Duration::from_secs(5);
+
+/// Whether a file found at start without a DB row appeared after the agent last ran (it was
+/// created no earlier than `LAST_SEEN_EVERY` before the DB's `last_seen`): kubelet rotated a
+/// log or a pod started while the agent was down. **Difference:** such a file is read from its
+/// start whatever `Read_from_Head` says; Fluent Bit reads it from its end and loses what was
+/// written while it was down. A file older than that keeps Fluent Bit's `Read_from_Head`
+/// rule, and so does every file on the first run over a DB (no `last_seen` yet).
+fn appeared_while_down(meta: &std::fs::Metadata, last_seen: Option<i64>) -> bool {
+    let Some(seen) = last_seen else {
+        return false;
+    };
+    // Birth time where the file system keeps it, else the inode's change time.
+    let born = meta
+        .created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(meta.ctime(), |d| d.as_secs() as i64);
+    born >= seen - LAST_SEEN_EVERY.as_secs() as i64
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// A chunk whose offset is reserved in the tracker but not yet emitted.
@@ -519,12 +549,24 @@ impl Input for Tail {
             ),
             None => None,
         };
+        let last_seen = match db
+            .as_ref()
+            .map(|d| (d.last_seen(), d.set_last_seen(unix_now())))
+        {
+            Some((Ok(seen), Ok(()))) => seen,
+            Some((Err(e), _)) | Some((_, Err(e))) => {
+                tracing::warn!(input = %ctx.name, error = %e, "tail DB: cannot keep last_seen; files found at start follow Read_from_Head");
+                None
+            }
+            None => None,
+        };
         let mut st = State {
             files: HashMap::new(),
             next_key: 0,
             tracker: Tracker::with_gauge(db, Arc::clone(&self.files.acks_pending)),
             buf: vec![0u8; READ_BLOCK],
             held: VecDeque::new(),
+            last_seen,
         };
         let wake = Arc::new(tokio::sync::Notify::new());
         let rescan = Arc::new(AtomicBool::new(false));
@@ -538,9 +580,16 @@ impl Input for Tail {
         self.scan(&ctx, &mut st, true);
         self.purge_stale(&ctx, &st);
         let mut last_scan = Instant::now();
+        let mut last_seen_at = Instant::now();
         loop {
             if ctx.shutdown.is_cancelled() {
                 break;
+            }
+            if last_seen_at.elapsed() >= LAST_SEEN_EVERY {
+                last_seen_at = Instant::now();
+                if let Some(Err(e)) = st.tracker.db(|db| db.set_last_seen(unix_now())) {
+                    tracing::warn!(input = %ctx.name, error = %e, "tail DB: cannot update last_seen");
+                }
             }
             // Nothing is read while chunks wait for room: they go first, in order.
             let progressed = if self.drain_held(&ctx, &mut st).await? {
@@ -686,7 +735,11 @@ impl Tail {
                         (Some(row.id), row.offset, row.marker)
                     }
                     Ok(_) => {
-                        let start = if (first_scan && !self.o.read_from_head)
+                        let new_while_down = first_scan && appeared_while_down(&meta, st.last_seen);
+                        if new_while_down && !self.o.read_from_head {
+                            tracing::info!(input = %ctx.name, file = %path.display(), "file appeared while the agent was down: reading it from its start");
+                        }
+                        let start = if (first_scan && !self.o.read_from_head && !new_while_down)
                             || (!first_scan && !self.o.read_newly_discovered_files_from_head)
                         {
                             size
@@ -806,9 +859,44 @@ impl Tail {
                 return;
             }
         };
-        for row in rows.into_iter().filter(|r| r.rotated) {
+        for row in rows {
             let path = PathBuf::from(&row.name);
-            match std::fs::metadata(&path) {
+            let now = std::fs::metadata(&path);
+            if !row.rotated {
+                // Still at its path: the scan follows it. Else it was rotated while the agent
+                // was down: find it by inode next to its path (or next to what its symlink
+                // points at, as kubelet's /var/log/containers links do) and drain it.
+                if now.as_ref().is_ok_and(|m| m.ino() == row.inode) {
+                    continue;
+                }
+                let Some(moved) = find_inode(&path, row.inode) else {
+                    continue;
+                };
+                match std::fs::metadata(&moved) {
+                    Ok(m) if m.len() > row.offset => {
+                        tracing::info!(input = %ctx.name, file = %row.name, now = %moved.display(), offset = row.offset,
+                            "the file was rotated while the agent was down; reading it to its end");
+                        if let Some(Err(e)) = st
+                            .tracker
+                            .db(|db| db.rotate(row.id, &moved.to_string_lossy()))
+                        {
+                            tracing::error!(error = %e, "cannot record a rotation in the tail DB");
+                        }
+                        self.follow(
+                            ctx,
+                            st,
+                            &moved,
+                            true,
+                            Some((row.id, row.offset, row.marker)),
+                            true,
+                            Some(row.origin.as_deref().unwrap_or(&row.name)),
+                        );
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            match now {
                 Ok(m) if m.ino() == row.inode && m.len() > row.offset => {
                     tracing::info!(input = %ctx.name, file = %row.name, origin = ?row.origin, offset = row.offset, "draining a rotated file left unfinished");
                     self.follow(
@@ -1287,6 +1375,25 @@ impl Tail {
 /// that cannot be asked cannot be read either: it counts as at its end.
 fn at_end(file: &File, offset: u64) -> bool {
     !file.metadata().is_ok_and(|m| m.len() > offset)
+}
+
+/// A file with inode `ino` in the directory of `path`, or of the file `path` links to.
+fn find_inode(path: &Path, ino: u64) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = path.parent().map(Path::to_path_buf).into_iter().collect();
+    if let Some(d) = std::fs::canonicalize(path)
+        .ok()
+        .and_then(|t| t.parent().map(Path::to_path_buf))
+    {
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
+    dirs.into_iter().find_map(|d| {
+        std::fs::read_dir(d).ok()?.flatten().find_map(|e| {
+            let m = e.metadata().ok()?;
+            (m.is_file() && m.ino() == ino).then(|| e.path())
+        })
+    })
 }
 
 /// Where an open file lives now (after a rename), or `None` if it was deleted.

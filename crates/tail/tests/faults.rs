@@ -950,3 +950,115 @@ async fn docker_splits_survive_a_kill_mid_message() {
     );
     assert_eq!(t, want);
 }
+
+/// Sets the DB's `last_seen` (when an agent last used it) as a stopped agent would have left
+/// it, `ago` seconds before now (negative: in the future).
+fn set_last_seen(db: &Path, ago: i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.execute(
+        "INSERT INTO logferry_tail_state (key, value) VALUES ('last_seen', ?1) \
+         ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+        [now - ago],
+    )
+    .unwrap();
+}
+
+/// kubelet rotated a log (or a pod started) while the agent was down: the new file has no
+/// DB row and `Read_from_Head` is off, yet it is read from its start, because it was created
+/// after the agent last used the DB. A file older than that is read from its end, as Fluent
+/// Bit does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_appeared_while_the_agent_was_down_is_read_from_its_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("logs");
+    std::fs::create_dir_all(&files).unwrap();
+    let db = dir.path().join("offsets.db");
+    let path = format!("{}/*.log", files.display());
+    let db_s = db.display().to_string();
+    let input = [
+        ("Path", path.as_str()),
+        ("DB", db_s.as_str()),
+        ("Refresh_Interval", "1"),
+    ];
+    // A first run creates the DB (and its last_seen), then stops.
+    let (s, h) = start(build(&input, "down_first", &[]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop(s, h).await;
+    // The agent "was down" since 30 s ago; then a file appears.
+    set_last_seen(&db, 30);
+    write_lines(&files.join("new.log"), 0..50);
+    let (s, h) = start(build(&input, "down_new", &[]));
+    assert!(wait_until(Duration::from_secs(10), || count("down_new") == 50).await);
+    stop(s, h).await;
+    let (lost, dup) = account(&logs("down_new"), 50, std::slice::from_ref(&(0..50)));
+    assert!(
+        lost.is_empty() && dup == 0,
+        "lost {lost:?}, duplicated {dup}"
+    );
+
+    // A file older than the agent's last run, not in the DB (it was excluded, say): from its
+    // end, Fluent Bit's rule.
+    write_lines(&files.join("old.log"), 50..60);
+    set_last_seen(&db, -120);
+    let (s, h) = start(build(&input, "down_old", &[]));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(files.join("old.log"))
+        .unwrap();
+    writeln!(f, "{}", line(60)).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || count("down_old") >= 1).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop(s, h).await;
+    let got: Vec<usize> = logs("down_old").iter().map(|l| index_of(l)).collect();
+    assert_eq!(got, [60], "only what was written after the start");
+}
+
+/// kubelet rotated a log while the agent was down, with /var/log/containers' layout (a
+/// symlink to the pod's `0.log`): the rotated file's unread lines are read at the next start,
+/// then the new file from its start. Exactly once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_rotated_while_the_agent_was_down_is_read_to_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let containers = dir.path().join("containers");
+    let pod = dir.path().join("pods/default_app_0/app");
+    std::fs::create_dir_all(&containers).unwrap();
+    std::fs::create_dir_all(&pod).unwrap();
+    let current = pod.join("0.log");
+    write_lines(&current, 0..100);
+    std::os::unix::fs::symlink(&current, containers.join("app.log")).unwrap();
+    let db = dir.path().join("offsets.db");
+    let path = format!("{}/*.log", containers.display());
+    let db_s = db.display().to_string();
+    let input = [
+        ("Path", path.as_str()),
+        ("DB", db_s.as_str()),
+        ("Read_from_Head", "On"),
+    ];
+    let (s, h) = start(build(&input, "rwd_first", &[]));
+    assert!(wait_until(Duration::from_secs(10), || count("rwd_first") == 100).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop(s, h).await;
+    // While the agent is down: more lines, kubelet's rotation, lines in the new file.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&current)
+        .unwrap();
+    for i in 100..150 {
+        writeln!(f, "{}", line(i)).unwrap();
+    }
+    drop(f);
+    std::fs::rename(&current, pod.join("0.log.20261129-120000")).unwrap();
+    write_lines(&current, 150..200);
+    let (s, h) = start(build(&input, "rwd_second", &[]));
+    assert!(wait_until(Duration::from_secs(10), || count("rwd_second") >= 100).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop(s, h).await;
+    let got = logs("rwd_second");
+    let idx: Vec<usize> = got.iter().map(|l| index_of(l)).collect();
+    assert_eq!(idx, (100..200).collect::<Vec<_>>(), "each once, in order");
+}
