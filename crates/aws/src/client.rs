@@ -32,8 +32,10 @@ use crate::options::AwsOptions;
 
 /// Time to open a TCP (and TLS) connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time without a byte from the server while reading a response.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time without a byte from the server while reading a response. A destination that stops
+/// answering holds a worker this long; after an outage the backlog moves again within it (and
+/// the engine's probe), so it stays well under the 30 s recovery bound.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
 /// Time for one whole request attempt.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Session name of STS AssumeRole sessions.

@@ -4,8 +4,10 @@
 //! this crate's tests and the binary's end-to-end tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod api;
 pub mod proxy;
 
+pub use api::{bucket_objects, create_bucket, dechunk, find, log_messages, logs_call, raw_http};
 pub use proxy::{FaultProxy, Mode};
 
 use std::io::{Read, Write};

@@ -4,8 +4,6 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +18,10 @@ use tokio::net::TcpListener;
 /// Region every test uses.
 pub const REGION: &str = "us-east-1";
 #[allow(unused_imports)]
-pub use logferry_aws::testing::{answers, free_port, hermetic_env, python, Moto};
+pub use logferry_aws::testing::{
+    answers, bucket_objects, create_bucket, dechunk, find, free_port, hermetic_env, python,
+    raw_http, Moto,
+};
 
 /// A fault the proxy answers with instead of forwarding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -259,30 +260,6 @@ async fn read_request(sock: &mut tokio::net::TcpStream) -> std::io::Result<Optio
     }))
 }
 
-/// The body of a complete chunked message, or `None` while incomplete.
-fn dechunk(raw: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    loop {
-        let line_end = i + find(&raw[i..], b"\r\n")?;
-        let size_text = String::from_utf8_lossy(&raw[i..line_end]);
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        i = line_end + 2;
-        if size == 0 {
-            return Some(out);
-        }
-        if raw.len() < i + size + 2 {
-            return None;
-        }
-        out.extend_from_slice(&raw[i..i + size]);
-        i += size + 2;
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 async fn forward(req: &Seen, upstream: u16) -> std::io::Result<Vec<u8>> {
     let mut up = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await?;
     let mut head = format!("{} {} HTTP/1.1\r\n", req.method, req.path);
@@ -351,64 +328,6 @@ async fn partial_odd(req: &Seen, upstream: u16) -> std::io::Result<Vec<u8>> {
         text.len()
     )
     .into_bytes())
-}
-
-/// One HTTP/1.1 S3 request to 127.0.0.1:`port` with a dummy signature (moto does not check it); returns
-/// (status, body). Bounded by a 30 s timeout.
-pub fn raw_http(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
-         Authorization: AWS4-HMAC-SHA256 Credential=testing/20250101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).unwrap();
-    let status = std::str::from_utf8(&resp[9..12]).unwrap().parse().unwrap();
-    let split = find(&resp, b"\r\n\r\n").unwrap() + 4;
-    let headers = String::from_utf8_lossy(&resp[..split]).to_ascii_lowercase();
-    let mut body = resp[split..].to_vec();
-    if headers.contains("transfer-encoding: chunked") {
-        body = dechunk(&body).unwrap();
-    }
-    (status, body)
-}
-
-/// Creates an S3 bucket in moto.
-pub fn create_bucket(port: u16, bucket: &str) {
-    let (status, body) = raw_http(port, "PUT", &format!("/{bucket}"), b"");
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-}
-
-/// Every object of a bucket, by key order: (key, content).
-pub fn bucket_objects(port: u16, bucket: &str) -> Vec<(String, Vec<u8>)> {
-    let (status, body) = raw_http(
-        port,
-        "GET",
-        &format!("/{bucket}?list-type=2&max-keys=1000"),
-        b"",
-    );
-    assert_eq!(status, 200);
-    let text = String::from_utf8_lossy(&body).to_string();
-    let mut keys: Vec<String> = text
-        .split("<Key>")
-        .skip(1)
-        .filter_map(|s| s.split("</Key>").next())
-        .map(str::to_string)
-        .collect();
-    keys.sort();
-    keys.into_iter()
-        .map(|k| {
-            let (status, data) = raw_http(port, "GET", &format!("/{bucket}/{k}"), b"");
-            assert_eq!(status, 200, "{k}");
-            (k, data)
-        })
-        .collect()
 }
 
 /// A section of `kv` entries (as the config readers would produce).
