@@ -228,6 +228,7 @@ impl Pipeline {
             parsers: &parsers,
             service: service.as_ref(),
             storage: storage.as_ref(),
+            plugin_notes: Arc::default(),
         };
 
         let mut counts: HashMap<&'static str, usize> = HashMap::new();
@@ -264,6 +265,9 @@ impl Pipeline {
             }
         }
 
+        if let Ok(mut n) = env.plugin_notes.lock() {
+            notes.append(&mut n);
+        }
         if errors.is_empty() && inputs.is_empty() {
             let span = config
                 .path
@@ -320,6 +324,8 @@ struct Env<'a> {
     parsers: &'a Arc<logferry_parsers::Parsers>,
     service: Option<&'a ServiceOptions>,
     storage: Option<&'a Arc<Storage>>,
+    /// Where plugins put their notes ([`BuildContext::note`]).
+    plugin_notes: Arc<std::sync::Mutex<Vec<ConfigError>>>,
 }
 
 /// The span of `key` in `section`, or of the section.
@@ -426,6 +432,7 @@ impl Env<'_> {
             metrics: Arc::clone(metrics),
             config: Arc::clone(self.config),
             parsers: Arc::clone(self.parsers),
+            notes: Arc::clone(&self.plugin_notes),
         }
     }
 }

@@ -319,9 +319,19 @@ pub struct BuildContext {
     pub config: Arc<logferry_core::config::Config>,
     /// Every parser: the built-ins plus the config's `[PARSER]` / `[MULTILINE_PARSER]`s.
     pub parsers: Arc<logferry_parsers::Parsers>,
+    /// Warnings about settings accepted but not applied ([`BuildContext::note`]).
+    pub notes: Arc<std::sync::Mutex<Vec<ConfigError>>>,
 }
 
 impl BuildContext {
+    /// Records that `key` (at `entry`) is accepted but not applied, and why: `--dry-run` prints
+    /// it and the agent logs it at start (logging starts after the pipeline is built).
+    pub fn note(&self, entry: &Entry, reason: impl Into<String>) {
+        if let Ok(mut n) = self.notes.lock() {
+            n.push(ConfigError::key(&entry.span, &entry.key, reason));
+        }
+    }
+
     /// A context for building one plugin outside a pipeline (tests, tools): parsers are the
     /// built-ins plus those in `config`.
     pub fn standalone(
@@ -335,6 +345,7 @@ impl BuildContext {
             metrics: PluginMetrics::new(instance),
             config: Arc::new(config),
             parsers: Arc::new(parsers),
+            notes: Arc::default(),
         })
     }
 }

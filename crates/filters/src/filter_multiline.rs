@@ -16,10 +16,13 @@
 //!   them through the filters after this one and on to the outputs, so, unlike Fluent Bit's
 //!   re-emission through an `in_emitter` input, filters before this one do not see them twice
 //!   and several multiline filters may match the same tags.
-//! - `emitter_name`, `emitter_storage.type` (`memory` or `filesystem`, checked as Fluent Bit
-//!   does), `emitter_mem_buf_limit` and `debug_flush` are accepted and have no effect: there is
-//!   no emitter input; held records count against nothing but their 2 MiB message limit and
-//!   their input's `Mem_Buf_Limit` (their chunk stays charged while they are held).
+//! - There is no emitter input. `emitter_storage.type` (`memory` or `filesystem`, checked as
+//!   Fluent Bit does) needs none: held records keep their chunk unacknowledged, so they are
+//!   read again after a crash whatever the storage, and with a filesystem input they are
+//!   stored with the chunk that carries them on. `emitter_name`, `emitter_mem_buf_limit` and
+//!   `debug_flush` are accepted and not applied, with a warning (`--dry-run`, and at start):
+//!   held records count against their 2 MiB message limit and their input's `Mem_Buf_Limit`
+//!   (their chunk stays charged while they are held).
 //! - **Held records keep their chunk's delivery open** (see [`MultilineFilter`]): an input
 //!   that commits after delivery (tail's offsets) does not move past a line this filter still
 //!   holds, so a crash while a stack trace is being joined reads it again instead of losing it.
@@ -74,11 +77,13 @@ options! {
         pub flush_ms: u64 = ["flush_ms"] Some("2000"),
         /// Name of Fluent Bit's emitter input (accepted; logferry needs no emitter).
         pub emitter_name: Option<String> = ["emitter_name"] None,
-        /// Storage of the emitter: memory or filesystem (accepted).
+        /// Storage of Fluent Bit's emitter (memory or filesystem): logferry has no emitter; held
+        /// records keep their input's storage and acknowledgement.
         pub emitter_storage_type: String = ["emitter_storage.type"] Some("memory"),
-        /// Memory limit of the emitter (accepted).
+        /// Memory limit of Fluent Bit's emitter (accepted, not applied: held records stay
+        /// charged to their input's Mem_Buf_Limit).
         pub emitter_mem_buf_limit: ByteSize = ["emitter_mem_buf_limit"] Some("10M"),
-        /// Log every flushed message (accepted).
+        /// Log every flushed message (accepted, not applied).
         pub debug_flush: bool = ["debug_flush"] Some("off"),
     }
 }
@@ -137,6 +142,15 @@ fn build(
             ))
         }
     };
+    for (key, why) in [
+        ("emitter_mem_buf_limit", "accepted but not applied: logferry has no emitter; held records stay charged to their input's Mem_Buf_Limit"),
+        ("debug_flush", "accepted but not applied"),
+        ("emitter_name", "accepted but not applied: logferry has no emitter input; held records are counted under this filter"),
+    ] {
+        if let Some(e) = last(entries, key) {
+            ctx.note(e, why);
+        }
+    }
     if opts.buffer {
         let t = opts.emitter_storage_type.trim();
         if !t.eq_ignore_ascii_case("memory") && !t.eq_ignore_ascii_case("filesystem") {

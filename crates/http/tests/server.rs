@@ -511,3 +511,59 @@ async fn a_taken_port_is_an_error_naming_the_address() {
         "{err}"
     );
 }
+
+/// With `storage.metrics On`, the storage layer's chunk counts are served under Fluent Bit's
+/// names, in Prometheus text and in `/api/v1/storage`, from the engine's gauges.
+#[tokio::test]
+async fn storage_metrics_follow_the_engine_gauges() {
+    let gauges: Arc<logferry_engine::storage::StorageGauges> = Arc::default();
+    set(&gauges.fs_chunks, 5);
+    set(&gauges.fs_chunks_up, 2);
+    set(&gauges.mem_chunks, 7);
+    let m = Metrics {
+        storage: Some(Arc::clone(&gauges)),
+        ..Metrics::default()
+    };
+    let tail = PluginMetrics::new("tail.0");
+    let per_input = logferry_engine::storage::InputGauges::register(&tail);
+    set(&per_input.chunks, 5);
+    set(&per_input.up, 2);
+    set(&per_input.down, 3);
+    set(&per_input.busy, 1);
+    set(&per_input.busy_bytes, 2048);
+    set(&tail.buffer_bytes, 1024);
+    set(&tail.buffer_limit, 4096);
+    m.inputs.lock().expect("lock").push(tail);
+    let m = Arc::new(m);
+    let r = start(
+        HttpOptions {
+            storage_metrics: true,
+            ..options()
+        },
+        &m,
+    )
+    .await;
+    let text = get(r.addr, "/api/v2/metrics/prometheus").await.body;
+    for line in [
+        "fluentbit_storage_chunks 12\n",
+        "fluentbit_storage_mem_chunks 7\n",
+        "fluentbit_storage_fs_chunks 5\n",
+        "fluentbit_storage_fs_chunks_up 2\n",
+        "fluentbit_storage_fs_chunks_down 3\n",
+        "fluentbit_input_storage_chunks{name=\"tail.0\"} 5\n",
+        "fluentbit_input_storage_chunks_busy_bytes{name=\"tail.0\"} 2048\n",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    let v = get(r.addr, "/api/v1/storage").await.json();
+    assert_eq!(
+        v["storage_layer"]["chunks"],
+        json!({"total_chunks": 12, "mem_chunks": 7, "fs_chunks": 5, "fs_chunks_up": 2, "fs_chunks_down": 3})
+    );
+    assert_eq!(
+        v["input_chunks"]["tail.0"],
+        json!({"status": {"overlimit": false, "mem_size": "1.0K", "mem_limit": "4.0K"},
+               "chunks": {"total": 5, "up": 2, "down": 3, "busy": 1, "busy_size": "2.0K"}})
+    );
+    r.shutdown().await;
+}

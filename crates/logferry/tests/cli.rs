@@ -111,6 +111,32 @@ fn dry_run_of_a_good_config_succeeds() {
     assert_eq!(text(&out.stdout).trim(), "configuration test is successful");
 }
 
+/// What is accepted but not applied is said, with file, line and key, and is no error.
+#[test]
+fn dry_run_warns_of_what_is_accepted_but_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("notes.conf");
+    std::fs::write(
+        &f,
+        "[SERVICE]\n    storage.keep.rejected On\n[INPUT]\n    Name dummy\n    storage.type memrb\n[FILTER]\n    Name multiline\n    multiline.parser java\n    emitter_mem_buf_limit 20M\n[FILTER]\n    Name grep\n    Regex log x\n[OUTPUT]\n    Name stdout\n    Match *\n",
+    )
+    .unwrap();
+    let out = run(logferry().arg("--dry-run").arg("-c").arg(&f));
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let f = f.display();
+    for want in [
+        format!("[warn] {f}:2: storage.keep.rejected: accepted but not applied: the dead-letter store needs storage.path"),
+        format!("[warn] {f}:5: storage.type: 'memrb' is accepted but not applied"),
+        format!("[warn] {f}:9: emitter_mem_buf_limit: accepted but not applied"),
+        format!("[warn] {f}:6: NO match rule for multiline.0 filter instance, unloading"),
+        format!("[warn] {f}:10: NO match rule for grep.0 filter instance, unloading"),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in\n{err}");
+    }
+    assert_eq!(text(&out.stdout).trim(), "configuration test is successful");
+}
+
 #[test]
 fn help_lists_plugins_and_a_plugins_options() {
     let out = run(logferry().arg("--help"));
