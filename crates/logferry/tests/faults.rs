@@ -241,6 +241,8 @@ async fn kill_9_at_random_moments_loses_nothing() {
         agent.kill9();
     }
     let written = writer.join().unwrap();
+    // The kills came while lines were being delivered, not before.
+    let before_last_run = w.cloudwatch_ids().len();
     let agent = Agent::start(&conf, &[]).started();
     let all = wait(120, || {
         Tally::of(&written, w.cloudwatch_ids()).lost.is_empty()
@@ -250,7 +252,11 @@ async fn kill_9_at_random_moments_loses_nothing() {
     t.report(
         "kill-9-x20",
         total(&log, "cloudwatch_logs.0", "dropped"),
-        "20 kill -9 at random moments (0.7-3.2 s apart) while writing, 3 rotations",
+        &format!("20 kill -9 at random moments (0.7-3.2 s apart) while writing, 3 rotations; {before_last_run} events delivered before the last start"),
+    );
+    assert!(
+        before_last_run > 0,
+        "nothing was delivered between the kills"
     );
     assert!(
         all && t.lost.is_empty(),

@@ -4,13 +4,13 @@
 //! server), and CloudWatch Logs (moto's server). What must hold is the fixture's README.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use logferry_aws::testing::{hermetic_env, Moto};
+use common::{civil, wait, Agent};
+use logferry_aws::testing::{hermetic_env, logs_call, Moto};
 use logferry_kubernetes::testing::KubeApiServer;
 use serde_json::{json, Value};
 
@@ -21,34 +21,9 @@ fn seed_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/seed-nginx")
 }
 
-/// A JSON call to moto's CloudWatch Logs (moto does not check signatures).
-fn logs_api(endpoint_port: u16, action: &str, body: Value) -> Value {
-    let body = body.to_string();
-    let mut s = TcpStream::connect(("127.0.0.1", endpoint_port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "POST / HTTP/1.1\r\nHost: logs.us-east-2.amazonaws.com\r\nX-Amz-Target: Logs_20140328.{action}\r\nContent-Type: application/x-amz-json-1.1\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-2/logs/aws4_request, SignedHeaders=host, Signature=0\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let payload = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    serde_json::from_str(payload).unwrap_or(Value::Null)
-}
-
-/// Civil date of a Unix day (Howard Hinnant's algorithm).
-fn civil(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+/// A JSON call to moto's CloudWatch Logs in the seed's region.
+fn logs_api(port: u16, action: &str, body: Value) -> Value {
+    logs_call(port, "us-east-2", action, &body)
 }
 
 /// The seed's line with `secs` as both the Docker time and the nginx time (format kept).
@@ -72,77 +47,29 @@ fn seed_line_at(secs: i64) -> (String, String, String) {
     (line, log, docker_time)
 }
 
-struct Agent {
-    child: Child,
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Agent {
-    fn start(dir: &Path, kube: &KubeApiServer, cloudwatch: &str) -> Agent {
-        let logs = dir.join("containers");
-        let prefix = format!(
-            "kube.{}.",
-            logs.display()
-                .to_string()
-                .trim_start_matches('/')
-                .replace('/', ".")
-        );
-        let mut child = Command::new(env!("CARGO_BIN_EXE_logferry"))
-            .arg("-c")
-            .arg(seed_dir().join("fluent-bit.conf"))
-            .env("LOG_DIR", &logs)
-            .env("STATE_DIR", dir)
-            .env("KUBE_TAG_PREFIX", prefix)
-            .env("KUBE_URL", kube.url())
-            .env("KUBE_CA_FILE", &kube.ca_file)
-            .env("KUBE_TOKEN_FILE", &kube.token_file)
-            .env("CLOUDWATCH_ENDPOINT", cloudwatch)
-            .env("PARSERS_FILE", "")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = std::sync::Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Agent { child, log }
-    }
-
-    fn logged(&self, what: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(what))
-    }
-
-    /// SIGTERM, then wait (bounded) for the exit.
-    fn stop(mut self) -> Vec<String> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "the agent did not stop within 20s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.log.lock().unwrap().clone()
-    }
-}
-
-fn wait(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
+/// The agent on the seed's ConfigMap, its paths and endpoints from the environment.
+fn start_agent(dir: &Path, kube: &KubeApiServer, cloudwatch: &str) -> Agent {
+    let logs = dir.join("containers");
+    let prefix = format!(
+        "kube.{}.",
+        logs.display()
+            .to_string()
+            .trim_start_matches('/')
+            .replace('/', ".")
+    );
+    Agent::start(
+        &seed_dir().join("fluent-bit.conf"),
+        &[
+            ("LOG_DIR", logs.display().to_string()),
+            ("STATE_DIR", dir.display().to_string()),
+            ("KUBE_TAG_PREFIX", prefix),
+            ("KUBE_URL", kube.url()),
+            ("KUBE_CA_FILE", kube.ca_file.display().to_string()),
+            ("KUBE_TOKEN_FILE", kube.token_file.display().to_string()),
+            ("CLOUDWATCH_ENDPOINT", cloudwatch.to_string()),
+            ("PARSERS_FILE", String::new()),
+        ],
+    )
 }
 
 async fn setup() -> Option<(tempfile::TempDir, KubeApiServer, Moto)> {
@@ -167,7 +94,7 @@ async fn the_seeds_configmap_delivers_the_seeds_record_to_cloudwatch() {
     let Some((dir, kube, moto)) = setup().await else {
         return;
     };
-    let agent = Agent::start(dir.path(), &kube, &moto.endpoint());
+    let agent = start_agent(dir.path(), &kube, &moto.endpoint());
     assert!(
         wait(20, || agent.logged("logferry started")),
         "agent did not start"
@@ -250,7 +177,7 @@ async fn a_too_old_event_is_counted_and_logged_not_retried() {
     let Some((dir, kube, moto)) = setup().await else {
         return;
     };
-    let agent = Agent::start(dir.path(), &kube, &moto.endpoint());
+    let agent = start_agent(dir.path(), &kube, &moto.endpoint());
     assert!(
         wait(20, || agent.logged("logferry started")),
         "agent did not start"

@@ -5,89 +5,21 @@
 //! `kill`-like stop. Every test counts lines lost and duplicated exactly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use logferry_core::config::{Section, SectionKind};
-use logferry_core::{Record, Value};
+use common::{build, build_with, captured_log, logs, records, run_to_end, start, stop};
+use logferry_core::config::SectionKind;
+use logferry_core::Value;
 use logferry_engine::metrics::{Metrics, PluginMetrics};
-use logferry_engine::testing::{config, gate, section, sink, wait_until, COLLECT};
-use logferry_engine::{CancellationToken, Pipeline, Registry, StopReason};
-
-fn registry() -> Registry {
-    Registry {
-        inputs: vec![&logferry_tail::PLUGIN],
-        filters: vec![],
-        outputs: vec![&COLLECT],
-        planned: &[],
-    }
-}
-
-fn build_with(
-    input: &[(&str, &str)],
-    sink_name: &str,
-    extra_out: &[(&str, &str)],
-    extra: Vec<Section>,
-) -> Pipeline {
-    let mut inp = vec![("Name", "tail"), ("Tag", "t.*")];
-    inp.extend_from_slice(input);
-    let mut out = vec![("Name", "collect"), ("Match", "*"), ("sink", sink_name)];
-    out.extend_from_slice(extra_out);
-    let mut sections = vec![
-        section(SectionKind::Service, &[("Flush", "0.05"), ("Grace", "2")]),
-        section(SectionKind::Input, &inp),
-        section(SectionKind::Output, &out),
-    ];
-    sections.extend(extra);
-    Pipeline::build(config(sections), &registry()).unwrap()
-}
-
-fn build(input: &[(&str, &str)], sink_name: &str, extra_out: &[(&str, &str)]) -> Pipeline {
-    build_with(input, sink_name, extra_out, Vec::new())
-}
-
-fn start(p: Pipeline) -> (CancellationToken, tokio::task::JoinHandle<StopReason>) {
-    let stop = CancellationToken::new();
-    let h = tokio::spawn(p.run(stop.clone()));
-    (stop, h)
-}
-
-async fn stop(stop: CancellationToken, h: tokio::task::JoinHandle<StopReason>) {
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(15), h)
-        .await
-        .unwrap()
-        .unwrap();
-}
-
-/// Runs a pipeline that ends by itself (Exit_On_Eof) within 30 s.
-async fn run_to_end(p: Pipeline) {
-    let r = tokio::time::timeout(Duration::from_secs(30), p.run(CancellationToken::new()))
-        .await
-        .expect("Exit_On_Eof within 30 s");
-    assert_eq!(r, StopReason::InputExit);
-}
-
-fn records(name: &str) -> Vec<(String, Record)> {
-    sink(name).lock().unwrap().clone()
-}
-
-fn logs(name: &str) -> Vec<String> {
-    records(name)
-        .iter()
-        .map(|(_, r)| {
-            r.body
-                .get("log")
-                .and_then(Value::as_str)
-                .unwrap_or("<none>")
-                .to_string()
-        })
-        .collect()
-}
+use logferry_engine::testing::{gate, section, sink, wait_until};
+use logferry_engine::{CancellationToken, Pipeline};
 
 fn count(name: &str) -> usize {
     sink(name).lock().unwrap().len()
@@ -171,33 +103,6 @@ fn db_row(db: &Path, ino: u64) -> Option<(String, i64, bool)> {
         |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0)),
     )
     .ok()
-}
-
-/// The agent's log, captured for the whole test binary.
-fn captured_log() -> String {
-    static LOG: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
-    let buf = LOG.get_or_init(|| {
-        let buf: Arc<Mutex<Vec<u8>>> = Arc::default();
-        let w = Arc::clone(&buf);
-        let _ = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || Capture(Arc::clone(&w)))
-            .try_init();
-        buf
-    });
-    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// The measured loss of issue 13: during an outage, a file created, rotated away and deleted

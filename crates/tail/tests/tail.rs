@@ -3,71 +3,18 @@
 //! delivery, 1,000 files, Exit_On_Eof.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{build, captured_log, logs, records, registry, start, stop};
 use logferry_core::config::SectionKind;
-use logferry_core::{Record, Value};
-use logferry_engine::testing::{config, gate, section, sink, wait_until, COLLECT};
-use logferry_engine::{CancellationToken, Pipeline, Registry, StopReason};
-
-fn registry() -> Registry {
-    Registry {
-        inputs: vec![&logferry_tail::PLUGIN],
-        filters: vec![],
-        outputs: vec![&COLLECT],
-        planned: &[],
-    }
-}
-
-fn build(input: &[(&str, &str)], sink_name: &str, extra_out: &[(&str, &str)]) -> Pipeline {
-    let mut inp = vec![("Name", "tail"), ("Tag", "t.*")];
-    inp.extend_from_slice(input);
-    let mut out = vec![("Name", "collect"), ("Match", "*"), ("sink", sink_name)];
-    out.extend_from_slice(extra_out);
-    let c = config(vec![
-        section(SectionKind::Service, &[("Flush", "0.05"), ("Grace", "2")]),
-        section(SectionKind::Input, &inp),
-        section(SectionKind::Output, &out),
-    ]);
-    Pipeline::build(c, &registry()).unwrap()
-}
-
-fn logs(name: &str) -> Vec<String> {
-    sink(name)
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, r)| {
-            r.body
-                .get("log")
-                .and_then(Value::as_str)
-                .unwrap_or("<none>")
-                .to_string()
-        })
-        .collect()
-}
-
-fn records(name: &str) -> Vec<(String, Record)> {
-    sink(name).lock().unwrap().clone()
-}
-
-/// Starts the pipeline; returns the stop token and the join handle.
-fn start(p: Pipeline) -> (CancellationToken, tokio::task::JoinHandle<StopReason>) {
-    let stop = CancellationToken::new();
-    let h = tokio::spawn(p.run(stop.clone()));
-    (stop, h)
-}
-
-async fn stop(stop: CancellationToken, h: tokio::task::JoinHandle<StopReason>) {
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(15), h)
-        .await
-        .unwrap()
-        .unwrap();
-}
+use logferry_core::Value;
+use logferry_engine::testing::{config, gate, section, sink, wait_until};
+use logferry_engine::{CancellationToken, Pipeline, StopReason};
 
 fn append(path: &Path, text: &str) {
     let mut f = std::fs::OpenOptions::new()
@@ -327,33 +274,6 @@ async fn cri_partials_are_joined_per_stream() {
         joined.time,
         logferry_tail::format::parse_rfc3339("2024-05-01T10:00:00.000000001Z").unwrap()
     );
-}
-
-/// The agent's log, captured for the whole test binary.
-fn captured_log() -> String {
-    static LOG: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
-    let buf = LOG.get_or_init(|| {
-        let buf: Arc<Mutex<Vec<u8>>> = Arc::default();
-        let w = Arc::clone(&buf);
-        let _ = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || Capture(Arc::clone(&w)))
-            .try_init();
-        buf
-    });
-    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
