@@ -553,3 +553,71 @@ async fn s3_with_a_kubernetes_tag_under_kill_9_loses_nothing() {
         &t.lost[..t.lost.len().min(5)]
     );
 }
+
+/// A record the destination refuses for good (CloudWatch: older than 14 days) is counted,
+/// logged, not retried, and with `storage.keep.rejected On` kept in the dead-letter store as a
+/// chunk file; the rest of the call is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_cloudwatch_refuses_is_kept_as_a_dead_letter() {
+    let _one = SERIAL.lock().await;
+    let w = World::start().await;
+    let storage = w.dir.path().join("storage");
+    let conf = w.seed_config(
+        &format!(
+            "    storage.path {}\n    storage.keep.rejected On\n",
+            storage.display()
+        ),
+        "",
+        "",
+        "",
+    );
+    let agent = Agent::start(&conf, &[]).started();
+    let mut log = ContainerLog::create(&w.log_file());
+    // The seed fixture's time: 2019, far older than 14 days.
+    log.write_raw(&format!(
+        "{}\n",
+        serde_json::json!({"log": "id=dlq-old old line\n", "stream": "stdout", "time": "2019-12-19T17:41:12.70630778Z"})
+    ));
+    log.write("dlq-new", 10);
+    let written = vec!["dlq-old".to_string(), "dlq-new".to_string()];
+    let delivered = wait(30, || w.cloudwatch_ids().contains(&"dlq-new".to_string()));
+    let kept = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".flb"))
+                    .flat_map(|e| {
+                        let b = std::fs::read(e.path()).unwrap();
+                        logferry_engine::storage::chunk_file::decode(&b, true)
+                            .unwrap()
+                            .1
+                    })
+                    .filter_map(|r| {
+                        r.body
+                            .get("log")
+                            .and_then(logferry_core::Value::as_str)
+                            .and_then(common::id_of)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let dead = storage.join("rejected");
+    let in_store = wait(30, || kept(&dead) == ["dlq-old"]);
+    let lines = agent.stop();
+    let dropped = total(&lines, "cloudwatch_logs.0", "dropped");
+    let t = Tally::of(&written, w.cloudwatch_ids().into_iter().chain(kept(&dead)));
+    t.report(
+        "refused by CloudWatch (too old)",
+        dropped,
+        "the refused record is in the dead-letter store (storage.keep.rejected), the other delivered",
+    );
+    assert!(delivered && in_store, "dead letters: {:?}", kept(&dead));
+    assert_eq!(dropped, 1, "counted");
+    assert!(t.lost.is_empty() && t.duplicated == 0);
+    assert_eq!(
+        total(&lines, "cloudwatch_logs.0", "retries"),
+        0,
+        "not retried"
+    );
+}
