@@ -562,3 +562,60 @@ async fn records_without_log_key_are_rejected_as_themselves() {
     assert!(rejected[0].body.get("msg").is_some());
     assert_eq!(out.buffered_files(), 1);
 }
+
+/// The binary builds its outputs before its runtime starts: the upload timer then starts with
+/// the pipeline ([`Output::start`]), so what a previous run left is uploaded after
+/// `upload_timeout` even when no new record is ever flushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_a_previous_run_left_are_uploaded_without_new_records() {
+    use logferry_engine::Output;
+    let moto = Moto::start();
+    let bucket = unique("s3-start");
+    create_bucket(moto.port, &bucket);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().to_str().unwrap().to_string();
+    let endpoint = moto.endpoint();
+    let kv = move || {
+        vec![
+            ("region".to_string(), REGION.to_string()),
+            ("bucket".to_string(), bucket.clone()),
+            ("log_key".to_string(), "log".to_string()),
+            ("upload_timeout".to_string(), "1s".to_string()),
+            ("store_dir".to_string(), store.clone()),
+            ("endpoint".to_string(), endpoint.clone()),
+        ]
+    };
+    let first_kv = kv();
+    {
+        let pairs: Vec<(&str, &str)> = first_kv
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let (first, _) = output(&pairs);
+        let b = batch(KUBE_TAG, vec![record(EventTime::now(), "left behind")]);
+        assert_eq!(first.flush(&b).await, FlushResult::Ok);
+        // Dropped: a crash.
+    }
+    // Built outside any runtime, as the binary builds it.
+    let second_kv = kv();
+    let second = std::thread::spawn(move || {
+        let pairs: Vec<(&str, &str)> = second_kv
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        output(&pairs).0
+    })
+    .join()
+    .unwrap();
+    assert_eq!(second.buffered_files(), 1);
+    second.start().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while second.uploaded() < 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        second.uploaded(),
+        1,
+        "uploaded by the timer, no flush needed"
+    );
+}

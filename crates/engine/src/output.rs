@@ -387,6 +387,7 @@ pub(crate) async fn output_task(
         recovery: Arc::clone(&recovery),
         shared: shared.clone(),
     };
+    out.plugin.start().await;
     let mut queue = Queue::new();
     let mut flights: JoinSet<usize> = JoinSet::new();
     let mut tick = tokio::time::interval(shared.flush_every);

@@ -300,6 +300,9 @@ pub enum FlushResult {
 pub trait Output: Send + Sync + 'static {
     /// Sends one batch.
     async fn flush(&self, batch: &Batch) -> FlushResult;
+    /// Called once when the pipeline starts running, inside the runtime, before any flush:
+    /// for outputs with work of their own (timers, uploads of what a previous run left).
+    async fn start(&self) {}
     /// Called once at shutdown after the last flush, to finish files or uploads.
     async fn shutdown(&self) -> Result<(), PluginError> {
         Ok(())

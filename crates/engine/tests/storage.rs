@@ -540,3 +540,83 @@ fn filesystem_storage_without_a_path_is_a_config_error_and_memrb_a_note() {
     assert!(notes[0].contains("storage.keep.rejected: accepted but not applied"));
     assert!(notes[1].contains("storage.type: 'memrb' is accepted but not applied"));
 }
+
+/// At shutdown, chunks that wait on disk only stay there for the next start, unless
+/// `storage.backlog.flush_on_shutdown On`, which tries to deliver them within Grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_flush_on_shutdown_delivers_what_waits_on_disk() {
+    for flush in ["off", "on"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().display().to_string();
+        let name = format!("fos_{flush}");
+        let down = outage(&name);
+        down.on.store(true, Ordering::SeqCst);
+        let c = config(vec![
+            section(
+                SectionKind::Service,
+                &[
+                    FAST,
+                    ("Grace", "3"),
+                    ("storage.path", &path),
+                    ("scheduler.base", "0.05"),
+                    ("scheduler.cap", "0.1"),
+                    ("storage.backlog.flush_on_shutdown", flush),
+                ],
+            ),
+            section(
+                SectionKind::Input,
+                &[
+                    ("Name", "seq"),
+                    ("Tag", &name),
+                    ("count", "100"),
+                    ("per_chunk", "1"),
+                    ("delay_ms", "20"),
+                    ("hold", "1"),
+                    ("storage.type", "filesystem"),
+                ],
+            ),
+            section(
+                SectionKind::Output,
+                &[
+                    ("Name", "collect"),
+                    ("Match", &name),
+                    ("sink", &name),
+                    ("outage", &name),
+                ],
+            ),
+        ]);
+        let (s, h) = start(Pipeline::build(c, &registry()).unwrap());
+        // Everything is stored (each chunk acknowledged); the output is failing, and once it
+        // has Workers + 4 batches out, what it queues waits on disk only.
+        assert!(
+            wait_until(Duration::from_secs(10), || outcomes(&format!("{name}:"))
+                .len()
+                >= 100)
+            .await,
+            "{flush}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The agent is asked to stop while the destination is still down; it comes back
+        // during the Grace period.
+        s.cancel();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        down.on.store(false, Ordering::SeqCst);
+        stop(s, h).await;
+        let delivered = ns(&name).len();
+        let left: usize = chunk_files(&dir.path().join("seq.0"))
+            .iter()
+            .map(|f| {
+                chunk_file::decode(&std::fs::read(f).unwrap(), false)
+                    .unwrap()
+                    .1
+                    .len()
+            })
+            .sum();
+        assert_eq!(delivered + left, 100, "{flush}: delivered or still on disk");
+        if flush == "on" {
+            assert_eq!(delivered, 100, "flushed at shutdown");
+        } else {
+            assert!(left > 0, "off: what waited on disk stays there");
+        }
+    }
+}

@@ -51,8 +51,8 @@ fn date_value(t: EventTime, f: DateFormat) -> Value {
 
 impl S3Output {
     /// An output for `settings`; opens `store_dir/<bucket>` and finds files left by a previous
-    /// run (uploaded by the timer task, which starts here when a runtime is running, else on
-    /// the first flush).
+    /// run (uploaded by the timer task, which starts here when a runtime is running, else when
+    /// the pipeline starts ([`Output::start`]) or on the first flush).
     pub fn new(
         settings: S3Settings,
         metrics: Arc<PluginMetrics>,
@@ -236,6 +236,12 @@ impl Inner {
 
 #[async_trait]
 impl Output for S3Output {
+    /// The upload timer starts with the pipeline, so files a previous run left are uploaded
+    /// after `upload_timeout` even when no new record comes.
+    async fn start(&self) {
+        self.ensure_ticker();
+    }
+
     async fn flush(&self, b: &Batch) -> FlushResult {
         self.ensure_ticker();
         let (data, n, skipped) = self.encode(b.records());

@@ -569,6 +569,24 @@ mod tests {
     }
 
     #[test]
+    fn with_delete_irrecoverable_chunks_unreadable_files_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let stream = dir.path().join("tail.0");
+        std::fs::create_dir_all(&stream).unwrap();
+        let bad = stream.join("1-1.000000001.flb");
+        std::fs::write(&bad, b"garbage").unwrap();
+        let storage = Storage::open(StorageSettings {
+            delete_irrecoverable: true,
+            ..settings(dir.path())
+        })
+        .unwrap();
+        assert!(storage.backlog().is_empty());
+        assert!(!bad.exists());
+        assert!(!stream.join(CORRUPT_DIR).exists());
+        assert_eq!(storage.corrupt.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
     fn unreadable_files_are_set_aside_and_leftover_temp_files_removed() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(settings(dir.path())).unwrap();
