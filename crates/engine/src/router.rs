@@ -163,19 +163,7 @@ impl Router<'_> {
             self.gather(chunk, store).await;
             return;
         }
-        if let Some(d) = &chunk.delivery {
-            d.expect(targets.len());
-        }
-        // The router's own share: done routing (no route, or all records filtered out, is
-        // delivered: Fluent Bit deletes data no output matches).
-        chunk.mark(DeliveryStatus::Delivered);
-        if targets.is_empty() {
-            return;
-        }
-        let routed = Routed::memory(Arc::new(chunk));
-        for tx in targets {
-            let _ = tx.send(routed.clone());
-        }
+        send(chunk, &targets);
     }
 
     /// Adds a filtered chunk of a filesystem input to what is gathered for its input and tag;
@@ -260,19 +248,26 @@ impl Router<'_> {
                     "cannot write a chunk to storage.path; it is kept in memory and its input waits for its delivery");
                 let mut chunk = Chunk::new(tag, records);
                 chunk.carry(held);
-                if let Some(d) = &chunk.delivery {
-                    d.expect(targets.len());
-                }
-                chunk.mark(DeliveryStatus::Delivered);
-                if targets.is_empty() {
-                    return;
-                }
-                let routed = Routed::memory(Arc::new(chunk));
-                for tx in targets {
-                    let _ = tx.send(routed.clone());
-                }
+                send(chunk, &targets);
             }
         }
+    }
+}
+
+/// Hands a chunk in memory to the outputs: each owes its outcome on the chunk's delivery, and
+/// the router's own share is settled (no route, or all records filtered out, is delivered:
+/// Fluent Bit deletes data no output matches).
+fn send(chunk: Chunk, targets: &[&mpsc::UnboundedSender<Routed>]) {
+    if let Some(d) = &chunk.delivery {
+        d.expect(targets.len());
+    }
+    chunk.mark(DeliveryStatus::Delivered);
+    if targets.is_empty() {
+        return;
+    }
+    let routed = Routed::memory(Arc::new(chunk));
+    for tx in targets {
+        let _ = tx.send(routed.clone());
     }
 }
 

@@ -70,13 +70,7 @@ impl World {
     /// proxy), with lines added to `[SERVICE]`, `[INPUT]` and `[OUTPUT]`, and sections after.
     fn seed_config(&self, service: &str, input: &str, output: &str, more: &str) -> PathBuf {
         let logs = self.logs();
-        let prefix = format!(
-            "kube.{}.",
-            logs.display()
-                .to_string()
-                .trim_start_matches('/')
-                .replace('/', ".")
-        );
+        let prefix = common::kube_tag_prefix(&logs);
         let conf = format!(
             "[SERVICE]\n{service}\n\
              [INPUT]\n    Name              tail\n    Tag               kube.*\n    Path              {logs}/*.log\n    DB                {dir}/flb_kube.db\n    Parser            docker\n    Docker_Mode       On\n    Mem_Buf_Limit     5MB\n    Skip_Long_Lines   On\n    Refresh_Interval  10\n{input}\n\

@@ -50,13 +50,7 @@ fn seed_line_at(secs: i64) -> (String, String, String) {
 /// The agent on the seed's ConfigMap, its paths and endpoints from the environment.
 fn start_agent(dir: &Path, kube: &KubeApiServer, cloudwatch: &str) -> Agent {
     let logs = dir.join("containers");
-    let prefix = format!(
-        "kube.{}.",
-        logs.display()
-            .to_string()
-            .trim_start_matches('/')
-            .replace('/', ".")
-    );
+    let prefix = common::kube_tag_prefix(&logs);
     Agent::start(
         &seed_dir().join("fluent-bit.conf"),
         &[

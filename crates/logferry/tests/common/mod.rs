@@ -108,6 +108,18 @@ pub fn total(log: &[String], output: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The `Kube_Tag_Prefix` of tail's `kube.*` tags for files in `logs`: `kube.` and the
+/// directory with `/` as `.`.
+pub fn kube_tag_prefix(logs: &Path) -> String {
+    format!(
+        "kube.{}.",
+        logs.display()
+            .to_string()
+            .trim_start_matches('/')
+            .replace('/', ".")
+    )
+}
+
 /// RFC 3339 with nanoseconds, UTC, as dockerd writes `time`.
 pub fn docker_time(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap();
