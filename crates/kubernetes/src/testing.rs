@@ -397,7 +397,7 @@ fn handle(state: &Arc<State>, req: Request<Incoming>, stop: CancellationToken) -
 }
 
 /// Asserts that a delivered record equals the seed's expected record
-/// (../shared/conformance/seed-nginx/expected-record.json) with the allowances its README gives:
+/// (the seed-nginx conformance fixture's `expected-record.json`) with the allowances its README gives:
 /// `kubernetes` may hold more keys, and `container_hash` may carry the image reference before the
 /// digest (`nginx@sha256:<hex>`); everything else must be equal, with no other key.
 pub fn assert_matches_seed_record(mut got: Json, expected: &Json) {
