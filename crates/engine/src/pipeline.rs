@@ -98,12 +98,16 @@ fn split<'a>(section: &'a Section, shared: &'static [OptSpec]) -> (Vec<&'a Entry
         .partition(|e| shared.iter().any(|o| o.is(&e.key)))
 }
 
+/// `<plugin>.<n>`, or the `Alias`. As in Fluent Bit 5.1, `n` counts the sections of one kind
+/// (inputs, filters, outputs) in config order across plugins: a `grep` then a `modify` filter
+/// are `grep.0` and `modify.1`; an aliased section takes a number too.
 fn instance_name(
     counts: &mut HashMap<&'static str, usize>,
+    kind: &'static str,
     plugin: &'static str,
     alias: Option<&str>,
 ) -> String {
-    let n = counts.entry(plugin).or_insert(0);
+    let n = counts.entry(kind).or_insert(0);
     let name = match alias {
         Some(a) if !a.is_empty() => a.to_string(),
         _ => format!("{plugin}.{n}"),
@@ -447,7 +451,7 @@ fn build_input(
     let plugin = lookup(env.registry, "input", &env.registry.inputs, section, name)?;
     let (shared, own) = split(section, InputCommon::OPTIONS);
     let common = InputCommon::from_entries(&section.span, &shared, &[])?;
-    let instance = instance_name(counts, plugin.name, common.alias.as_deref());
+    let instance = instance_name(counts, "input", plugin.name, common.alias.as_deref());
     let m = PluginMetrics::new(instance.clone());
     let ctx = env.context(&instance, &m);
     let known: Vec<&'static str> = names(InputCommon::OPTIONS).collect();
@@ -541,7 +545,7 @@ fn build_filter(
     let plugin = lookup(env.registry, "filter", &env.registry.filters, section, name)?;
     let (shared, own) = split(section, FilterCommon::OPTIONS);
     let common = FilterCommon::from_entries(&section.span, &shared, &[])?;
-    let instance = instance_name(counts, plugin.name, common.alias.as_deref());
+    let instance = instance_name(counts, "filter", plugin.name, common.alias.as_deref());
     let m = PluginMetrics::new(instance.clone());
     let ctx = env.context(&instance, &m);
     let known: Vec<&'static str> = names(FilterCommon::OPTIONS).collect();
@@ -588,7 +592,7 @@ fn build_output(
             .unwrap_or_else(|| section.span.clone());
         ConfigError::key(&span, "Retry_Limit", r)
     })?;
-    let instance = instance_name(counts, plugin.name, common.alias.as_deref());
+    let instance = instance_name(counts, "output", plugin.name, common.alias.as_deref());
     let m = PluginMetrics::new(instance.clone());
     let ctx = env.context(&instance, &m);
     let known: Vec<&'static str> = names(OutputCommon::OPTIONS).collect();

@@ -623,3 +623,32 @@ async fn output_without_match_is_unloaded_like_fluent_bit() {
     // Nothing matched: Fluent Bit deletes such data, so the input may move on.
     assert_eq!(outcomes_for("nm:"), vec![DeliveryStatus::Delivered]);
 }
+
+/// Fluent Bit 5.1 numbers each kind of section in config order across plugins, an aliased one
+/// included: the names metrics and logs use.
+#[test]
+fn instances_are_numbered_per_kind_across_plugins() {
+    let c = config(vec![
+        section(SectionKind::Input, &[("Name", "seq")]),
+        section(SectionKind::Input, &[("Name", "seq"), ("Alias", "mine")]),
+        section(SectionKind::Input, &[("Name", "seq")]),
+        section(
+            SectionKind::Filter,
+            &[("Name", "mark"), ("Match", "*"), ("label", "a")],
+        ),
+        section(
+            SectionKind::Filter,
+            &[("Name", "mark"), ("Match", "*"), ("label", "b")],
+        ),
+        section(SectionKind::Output, &[("Name", "partial"), ("Match", "*")]),
+        section(
+            SectionKind::Output,
+            &[("Name", "collect"), ("Match", "*"), ("sink", "names")],
+        ),
+    ]);
+    let p = Pipeline::build(c, &registry()).unwrap();
+    let (i, f, o) = p.instance_names();
+    assert_eq!(i, ["seq.0", "mine", "seq.2"]);
+    assert_eq!(f, ["mark.0", "mark.1"]);
+    assert_eq!(o, ["partial.0", "collect.1"]);
+}

@@ -130,7 +130,7 @@ fn dry_run_warns_of_what_is_accepted_but_not_applied() {
         format!("[warn] {f}:5: storage.type: 'memrb' is accepted but not applied"),
         format!("[warn] {f}:9: emitter_mem_buf_limit: accepted but not applied"),
         format!("[warn] {f}:6: NO match rule for multiline.0 filter instance, unloading"),
-        format!("[warn] {f}:10: NO match rule for grep.0 filter instance, unloading"),
+        format!("[warn] {f}:10: NO match rule for grep.1 filter instance, unloading"),
     ] {
         assert!(err.contains(&want), "missing {want:?} in\n{err}");
     }
