@@ -21,9 +21,9 @@ options! {
         pub mem_buf_limit: Option<ByteSize> = ["Mem_Buf_Limit"] None,
         /// Log level of this instance.
         pub log_level: Option<String> = ["Log_Level"] None,
-        /// Seconds between repeats of the same log message (accepted; no effect).
+        /// Seconds between repeats of the same log message (accepted; not applied).
         pub log_suppress_interval: Option<String> = ["Log_Suppress_Interval"] None,
-        /// Run the input in its own thread (accepted: every logferry input is its own task).
+        /// Run the input in its own thread (every logferry input is its own task).
         pub threaded: bool = ["Threaded"] Some("off"),
         /// Buffer type: `memory` (paused at Mem_Buf_Limit) or `filesystem` (chunks written to
         /// `storage.path` and acknowledged once on disk); unset: `[SERVICE] storage.type` with
@@ -32,7 +32,7 @@ options! {
         /// Filesystem inputs: pause instead of letting an output drop its oldest chunks when it
         /// is over its `storage.total_limit_size`.
         pub storage_pause: bool = ["storage.pause_on_chunks_overlimit"] Some("off"),
-        /// Whether records may be routed (accepted; no effect).
+        /// Whether records may be routed (accepted; only `true` is applied).
         pub routable: bool = ["Routable"] Some("true"),
         /// YAML processors (accepted; not applied yet).
         pub processors: Option<String> = ["processors"] None,
@@ -52,7 +52,7 @@ options! {
         pub alias: Option<String> = ["Alias"] None,
         /// Log level of this instance.
         pub log_level: Option<String> = ["Log_Level"] None,
-        /// Seconds between repeats of the same log message (accepted; no effect).
+        /// Seconds between repeats of the same log message (accepted; not applied).
         pub log_suppress_interval: Option<String> = ["Log_Suppress_Interval"] None,
     }
 }
@@ -75,7 +75,7 @@ options! {
         pub workers: Option<usize> = ["Workers"] None,
         /// Log level of this instance.
         pub log_level: Option<String> = ["Log_Level"] None,
-        /// Seconds between repeats of the same log message (accepted; no effect).
+        /// Seconds between repeats of the same log message (accepted; not applied).
         pub log_suppress_interval: Option<String> = ["Log_Suppress_Interval"] None,
         /// Most bytes of chunks this output holds (on disk for filesystem inputs, in memory
         /// otherwise); past it its oldest chunks are dropped, counted and logged.
@@ -214,9 +214,196 @@ options! {
         pub enable_chunk_trace: bool = ["Enable_Chunk_Trace"] Some("off"),
         /// Escape non-ASCII characters as `\uXXXX` in JSON output.
         pub json_escape_unicode: bool = ["json.escape_unicode"] Some("on"),
-        /// Memory limit of multiline buffers (accepted).
+        /// Memory limit of multiline buffers (accepted; the limit is 2MB per message).
         pub multiline_buffer_limit: Option<ByteSize> = ["multiline_buffer_limit"] None,
+        /// Seconds a reload may take before Fluent Bit's watchdog aborts it (accepted).
+        pub hot_reload_timeout: Option<u64> = ["Hot_Reload.Timeout"] None,
+        /// Adapt the flush interval to the load (accepted; `Flush` is fixed).
+        pub flush_adaptive: bool = ["flush.adaptive"] Some("off"),
+        /// Adaptive flush: shortest interval (accepted).
+        pub flush_adaptive_min: Option<f64> = ["flush.adaptive.min_interval"] None,
+        /// Adaptive flush: longest interval (accepted).
+        pub flush_adaptive_max: Option<f64> = ["flush.adaptive.max_interval"] None,
+        /// Adaptive flush: low pressure threshold (accepted).
+        pub flush_adaptive_low: Option<f64> = ["flush.adaptive.low_pressure"] None,
+        /// Adaptive flush: medium pressure threshold (accepted).
+        pub flush_adaptive_medium: Option<f64> = ["flush.adaptive.medium_pressure"] None,
+        /// Adaptive flush: high pressure threshold (accepted).
+        pub flush_adaptive_high: Option<f64> = ["flush.adaptive.high_pressure"] None,
+        /// Adaptive flush: steps up (accepted).
+        pub flush_adaptive_up_steps: Option<u64> = ["flush.adaptive.up_steps"] None,
+        /// Adaptive flush: steps down (accepted).
+        pub flush_adaptive_down_steps: Option<u64> = ["flush.adaptive.down_steps"] None,
+        /// Prefer IPv6 in DNS answers (accepted).
+        pub dns_prefer_ipv6: bool = ["dns.prefer_ipv6"] Some("off"),
+        /// FIPS mode of the crypto library (accepted).
+        pub security_fips_mode: bool = ["security.fips_mode"] Some("off"),
+        /// Most open files on Windows (accepted; Windows only).
+        pub windows_maxstdio: Option<u64> = ["windows.maxstdio"] None,
     }
+}
+
+/// A key a section accepts and does not apply: setting it to anything but `harmless` (any
+/// value, when `None`) is a build note ([`crate::Pipeline::notes`]) saying `why`.
+#[derive(Clone, Copy, Debug)]
+pub struct NotApplied {
+    pub key: &'static str,
+    pub harmless: Option<&'static str>,
+    pub why: &'static str,
+}
+
+const fn na(key: &'static str, harmless: Option<&'static str>, why: &'static str) -> NotApplied {
+    NotApplied { key, harmless, why }
+}
+
+/// `[SERVICE]` keys accepted and not applied.
+pub const SERVICE_NOT_APPLIED: &[NotApplied] = &[
+    na(
+        "Daemon",
+        Some("off"),
+        "run logferry in the foreground under a supervisor (systemd, Kubernetes)",
+    ),
+    na("Plugins_File", None, "logferry has no external plugins"),
+    na("Streams_File", None, "logferry has no stream processor"),
+    na(
+        "sp.convert_from_str_to_num",
+        None,
+        "logferry has no stream processor",
+    ),
+    na("Coro_Stack_Size", None, "logferry has no coroutines"),
+    na("dns.mode", None, "the system resolver is used"),
+    na("dns.resolver", None, "the system resolver is used"),
+    na(
+        "dns.prefer_ipv4",
+        Some("off"),
+        "the system resolver's order is used",
+    ),
+    na(
+        "dns.prefer_ipv6",
+        Some("off"),
+        "the system resolver's order is used",
+    ),
+    na(
+        "Enable_Chunk_Trace",
+        Some("off"),
+        "logferry has no chunk tracing",
+    ),
+    na(
+        "multiline_buffer_limit",
+        None,
+        "a multiline message is cut at 2MB",
+    ),
+    na(
+        "Hot_Reload.Timeout",
+        None,
+        "a reload builds the new pipeline first and drains the old one within Grace",
+    ),
+    na(
+        "flush.adaptive",
+        Some("off"),
+        "outputs flush every Flush seconds, and at once at 2MB or while an input is paused",
+    ),
+    na(
+        "flush.adaptive.min_interval",
+        None,
+        "flush.adaptive is not applied",
+    ),
+    na(
+        "flush.adaptive.max_interval",
+        None,
+        "flush.adaptive is not applied",
+    ),
+    na(
+        "flush.adaptive.low_pressure",
+        None,
+        "flush.adaptive is not applied",
+    ),
+    na(
+        "flush.adaptive.medium_pressure",
+        None,
+        "flush.adaptive is not applied",
+    ),
+    na(
+        "flush.adaptive.high_pressure",
+        None,
+        "flush.adaptive is not applied",
+    ),
+    na(
+        "flush.adaptive.up_steps",
+        None,
+        "flush.adaptive is not applied",
+    ),
+    na(
+        "flush.adaptive.down_steps",
+        None,
+        "flush.adaptive is not applied",
+    ),
+    na(
+        "security.fips_mode",
+        Some("off"),
+        "logferry's TLS (rustls) has no FIPS mode",
+    ),
+    na("windows.maxstdio", None, "Windows only"),
+];
+
+/// `[INPUT]` keys every input takes, accepted and not applied.
+pub const INPUT_NOT_APPLIED: &[NotApplied] = &[
+    na(
+        "Log_Suppress_Interval",
+        None,
+        "repeated log lines are not suppressed",
+    ),
+    na("Routable", Some("true"), "every input's records are routed"),
+    na("processors", None, "YAML processors are not applied yet"),
+];
+
+/// `[FILTER]` keys every filter takes, accepted and not applied.
+pub const FILTER_NOT_APPLIED: &[NotApplied] = &[na(
+    "Log_Suppress_Interval",
+    None,
+    "repeated log lines are not suppressed",
+)];
+
+/// `[OUTPUT]` keys every output takes, accepted and not applied.
+pub const OUTPUT_NOT_APPLIED: &[NotApplied] = &[
+    na(
+        "Log_Suppress_Interval",
+        None,
+        "repeated log lines are not suppressed",
+    ),
+    na("processors", None, "YAML processors are not applied yet"),
+];
+
+/// The notes for `entries` of a section: each key of `table` set to something that matters.
+pub fn not_applied<'a>(
+    table: &[NotApplied],
+    entries: impl IntoIterator<Item = &'a logferry_core::config::Entry>,
+) -> Vec<logferry_core::config::ConfigError> {
+    use logferry_core::config::units::parse_bool;
+    let mut out = Vec::new();
+    for e in entries {
+        let Some(n) = table
+            .iter()
+            .find(|n| n.key.eq_ignore_ascii_case(e.key.trim()))
+        else {
+            continue;
+        };
+        let v = e.value.trim();
+        let harmless = n
+            .harmless
+            .is_some_and(|h| match (parse_bool(h), parse_bool(v)) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => h.eq_ignore_ascii_case(v),
+            });
+        if !harmless && !v.is_empty() {
+            out.push(logferry_core::config::ConfigError::key(
+                &e.span,
+                &e.key,
+                format!("accepted but not applied: {}", n.why),
+            ));
+        }
+    }
+    out
 }
 
 impl ServiceOptions {

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use logferry_core::config::{suggest, Config, ConfigError, Entry, OptSpec, Section, SectionKind};
 use logferry_core::{Matcher, Tag};
 
-use crate::common::{FilterCommon, InputCommon, OutputCommon, RetryLimit, ServiceOptions};
+use crate::common::{
+    not_applied, FilterCommon, InputCommon, OutputCommon, RetryLimit, ServiceOptions,
+    FILTER_NOT_APPLIED, INPUT_NOT_APPLIED, OUTPUT_NOT_APPLIED, SERVICE_NOT_APPLIED,
+};
 use crate::metrics::{Metrics, PluginMetrics};
 use crate::plugin::{BuildContext, Filter, Input, Output, Plugin, Registry};
 use crate::storage::dead_letters::DeadLetters;
@@ -211,7 +214,7 @@ impl Pipeline {
                 logferry_parsers::Parsers::builtin()
             }
         });
-        let mut notes = Vec::new();
+        let mut notes = not_applied(SERVICE_NOT_APPLIED, service_entries.iter().copied());
         let (storage, dead_letters) = match &service {
             Some(service) => open_storage(&config, service, &service_span, &mut errors, &mut notes),
             None => (None, None),
@@ -457,6 +460,7 @@ fn build_input(
     let known: Vec<&'static str> = names(InputCommon::OPTIONS).collect();
     let input =
         (plugin.build)(&ctx, section, &own).map_err(|e| with_shared_suggestions(e, &known))?;
+    notes.extend(not_applied(INPUT_NOT_APPLIED, shared.iter().copied()));
     let filesystem = input_storage(env, section, &common, notes)?;
     if common.storage_pause && !filesystem {
         notes.push(ConfigError::key(
@@ -551,6 +555,7 @@ fn build_filter(
     let known: Vec<&'static str> = names(FilterCommon::OPTIONS).collect();
     let filter =
         (plugin.build)(&ctx, section, &own).map_err(|e| with_shared_suggestions(e, &known))?;
+    notes.extend(not_applied(FILTER_NOT_APPLIED, shared.iter().copied()));
     let Some(matcher) = matcher(
         section,
         common.match_.as_deref(),
@@ -598,6 +603,7 @@ fn build_output(
     let known: Vec<&'static str> = names(OutputCommon::OPTIONS).collect();
     let output =
         (plugin.build)(&ctx, section, &own).map_err(|e| with_shared_suggestions(e, &known))?;
+    notes.extend(not_applied(OUTPUT_NOT_APPLIED, shared.iter().copied()));
     let Some(matcher) = matcher(
         section,
         common.match_.as_deref(),

@@ -17,10 +17,11 @@ use util::*;
 /// README says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_nginx_record_matches_the_fixture() {
-    if !shared().exists() {
-        eprintln!("skipping: shared fixtures not found");
-        return;
-    }
+    assert!(
+        shared().exists(),
+        "{} is missing: this test compares with the seed's shared conformance fixture",
+        shared().display()
+    );
     let tmp = tempfile::tempdir().unwrap();
     let logs = tmp.path().join("containers");
     std::fs::create_dir_all(&logs).unwrap();

@@ -28,8 +28,9 @@ const GROUP: &str = "fluentbit-cloudwatch";
 const POD_FILE: &str = "user-service-7d9c8b6f5-x2k4p_default_app-3f1c2a9e8d7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a19.log";
 
 fn pod_json() -> serde_json::Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/quickstart/meta/default-user-service-7d9c8b6f5-x2k4p.meta");
+    let p =
+        Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+            .join("../../examples/quickstart/meta/default-user-service-7d9c8b6f5-x2k4p.meta");
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 

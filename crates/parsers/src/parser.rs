@@ -25,6 +25,8 @@ logferry_core::options! {
         pub time_keep: bool = ["Time_Keep"] Some("off"),
         /// Fixed UTC offset (+0200, -0600) for times without a zone.
         pub time_offset: Option<String> = ["Time_Offset"] None,
+        /// IANA time zone (Europe/Berlin) for times without a zone, daylight saving included.
+        pub time_zone: Option<String> = ["Time_Zone"] None,
         /// Reject times that match only part of Time_Format.
         pub time_strict: bool = ["Time_Strict"] Some("on"),
         /// Read zone-less times in the system time zone (TZ) instead of UTC.
@@ -197,11 +199,46 @@ impl Parser {
                 }
             }
         }
+        // As Fluent Bit 5.1 checks it: a zone needs a Time_Format, and does not combine with
+        // Time_System_Timezone or Time_Offset.
+        let mut zone = None;
+        if let Some(z) = opts.time_zone.as_deref().filter(|z| !z.trim().is_empty()) {
+            let (span, key) = at("Time_Zone");
+            let conflict = if opts
+                .time_format
+                .as_deref()
+                .is_none_or(|f| f.trim().is_empty())
+            {
+                Some("Time_Zone requires Time_Format")
+            } else if opts.time_system_timezone {
+                Some("Time_Zone cannot be combined with Time_System_Timezone")
+            } else if opts
+                .time_offset
+                .as_deref()
+                .is_some_and(|o| !o.trim().is_empty())
+            {
+                Some("Time_Zone cannot be combined with Time_Offset")
+            } else {
+                None
+            };
+            match conflict {
+                Some(reason) => errors.push(ConfigError::key(
+                    &span,
+                    &key,
+                    format!("parser '{name}': {reason}"),
+                )),
+                None => match crate::time::load_zone(z) {
+                    Ok(tz) => zone = Some(tz),
+                    Err(reason) => errors.push(ConfigError::key(&span, &key, reason)),
+                },
+            }
+        }
         let time = match opts.time_format.as_deref().map(str::trim) {
             Some(f) if !f.is_empty() => match TimeFormat::new(f) {
                 Ok(t) => Some(
                     t.with_offset(offset)
                         .with_system_timezone(opts.time_system_timezone)
+                        .with_zone(zone)
                         .with_strict(opts.time_strict),
                 ),
                 Err(reason) => {

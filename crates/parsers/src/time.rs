@@ -4,8 +4,9 @@
 //! and literal characters; a blank in the format matches any run of blanks (even none), as in
 //! strptime(3). As in Fluent Bit, input left over after the format is ignored (Docker's trailing
 //! `Z` against `%Y-%m-%dT%H:%M:%S.%L`), a format without a year takes the current one (syslog
-//! RFC 3164), and without `%z` the time is read in `Time_Offset`, or in the system time zone
-//! with `Time_System_Timezone On`. `%L` takes any number of digits (nanoseconds kept, the rest
+//! RFC 3164), and without `%z` the time is read in `Time_Offset`, in the IANA zone
+//! `Time_Zone` (from the system zoneinfo, `TZDIR` or `/usr/share/zoneinfo`, as Fluent Bit 5.1
+//! reads it), or in the system time zone with `Time_System_Timezone On`. `%L` takes any number of digits (nanoseconds kept, the rest
 //! ignored).
 
 use chrono::{Datelike, Local, NaiveDate, TimeZone};
@@ -45,6 +46,8 @@ pub struct TimeFormat {
     /// Fixed offset in seconds east of UTC for formats without `%z` (`Time_Offset`).
     offset: i32,
     system_timezone: bool,
+    /// `Time_Zone`: an IANA zone for formats without `%z`.
+    zone: Option<jiff::tz::TimeZone>,
     strict: bool,
 }
 
@@ -140,8 +143,15 @@ impl TimeFormat {
             has_offset,
             offset: 0,
             system_timezone: false,
+            zone: None,
             strict: true,
         })
+    }
+
+    /// Sets `Time_Zone`: read zone-less times in this IANA zone (daylight saving included).
+    pub fn with_zone(mut self, zone: Option<jiff::tz::TimeZone>) -> Self {
+        self.zone = zone;
+        self
     }
 
     /// Sets `Time_Offset` (seconds east of UTC), used when the format has no `%z`.
@@ -306,6 +316,7 @@ impl TimeFormat {
         let offset = match p.offset {
             Some(o) => i64::from(o),
             None if self.has_offset => 0,
+            None if self.zone.is_some() => zone_offset(self.zone.as_ref()?, local)?,
             None if self.system_timezone => local_offset(local)?,
             None => i64::from(self.offset),
         };
@@ -315,9 +326,16 @@ impl TimeFormat {
             .map(EventTime)
     }
 
-    /// Today's date in UTC, or in the local zone with Time_System_Timezone.
+    /// Today's date in UTC, or in the zone times are read in.
     fn today(&self, now: EventTime) -> Option<NaiveDate> {
         let utc = chrono::DateTime::from_timestamp(now.secs(), 0)?;
+        if let Some(z) = &self.zone {
+            let off = z
+                .to_offset(jiff::Timestamp::from_second(now.secs()).ok()?)
+                .seconds();
+            let local = chrono::DateTime::from_timestamp(now.secs() + i64::from(off), 0)?;
+            return Some(local.date_naive());
+        }
         if self.system_timezone {
             Some(utc.with_timezone(&Local).date_naive())
         } else {
@@ -340,6 +358,51 @@ fn local_offset(local_secs: i64) -> Option<i64> {
         chrono::LocalResult::None => Local.offset_from_utc_datetime(&naive),
     };
     Some(i64::from(offset.local_minus_utc()))
+}
+
+/// A zone's offset (seconds east of UTC) for a local wall-clock time, picked as for the
+/// system zone ([`local_offset`]): the earlier reading in a fold, the offset before a gap.
+fn zone_offset(zone: &jiff::tz::TimeZone, local_secs: i64) -> Option<i64> {
+    let civil = jiff::Timestamp::from_second(local_secs)
+        .ok()?
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .datetime();
+    let offset = match zone.to_ambiguous_zoned(civil).offset() {
+        jiff::tz::AmbiguousOffset::Unambiguous { offset } => offset,
+        jiff::tz::AmbiguousOffset::Fold { before, .. } => before,
+        jiff::tz::AmbiguousOffset::Gap { before, .. } => before,
+    };
+    Some(i64::from(offset.seconds()))
+}
+
+/// The IANA zone `name` from the system zoneinfo (`TZDIR`, else `/usr/share/zoneinfo`), as
+/// Fluent Bit 5.1 loads `Time_Zone`.
+pub fn load_zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
+    let name = name.trim();
+    if name.is_empty() || name.starts_with(['+', '-']) || name.contains("..") {
+        return Err(format!(
+            "'{name}' is not an IANA time zone name (such as Europe/Berlin; use Time_Offset for +0100)"
+        ));
+    }
+    let dir = std::env::var_os("TZDIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(
+            || std::path::PathBuf::from("/usr/share/zoneinfo"),
+            std::path::PathBuf::from,
+        );
+    let path = dir.join(name);
+    let data = std::fs::read(&path).map_err(|e| {
+        format!(
+            "unknown time zone '{name}': cannot read {}: {e}",
+            path.display()
+        )
+    })?;
+    jiff::tz::TimeZone::tzif(name, &data).map_err(|e| {
+        format!(
+            "time zone '{name}': {} is not a TZif file: {e}",
+            path.display()
+        )
+    })
 }
 
 const MONTHS: [&str; 12] = [

@@ -277,3 +277,68 @@ fn time_options_in_parsers() {
     );
     check(&p("logfmt_time"), "ts=never level=info", None, None);
 }
+
+/// Fluent Bit 5.1's `Time_Zone`: an IANA name read from the system zoneinfo, daylight saving
+/// included; a fixed offset, a missing Time_Format, or a combination with Time_Offset or
+/// Time_System_Timezone is a config error naming the key.
+#[test]
+fn time_zone_reads_local_times_in_an_iana_zone() {
+    let text = "[PARSER]
+    Name   berlin
+    Format regex
+    Regex  ^(?<time>[^ ]+ [^ ]+) (?<msg>.*)$
+    Time_Key time
+    Time_Format %Y-%m-%d %H:%M:%S
+    Time_Zone Europe/Berlin
+";
+    let parsers = Parsers::from_config(&classic_config("tz.conf", text)).unwrap();
+    let p = parsers.get("berlin").unwrap();
+    // Winter: CET, +01:00. Summer: CEST, +02:00.
+    let winter = p.parse("2024-01-15 10:00:00 hello").unwrap();
+    assert_eq!(winter.time, Some(rfc3339("2024-01-15T09:00:00Z")));
+    let summer = p.parse("2024-07-15 10:00:00 hello").unwrap();
+    assert_eq!(summer.time, Some(rfc3339("2024-07-15T08:00:00Z")));
+    // The hour that happens twice (end of summer time): the first, CEST.
+    let fold = p.parse("2024-10-27 02:30:00 x").unwrap();
+    assert_eq!(fold.time, Some(rfc3339("2024-10-27T00:30:00Z")));
+
+    for (extra, want) in [
+        (
+            "    Time_Zone +0100\n",
+            "Time_Zone: '+0100' is not an IANA time zone name",
+        ),
+        (
+            "    Time_Zone Mars/Olympus\n",
+            "Time_Zone: unknown time zone 'Mars/Olympus'",
+        ),
+        (
+            "    Time_Zone Europe/Berlin\n    Time_Offset +0100\n",
+            "Time_Zone: parser 'p': Time_Zone cannot be combined with Time_Offset",
+        ),
+        (
+            "    Time_Zone Europe/Berlin\n    Time_System_Timezone On\n",
+            "Time_Zone: parser 'p': Time_Zone cannot be combined with Time_System_Timezone",
+        ),
+    ] {
+        let text = format!(
+            "[PARSER]\n    Name p\n    Format json\n    Time_Key t\n    Time_Format %Y\n{extra}"
+        );
+        let Err(errs) = Parsers::from_config(&classic_config("bad.conf", &text)) else {
+            panic!("{extra:?} was accepted");
+        };
+        let all: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert!(
+            all.iter().any(|e| e.contains(want)),
+            "{all:?} lacks {want:?}"
+        );
+    }
+    let Err(errs) = Parsers::from_config(&classic_config(
+        "nofmt.conf",
+        "[PARSER]\n    Name p\n    Format json\n    Time_Zone Europe/Berlin\n",
+    )) else {
+        panic!("Time_Zone without Time_Format was accepted");
+    };
+    assert!(errs[0]
+        .to_string()
+        .contains("Time_Zone: parser 'p': Time_Zone requires Time_Format"));
+}

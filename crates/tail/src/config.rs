@@ -35,6 +35,8 @@ options! {
         pub buffer_max_size: ByteSize = ["Buffer_Max_Size"] Some("32k"),
         /// Skip lines longer than Buffer_Max_Size (Off: keep their first Buffer_Max_Size bytes).
         pub skip_long_lines: bool = ["Skip_Long_Lines"] Some("off"),
+        /// Keep the first Buffer_Max_Size bytes of a longer line (wins over Skip_Long_Lines).
+        pub truncate_long_lines: bool = ["Truncate_Long_Lines"] Some("off"),
         /// Do not emit empty lines.
         pub skip_empty_lines: bool = ["Skip_Empty_Lines"] Some("off"),
         /// SQLite file that keeps offsets (Fluent Bit's `in_tail_files` table).
@@ -65,6 +67,9 @@ options! {
         pub file_cache_advise: bool = ["File_Cache_Advise"] Some("on"),
         /// Seconds between checks for progress on idle files (accepted; polling is every 250ms).
         pub progress_check_interval: Option<String> = ["Progress_Check_Interval"] None,
+        /// How often each followed file's path is checked for rotation (default 1s here; 2s in
+        /// Fluent Bit, which checks symbolic links only).
+        pub watcher_interval: Option<std::time::Duration> = ["Watcher_Interval"] None,
         /// Nanoseconds part of Progress_Check_Interval (accepted).
         pub progress_check_interval_nsec: Option<String> = ["Progress_Check_Interval_Nsec"] None,
         /// Multiline parsers for container framing: `docker`, `cri` (comma-separated, tried in order).

@@ -180,6 +180,14 @@ fn build(
             "tail_rotated_dropped_bytes",
             "Unread bytes dropped by closing a rotated or deleted file at Rotated_Hold_Limit.",
         ),
+        long_line_skipped: ctx.metrics.register(
+            "fluentbit_input_long_line_skipped",
+            "Total number of skipped occurences for long lines",
+        ),
+        long_line_truncated: ctx.metrics.register(
+            "fluentbit_input_long_line_truncated",
+            "Total number of truncated occurences for long lines",
+        ),
         rotated_dropped_files: ctx.metrics.register(
             "tail_rotated_dropped_files",
             "Rotated or deleted files closed at Rotated_Hold_Limit before they were read to their end.",
@@ -301,6 +309,8 @@ struct FileCounters {
     rotated_held: Arc<std::sync::atomic::AtomicU64>,
     rotated_dropped_bytes: Arc<std::sync::atomic::AtomicU64>,
     rotated_dropped_files: Arc<std::sync::atomic::AtomicU64>,
+    long_line_skipped: Arc<std::sync::atomic::AtomicU64>,
+    long_line_truncated: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Tail {
@@ -1077,9 +1087,11 @@ impl Tail {
         }
     }
 
-    /// A line longer than Buffer_Max_Size: skipped (Skip_Long_Lines On) or cut to its first
-    /// Buffer_Max_Size bytes. Either way the file goes on (Fluent Bit stops reading the file
-    /// when Skip_Long_Lines is Off; logferry never gives up a file for one line).
+    /// A line longer than Buffer_Max_Size: skipped (Skip_Long_Lines On, unless
+    /// Truncate_Long_Lines On) or cut to its first Buffer_Max_Size bytes; counted in Fluent
+    /// Bit's `fluentbit_input_long_line_skipped_total` / `_truncated_total`. Either way the file
+    /// goes on (Fluent Bit stops reading the file when both are Off; logferry never gives up a
+    /// file for one line).
     fn long_line(
         &self,
         ctx: &InputContext,
@@ -1089,10 +1101,15 @@ impl Tail {
         out: &mut Vec<(Record, u64)>,
     ) {
         let max = self.o.buffer_max_size.0.max(1) as usize;
-        if self.o.skip_long_lines {
+        // As Fluent Bit 5.1: Truncate_Long_Lines wins over Skip_Long_Lines.
+        if self.o.skip_long_lines && !self.o.truncate_long_lines {
+            self.files.long_line_skipped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(input = %ctx.name, file = %f.path.display(), offset = f.line_start,
                 bytes = line.len(), buffer_max_size = max, "skipping a line longer than Buffer_Max_Size");
         } else {
+            self.files
+                .long_line_truncated
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(input = %ctx.name, file = %f.path.display(), offset = f.line_start,
                 bytes = line.len(), buffer_max_size = max, "line longer than Buffer_Max_Size: keeping its first Buffer_Max_Size bytes");
             let mut cut = max.min(line.len());
@@ -1280,7 +1297,9 @@ impl Tail {
         // Files rotated away or deleted and kept open: (rotated at, key, map key, unread bytes).
         let mut holding: Vec<(Instant, FileKey, (u64, u64), u64)> = Vec::new();
         for (k, f) in st.files.iter_mut() {
-            if f.last_check.elapsed() < ROTATION_CHECK && f.rotated_at.is_none() {
+            if f.last_check.elapsed() < self.o.watcher_interval.unwrap_or(ROTATION_CHECK)
+                && f.rotated_at.is_none()
+            {
                 continue;
             }
             f.last_check = Instant::now();

@@ -315,6 +315,34 @@ async fn long_lines_are_skipped_or_cut_never_the_file() {
     assert_eq!(got.len(), 3);
     assert_eq!(got[1], "L".repeat(1024));
     assert_eq!(got[2], "after");
+
+    // Truncate_Long_Lines wins over Skip_Long_Lines, as in Fluent Bit 5.1; each is counted
+    // under Fluent Bit's metric.
+    let p = build(
+        &[
+            ("Path", &pattern),
+            ("Read_from_Head", "On"),
+            ("Buffer_Max_Size", "1k"),
+            ("Skip_Long_Lines", "On"),
+            ("Truncate_Long_Lines", "On"),
+            ("Exit_On_Eof", "On"),
+        ],
+        "cut_both",
+        &[],
+    );
+    let m = logferry_engine::metrics::Metrics::list(&p.metrics.inputs)[0].clone();
+    tokio::time::timeout(Duration::from_secs(20), p.run(CancellationToken::new()))
+        .await
+        .unwrap();
+    assert_eq!(logs("cut_both")[1], "L".repeat(1024));
+    let counter = |name: &str| {
+        m.extras()
+            .into_iter()
+            .find(|e| e.name == name)
+            .map(|e| e.value.load(std::sync::atomic::Ordering::Relaxed))
+    };
+    assert_eq!(counter("fluentbit_input_long_line_truncated"), Some(1));
+    assert_eq!(counter("fluentbit_input_long_line_skipped"), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,13 +16,16 @@ pub const SEED_POD: &str = "nginx-5468c5d4d7-n2swr";
 pub const SEED_ID: &str = "b90a89309ac90fff2972822c66f11736933000c5aa6376dff0c11a441fa427ee";
 
 pub fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/seed-nginx")
+    Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+        .join("../../../shared/conformance/seed-nginx")
 }
 
 /// The seed's Pod JSON (a copy under tests/fixtures, so tests that only need a realistic pod do
 /// not depend on ../shared).
 pub fn seed_pod() -> Json {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pod.json");
+    let p =
+        Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/pod.json");
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
