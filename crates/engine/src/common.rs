@@ -20,7 +20,7 @@ options! {
         /// default when unset: 256MB, Fluent Bit's `storage.max_chunks_up` x 2MB).
         pub mem_buf_limit: Option<ByteSize> = ["Mem_Buf_Limit"] None,
         /// Log level of this instance.
-        pub log_level: Option<String> = ["Log_Level"] None,
+        pub log_level: Option<logferry_core::config::LogLevel> = ["Log_Level"] None,
         /// Seconds between repeats of the same log message (accepted; not applied).
         pub log_suppress_interval: Option<String> = ["Log_Suppress_Interval"] None,
         /// Run the input in its own thread (every logferry input is its own task).
@@ -34,6 +34,10 @@ options! {
         pub storage_pause: bool = ["storage.pause_on_chunks_overlimit"] Some("off"),
         /// Whether records may be routed (accepted; only `true` is applied).
         pub routable: bool = ["Routable"] Some("true"),
+        /// Ring buffer between a threaded input and the engine (accepted; not applied).
+        pub thread_ring_buffer: Vec<String> = ["thread.ring_buffer.capacity", "thread.ring_buffer.window"] None,
+        /// Fluent Bit 5.1's input rate gate (accepted; not applied).
+        pub rate_gate: Vec<String> = ["rate_gate", "rate_window", "rate_gate.max_bytes", "rate_gate.max_records", "rate_gate.backpressure", "rate_gate.resume_ratio"] None,
         /// YAML processors (accepted; not applied yet).
         pub processors: Option<String> = ["processors"] None,
     }
@@ -51,7 +55,7 @@ options! {
         /// Instance name used in logs and metrics.
         pub alias: Option<String> = ["Alias"] None,
         /// Log level of this instance.
-        pub log_level: Option<String> = ["Log_Level"] None,
+        pub log_level: Option<logferry_core::config::LogLevel> = ["Log_Level"] None,
         /// Seconds between repeats of the same log message (accepted; not applied).
         pub log_suppress_interval: Option<String> = ["Log_Suppress_Interval"] None,
     }
@@ -74,12 +78,15 @@ options! {
         /// Flush workers (default: the plugin's own).
         pub workers: Option<usize> = ["Workers"] None,
         /// Log level of this instance.
-        pub log_level: Option<String> = ["Log_Level"] None,
+        pub log_level: Option<logferry_core::config::LogLevel> = ["Log_Level"] None,
         /// Seconds between repeats of the same log message (accepted; not applied).
         pub log_suppress_interval: Option<String> = ["Log_Suppress_Interval"] None,
         /// Most bytes of chunks this output holds (on disk for filesystem inputs, in memory
         /// otherwise); past it its oldest chunks are dropped, counted and logged.
         pub storage_total_limit_size: Option<ByteSize> = ["storage.total_limit_size"] None,
+        /// Fluent Bit's network and TLS keys of outputs (accepted; logferry's outputs either
+        /// write locally or reach AWS through the SDK's own HTTPS client and endpoint settings).
+        pub network: Vec<String> = ["host", "port", "ipv6", "tls", "tls.verify", "tls.verify_hostname", "tls.debug", "tls.vhost", "tls.ca_path", "tls.ca_file", "tls.crt_file", "tls.key_file", "tls.key_passwd", "tls.min_version", "tls.max_version", "tls.ciphers", "tls.proxy.verify", "tls.proxy.verify_hostname", "tls.proxy.ca_path", "tls.proxy.ca_file", "net.connect_timeout", "net.connect_timeout_log_error", "net.dns.mode", "net.dns.prefer_ipv4", "net.dns.prefer_ipv6", "net.dns.resolver", "net.io_timeout", "net.keepalive", "net.keepalive_idle_timeout", "net.keepalive_max_recycle", "net.max_worker_connections", "net.proxy_env_ignore", "net.source_address", "net.tcp_keepalive", "net.tcp_keepalive_interval", "net.tcp_keepalive_probes", "net.tcp_keepalive_time"] None,
         /// YAML processors (accepted; not applied yet).
         pub processors: Option<String> = ["processors"] None,
     }
@@ -132,7 +139,7 @@ options! {
     /// The `[SERVICE]` section.
     pub struct ServiceOptions for "service" {
         /// Seconds between flushes of every output.
-        pub flush: f64 = ["Flush"] Some("1"),
+        pub flush: logferry_core::config::PositiveSeconds = ["Flush"] Some("1"),
         /// Seconds to wait at shutdown for outputs to deliver what they hold.
         pub grace: u64 = ["Grace"] Some("5"),
         /// Run in the background (accepted; run logferry in the foreground under a supervisor).
@@ -140,7 +147,7 @@ options! {
         /// Write the agent's log to this file instead of stderr.
         pub log_file: Option<String> = ["Log_File"] None,
         /// Log level: off, error, warn, info, debug, trace.
-        pub log_level: String = ["Log_Level"] Some("info"),
+        pub log_level: logferry_core::config::LogLevel = ["Log_Level"] Some("info"),
         /// Parsers file(s) to load; relative to the main config file.
         pub parsers_file: Vec<String> = ["Parsers_File"] None,
         /// External plugins file (accepted; logferry has no external plugins).
@@ -252,8 +259,15 @@ pub struct NotApplied {
     pub why: &'static str,
 }
 
+impl NotApplied {
+    /// `key`, harmless at `harmless` (any value matters when `None`), not applied because `why`.
+    pub const fn new(key: &'static str, harmless: Option<&'static str>, why: &'static str) -> Self {
+        NotApplied { key, harmless, why }
+    }
+}
+
 const fn na(key: &'static str, harmless: Option<&'static str>, why: &'static str) -> NotApplied {
-    NotApplied { key, harmless, why }
+    NotApplied::new(key, harmless, why)
 }
 
 /// `[SERVICE]` keys accepted and not applied.
@@ -354,15 +368,42 @@ pub const INPUT_NOT_APPLIED: &[NotApplied] = &[
         "repeated log lines are not suppressed",
     ),
     na("Routable", Some("true"), "every input's records are routed"),
+    na(
+        "Log_Level",
+        None,
+        "one log level applies to the whole agent ([SERVICE] Log_Level)",
+    ),
+    na(
+        "thread.ring_buffer.*",
+        None,
+        "every input is a task of its own, with no ring buffer",
+    ),
+    na(
+        "rate_gate*",
+        None,
+        "inputs are not rate-gated; Mem_Buf_Limit pauses them",
+    ),
+    na(
+        "rate_window",
+        None,
+        "inputs are not rate-gated; Mem_Buf_Limit pauses them",
+    ),
     na("processors", None, "YAML processors are not applied yet"),
 ];
 
 /// `[FILTER]` keys every filter takes, accepted and not applied.
-pub const FILTER_NOT_APPLIED: &[NotApplied] = &[na(
-    "Log_Suppress_Interval",
-    None,
-    "repeated log lines are not suppressed",
-)];
+pub const FILTER_NOT_APPLIED: &[NotApplied] = &[
+    na(
+        "Log_Suppress_Interval",
+        None,
+        "repeated log lines are not suppressed",
+    ),
+    na(
+        "Log_Level",
+        None,
+        "one log level applies to the whole agent ([SERVICE] Log_Level)",
+    ),
+];
 
 /// `[OUTPUT]` keys every output takes, accepted and not applied.
 pub const OUTPUT_NOT_APPLIED: &[NotApplied] = &[
@@ -371,8 +412,32 @@ pub const OUTPUT_NOT_APPLIED: &[NotApplied] = &[
         None,
         "repeated log lines are not suppressed",
     ),
+    na(
+        "Log_Level",
+        None,
+        "one log level applies to the whole agent ([SERVICE] Log_Level)",
+    ),
+    // AWS outputs always speak HTTPS through the SDK, so `tls On` is what they do anyway.
+    na("tls", Some("on"), NETWORK),
+    na("tls*", None, NETWORK),
+    na("net.*", None, NETWORK),
+    na("host", None, NETWORK),
+    na("port", None, NETWORK),
+    na("ipv6", Some("off"), NETWORK),
     na("processors", None, "YAML processors are not applied yet"),
 ];
+
+const NETWORK: &str = "logferry's outputs write locally or reach AWS through the SDK's HTTPS client (endpoint, sts_endpoint and the proxy environment apply)";
+
+/// Whether `key` is the table's `pattern` (a trailing `*` matches any rest).
+fn key_is(pattern: &str, key: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => key
+            .get(..prefix.len())
+            .is_some_and(|k| k.eq_ignore_ascii_case(prefix)),
+        None => pattern.eq_ignore_ascii_case(key),
+    }
+}
 
 /// The notes for `entries` of a section: each key of `table` set to something that matters.
 pub fn not_applied<'a>(
@@ -382,10 +447,7 @@ pub fn not_applied<'a>(
     use logferry_core::config::units::parse_bool;
     let mut out = Vec::new();
     for e in entries {
-        let Some(n) = table
-            .iter()
-            .find(|n| n.key.eq_ignore_ascii_case(e.key.trim()))
-        else {
+        let Some(n) = table.iter().find(|n| key_is(n.key, e.key.trim())) else {
             continue;
         };
         let v = e.value.trim();
@@ -409,7 +471,7 @@ pub fn not_applied<'a>(
 impl ServiceOptions {
     /// The flush interval.
     pub fn flush_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.flush.max(0.001))
+        Duration::from_secs_f64(self.flush.0.max(0.001))
     }
 }
 
@@ -433,7 +495,7 @@ mod tests {
     #[test]
     fn defaults_are_fluent_bits() {
         let s = ServiceOptions::defaults().unwrap();
-        assert_eq!(s.flush, 1.0);
+        assert_eq!(s.flush.0, 1.0);
         assert_eq!(s.grace, 5);
         assert_eq!(s.http_port, 2020);
         assert_eq!(s.scheduler_base, 5.0);

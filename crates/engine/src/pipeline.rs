@@ -93,12 +93,17 @@ fn names(specs: &'static [OptSpec]) -> impl Iterator<Item = &'static str> {
         .flat_map(|o| std::iter::once(o.name).chain(o.aliases.iter().copied()))
 }
 
-/// Splits a section's entries into the ones the shared options know and the plugin's own.
-fn split<'a>(section: &'a Section, shared: &'static [OptSpec]) -> (Vec<&'a Entry>, Vec<&'a Entry>) {
+/// Splits a section's entries into the ones the shared options know and the plugin's own; a
+/// key the plugin declares itself (an output's own `host`) is the plugin's.
+fn split<'a>(
+    section: &'a Section,
+    shared: &'static [OptSpec],
+    own: &'static [OptSpec],
+) -> (Vec<&'a Entry>, Vec<&'a Entry>) {
     section
         .entries
         .iter()
-        .partition(|e| shared.iter().any(|o| o.is(&e.key)))
+        .partition(|e| shared.iter().any(|o| o.is(&e.key)) && !own.iter().any(|o| o.is(&e.key)))
 }
 
 /// `<plugin>.<n>`, or the `Alias`. As in Fluent Bit 5.1, `n` counts the sections of one kind
@@ -201,7 +206,7 @@ impl Pipeline {
         let service = match ServiceOptions::from_entries(&service_span, &service_entries, &[]) {
             Ok(s) => Some(s),
             Err(e) => {
-                errors.push(e);
+                errors.extend(e.into_vec());
                 None
             }
         };
@@ -268,7 +273,7 @@ impl Pipeline {
                 }
             };
             if let Err(e) = r {
-                errors.push(e);
+                errors.extend(e.into_vec());
             }
         }
 
@@ -452,14 +457,16 @@ fn build_input(
 ) -> Result<InputInstance, ConfigError> {
     let name = section_name(section)?;
     let plugin = lookup(env.registry, "input", &env.registry.inputs, section, name)?;
-    let (shared, own) = split(section, InputCommon::OPTIONS);
-    let common = InputCommon::from_entries(&section.span, &shared, &[])?;
-    let instance = instance_name(counts, "input", plugin.name, common.alias.as_deref());
+    let (shared, own) = split(section, InputCommon::OPTIONS, plugin.options);
+    // The shared keys' and the plugin's own mistakes are reported together.
+    let common = InputCommon::from_entries(&section.span, &shared, &[]);
+    let alias = common.as_ref().ok().and_then(|c| c.alias.clone());
+    let instance = instance_name(counts, "input", plugin.name, alias.as_deref());
     let m = PluginMetrics::new(instance.clone());
     let ctx = env.context(&instance, &m);
     let known: Vec<&'static str> = names(InputCommon::OPTIONS).collect();
-    let input =
-        (plugin.build)(&ctx, section, &own).map_err(|e| with_shared_suggestions(e, &known))?;
+    let input = (plugin.build)(&ctx, section, &own).map_err(|e| with_shared_suggestions(e, &known));
+    let (common, input) = both(common, input)?;
     notes.extend(not_applied(INPUT_NOT_APPLIED, shared.iter().copied()));
     let filesystem = input_storage(env, section, &common, notes)?;
     if common.storage_pause && !filesystem {
@@ -547,14 +554,17 @@ fn build_filter(
 ) -> Result<Option<FilterInstance>, ConfigError> {
     let name = section_name(section)?;
     let plugin = lookup(env.registry, "filter", &env.registry.filters, section, name)?;
-    let (shared, own) = split(section, FilterCommon::OPTIONS);
-    let common = FilterCommon::from_entries(&section.span, &shared, &[])?;
-    let instance = instance_name(counts, "filter", plugin.name, common.alias.as_deref());
+    let (shared, own) = split(section, FilterCommon::OPTIONS, plugin.options);
+    // The shared keys' and the plugin's own mistakes are reported together.
+    let common = FilterCommon::from_entries(&section.span, &shared, &[]);
+    let alias = common.as_ref().ok().and_then(|c| c.alias.clone());
+    let instance = instance_name(counts, "filter", plugin.name, alias.as_deref());
     let m = PluginMetrics::new(instance.clone());
     let ctx = env.context(&instance, &m);
     let known: Vec<&'static str> = names(FilterCommon::OPTIONS).collect();
     let filter =
-        (plugin.build)(&ctx, section, &own).map_err(|e| with_shared_suggestions(e, &known))?;
+        (plugin.build)(&ctx, section, &own).map_err(|e| with_shared_suggestions(e, &known));
+    let (common, filter) = both(common, filter)?;
     notes.extend(not_applied(FILTER_NOT_APPLIED, shared.iter().copied()));
     let Some(matcher) = matcher(
         section,
@@ -588,21 +598,27 @@ fn build_output(
 ) -> Result<Option<OutputInstance>, ConfigError> {
     let name = section_name(section)?;
     let plugin = lookup(env.registry, "output", &env.registry.outputs, section, name)?;
-    let (shared, own) = split(section, OutputCommon::OPTIONS);
-    let common = OutputCommon::from_entries(&section.span, &shared, &[])?;
-    let retry_limit = RetryLimit::of(common.retry_limit.as_deref()).map_err(|r| {
-        let span = section
-            .get("retry_limit")
-            .map(|e| e.span.clone())
-            .unwrap_or_else(|| section.span.clone());
-        ConfigError::key(&span, "Retry_Limit", r)
-    })?;
-    let instance = instance_name(counts, "output", plugin.name, common.alias.as_deref());
+    let (shared, own) = split(section, OutputCommon::OPTIONS, plugin.options);
+    // The shared keys' and the plugin's own mistakes are reported together.
+    let common = OutputCommon::from_entries(&section.span, &shared, &[]);
+    let alias = common.as_ref().ok().and_then(|c| c.alias.clone());
+    let common = common.and_then(|c| {
+        let retry_limit = RetryLimit::of(c.retry_limit.as_deref()).map_err(|r| {
+            let span = section
+                .get("retry_limit")
+                .map(|e| e.span.clone())
+                .unwrap_or_else(|| section.span.clone());
+            ConfigError::key(&span, "Retry_Limit", r)
+        })?;
+        Ok((c, retry_limit))
+    });
+    let instance = instance_name(counts, "output", plugin.name, alias.as_deref());
     let m = PluginMetrics::new(instance.clone());
     let ctx = env.context(&instance, &m);
     let known: Vec<&'static str> = names(OutputCommon::OPTIONS).collect();
     let output =
-        (plugin.build)(&ctx, section, &own).map_err(|e| with_shared_suggestions(e, &known))?;
+        (plugin.build)(&ctx, section, &own).map_err(|e| with_shared_suggestions(e, &known));
+    let ((common, retry_limit), output) = both(common, output)?;
     notes.extend(not_applied(OUTPUT_NOT_APPLIED, shared.iter().copied()));
     let Some(matcher) = matcher(
         section,
@@ -631,10 +647,25 @@ fn build_output(
     }))
 }
 
+/// Both results, or every error of the two.
+fn both<A, B>(a: Result<A, ConfigError>, b: Result<B, ConfigError>) -> Result<(A, B), ConfigError> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (a, b) => Err(ConfigError::many(
+            a.err().into_iter().chain(b.err()).collect(),
+        )),
+    }
+}
+
 /// Plugins suggest among their own keys; a typo of a shared key (`Mem_Buf_Limt`) only shows up
 /// here, so offer the shared names too when the plugin found no near miss.
 fn with_shared_suggestions(e: ConfigError, shared: &[&'static str]) -> ConfigError {
     match e {
+        ConfigError::Many(v) => ConfigError::many(
+            v.into_iter()
+                .map(|e| with_shared_suggestions(e, shared))
+                .collect(),
+        ),
         ConfigError::Key { span, key, reason }
             if reason.starts_with("unknown key") && !reason.contains("did you mean") =>
         {

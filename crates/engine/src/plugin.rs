@@ -335,6 +335,22 @@ impl BuildContext {
         }
     }
 
+    /// A note about a section rather than one key.
+    pub fn note_at(&self, span: &logferry_core::config::Span, reason: impl Into<String>) {
+        if let Ok(mut n) = self.notes.lock() {
+            n.push(ConfigError::at(span, reason));
+        }
+    }
+
+    /// Notes for the keys of `table` that `entries` set to something that matters: a plugin's
+    /// own keys that it accepts and does not apply.
+    pub fn not_applied(&self, table: &[crate::common::NotApplied], entries: &[&Entry]) {
+        let notes = crate::common::not_applied(table, entries.iter().copied());
+        if let Ok(mut n) = self.notes.lock() {
+            n.extend(notes);
+        }
+    }
+
     /// A context for building one plugin outside a pipeline (tests, tools): parsers are the
     /// built-ins plus those in `config`.
     pub fn standalone(

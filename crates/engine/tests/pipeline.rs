@@ -592,13 +592,13 @@ fn build_reports_every_error_with_file_line_and_key() {
         Ok(_) => panic!("must fail"),
     };
     let expect = [
-        "<command line>:0: Flush: expected a number, got 'soon'",
-        "<command line>:0: Name: input plugin 'tail' is not yet available in logferry",
-        "<command line>:0: Name: unknown input plugin 'sqe' (did you mean 'seq'?)",
-        "<command line>:0: Mem_Buf_Limit: expected a size",
-        "<command line>:0: Retry_Limit: expected a number, no_limits, False or no_retries, got 'many'",
-        "<command line>:0: Match_Regex: invalid regular expression",
-        "<command line>:0: [FILTER] section without a Name",
+        "command line: Flush: expected a number, got 'soon'",
+        "command line: Name: input plugin 'tail' is not yet available in logferry",
+        "command line: Name: unknown input plugin 'sqe' (did you mean 'seq'?)",
+        "command line: Mem_Buf_Limit: expected a size",
+        "command line: Retry_Limit: expected a number, no_limits, False or no_retries, got 'many'",
+        "command line: Match_Regex: invalid regular expression",
+        "command line: [FILTER] section without a Name",
     ];
     assert_eq!(errs.len(), expect.len(), "{errs:#?}");
     for (got, want) in errs.iter().zip(expect) {

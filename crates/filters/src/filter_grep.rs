@@ -87,7 +87,7 @@ impl Rule {
 }
 
 fn build(
-    _ctx: &BuildContext,
+    ctx: &BuildContext,
     section: &Section,
     entries: &[&Entry],
 ) -> Result<Box<dyn Filter>, ConfigError> {
@@ -143,9 +143,12 @@ fn build(
         }
         .map_err(|r| ConfigError::key(&e.span, &e.key, r))?;
         if let Some(rest) = key.ignored_suffix() {
-            tracing::warn!(
-                at = %e.span, key = %key,
-                "record accessor reads the key '{}' only; Fluent Bit ignores '{rest}' here", key.key()
+            ctx.note(
+                e,
+                format!(
+                    "record accessor reads the key '{}' only; Fluent Bit ignores '{rest}' here",
+                    key.key()
+                ),
             );
         }
         let regex = syntax::regex(pattern).map_err(|r| ConfigError::key(&e.span, &e.key, r))?;

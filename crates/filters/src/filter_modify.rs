@@ -142,7 +142,7 @@ const CONDITIONS: &[(&str, usize)] = &[
 ];
 
 fn build(
-    _ctx: &BuildContext,
+    ctx: &BuildContext,
     section: &Section,
     entries: &[&Entry],
 ) -> Result<Box<dyn Filter>, ConfigError> {
@@ -153,7 +153,7 @@ fn build(
         let err = |reason: String| ConfigError::key(&e.span, &e.key, reason);
         let tokens = syntax::split_quoted(&e.value, 3).map_err(err)?;
         if e.key.eq_ignore_ascii_case("condition") {
-            conditions.push(parse_condition(e, &tokens)?);
+            conditions.push(parse_condition(ctx, e, &tokens)?);
         } else if let Some((name, n)) = RULES
             .iter()
             .find(|(name, _)| e.key.eq_ignore_ascii_case(name))
@@ -239,7 +239,11 @@ fn wildcard_prefix(w: &str) -> Result<Str, String> {
     Ok(Str::from(prefix))
 }
 
-fn parse_condition(e: &Entry, tokens: &[String]) -> Result<Condition, ConfigError> {
+fn parse_condition(
+    ctx: &BuildContext,
+    e: &Entry,
+    tokens: &[String],
+) -> Result<Condition, ConfigError> {
     let err = |reason: String| ConfigError::key(&e.span, &e.key, reason);
     let Some((kind, params)) = tokens.split_first() else {
         return Err(err("expected a condition name and its parameters".into()));
@@ -260,9 +264,12 @@ fn parse_condition(e: &Entry, tokens: &[String]) -> Result<Condition, ConfigErro
     let accessor = |p: &str| -> Result<RecordAccessor, ConfigError> {
         let ra = RecordAccessor::parse_key(p).map_err(err)?;
         if let Some(rest) = ra.ignored_suffix() {
-            tracing::warn!(
-                at = %e.span, key = %ra,
-                "record accessor reads the key '{}' only; Fluent Bit ignores '{rest}' here", ra.key()
+            ctx.note(
+                e,
+                format!(
+                    "record accessor reads the key '{}' only; Fluent Bit ignores '{rest}' here",
+                    ra.key()
+                ),
             );
         }
         Ok(ra)

@@ -178,7 +178,10 @@ fn build(
             ));
         };
         if let Some(e) = last(entries, "multiline.parser") {
-            tracing::warn!(at = %e.span, "multiline filter: 'multiline.parser' is not used in 'partial_message' mode; ignored");
+            ctx.note(
+                e,
+                "accepted but not applied: 'multiline.parser' is not used in 'partial_message' mode",
+            );
         }
         Kind::Partial { key }
     } else {

@@ -124,7 +124,7 @@ fn span_of<'a>(
 }
 
 fn build(
-    _ctx: &BuildContext,
+    ctx: &BuildContext,
     section: &Section,
     entries: &[&Entry],
 ) -> Result<Box<dyn Filter>, ConfigError> {
@@ -152,7 +152,10 @@ fn build(
                 ));
             };
             if opts.wildcard.is_empty() {
-                tracing::warn!(at = %section.span, "nest filter without Wildcard changes nothing");
+                ctx.note_at(
+                    &section.span,
+                    "nest filter without Wildcard changes nothing",
+                );
             }
             let wildcards = opts
                 .wildcard

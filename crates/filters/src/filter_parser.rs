@@ -100,7 +100,10 @@ fn build(
         .iter()
         .find(|e| e.key.eq_ignore_ascii_case("Unescape_Key"))
     {
-        tracing::warn!(at = %e.span, "parser filter: 'Unescape_Key' is deprecated and has no effect");
+        ctx.note(
+            e,
+            "accepted but not applied: 'Unescape_Key' is deprecated and has no effect",
+        );
     }
     Ok(Box::new(ParserFilter {
         key_name: Str::from(key_name),

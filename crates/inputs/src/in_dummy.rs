@@ -28,6 +28,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use logferry_core::config::{ConfigError, Entry, Section};
 use logferry_core::{options, EventTime, Map, Record, Value};
+use logferry_engine::common::NotApplied;
 use logferry_engine::{
     BuildContext, CancellationToken, Input, InputContext, InputExit, InputPlugin, PluginError,
 };
@@ -61,8 +62,17 @@ options! {
         pub fixed_timestamp: bool = ["Fixed_timestamp"] Some("off"),
         /// Generate the first event at start instead of one interval later.
         pub flush_on_startup: bool = ["Flush_on_startup"] Some("false"),
+        /// Fluent Bit's test switch that hangs at exit (accepted; not applied).
+        pub test_hang_on_exit: bool = ["test_hang_on_exit"] Some("false"),
     }
 }
+
+/// Keys accepted and not applied (each set one is a build note).
+const NOT_APPLIED: &[NotApplied] = &[NotApplied::new(
+    "test_hang_on_exit",
+    Some("false"),
+    "a test switch of Fluent Bit's hot reload watchdog",
+)];
 
 /// The registry entry.
 pub static PLUGIN: InputPlugin = InputPlugin {
@@ -146,11 +156,12 @@ impl DummySettings {
 }
 
 fn build(
-    _ctx: &BuildContext,
+    ctx: &BuildContext,
     section: &Section,
     entries: &[&Entry],
 ) -> Result<Box<dyn Input>, ConfigError> {
     let opts = DummyOptions::from_entries(&section.span, entries, &[])?;
+    ctx.not_applied(NOT_APPLIED, entries);
     let settings = DummySettings::from_options(&opts)
         .map_err(|(key, reason)| key_error(section, entries, key, reason))?;
     Ok(Box::new(DummyInput {

@@ -90,8 +90,16 @@ fn build(
             .config
             .sections(SectionKind::Parser)
             .any(|s| s.name().is_some_and(|n| n.trim() == p));
-        if !known {
-            tracing::warn!(input = %ctx.instance, parser = %p, "requested parser not found");
+        let e = entries
+            .iter()
+            .rev()
+            .find(|e| e.key.eq_ignore_ascii_case("Parser"));
+        if let Some(e) = e {
+            if known {
+                ctx.note(e, "accepted but not applied: stdin lines are read as JSON");
+            } else {
+                ctx.note(e, format!("requested parser '{p}' not found"));
+            }
         }
     }
     Ok(Box::new(StdinInput::new(settings)))
@@ -131,9 +139,6 @@ impl Input for StdinInput {
             emitter: ctx.emitter,
             tag: ctx.tag,
         };
-        if let Some(p) = &self.settings.parser {
-            tracing::warn!(input = %ctx.name, parser = %p, "Parser is not applied yet: lines are read as JSON");
-        }
         let StdinInput { settings, reader } = *self;
         let reader: BoxedReader = match reader {
             Some(r) => r,

@@ -214,7 +214,7 @@ async fn run(cli: &Cli, registry: &Registry, first: Pipeline) {
         let (i, f, o) = pipeline.instance_names();
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
-            config = %cli.config.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "<command line>".into()),
+            config = %cli.config.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "command line".into()),
             inputs = ?i, filters = ?f, outputs = ?o,
             "logferry started"
         );

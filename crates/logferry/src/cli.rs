@@ -94,8 +94,17 @@ pub fn from_matches(m: &ArgMatches) -> Result<Cli, ConfigError> {
         }
     }
     events.sort_by_key(|(i, _, _)| *i);
-    let span = Span::command_line();
     for (_, id, v) in events {
+        let flag = match id {
+            "input" => "-i",
+            "filter" => "-F",
+            "output" => "-o",
+            "prop" => "-p",
+            "match" => "-m",
+            "tag" => "-t",
+            _ => "",
+        };
+        let span = Span::argument(flag, &v);
         match id {
             "input" | "filter" | "output" => {
                 let kind = match id {
@@ -149,6 +158,7 @@ pub fn from_matches(m: &ArgMatches) -> Result<Cli, ConfigError> {
         }
     }
     // Fluent Bit's command line routes everything when no -m is given.
+    let span = Span::command_line();
     for s in &mut cli.sections {
         if s.kind != SectionKind::Input
             && s.get("match").is_none()

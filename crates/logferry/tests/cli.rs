@@ -48,6 +48,14 @@ const BAD: &[(&str, &str)] = &[
     ("[INPUT]\n    Name dummy\n[FILTER]\n    Name modify\n    Match *\n    Rename onlyone\n", "{f}:6: Rename:"),
     ("[SERVICE]\n    Parsers_File missing-parsers.conf\n[INPUT]\n    Name dummy\n", "{f}:2: Parsers_File: cannot read"),
     ("[INPTU]\n    Name dummy\n", "{f}:1: unknown section [INPTU] (did you mean [INPUT]?)"),
+    // Every Fluent Bit 5.1 plugin name logferry lacks is "not yet available", not "unknown".
+    ("[INPUT]\n    Name cpu\n", "{f}:2: Name: input plugin 'cpu' is not yet available in logferry"),
+    ("[INPUT]\n    Name syslog\n", "{f}:2: Name: input plugin 'syslog' is not yet available in logferry"),
+    ("[INPUT]\n    Name dummy\n[FILTER]\n    Name throttle\n    Match *\n", "{f}:4: Name: filter plugin 'throttle' is not yet available in logferry"),
+    ("[INPUT]\n    Name dummy\n[OUTPUT]\n    Name datadog\n    Match *\n", "{f}:4: Name: output plugin 'datadog' is not yet available in logferry"),
+    ("[INPUT]\n    Name dummy\n[OUTPUT]\n    Name kafka\n    Match *\n", "{f}:4: Name: output plugin 'kafka' is not yet available in logferry"),
+    ("[SERVICE]\n    Flush 0\n[INPUT]\n    Name dummy\n", "{f}:2: Flush: invalid flush value '0'"),
+    ("[SERVICE]\n    Log_Level debgu\n[INPUT]\n    Name dummy\n", "{f}:2: Log_Level: expected off, error, warn, info, debug or trace, got 'debgu'"),
     ("[INPUT]\n    Name dummy\n   Tag x\n", "{f}:3: invalid indentation level"),
 ];
 
@@ -139,6 +147,200 @@ fn dry_run_warns_of_what_is_accepted_but_not_applied() {
         assert!(err.contains(&want), "missing {want:?} in\n{err}");
     }
     assert!(!err.contains("Daemon"), "Daemon Off changes nothing: {err}");
+    assert_eq!(text(&out.stdout).trim(), "configuration test is successful");
+}
+
+/// Writes `lines` as a config file and gives the 1-based line of each `(line, …)` pick.
+fn config_lines(dir: &Path, name: &str, lines: &[&str]) -> std::path::PathBuf {
+    let f = dir.join(name);
+    std::fs::write(&f, lines.join("\n") + "\n").unwrap();
+    f
+}
+
+fn line_of(lines: &[&str], needle: &str) -> usize {
+    lines
+        .iter()
+        .position(|l| l.trim() == needle)
+        .unwrap_or_else(|| panic!("{needle} not in the config"))
+        + 1
+}
+
+/// Fluent Bit stops at the first bad value; a dry run here lists every mistake of every section
+/// at once, each with file, line and key. Values are checked as Fluent Bit checks them: it
+/// refuses `Flush 0` ("invalid flush value") and an unknown `Log_Level`.
+#[test]
+fn dry_run_reports_every_error_of_every_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = [
+        "[SERVICE]",
+        "    Flush 0",
+        "    Log_Level debgu",
+        "[INPUT]",
+        "    Name tail",
+        "    Path /nowhere/*.log",
+        "    Mem_Buf_Limit lots",
+        "    Skip_Long_Lines maybe",
+        "    Refresh_Intervl 5",
+        "    Log_Level verbose",
+        "[OUTPUT]",
+        "    Name s3",
+        "    Match *",
+        "    bucket logs",
+        "    region us-east-1",
+        "    format parquet",
+        "    Retry_Limit many",
+    ];
+    let f = config_lines(dir.path(), "bad.conf", &lines);
+    let out = run(logferry().arg("--dry-run").arg("-c").arg(&f));
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let fd = f.display();
+    let wants = [
+        ("Flush 0", "Flush: invalid flush value '0'"),
+        (
+            "Log_Level debgu",
+            "Log_Level: expected off, error, warn, info, debug or trace, got 'debgu'",
+        ),
+        ("Mem_Buf_Limit lots", "Mem_Buf_Limit: expected a size"),
+        ("Skip_Long_Lines maybe", "Skip_Long_Lines: "),
+        (
+            "Refresh_Intervl 5",
+            "Refresh_Intervl: unknown key for tail input (did you mean 'Refresh_Interval'?)",
+        ),
+        (
+            "Log_Level verbose",
+            "Log_Level: expected off, error, warn, info, debug or trace, got 'verbose'",
+        ),
+        (
+            "format parquet",
+            "format: 'parquet' is not yet available in logferry (json_lines is)",
+        ),
+        ("Retry_Limit many", "Retry_Limit: expected a number"),
+    ];
+    for (line, want) in wants {
+        let want = format!("[error] {fd}:{}: {want}", line_of(&lines, line));
+        assert!(err.contains(&want), "missing {want:?} in\n{err}");
+    }
+    assert!(
+        err.contains(&format!(
+            "configuration test failed: {} error(s)",
+            wants.len()
+        )),
+        "{err}"
+    );
+}
+
+/// A command-line mistake quotes the argument it came from, not a file and line 0.
+#[test]
+fn command_line_errors_quote_the_argument() {
+    let out = run(logferry().args([
+        "-i",
+        "dumy",
+        "-o",
+        "stdout",
+        "-p",
+        "format=yaml",
+        "--dry-run",
+    ]));
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    for want in [
+        "[error] command line (-i dumy): Name: unknown input plugin 'dumy' (did you mean 'dummy'?)",
+        "[error] command line (-p format=yaml): format: unknown format 'yaml'",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+    assert!(!err.contains(":0:"), "{err}");
+}
+
+/// Plugin keys that are accepted and not applied are each a warning, at start and in
+/// `--dry-run`, with file, line and why; set to their harmless value they say nothing.
+#[test]
+fn dry_run_warns_of_plugin_keys_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = [
+        "[INPUT]",
+        "    Name tail",
+        "    Path /nowhere/*.log",
+        "    Docker_Mode_Parser first",
+        "    Parser_1 second",
+        "    File_Cache_Advise On",
+        "    Log_Level debug",
+        "[INPUT]",
+        "    Name stdin",
+        "    thread.ring_buffer.capacity 1024",
+        "[OUTPUT]",
+        "    Name file",
+        "    Match *",
+        "    Path /tmp",
+        "    rotate On",
+        "    enable_strftime Off",
+        "[OUTPUT]",
+        "    Name cloudwatch_logs",
+        "    Match *",
+        "    region us-east-1",
+        "    log_group_name g",
+        "    log_stream_prefix p-",
+        "    tls On",
+        "    tls.verify Off",
+        "    net.keepalive Off",
+        "    credentials_endpoint http://169.254.170.2/creds",
+        "[OUTPUT]",
+        "    Name kinesis_firehose",
+        "    Match *",
+        "    region us-east-1",
+        "    delivery_stream s",
+        "    simple_aggregation On",
+    ];
+    let f = config_lines(dir.path(), "notes.conf", &lines);
+    let out = run(logferry().arg("--dry-run").arg("-c").arg(&f));
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let fd = f.display();
+    for (line, want) in [
+        (
+            "Docker_Mode_Parser first",
+            "Docker_Mode_Parser: accepted but not applied",
+        ),
+        (
+            "Parser_1 second",
+            "Parser_1: accepted but not applied: it belongs to the old multiline mode",
+        ),
+        (
+            "Log_Level debug",
+            "Log_Level: accepted but not applied: one log level applies to the whole agent",
+        ),
+        (
+            "thread.ring_buffer.capacity 1024",
+            "thread.ring_buffer.capacity: accepted but not applied",
+        ),
+        (
+            "rotate On",
+            "rotate: accepted but not applied: files are not rotated by logferry yet",
+        ),
+        ("tls.verify Off", "tls.verify: accepted but not applied"),
+        (
+            "net.keepalive Off",
+            "net.keepalive: accepted but not applied",
+        ),
+        (
+            "credentials_endpoint http://169.254.170.2/creds",
+            "credentials_endpoint: accepted but not applied",
+        ),
+        (
+            "simple_aggregation On",
+            "simple_aggregation: accepted but not applied",
+        ),
+    ] {
+        let want = format!("[warn] {fd}:{}: {want}", line_of(&lines, line));
+        assert!(err.contains(&want), "missing {want:?} in\n{err}");
+    }
+    for quiet in ["File_Cache_Advise", "enable_strftime", ": tls:"] {
+        assert!(
+            !err.contains(quiet),
+            "{quiet} is set to its harmless value: {err}"
+        );
+    }
     assert_eq!(text(&out.stdout).trim(), "configuration test is successful");
 }
 

@@ -23,15 +23,16 @@
 //!
 //! csv and ltsv skip records with an empty body, as Fluent Bit does. `Delimiter` and
 //! `Label_Delimiter` take `\t`/`tab`, `space` or `comma` (and the characters themselves); other
-//! values are ignored with a warning (Fluent Bit ignores them silently).
+//! values are ignored with a build note (Fluent Bit ignores them silently).
 //!
 //! Each flush is rendered into one buffer and appended with a single `write_all`; a failure to
 //! open or write is a retry carrying the I/O error.
 //!
-//! Not supported yet: `files_rotation` (accepted with its `max_size`, `max_files` and `gzip`; a
-//! warning says files are not rotated) and Fluent Bit 5.x's dynamic destinations. Their keys
-//! (`fallback_file`, `fallback_path`, `max_dynamic_files`, `on_missing_field`,
-//! `on_limit_reached`) are accepted and have no effect, but a record accessor (`$`) in `Path` or
+//! Not supported yet: rotation (`files_rotation` with `max_size`, `max_files` and `gzip`, and
+//! Fluent Bit 5.1's `rotate`, `rotate_max_size`, `rotate_max_files`, `rotate_gzip`),
+//! `enable_strftime` and Fluent Bit 5.x's dynamic destinations (`fallback_file`,
+//! `fallback_path`, `max_dynamic_files`, `on_missing_field`, `on_limit_reached`). Their keys are
+//! accepted, and each one set is a build note (`--dry-run` and the start-up log), but a record accessor (`$`) in `Path` or
 //! `File` is a configuration error, since writing to a file literally named after it would be
 //! silently wrong.
 
@@ -44,6 +45,7 @@ use logferry_core::config::{ConfigError, Entry, Section};
 use logferry_core::event::FluentDisplay;
 use logferry_core::options;
 use logferry_core::{Record, Value};
+use logferry_engine::common::NotApplied;
 use logferry_engine::{Batch, BuildContext, FlushResult, Output, OutputPlugin};
 
 use crate::json::{self, BufPool};
@@ -69,7 +71,7 @@ options! {
         pub csv_column_names: bool = ["CSV_Column_Names"] Some("false"),
         /// Create missing directories (mode 0755).
         pub mkdir: bool = ["Mkdir"] Some("false"),
-        /// Rotate files by size (accepted; rotation is not implemented yet, a warning says so).
+        /// Rotate files by size (accepted; not applied yet, a build note says so).
         pub files_rotation: bool = ["files_rotation"] Some("false"),
         /// Size that triggers rotation (accepted; rotation is not implemented yet).
         pub max_size: Option<String> = ["max_size"] None,
@@ -87,6 +89,16 @@ options! {
         pub on_missing_field: Option<String> = ["on_missing_field"] None,
         /// Limit action of dynamic destinations (accepted; no effect).
         pub on_limit_reached: Option<String> = ["on_limit_reached"] None,
+        /// strftime placeholders in Path and File (accepted; not applied).
+        pub enable_strftime: bool = ["enable_strftime"] Some("false"),
+        /// Fluent Bit 5.1's size rotation (accepted; not applied).
+        pub rotate: bool = ["rotate"] Some("false"),
+        /// Size that triggers rotate (accepted; not applied).
+        pub rotate_max_size: Option<String> = ["rotate_max_size"] None,
+        /// Rotated files kept by rotate (accepted; not applied).
+        pub rotate_max_files: Option<String> = ["rotate_max_files"] None,
+        /// Compress files rotated by rotate (accepted; not applied).
+        pub rotate_gzip: Option<String> = ["rotate_gzip"] None,
     }
 }
 
@@ -152,9 +164,6 @@ fn delimiter(raw: &str) -> Option<&'static str> {
 impl FileSettings {
     /// Checks the options; an error names the Fluent Bit key at fault.
     pub fn from_options(o: &FileOptions, base_dir: &Path) -> Result<Self, (&'static str, String)> {
-        if o.files_rotation {
-            tracing::warn!("file output: files_rotation is not implemented by logferry yet; files are not rotated");
-        }
         for (key, v) in [("Path", &o.path), ("File", &o.file)] {
             if v.as_deref().is_some_and(|s| s.contains('$')) {
                 return Err((
@@ -181,21 +190,12 @@ impl FileSettings {
                 ))
             }
         };
-        if let Some(raw) = &o.delimiter {
-            match delimiter(raw) {
-                Some(d) => delim = d,
-                None => {
-                    tracing::warn!(value = %raw, "file output: Delimiter must be tab, space or comma; ignored")
-                }
-            }
+        // Other values are ignored, as Fluent Bit ignores them; build() notes them.
+        if let Some(d) = o.delimiter.as_deref().and_then(delimiter) {
+            delim = d;
         }
-        if let Some(raw) = &o.label_delimiter {
-            match delimiter(raw) {
-                Some(d) => label = d,
-                None => {
-                    tracing::warn!(value = %raw, "file output: Label_Delimiter must be tab, space or comma; ignored")
-                }
-            }
+        if let Some(d) = o.label_delimiter.as_deref().and_then(delimiter) {
+            label = d;
         }
         let resolve = |p: &str| {
             let p = Path::new(p);
@@ -219,12 +219,46 @@ impl FileSettings {
     }
 }
 
+const ROTATION: &str = "files are not rotated by logferry yet";
+const DYNAMIC: &str = "dynamic destinations are not supported by logferry yet";
+
+/// Keys accepted and not applied (each set one is a build note).
+pub const NOT_APPLIED: &[NotApplied] = &[
+    NotApplied::new("files_rotation", Some("false"), ROTATION),
+    NotApplied::new("max_size", None, ROTATION),
+    NotApplied::new("max_files", None, ROTATION),
+    NotApplied::new("gzip", None, ROTATION),
+    NotApplied::new("rotate", Some("false"), ROTATION),
+    NotApplied::new("rotate_max_size", None, ROTATION),
+    NotApplied::new("rotate_max_files", None, ROTATION),
+    NotApplied::new("rotate_gzip", None, ROTATION),
+    NotApplied::new(
+        "enable_strftime",
+        Some("false"),
+        "Path and File are used as written",
+    ),
+    NotApplied::new("fallback_file", None, DYNAMIC),
+    NotApplied::new("fallback_path", None, DYNAMIC),
+    NotApplied::new("max_dynamic_files", None, DYNAMIC),
+    NotApplied::new("on_missing_field", None, DYNAMIC),
+    NotApplied::new("on_limit_reached", None, DYNAMIC),
+];
+
 fn build(
     ctx: &BuildContext,
     section: &Section,
     entries: &[&Entry],
 ) -> Result<Arc<dyn Output>, ConfigError> {
     let opts = FileOptions::from_entries(&section.span, entries, &[])?;
+    ctx.not_applied(NOT_APPLIED, entries);
+    for e in entries {
+        let k = e.key.as_str();
+        if (k.eq_ignore_ascii_case("Delimiter") || k.eq_ignore_ascii_case("Label_Delimiter"))
+            && delimiter(&e.value).is_none()
+        {
+            ctx.note(e, "must be tab, space or comma; ignored");
+        }
+    }
     // Relative paths are relative to the working directory, as in Fluent Bit.
     let _ = &ctx.base_dir;
     let mut settings = FileSettings::from_options(&opts, Path::new(""))

@@ -9,8 +9,16 @@ use logferry_core::options;
 use logferry_engine::{Batch, BuildContext, FlushResult, Output, OutputPlugin};
 
 options! {
-    /// `null` takes no options of its own.
-    pub struct NullOptions for "null output" {}
+    /// Options of the `null` output: Fluent Bit formats records before discarding them (to
+    /// measure formatting); logferry discards them as they are, so these change nothing.
+    pub struct NullOptions for "null output" {
+        /// Format records are rendered in before being discarded (no effect).
+        pub format: Option<String> = ["format"] None,
+        /// Date format of the json formats (no effect).
+        pub json_date_format: Option<String> = ["json_date_format"] None,
+        /// Date key of the json formats (no effect).
+        pub json_date_key: Option<String> = ["json_date_key"] None,
+    }
 }
 
 /// The registry entry.

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use logferry_core::config::ByteSize;
 use logferry_core::options;
+use logferry_engine::common::NotApplied;
 
 options! {
     /// Options of the `tail` input.
@@ -92,6 +93,67 @@ options! {
         pub unicode_encoding: Option<String> = ["Unicode.Encoding"] None,
         /// Input encoding conversion (accepted; input is read as UTF-8).
         pub generic_encoding: Option<String> = ["Generic.Encoding"] None,
+        /// Also stop following active files once older than Ignore_Older (accepted; not applied).
+        pub ignore_active_older_files: bool = ["Ignore_Active_Older_Files"] Some("false"),
+        /// Path encoding on Windows (accepted; Windows only).
+        pub windows_path_encoding: Option<String> = ["windows.path_encoding"] None,
+    }
+}
+
+/// Keys accepted and not applied (each one set to something that matters is a build note).
+pub const NOT_APPLIED: &[NotApplied] = &[
+    NotApplied::new(
+        "Event_Batch_Size",
+        None,
+        "every file is read Static_Batch_Size at a time",
+    ),
+    NotApplied::new(
+        "File_Cache_Advise",
+        Some("on"),
+        "the page cache is left to the kernel",
+    ),
+    NotApplied::new(
+        "Progress_Check_Interval",
+        None,
+        "idle files are polled every 250ms and inotify wakes the input",
+    ),
+    NotApplied::new(
+        "Progress_Check_Interval_Nsec",
+        None,
+        "idle files are polled every 250ms and inotify wakes the input",
+    ),
+    NotApplied::new(
+        "Docker_Mode_Parser",
+        None,
+        "Docker mode joins split lines without a first-line parser",
+    ),
+    NotApplied::new(
+        "Unicode.Encoding",
+        None,
+        "files are read as UTF-8 (invalid bytes pass as they are)",
+    ),
+    NotApplied::new(
+        "Generic.Encoding",
+        None,
+        "files are read as UTF-8 (invalid bytes pass as they are)",
+    ),
+    NotApplied::new(
+        "Ignore_Active_Older_Files",
+        Some("false"),
+        "a followed file is read until it is removed or rotated away",
+    ),
+    NotApplied::new("windows.path_encoding", None, "Windows only"),
+];
+
+/// `Parser_1`, `Parser_2`, …: the old multiline mode's line parsers.
+pub fn is_old_multiline_parser(key: &str) -> bool {
+    match (key.get(..7), key.get(7..)) {
+        (Some(p), Some(n)) => {
+            p.eq_ignore_ascii_case("parser_")
+                && !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+        }
+        _ => false,
     }
 }
 

@@ -71,7 +71,22 @@ fn build(
     section: &Section,
     entries: &[&Entry],
 ) -> Result<Box<dyn Input>, ConfigError> {
+    // Parser_N belong to the old multiline mode: refused with it below, noted without it (Fluent
+    // Bit reads them only when Multiline is On).
+    let (old_parsers, entries): (Vec<&Entry>, Vec<&Entry>) = entries
+        .iter()
+        .partition(|e| crate::config::is_old_multiline_parser(&e.key));
+    let entries = &entries[..];
     let o = TailOptions::from_entries(&section.span, entries, &[])?;
+    ctx.not_applied(crate::config::NOT_APPLIED, entries);
+    if !o.multiline {
+        for e in old_parsers {
+            ctx.note(
+                e,
+                "accepted but not applied: it belongs to the old multiline mode (Multiline Off)",
+            );
+        }
+    }
     let span_of = |key: &str| {
         section
             .get(key)

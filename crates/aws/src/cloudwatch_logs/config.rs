@@ -8,6 +8,7 @@
 
 use logferry_core::config::{ConfigError, Entry, Section};
 use logferry_core::options;
+use logferry_engine::common::NotApplied;
 use logferry_filters::record_accessor::RecordAccessor;
 
 use crate::client::AwsSettings;
@@ -56,6 +57,20 @@ options! {
         pub add_entity: bool = ["add_entity"] Some("false"),
     }
 }
+
+/// Keys accepted and not applied (each set one is a build note).
+pub const NOT_APPLIED: &[NotApplied] = &[
+    NotApplied::new(
+        "credentials_endpoint",
+        None,
+        "the AWS SDK's provider chain finds ECS and EKS credential endpoints itself",
+    ),
+    NotApplied::new(
+        "add_entity",
+        Some("false"),
+        "entities are not added to PutLogEvents calls",
+    ),
+];
 
 /// Retention periods CloudWatch Logs accepts (PutRetentionPolicy).
 pub const RETENTION_DAYS: &[u32] = &[
@@ -239,11 +254,6 @@ impl CloudWatchLogsSettings {
                     .unwrap_or_default(),
             }),
         };
-        if o.credentials_endpoint.is_some() {
-            tracing::warn!(
-                message = "credentials_endpoint is accepted but not used: the AWS SDK's provider chain finds ECS and EKS credential endpoints itself"
-            );
-        }
         Ok(CloudWatchLogsSettings {
             aws,
             group,

@@ -2,6 +2,7 @@
 
 use logferry_core::config::{ConfigError, Entry, Section};
 use logferry_core::options;
+use logferry_engine::common::NotApplied;
 
 use crate::client::AwsSettings;
 use crate::error::AwsError;
@@ -21,8 +22,17 @@ options! {
         pub log_key: Option<String> = ["log_key"] None,
         /// Compress each record: gzip.
         pub compression: Option<String> = ["compression"] None,
+         /// Combine several records into one (accepted; each record is sent as one).
+        pub simple_aggregation: bool = ["simple_aggregation"] Some("false"),
     }
 }
+
+/// Keys accepted and not applied (each set one is a build note).
+pub const NOT_APPLIED: &[NotApplied] = &[NotApplied::new(
+    "simple_aggregation",
+    Some("false"),
+    "each record is sent as a record of its own",
+)];
 
 /// The options, checked.
 #[derive(Clone, Debug)]

@@ -2,6 +2,7 @@
 
 use logferry_core::config::{ConfigError, Entry, Section};
 use logferry_core::options;
+use logferry_engine::common::NotApplied;
 use logferry_filters::record_accessor::RecordAccessor;
 
 use crate::client::AwsSettings;
@@ -28,8 +29,17 @@ options! {
         pub compression: Option<String> = ["compression"] None,
         /// Add a newline after each record (Go plugin).
         pub append_newline: bool = ["append_newline"] Some("false"),
+         /// Combine several records into one (accepted; each record is sent as one).
+        pub simple_aggregation: bool = ["simple_aggregation"] Some("false"),
     }
 }
+
+/// Keys accepted and not applied (each set one is a build note).
+pub const NOT_APPLIED: &[NotApplied] = &[NotApplied::new(
+    "simple_aggregation",
+    Some("false"),
+    "each record is sent as a record of its own",
+)];
 
 /// The options, checked.
 #[derive(Clone, Debug)]

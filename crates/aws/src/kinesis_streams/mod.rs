@@ -54,6 +54,7 @@ fn build(
     entries: &[&Entry],
 ) -> Result<Arc<dyn Output>, ConfigError> {
     let settings = config::settings_from_entries(section, entries)?;
+    ctx.not_applied(config::NOT_APPLIED, entries);
     Ok(Arc::new(output(
         settings,
         Arc::clone(&ctx.metrics),

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use logferry_core::config::{ByteSize, ConfigError, Entry, Section};
 use logferry_core::options;
+use logferry_engine::common::NotApplied;
 use logferry_filters::record_accessor::RecordAccessor;
 
 use super::key::KeyFormat;
@@ -53,8 +54,64 @@ options! {
         pub storage_class: Option<String> = ["storage_class"] None,
         /// Accepted, no effect: uploads of one output are always sent in order.
         pub preserve_data_ordering: bool = ["preserve_data_ordering"] Some("true"),
+        /// Object format: json_lines (otlp_json and parquet are not yet available).
+        pub format: String = ["format"] Some("json_lines"),
+        /// What to do with chunks past Retry_Limit (accepted; uploads are retried until delivered).
+        pub retry_exhausted_action: Option<String> = ["retry_exhausted_action"] None,
+        /// Limit of the quarantine directory (accepted; nothing is quarantined).
+        pub quarantine_dir_limit_size: Option<ByteSize> = ["quarantine_dir_limit_size"] None,
+        /// Blob uploads: these keys apply to blob inputs, which logferry has not (accepted).
+        pub blob: Vec<String> = ["blob_database_file", "part_size", "file_delivery_attempt_limit", "part_delivery_attempt_limit", "upload_parts_timeout", "upload_part_freshness_limit", "authorization_endpoint_url", "authorization_endpoint_username", "authorization_endpoint_password", "authorization_endpoint_bearer_token"] None,
     }
 }
+
+/// The s3 keys logferry accepts and does not apply (each set one is a build note).
+pub const NOT_APPLIED: &[NotApplied] = &[
+    NotApplied::new(
+        "retry_exhausted_action",
+        None,
+        "uploads are retried until delivered; records S3 rejects go to storage.keep.rejected",
+    ),
+    NotApplied::new("quarantine_dir_limit_size", None, "nothing is quarantined"),
+    NotApplied::new("blob_database_file", None, "logferry has no blob input"),
+    NotApplied::new("part_size", None, "logferry has no blob input"),
+    NotApplied::new(
+        "file_delivery_attempt_limit",
+        None,
+        "logferry has no blob input",
+    ),
+    NotApplied::new(
+        "part_delivery_attempt_limit",
+        None,
+        "logferry has no blob input",
+    ),
+    NotApplied::new("upload_parts_timeout", None, "logferry has no blob input"),
+    NotApplied::new(
+        "upload_part_freshness_limit",
+        None,
+        "logferry has no blob input",
+    ),
+    NotApplied::new(
+        "authorization_endpoint_url",
+        None,
+        "logferry has no blob input",
+    ),
+    NotApplied::new(
+        "authorization_endpoint_username",
+        None,
+        "logferry has no blob input",
+    ),
+    NotApplied::new(
+        "authorization_endpoint_password",
+        None,
+        "logferry has no blob input",
+    ),
+    NotApplied::new(
+        "authorization_endpoint_bearer_token",
+        None,
+        "logferry has no blob input",
+    ),
+];
 
 /// Object compression.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,6 +175,26 @@ impl S3Settings {
                 "bucket",
                 format!("'{}' is not a bucket name", o.bucket),
             ));
+        }
+        // Fluent Bit 5.1 also writes otlp_json and parquet objects: refuse them rather than
+        // write JSON lines where a reader expects Parquet.
+        match o.format.trim().to_ascii_lowercase().as_str() {
+            "json_lines" => {}
+            f @ ("otlp_json" | "parquet") => {
+                return Err(AwsError::setting(
+                    "format",
+                    format!("'{f}' is not yet available in logferry (json_lines is)"),
+                ))
+            }
+            _ => {
+                return Err(AwsError::setting(
+                    "format",
+                    format!(
+                        "expected json_lines, otlp_json or parquet, got '{}'",
+                        o.format
+                    ),
+                ))
+            }
         }
         let chunk = o.upload_chunk_size.0;
         if !o.use_put_object && !(MIN_PART..=MAX_PART).contains(&chunk) {

@@ -54,6 +54,7 @@ fn build(
     entries: &[&Entry],
 ) -> Result<Arc<dyn Output>, ConfigError> {
     let settings = config::settings_from_entries(section, entries, &ctx.base_dir)?;
+    ctx.not_applied(config::NOT_APPLIED, entries);
     let out = S3Output::new(settings, Arc::clone(&ctx.metrics), ctx.instance.clone())
         .map_err(|e| ConfigError::at(&section.span, format!("store_dir: {e}")))?;
     Ok(Arc::new(out))

@@ -24,7 +24,15 @@ impl Span {
     /// A span for values that come from the command line rather than a file.
     pub fn command_line() -> Self {
         Span {
-            file: Arc::from(Path::new("<command line>")),
+            file: Arc::from(Path::new("command line")),
+            line: 0,
+        }
+    }
+
+    /// A span for one command-line argument (`-p`, `Flush=soon`), so an error quotes it.
+    pub fn argument(flag: &str, value: &str) -> Self {
+        Span {
+            file: Arc::from(Path::new(&format!("command line ({flag} {value})"))),
             line: 0,
         }
     }
@@ -32,7 +40,11 @@ impl Span {
 
 impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)
+        // Line 0: not from a file (the command line, built-in defaults).
+        match self.line {
+            0 => write!(f, "{}", self.file.display()),
+            n => write!(f, "{}:{n}", self.file.display()),
+        }
     }
 }
 
@@ -57,6 +69,9 @@ pub enum ConfigError {
     /// Something is wrong at a line, not tied to one key (syntax, a section).
     #[error("{span}: {reason}")]
     At { span: Span, reason: String },
+    /// Several mistakes of one section, each reported (a dry run shows them all at once).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Many(Vec<ConfigError>),
 }
 
 impl ConfigError {
@@ -74,6 +89,24 @@ impl ConfigError {
         ConfigError::At {
             span: span.clone(),
             reason: reason.into(),
+        }
+    }
+
+    /// One error for all of `errors`: the error itself when there is one.
+    pub fn many(mut errors: Vec<ConfigError>) -> Self {
+        if errors.len() == 1 {
+            if let Some(e) = errors.pop() {
+                return e;
+            }
+        }
+        ConfigError::Many(errors.into_iter().flat_map(ConfigError::into_vec).collect())
+    }
+
+    /// The single errors this one stands for.
+    pub fn into_vec(self) -> Vec<ConfigError> {
+        match self {
+            ConfigError::Many(v) => v.into_iter().flat_map(ConfigError::into_vec).collect(),
+            e => vec![e],
         }
     }
 
@@ -123,6 +156,25 @@ mod tests {
         assert_eq!(suggest("completely_else", keys), None);
         assert_eq!(suggest("sqe", ["seq", "tail"]), Some("seq"));
         assert_eq!(suggest("x", ["seq", "tail"]), None);
+    }
+
+    #[test]
+    fn many_flattens_and_prints_one_error_a_line() {
+        let span = Span::new(&Arc::from(Path::new("f.conf")), 3);
+        let one = ConfigError::many(vec![ConfigError::key(&span, "A", "bad")]);
+        assert!(matches!(one, ConfigError::Key { .. }));
+        let nested = ConfigError::many(vec![
+            ConfigError::key(&span, "A", "bad"),
+            ConfigError::many(vec![
+                ConfigError::at(&span, "worse"),
+                ConfigError::key(&span, "B", "worst"),
+            ]),
+        ]);
+        assert_eq!(
+            nested.to_string(),
+            "f.conf:3: A: bad\nf.conf:3: worse\nf.conf:3: B: worst"
+        );
+        assert_eq!(nested.into_vec().len(), 3);
     }
 
     #[test]

@@ -89,6 +89,50 @@ impl OptValue for f64 {
     }
 }
 
+/// A log level as Fluent Bit takes it (`Log_Level`): anything else is refused, as Fluent Bit 5.1
+/// refuses it ("could not configure service property 'log_level'").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLevel(String);
+
+impl std::ops::Deref for LogLevel {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl OptValue for LogLevel {
+    const KIND: &'static str = "level";
+    fn parse_opt(raw: &str) -> Result<Self, String> {
+        let l = raw.trim().to_ascii_lowercase();
+        match l.as_str() {
+            "off" | "error" | "warn" | "warning" | "info" | "debug" | "trace" => Ok(LogLevel(l)),
+            _ => Err(format!(
+                "expected off, error, warn, info, debug or trace, got '{raw}'"
+            )),
+        }
+    }
+}
+
+/// Seconds that must be more than zero (`Flush`): Fluent Bit 5.1 aborts on `Flush 0` or a
+/// negative flush ("invalid flush value").
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+pub struct PositiveSeconds(pub f64);
+
+impl OptValue for PositiveSeconds {
+    const KIND: &'static str = "seconds";
+    fn parse_opt(raw: &str) -> Result<Self, String> {
+        let v = f64::parse_opt(raw)?;
+        if v.is_finite() && v > 0.0 {
+            Ok(PositiveSeconds(v))
+        } else {
+            Err(format!(
+                "invalid flush value '{raw}': expected seconds above 0"
+            ))
+        }
+    }
+}
+
 impl OptValue for ByteSize {
     const KIND: &'static str = "size";
     fn parse_opt(raw: &str) -> Result<Self, String> {
@@ -184,13 +228,16 @@ macro_rules! options {
                 also_known: &[&'static str],
             ) -> Result<Self, $crate::config::ConfigError> {
                 $( let mut $field: Option<$ty> = None; )*
+                // Every mistake is reported, not only the first: a dry run shows them all.
+                let mut errors: Vec<$crate::config::ConfigError> = Vec::new();
                 for e in entries {
                     let key = e.key.as_str();
                     $(
                         if [$key $(, $alias)*].iter().any(|n: &&str| n.eq_ignore_ascii_case(key)) {
-                            let v = <$ty as $crate::config::OptValue>::parse_opt(&e.value)
-                                .map_err(|r| $crate::config::ConfigError::key(&e.span, key, r))?;
-                            <$ty as $crate::config::OptValue>::accumulate(&mut $field, v);
+                            match <$ty as $crate::config::OptValue>::parse_opt(&e.value) {
+                                Ok(v) => <$ty as $crate::config::OptValue>::accumulate(&mut $field, v),
+                                Err(r) => errors.push($crate::config::ConfigError::key(&e.span, key, r)),
+                            }
                             continue;
                         }
                     )*
@@ -198,21 +245,37 @@ macro_rules! options {
                         .iter()
                         .flat_map(|o| std::iter::once(o.name).chain(o.aliases.iter().copied()))
                         .chain(also_known.iter().copied());
-                    return Err($crate::config::ConfigError::unknown_key(&e.span, key, $what, names));
+                    errors.push($crate::config::ConfigError::unknown_key(&e.span, key, $what, names));
                 }
-                Ok($Name {
-                    $( $field: match $field {
-                        Some(v) => v,
-                        None => match ($default as Option<&'static str>) {
-                            Some(d) => <$ty as $crate::config::OptValue>::parse_opt(d).map_err(|r| {
-                                $crate::config::ConfigError::key(span, $key, format!("bad built-in default: {r}"))
-                            })?,
-                            None => <$ty as $crate::config::OptValue>::missing().ok_or_else(|| {
-                                $crate::config::ConfigError::key(span, $key, concat!("missing required key for ", $what))
-                            })?,
+                $( let $field: Option<$ty> = match $field {
+                    Some(v) => Some(v),
+                    // A key given with a bad value is not also reported as missing.
+                    None if entries.iter().any(|e| [$key $(, $alias)*].iter().any(|n: &&str| n.eq_ignore_ascii_case(&e.key))) => None,
+                    None => match ($default as Option<&'static str>) {
+                        Some(d) => match <$ty as $crate::config::OptValue>::parse_opt(d) {
+                            Ok(v) => Some(v),
+                            Err(r) => {
+                                errors.push($crate::config::ConfigError::key(span, $key, format!("bad built-in default: {r}")));
+                                None
+                            }
                         },
-                    }, )*
-                })
+                        None => match <$ty as $crate::config::OptValue>::missing() {
+                            Some(v) => Some(v),
+                            None => {
+                                errors.push($crate::config::ConfigError::key(span, $key, concat!("missing required key for ", $what)));
+                                None
+                            }
+                        },
+                    },
+                }; )*
+                if !errors.is_empty() {
+                    return Err($crate::config::ConfigError::many(errors));
+                }
+                match ($($field,)*) {
+                    ($(Some($field),)*) => Ok($Name { $($field,)* }),
+                    #[allow(unreachable_patterns)]
+                    _ => Err($crate::config::ConfigError::key(span, "", "internal: an option was left unset")),
+                }
             }
 
             /// The options with every key at its default (fails if a key is required).
@@ -305,6 +368,41 @@ mod tests {
             e.to_string(),
             "t.conf:12: Path: missing required key for test input"
         );
+    }
+
+    #[test]
+    fn every_mistake_of_a_section_is_reported() {
+        let es = [
+            entry("Mem_Buf_Limit", "lots", 2),
+            entry("Skip_Long_Lines", "maybe", 3),
+            entry("Refresh_Intervl", "5", 4),
+            entry("Refresh_Interval", "often", 5),
+        ];
+        let refs: Vec<&Entry> = es.iter().collect();
+        let sec = Span::new(&Arc::from(Path::new("t.conf")), 1);
+        let errs: Vec<String> = TestOpts::from_entries(&sec, &refs, &[])
+            .unwrap_err()
+            .into_vec()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let at: Vec<&str> = errs
+            .iter()
+            .map(|e| &e[..e.find(": ").unwrap() + 1])
+            .collect();
+        // Four bad lines and the missing Path, in the order they were written.
+        assert_eq!(
+            at,
+            [
+                "t.conf:2:",
+                "t.conf:3:",
+                "t.conf:4:",
+                "t.conf:5:",
+                "t.conf:1:"
+            ],
+            "{errs:#?}"
+        );
+        assert!(errs[4].ends_with("Path: missing required key for test input"));
     }
 
     #[test]
