@@ -247,6 +247,11 @@ options! {
         pub security_fips_mode: bool = ["security.fips_mode"] Some("off"),
         /// Most open files on Windows (accepted; Windows only).
         pub windows_maxstdio: Option<u64> = ["windows.maxstdio"] None,
+        /// Seen in Fluent Bit configs; Fluent Bit 5.1 ignores it (accepted; not applied).
+        pub http_monitor: Option<String> = ["HTTP_Monitor"] None,
+        /// Seen in Fluent Bit configs; Fluent Bit 5.1 ignores it (accepted; not applied: reload
+        /// with SIGHUP or POST /api/v2/reload).
+        pub hot_reload_watch: Option<String> = ["Hot_Reload.Watch"] None,
     }
 }
 
@@ -358,6 +363,16 @@ pub const SERVICE_NOT_APPLIED: &[NotApplied] = &[
         "logferry's TLS (rustls) has no FIPS mode",
     ),
     na("windows.maxstdio", None, "Windows only"),
+    na(
+        "HTTP_Monitor",
+        None,
+        "Fluent Bit 5.1 ignores it too; HTTP_Server enables the monitoring endpoints",
+    ),
+    na(
+        "Hot_Reload.Watch",
+        None,
+        "Fluent Bit 5.1 ignores it too; the configuration is reloaded on SIGHUP or POST /api/v2/reload",
+    ),
 ];
 
 /// `[INPUT]` keys every input takes, accepted and not applied.

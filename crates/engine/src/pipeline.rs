@@ -211,11 +211,21 @@ impl Pipeline {
             }
         };
 
-        // Parsers are built once for every plugin that names one.
+        // Parsers are built once for every plugin that names one. When one is broken, the
+        // plugins that name it are not also told it is unknown: the parser's error says it.
+        let mut broken_parsers: Vec<String> = Vec::new();
         let parsers = Arc::new(match logferry_parsers::Parsers::from_config(&config) {
             Ok(p) => p,
             Err(errs) => {
                 errors.extend(errs);
+                broken_parsers = config
+                    .sections
+                    .iter()
+                    .filter(|s| {
+                        matches!(s.kind, SectionKind::Parser | SectionKind::MultilineParser)
+                    })
+                    .filter_map(|s| s.name().map(|n| n.trim().to_string()))
+                    .collect();
                 logferry_parsers::Parsers::builtin()
             }
         });
@@ -273,7 +283,13 @@ impl Pipeline {
                 }
             };
             if let Err(e) = r {
-                errors.extend(e.into_vec());
+                errors.extend(e.into_vec().into_iter().filter(|e| {
+                    let s = e.to_string();
+                    !broken_parsers.iter().any(|n| {
+                        s.contains(&format!("unknown parser '{n}'"))
+                            || s.contains(&format!("unknown multiline parser '{n}'"))
+                    })
+                }));
             }
         }
 

@@ -230,6 +230,38 @@ fn dry_run_reports_every_error_of_every_section() {
     );
 }
 
+/// A mistake in a parser is reported once: the plugins that name the parser are not also told
+/// it is unknown.
+#[test]
+fn a_broken_parser_is_not_also_an_unknown_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = [
+        "[MULTILINE_PARSER]",
+        "    Name my_ml",
+        "    Type regex",
+        "    Flush_Timeot 1000",
+        "    Rule \"start_state\" \"/^\\d/\" \"cont\"",
+        "    Rule \"cont\" \"/^\\s/\" \"cont\"",
+        "[INPUT]",
+        "    Name tail",
+        "    Path /nowhere/*.log",
+        "    multiline.parser my_ml",
+    ];
+    let f = config_lines(dir.path(), "ml.conf", &lines);
+    let out = run(logferry().arg("--dry-run").arg("-c").arg(&f));
+    let err = text(&out.stderr);
+    let want = format!(
+        "[error] {}:4: Flush_Timeot: unknown key for multiline parser (did you mean 'Flush_Timeout'?)",
+        f.display()
+    );
+    assert!(err.contains(&want), "missing {want:?} in\n{err}");
+    assert!(!err.contains("unknown multiline parser"), "{err}");
+    assert!(
+        err.contains("configuration test failed: 1 error(s)"),
+        "{err}"
+    );
+}
+
 /// A command-line mistake quotes the argument it came from, not a file and line 0.
 #[test]
 fn command_line_errors_quote_the_argument() {
@@ -380,6 +412,34 @@ fn repo_root() -> std::path::PathBuf {
         .join("../..")
 }
 
+/// Run from another directory, the quick start's relative Path matches nothing: tail says so at
+/// start (in the log, not only in --dry-run) instead of printing nothing.
+#[test]
+fn quickstart_from_another_directory_warns_that_path_matches_no_file() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let conf = repo_root().join("examples/quickstart/fluent-bit.conf");
+    let out = run(logferry()
+        .current_dir(elsewhere.path())
+        .arg("-c")
+        .arg(&conf));
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(text(&out.stdout).is_empty(), "no file, no record");
+    let want = format!(
+        "{}:14: Path: matches no file yet (relative patterns are read from the working directory, {}",
+        conf.display(),
+        elsewhere.path().display()
+    );
+    assert!(err.contains(&want), "missing {want:?} in\n{err}");
+    // From the repository root it matches, and says nothing about it.
+    let out = run(logferry().current_dir(repo_root()).arg("-c").arg(&conf));
+    assert!(
+        !text(&out.stderr).contains("matches no file"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// The README's quick start, in both formats: same records, and it ends by itself.
 #[test]
 fn quickstart_runs_and_classic_and_yaml_print_the_same_records() {
@@ -414,10 +474,14 @@ fn quickstart_runs_and_classic_and_yaml_print_the_same_records() {
     assert_eq!(obj.remove("cluster"), Some(serde_json::json!("quickstart")));
     obj.remove("date");
     let expected_path = shared().join("conformance/seed-nginx/expected-record.json");
-    if let Ok(text) = std::fs::read_to_string(&expected_path) {
-        let expected: serde_json::Value = serde_json::from_str(&text).unwrap();
-        logferry_kubernetes::testing::assert_matches_seed_record(seed.clone(), &expected);
-    }
+    let text = std::fs::read_to_string(&expected_path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}: this test compares with the seed's shared conformance record",
+            expected_path.display()
+        )
+    });
+    let expected: serde_json::Value = serde_json::from_str(&text).unwrap();
+    logferry_kubernetes::testing::assert_matches_seed_record(seed.clone(), &expected);
     let app = records
         .iter()
         .find(|r| r["kubernetes"]["container_name"] == "app")

@@ -77,7 +77,7 @@ options! {
         pub multiline_parser: Option<String> = ["multiline.parser"] None,
         /// Key that multiline parsers join (default `log`).
         pub multiline_key_content: Option<String> = ["multiline.key_content"] None,
-        /// Old multiline mode (accepted only Off until the multiline issue lands).
+        /// Old multiline mode (Off only: On is not yet available; use multiline.parser).
         pub multiline: bool = ["Multiline"] Some("off"),
         /// Old multiline: seconds to wait for more lines.
         pub multiline_flush: Duration = ["Multiline_Flush"] Some("4"),

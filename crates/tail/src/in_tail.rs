@@ -110,6 +110,31 @@ fn build(
             )
         })?;
     }
+    // A Path that matches nothing is legal (files may come later) but usually a mistake, such
+    // as a relative path run from another directory: say so at start and in --dry-run.
+    let matches_now = patterns
+        .iter()
+        .any(|p| glob::glob(p).is_ok_and(|mut paths| paths.any(|m| m.is_ok_and(|m| m.is_file()))));
+    if !matches_now {
+        if let Some(e) = entries
+            .iter()
+            .rev()
+            .find(|e| e.key.eq_ignore_ascii_case("Path"))
+        {
+            let relative = patterns.iter().any(|p| !Path::new(p).is_absolute());
+            let cwd = std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default();
+            ctx.note(
+                e,
+                if relative {
+                    format!("matches no file yet (relative patterns are read from the working directory, {cwd})")
+                } else {
+                    "matches no file yet".to_string()
+                },
+            );
+        }
+    }
     let mut exclude = Vec::new();
     for p in o
         .exclude_path
