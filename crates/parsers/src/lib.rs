@@ -185,6 +185,7 @@ mod tests {
         for n in [
             "docker",
             "cri",
+            "crio",
             "json",
             "nginx",
             "apache",
