@@ -1,5 +1,5 @@
 //! The `kubernetes` filter's options, with Fluent Bit's names and defaults
-//! (`pipeline/filters/kubernetes.md`, Fluent Bit 5.x).
+//! (`pipeline/filters/kubernetes.md`, Fluent Bit 5.x): all 53 of Fluent Bit 5.1.1's keys.
 
 use std::time::Duration;
 
@@ -18,6 +18,9 @@ options! {
         pub kube_ca_file: String = ["Kube_CA_File"] Some("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"),
         /// Directory of CA certificate files.
         pub kube_ca_path: Option<String> = ["Kube_CA_Path"] None,
+        /// File holding the agent's own namespace; with `HOSTNAME` it names the agent's pod,
+        /// whose metadata enriches the agent's own logs.
+        pub kube_namespace_file: String = ["Kube_Namespace_File"] Some("/var/run/secrets/kubernetes.io/serviceaccount/namespace"),
         /// Bearer token file (re-read every Kube_Token_TTL and on a 401).
         pub kube_token_file: String = ["Kube_Token_File"] Some("/var/run/secrets/kubernetes.io/serviceaccount/token"),
         /// Command printing the bearer token (instead of the token file).
@@ -37,7 +40,7 @@ options! {
         /// Keep `log` after a successful merge.
         pub keep_log: bool = ["Keep_Log"] Some("on"),
         /// TLS debug level (accepted).
-        pub tls_debug: i64 = ["tls.debug"] Some("-1"),
+        pub tls_debug: i64 = ["tls.debug"] Some("0"),
         /// Verify the API server's certificate.
         pub tls_verify: bool = ["tls.verify"] Some("on"),
         /// Verify the API server's host name (accepted; rustls always checks it when verifying).
@@ -58,7 +61,8 @@ options! {
         pub labels: bool = ["Labels"] Some("on"),
         /// Add the pod's annotations.
         pub annotations: bool = ["Annotations"] Some("on"),
-        /// Directory of `<namespace>-<pod>.meta` files holding Pod JSON, used before the API.
+        /// Directory of `<namespace>_<pod>.meta` (any JSON object; with Use_Kubelet a `/pods`
+        /// list) and `<namespace>.namespace_meta` files, read before the API.
         pub kube_meta_preload_cache_dir: Option<String> = ["Kube_Meta_Preload_Cache_Dir"] None,
         /// Add metadata from the tag only, with no API calls (testing).
         pub dummy_meta: bool = ["Dummy_Meta"] Some("off"),
@@ -86,7 +90,33 @@ options! {
         pub namespace_metadata_only: bool = ["Namespace_Metadata_Only"] Some("off"),
         /// Add the pod's owner references.
         pub owner_references: bool = ["Owner_References"] Some("off"),
-        /// Pod association for AWS (accepted).
-        pub use_pod_association: bool = ["Use_Pod_Association"] Some("off"),
+        /// EKS pod association: add the service name and environment the CloudWatch agent maps
+        /// each pod to (`aws_entity_*` keys).
+        pub aws_use_pod_association: bool = ["AWS_Use_Pod_Association", "Use_Pod_Association"] Some("off"),
+        /// Host serving the pod-to-service map.
+        pub aws_pod_association_host: String = ["AWS_Pod_Association_Host"] Some("cloudwatch-agent.amazon-cloudwatch"),
+        /// Path of the pod-to-service map on that host.
+        pub aws_pod_association_endpoint: String = ["AWS_Pod_Association_Endpoint"] Some("/kubernetes/pod-to-service-env-map"),
+        /// Port of that host (HTTPS).
+        pub aws_pod_association_port: u16 = ["AWS_Pod_Association_Port"] Some("4311"),
+        /// Seconds a pod's service entry is kept after it was fetched (0: until replaced).
+        pub aws_pod_service_map_ttl: u64 = ["AWS_Pod_Service_Map_TTL"] Some("0"),
+        /// Seconds between fetches of the pod-to-service map.
+        pub aws_pod_service_map_refresh_interval: u64 = ["AWS_Pod_Service_Map_Refresh_Interval"] Some("60"),
+        /// Path prefix of a local pod-to-service map (`<value>.map`), read instead of the host.
+        pub aws_pod_service_preload_cache_dir: Option<String> = ["AWS_Pod_Service_Preload_Cache_Dir"] None,
+        /// CA certificate of the pod association host.
+        pub aws_pod_association_host_server_ca_file: String = ["AWS_Pod_Association_Host_Server_CA_File"] Some("/etc/amazon-cloudwatch-observability-agent-server-cert/tls-ca.crt"),
+        /// Client certificate for mTLS to the pod association host.
+        pub aws_pod_association_host_client_cert_file: String = ["AWS_Pod_Association_Host_Client_Cert_File"] Some("/etc/amazon-cloudwatch-observability-agent-client-cert/client.crt"),
+        /// Client key for mTLS to the pod association host.
+        pub aws_pod_association_host_client_key_file: String = ["AWS_Pod_Association_Host_Client_Key_File"] Some("/etc/amazon-cloudwatch-observability-agent-client-cert/client.key"),
+        /// TLS debug level for the pod association host (accepted).
+        pub aws_pod_association_host_tls_debug: i64 = ["AWS_Pod_Association_Host_TLS_Debug"] Some("0"),
+        /// Verify the pod association host's certificate.
+        pub aws_pod_association_host_tls_verify: bool = ["AWS_Pod_Association_Host_TLS_Verify"] Some("on"),
+        /// The platform reported as `aws_entity_platform` (`k8s` or `eks`) instead of the one
+        /// read from the service account token; for testing, as Fluent Bit documents it.
+        pub set_platform: Option<String> = ["Set_Platform"] None,
     }
 }
