@@ -400,7 +400,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff { min, max, step: min }
+        Backoff {
+            min,
+            max,
+            step: min,
+        }
     }
 
     /// The next delay.
@@ -579,7 +583,11 @@ pub async fn watch_node(
                             match ev {
                                 WatchEvent::Added(p) | WatchEvent::Modified(p) => {
                                     if let Some((key, name)) = key_of(&p) {
-                                        cache.put_watched(&key, PodMeta::from_json(&p, name, shape), now);
+                                        cache.put_watched(
+                                            &key,
+                                            PodMeta::from_json(&p, name, shape),
+                                            now,
+                                        );
                                     }
                                     if let Some(v) = version_of(&p) {
                                         rv = Some(v);
@@ -623,7 +631,9 @@ pub async fn watch_node(
         match ended {
             Ended::Closed => {}
             Ended::Gone => {
-                tracing::info!("kubernetes: the watch's resource version is gone (410); listing again");
+                tracing::info!(
+                    "kubernetes: the watch's resource version is gone (410); listing again"
+                );
                 rv = None;
             }
             Ended::Failed => {
@@ -636,4 +646,3 @@ pub async fn watch_node(
         }
     }
 }
-

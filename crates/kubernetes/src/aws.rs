@@ -146,11 +146,15 @@ impl PodServiceMap {
     /// Reads a local map now (a file, read before the first record as preload files are).
     pub fn load_file(&self, source: &Source) {
         if let Source::File(p) = source {
-            match std::fs::read_to_string(p).map_err(|e| e.to_string()).and_then(|t| {
-                parse_map(&t).map_err(|e| format!("the pod-to-service map is not JSON: {e}"))
-            }) {
+            match std::fs::read_to_string(p)
+                .map_err(|e| e.to_string())
+                .and_then(|t| {
+                    parse_map(&t).map_err(|e| format!("the pod-to-service map is not JSON: {e}"))
+                }) {
                 Ok(got) => self.update(got, Instant::now()),
-                Err(e) => tracing::warn!(file = %p.display(), error = %e, "kubernetes: cannot read the pod-to-service map"),
+                Err(e) => {
+                    tracing::warn!(file = %p.display(), error = %e, "kubernetes: cannot read the pod-to-service map")
+                }
             }
         }
     }
@@ -169,18 +173,26 @@ impl PodServiceMap {
                 verify,
             } => fetch_https(url, ca_file, cert_file, key_file, *verify).await?,
         };
-        let got = parse_map(&text).map_err(|e| format!("the pod-to-service map is not JSON: {e}"))?;
+        let got =
+            parse_map(&text).map_err(|e| format!("the pod-to-service map is not JSON: {e}"))?;
         let n = got.len();
         self.update(got, Instant::now());
         Ok(n)
     }
 
     /// Fetches the map now and then every `every`, until `stop`.
-    pub async fn refresh_loop(self: Arc<Self>, source: Source, every: Duration, stop: CancellationToken) {
+    pub async fn refresh_loop(
+        self: Arc<Self>,
+        source: Source,
+        every: Duration,
+        stop: CancellationToken,
+    ) {
         loop {
             match self.fetch(&source).await {
                 Ok(n) => tracing::debug!(pods = n, "kubernetes: pod-to-service map updated"),
-                Err(e) => tracing::warn!(error = %e, "kubernetes: cannot fetch the pod-to-service map"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "kubernetes: cannot fetch the pod-to-service map")
+                }
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -197,13 +209,18 @@ async fn fetch_https(
     key_file: &std::path::Path,
     verify: bool,
 ) -> Result<String, String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL '{url}': {e}"))?;
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("invalid URL '{url}': {e}"))?;
     let base = format!(
         "{}://{}",
         uri.scheme_str().unwrap_or("https"),
         uri.authority().map(|a| a.as_str()).unwrap_or("")
     );
-    let mut cfg = kube::Config::new(base.parse().map_err(|e| format!("invalid URL '{url}': {e}"))?);
+    let mut cfg = kube::Config::new(
+        base.parse()
+            .map_err(|e| format!("invalid URL '{url}': {e}"))?,
+    );
     cfg.connect_timeout = Some(Duration::from_secs(5));
     cfg.accept_invalid_certs = !verify;
     cfg.default_retry = false;
@@ -347,7 +364,16 @@ mod tests {
         let m = PodServiceMap::new(10);
         let t = Instant::now();
         let g0 = m.generation.load(Ordering::Relaxed);
-        m.update(vec![("p".into(), ServiceAttrs { name: Some("s".into()), ..Default::default() })], t);
+        m.update(
+            vec![(
+                "p".into(),
+                ServiceAttrs {
+                    name: Some("s".into()),
+                    ..Default::default()
+                },
+            )],
+            t,
+        );
         assert!(m.generation.load(Ordering::Relaxed) > g0);
         assert!(m.get("p").is_some());
         m.update(Vec::new(), t + Duration::from_secs(11));

@@ -429,14 +429,26 @@ mod tests {
         let c = Cache::new(Duration::ZERO);
         let t = Instant::now();
         assert!(matches!(c.lookup("ns/a", t), Lookup::Miss));
-        assert!(matches!(c.lookup("ns/a", t), Lookup::Pending(_)), "one lookup at a time");
+        assert!(
+            matches!(c.lookup("ns/a", t), Lookup::Pending(_)),
+            "one lookup at a time"
+        );
         c.fail("ns/a", false, t);
-        assert!(matches!(c.lookup("ns/a", t), Lookup::Absent { tag_only: false }));
+        assert!(matches!(
+            c.lookup("ns/a", t),
+            Lookup::Absent { tag_only: false }
+        ));
         let later = t + MISS_BACKOFF + Duration::from_millis(1);
-        assert!(matches!(c.lookup("ns/a", later), Lookup::Miss), "asked again after the back-off");
+        assert!(
+            matches!(c.lookup("ns/a", later), Lookup::Miss),
+            "asked again after the back-off"
+        );
         c.fail("ns/a", false, later);
         assert!(
-            matches!(c.lookup("ns/a", later + MISS_BACKOFF + Duration::from_millis(1)), Lookup::Absent { .. }),
+            matches!(
+                c.lookup("ns/a", later + MISS_BACKOFF + Duration::from_millis(1)),
+                Lookup::Absent { .. }
+            ),
             "the second back-off is longer"
         );
         c.put("ns/a", meta(), later);
@@ -450,11 +462,19 @@ mod tests {
         c.put_watched("ns/a", meta(), t);
         c.put_watched("ns/b", meta(), t);
         c.deleted("ns/a", t);
-        assert_eq!(c.sweep(t + DELETED_KEEP - Duration::from_secs(1)), 0, "kept for late lines");
+        assert_eq!(
+            c.sweep(t + DELETED_KEEP - Duration::from_secs(1)),
+            0,
+            "kept for late lines"
+        );
         assert!(matches!(c.lookup("ns/a", t), Lookup::Hit(_)));
         assert_eq!(c.sweep(t + DELETED_KEEP), 1);
         assert_eq!(c.len(), 1, "the running pod stays");
-        assert_eq!(c.sweep(t + DELETED_KEEP * 100), 0, "a watched running pod never expires");
+        assert_eq!(
+            c.sweep(t + DELETED_KEEP * 100),
+            0,
+            "a watched running pod never expires"
+        );
     }
 
     #[test]
@@ -465,7 +485,11 @@ mod tests {
         c.put_watched("ns/b", meta(), t);
         c.put("ns/got", meta(), t);
         let listed: HashSet<String> = ["ns/b".to_string()].into();
-        assert_eq!(c.reconcile(&listed, t), 1, "only watched pods are reconciled");
+        assert_eq!(
+            c.reconcile(&listed, t),
+            1,
+            "only watched pods are reconciled"
+        );
         c.sweep(t + DELETED_KEEP);
         assert!(c.peek("ns/a").is_none());
         assert!(c.peek("ns/b").is_some());
@@ -477,15 +501,29 @@ mod tests {
         let c = Cache::new(ttl);
         let t = Instant::now();
         c.put("ns/a", meta(), t);
-        assert!(matches!(c.lookup("ns/a", t + ttl), Lookup::Stale(_)), "refreshed after the TTL");
-        assert!(matches!(c.lookup("ns/a", t + ttl), Lookup::Hit(_)), "one refresh at a time");
+        assert!(
+            matches!(c.lookup("ns/a", t + ttl), Lookup::Stale(_)),
+            "refreshed after the TTL"
+        );
+        assert!(
+            matches!(c.lookup("ns/a", t + ttl), Lookup::Hit(_)),
+            "one refresh at a time"
+        );
         assert!(matches!(c.lookup("ns/b", t), Lookup::Miss));
         c.fail("ns/b", false, t);
-        assert_eq!(c.sweep(t + ttl * 2 + MISS_BACKOFF_MAX), 2, "unused entries go after the TTL");
+        assert_eq!(
+            c.sweep(t + ttl * 2 + MISS_BACKOFF_MAX),
+            2,
+            "unused entries go after the TTL"
+        );
         let c = Cache::new(Duration::ZERO);
         c.put("ns/a", meta(), t);
         assert_eq!(c.sweep(t + IDLE_KEEP - Duration::from_secs(1)), 0);
-        assert_eq!(c.sweep(t + IDLE_KEEP), 1, "without a TTL, after IDLE_KEEP unused");
+        assert_eq!(
+            c.sweep(t + IDLE_KEEP),
+            1,
+            "without a TTL, after IDLE_KEEP unused"
+        );
     }
 
     #[test]

@@ -272,7 +272,11 @@ fn build(
         merge_parser,
         parsers: Arc::clone(&ctx.parsers),
         merge: MergeOptions {
-            key: o.merge_log_key.as_deref().filter(|k| !k.is_empty()).map(Str::from),
+            key: o
+                .merge_log_key
+                .as_deref()
+                .filter(|k| !k.is_empty())
+                .map(Str::from),
             trim: o.merge_log_trim,
             keep_log: o.keep_log,
         },
@@ -438,7 +442,13 @@ fn read_json(path: &std::path::Path) -> Option<Json> {
 
 impl Shared {
     /// Looks a pod up in the background: the watch first (when connected), then a GET.
-    fn spawn_pod_lookup(self: &Arc<Self>, key: String, namespace: String, pod: String, grace: bool) {
+    fn spawn_pod_lookup(
+        self: &Arc<Self>,
+        key: String,
+        namespace: String,
+        pod: String,
+        grace: bool,
+    ) {
         if self.kubelet {
             self.spawn_kubelet_list();
             return;
@@ -458,8 +468,7 @@ impl Shared {
                     }
                 }
             }
-            let permit =
-                tokio::time::timeout(crate::api::REQUEST_TIMEOUT, me.sem.acquire()).await;
+            let permit = tokio::time::timeout(crate::api::REQUEST_TIMEOUT, me.sem.acquire()).await;
             let Ok(Ok(_permit)) = permit else {
                 me.cache.fail(&key, false, Instant::now());
                 return;
@@ -531,8 +540,7 @@ impl Shared {
         };
         let me = Arc::clone(self);
         tokio::spawn(async move {
-            let permit =
-                tokio::time::timeout(crate::api::REQUEST_TIMEOUT, me.sem.acquire()).await;
+            let permit = tokio::time::timeout(crate::api::REQUEST_TIMEOUT, me.sem.acquire()).await;
             let Ok(Ok(_permit)) = permit else {
                 me.namespaces.fail(&namespace, false, Instant::now());
                 return;
@@ -644,8 +652,12 @@ impl Kubernetes {
                     cache.fail(key, false, now);
                     return Some(PodAnswer::None);
                 }
-                self.shared
-                    .spawn_pod_lookup(key.to_string(), r.namespace.clone(), r.pod.clone(), true);
+                self.shared.spawn_pod_lookup(
+                    key.to_string(),
+                    r.namespace.clone(),
+                    r.pod.clone(),
+                    true,
+                );
                 None
             }
         }
@@ -656,8 +668,12 @@ impl Kubernetes {
         if let Some(m) = self.preload_pod(r) {
             self.shared.cache.put(key, m, Instant::now());
         } else {
-            self.shared
-                .spawn_pod_lookup(key.to_string(), r.namespace.clone(), r.pod.clone(), false);
+            self.shared.spawn_pod_lookup(
+                key.to_string(),
+                r.namespace.clone(),
+                r.pod.clone(),
+                false,
+            );
         }
     }
 
@@ -667,7 +683,12 @@ impl Kubernetes {
         let cache = &self.shared.namespaces;
         let preload = |dir: &PathBuf| {
             read_json(&dir.join(format!("{ns}.namespace_meta"))).map(|j| {
-                namespace_map(ns, &j, self.o.namespace_labels, self.o.namespace_annotations)
+                namespace_map(
+                    ns,
+                    &j,
+                    self.o.namespace_labels,
+                    self.o.namespace_annotations,
+                )
             })
         };
         match cache.lookup(ns, now) {
@@ -1024,11 +1045,9 @@ impl Filter for Kubernetes {
                 continue;
             };
             let mut segments = Vec::new();
-            while w
-                .segments
-                .front()
-                .is_some_and(|s| all || ready || now.saturating_duration_since(s.arrived) >= QUEUE_WAIT)
-            {
+            while w.segments.front().is_some_and(|s| {
+                all || ready || now.saturating_duration_since(s.arrived) >= QUEUE_WAIT
+            }) {
                 if let Some(s) = w.pop() {
                     segments.push(s);
                 }
@@ -1046,11 +1065,7 @@ impl Filter for Kubernetes {
                 held.extend(s.hold);
             }
             self.process(&tag, &r, &resolved, &mut records);
-            out.push(Released {
-                tag,
-                records,
-                held,
-            });
+            out.push(Released { tag, records, held });
         }
         out
     }

@@ -46,7 +46,11 @@ mod tests {
     fn namespace_file_and_hostname() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("namespace");
-        assert_eq!(LocalPod::discover(&f, Some("p".into())), None, "not in a pod");
+        assert_eq!(
+            LocalPod::discover(&f, Some("p".into())),
+            None,
+            "not in a pod"
+        );
         std::fs::write(&f, "shop\n").unwrap();
         assert_eq!(
             LocalPod::discover(&f, Some("agent-x1".into())),

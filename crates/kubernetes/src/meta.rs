@@ -90,7 +90,9 @@ pub fn extract_hash(id: &str) -> Option<&str> {
 fn deployment_of(replica_set: &str) -> Option<&str> {
     static RE: std::sync::OnceLock<Option<Regex>> = std::sync::OnceLock::new();
     let re = RE
-        .get_or_init(|| Regex::new(r"^(?P<deployment>.+)-(?:[bcdfghjklmnpqrstvwxz2456789]{6,10})$").ok())
+        .get_or_init(|| {
+            Regex::new(r"^(?P<deployment>.+)-(?:[bcdfghjklmnpqrstvwxz2456789]{6,10})$").ok()
+        })
         .as_ref()?;
     re.captures(replica_set)
         .and_then(|c| c.name("deployment"))
@@ -138,7 +140,8 @@ impl PodMeta {
             ];
             for (from, to, on) in keep {
                 if let Some(v) = md.get(from).filter(|_| on) {
-                    out.fields.push((Str::from(to), Value::from_json(v.clone())));
+                    out.fields
+                        .push((Str::from(to), Value::from_json(v.clone())));
                 }
             }
             if shape.properties {
@@ -204,7 +207,13 @@ impl PodMeta {
 
     /// Bytes held beyond the struct itself (for the cache's memory figure).
     pub fn heap_size(&self) -> usize {
-        let s = |s: &Str| if s.is_heap_allocated() { s.capacity() } else { 0 };
+        let s = |s: &Str| {
+            if s.is_heap_allocated() {
+                s.capacity()
+            } else {
+                0
+            }
+        };
         self.fields.capacity() * std::mem::size_of::<(Str, Value)>()
             + self
                 .fields
@@ -377,7 +386,9 @@ impl Properties {
                     continue;
                 }
                 let v = value.trim();
-                let on = ["true", "on", "yes"].iter().any(|t| v.eq_ignore_ascii_case(t));
+                let on = ["true", "on", "yes"]
+                    .iter()
+                    .any(|t| v.eq_ignore_ascii_case(t));
                 if out && (specific || p.stdout_exclude.is_none()) {
                     p.stdout_exclude = Some(on);
                 }
@@ -513,13 +524,23 @@ mod tests {
                 .iter()
                 .map(|(k, _)| k.to_string())
                 .collect();
-            assert_eq!(keys, ["pod_name", "namespace_name", "container_name", "docker_id"]);
+            assert_eq!(
+                keys,
+                ["pod_name", "namespace_name", "container_name", "docker_id"]
+            );
         }
         let other = json!({"metadata": {"name": "else", "namespace": "where", "uid": 7}});
         let meta = PodMeta::from_json(&other, &r.pod, MetaShape::default());
         let m = kubernetes_map(&r, Some(&meta), &[]);
-        assert_eq!(m.get("pod_name"), Some(&Value::from("nginx-5468c5d4d7-n2swr")));
-        assert_eq!(m.get("pod_id"), Some(&Value::Int(7)), "copied as the object holds it");
+        assert_eq!(
+            m.get("pod_name"),
+            Some(&Value::from("nginx-5468c5d4d7-n2swr"))
+        );
+        assert_eq!(
+            m.get("pod_id"),
+            Some(&Value::Int(7)),
+            "copied as the object holds it"
+        );
     }
 
     #[test]
@@ -534,7 +555,10 @@ mod tests {
         let meta = PodMeta::from_json(&seed_pod(), "nginx-5468c5d4d7-n2swr", off);
         let keys: Vec<_> = meta.fields.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["pod_id", "host", "pod_ip"]);
-        assert_eq!(meta.properties, vec![(Str::from("parser"), Str::from("nginx"))]);
+        assert_eq!(
+            meta.properties,
+            vec![(Str::from("parser"), Str::from("nginx"))]
+        );
         let full = PodMeta::from_json(&seed_pod(), "nginx-5468c5d4d7-n2swr", MetaShape::default());
         assert!(full.heap_size() > meta.heap_size());
     }
@@ -542,7 +566,10 @@ mod tests {
     #[test]
     fn extract_hash_as_fluent_bit() {
         assert_eq!(extract_hash("docker://abc"), Some("abc"));
-        assert_eq!(extract_hash("docker-pullable://nginx@sha256:00"), Some("nginx@sha256:00"));
+        assert_eq!(
+            extract_hash("docker-pullable://nginx@sha256:00"),
+            Some("nginx@sha256:00")
+        );
         assert_eq!(extract_hash("sha256:00ff"), Some("sha256:00ff"));
         assert_eq!(extract_hash("a:/b"), Some("b"));
         assert_eq!(extract_hash("nocolon"), None);

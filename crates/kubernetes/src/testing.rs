@@ -96,7 +96,9 @@ impl State {
         pod["metadata"]["resourceVersion"] = json!(v.to_string());
         let node = pod["spec"]["nodeName"].as_str().map(str::to_string);
         let line: Arc<str> = Arc::from(format!("{}\n", json!({"type": kind, "object": pod})));
-        inner.history.push_back((v, Arc::clone(&line), node.clone()));
+        inner
+            .history
+            .push_back((v, Arc::clone(&line), node.clone()));
         while inner.history.len() > HISTORY_MAX {
             if let Some((old, _, _)) = inner.history.pop_front() {
                 inner.compacted_before = old + 1;
@@ -505,7 +507,13 @@ fn handle(state: &Arc<State>, req: Request<Incoming>, stop: CancellationToken) -
             let rv = q.get("resourceVersion").cloned();
             if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
                 state.seen("watch", node.clone(), rv.clone());
-                watch(state, node, rv, q.get("allowWatchBookmarks").is_some_and(|b| b == "true"), stop)
+                watch(
+                    state,
+                    node,
+                    rv,
+                    q.get("allowWatchBookmarks").is_some_and(|b| b == "true"),
+                    stop,
+                )
             } else {
                 state.seen("list", node.clone(), rv);
                 let inner = state.inner.lock().unwrap();
@@ -566,7 +574,10 @@ fn watch(
                 }
             }
         }
-        inner.watchers.push(Watcher { node, tx: tx.clone() });
+        inner.watchers.push(Watcher {
+            node,
+            tx: tx.clone(),
+        });
     }
     // Bookmarks carry the current version: a task sends them through the same channel.
     if bookmarks {

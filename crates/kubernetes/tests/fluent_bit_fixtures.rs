@@ -85,7 +85,11 @@ fn assert_same(case: &str, expected: &str, got: &str, prefix: &str, from: u64, t
     );
     for (tag, lines) in &want {
         let got_lines = &have[tag];
-        assert_eq!(lines.len(), got_lines.len(), "{case}: records of {tag}\n{got}");
+        assert_eq!(
+            lines.len(),
+            got_lines.len(),
+            "{case}: records of {tag}\n{got}"
+        );
         for (w, g) in lines.iter().zip(got_lines) {
             match w.split_once("@NOW@") {
                 Some((head, tail)) => {
@@ -126,7 +130,10 @@ async fn records_are_byte_for_byte_fluent_bits() {
         let to = now_secs() + 1;
         let expected = std::fs::read_to_string(fixtures().join(case).join("expected.out")).unwrap();
         assert_same(case, &expected, &got, &prefix, from, to);
-        println!("{case}: {} records as Fluent Bit 5.1.1", got.lines().count());
+        println!(
+            "{case}: {} records as Fluent Bit 5.1.1",
+            got.lines().count()
+        );
     }
 }
 
@@ -153,12 +160,8 @@ fn the_agents_own_pod_gets_fluent_bits_map() {
     let meta = PodMeta::from_json(&pod, &local.pod, shape);
     let write = |m: &logferry_core::Map| {
         let mut out = Vec::new();
-        logferry_outputs::json::write_value(
-            &mut out,
-            &logferry_core::Value::Map(m.clone()),
-            true,
-        )
-        .unwrap();
+        logferry_outputs::json::write_value(&mut out, &logferry_core::Value::Map(m.clone()), true)
+            .unwrap();
         String::from_utf8(out).unwrap()
     };
     let plain = local_map(&local.namespace, &local.pod, Some(&meta), &[]);

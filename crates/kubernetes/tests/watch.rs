@@ -112,5 +112,9 @@ async fn a_hundred_pod_starts_cost_the_watch_and_no_storm() {
     );
     assert!(gets <= 2, "{gets} GETs for 100 pods the watch showed");
     assert!(server.requests("watch") <= 3, "no watch storm");
-    assert_eq!(server.requests("list"), 1, "no relist while the watch is healthy");
+    assert_eq!(
+        server.requests("list"),
+        1,
+        "no relist while the watch is healthy"
+    );
 }
