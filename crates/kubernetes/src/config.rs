@@ -9,8 +9,8 @@ use logferry_core::options;
 options! {
     /// Options of the `kubernetes` filter.
     pub struct KubeOptions for "kubernetes filter" {
-        /// Most bytes read of one API response (0: no limit). logferry reads whole responses and
-        /// only warns past this size: a large pod spec never loses its metadata.
+        /// Most bytes read of one API response (0: no limit). Accepted, not applied: logferry
+        /// reads whole responses, so a large pod spec never loses its metadata.
         pub buffer_size: ByteSize = ["Buffer_Size"] Some("32k"),
         /// API server URL.
         pub kube_url: String = ["Kube_URL"] Some("https://kubernetes.default.svc:443"),
@@ -39,15 +39,15 @@ options! {
         pub merge_parser: Option<String> = ["Merge_Parser"] None,
         /// Keep `log` after a successful merge.
         pub keep_log: bool = ["Keep_Log"] Some("on"),
-        /// TLS debug level (accepted).
+        /// TLS debug level (accepted, not applied).
         pub tls_debug: i64 = ["tls.debug"] Some("0"),
         /// Verify the API server's certificate.
         pub tls_verify: bool = ["tls.verify"] Some("on"),
-        /// Verify the API server's host name (accepted; rustls always checks it when verifying).
+        /// Verify the API server's host name (accepted, not applied: always checked when verifying).
         pub tls_verify_hostname: bool = ["tls.verify_hostname"] Some("off"),
-        /// TLS SNI host name (accepted).
+        /// TLS SNI host name (accepted, not applied: Kube_URL's host is sent).
         pub tls_vhost: Option<String> = ["tls.vhost"] None,
-        /// Read journald records (accepted; tail records only).
+        /// Read journald records (accepted, not applied: tail records only).
         pub use_journal: bool = ["Use_Journal"] Some("off"),
         /// Refetch metadata when the container id changes.
         pub cache_use_docker_id: bool = ["Cache_Use_Docker_Id"] Some("off"),
@@ -66,9 +66,9 @@ options! {
         pub kube_meta_preload_cache_dir: Option<String> = ["Kube_Meta_Preload_Cache_Dir"] None,
         /// Add metadata from the tag only, with no API calls (testing).
         pub dummy_meta: bool = ["Dummy_Meta"] Some("off"),
-        /// DNS lookup retries (accepted).
+        /// DNS lookup retries (accepted, not applied: lookups back off per pod).
         pub dns_retries: u64 = ["DNS_Retries"] Some("6"),
-        /// Seconds between DNS retries (accepted).
+        /// Seconds between DNS retries (accepted, not applied).
         pub dns_wait_time: u64 = ["DNS_Wait_Time"] Some("30"),
         /// Get pod metadata from the kubelet's `/pods` instead of the API server.
         pub use_kubelet: bool = ["Use_Kubelet"] Some("off"),
@@ -111,7 +111,7 @@ options! {
         pub aws_pod_association_host_client_cert_file: String = ["AWS_Pod_Association_Host_Client_Cert_File"] Some("/etc/amazon-cloudwatch-observability-agent-client-cert/client.crt"),
         /// Client key for mTLS to the pod association host.
         pub aws_pod_association_host_client_key_file: String = ["AWS_Pod_Association_Host_Client_Key_File"] Some("/etc/amazon-cloudwatch-observability-agent-client-cert/client.key"),
-        /// TLS debug level for the pod association host (accepted).
+        /// TLS debug level for the pod association host (accepted, not applied).
         pub aws_pod_association_host_tls_debug: i64 = ["AWS_Pod_Association_Host_TLS_Debug"] Some("0"),
         /// Verify the pod association host's certificate.
         pub aws_pod_association_host_tls_verify: bool = ["AWS_Pod_Association_Host_TLS_Verify"] Some("on"),

@@ -90,12 +90,34 @@ pub struct KubeStats {
     pub records_waited: Arc<AtomicU64>,
 }
 
+/// Options Fluent Bit has that logferry accepts and does not apply, and why (said at start and
+/// by `--dry-run`).
+const NOT_APPLIED: &[(&str, &str)] = &[
+    ("Buffer_Size", "accepted but not applied: API responses are always read whole, so a large pod spec never loses its metadata"),
+    ("tls.debug", "accepted but not applied: TLS has no debug levels here; use the log level"),
+    ("tls.vhost", "accepted but not applied: the host name of Kube_URL is sent as SNI"),
+    ("tls.verify_hostname", "accepted but not applied: with tls.verify On the host name is always verified"),
+    ("Use_Journal", "accepted but not applied: logferry has no systemd input; records come from tail"),
+    ("DNS_Retries", "accepted but not applied: a failed lookup backs off per pod (1 s doubling to 60 s) instead"),
+    ("DNS_Wait_Time", "accepted but not applied: a failed lookup backs off per pod (1 s doubling to 60 s) instead"),
+    ("AWS_Pod_Association_Host_TLS_Debug", "accepted but not applied: TLS has no debug levels here; use the log level"),
+];
+
 fn build(
     ctx: &BuildContext,
     section: &Section,
     entries: &[&Entry],
 ) -> Result<Box<dyn Filter>, ConfigError> {
     let o = KubeOptions::from_entries(&section.span, entries, &[])?;
+    for (key, why) in NOT_APPLIED {
+        if let Some(e) = entries
+            .iter()
+            .rev()
+            .find(|e| e.key.eq_ignore_ascii_case(key))
+        {
+            ctx.note(e, *why);
+        }
+    }
     let span_of = |key: &str| {
         section
             .get(key)
