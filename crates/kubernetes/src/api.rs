@@ -34,10 +34,12 @@ use crate::meta::{MetaShape, PodMeta};
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a list, or the start of a watch, may take.
 pub const WATCH_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// The server ends a watch after this many seconds; the watch then resumes.
-pub const WATCH_SECONDS: u64 = 290;
+/// The server ends a watch after a random time between this many seconds and twice as many
+/// (as client-go asks), so agents that started together do not come back together; the watch
+/// then resumes from where it was.
+pub const WATCH_SECONDS: u64 = 300;
 /// A watch silent for this long (no event, no bookmark) is taken as broken and resumed.
-pub const WATCH_IDLE: Duration = Duration::from_secs(WATCH_SECONDS + 40);
+pub const WATCH_IDLE: Duration = Duration::from_secs(2 * WATCH_SECONDS + 60);
 /// First reconnect back-off of the watch (the delay is random up to it).
 pub const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(500);
 /// Longest reconnect back-off of the watch.
@@ -357,8 +359,9 @@ impl ApiAccess {
         node: &str,
         rv: &str,
     ) -> Result<impl Stream<Item = Result<WatchEvent<Json>, ApiError>>, ApiError> {
+        let timeout = rand::rng().random_range(WATCH_SECONDS..2 * WATCH_SECONDS);
         let path = format!(
-            "/api/v1/pods?fieldSelector=spec.nodeName%3D{}&watch=1&resourceVersion={}&allowWatchBookmarks=true&timeoutSeconds={WATCH_SECONDS}",
+            "/api/v1/pods?fieldSelector=spec.nodeName%3D{}&watch=1&resourceVersion={}&allowWatchBookmarks=true&timeoutSeconds={timeout}",
             encode(node),
             encode(rv)
         );
@@ -480,6 +483,9 @@ pub async fn watch_node(
     let mut backoff = Backoff::new(WATCH_BACKOFF_MIN, WATCH_BACKOFF_MAX);
     let mut rv: Option<String> = None;
     let (mut lists, mut watches) = (0u64, 0u64);
+    // 410s with no event in between: a server that keeps answering 410 is listed again only
+    // after the back-off, never in a loop.
+    let mut gone_in_a_row = 0u32;
     loop {
         if stop.is_cancelled() {
             return;
@@ -579,6 +585,7 @@ pub async fn watch_node(
                         Ok(Some(Ok(ev))) => {
                             events += 1;
                             backoff.reset();
+                            gone_in_a_row = 0;
                             let now = Instant::now();
                             match ev {
                                 WatchEvent::Added(p) | WatchEvent::Modified(p) => {
@@ -635,6 +642,10 @@ pub async fn watch_node(
                     "kubernetes: the watch's resource version is gone (410); listing again"
                 );
                 rv = None;
+                gone_in_a_row += 1;
+                if gone_in_a_row > 1 && !pause(&stop, backoff.next_delay()).await {
+                    return;
+                }
             }
             Ended::Failed => {
                 stats.synced.store(false, Ordering::Relaxed);
