@@ -52,6 +52,8 @@ pub struct Seen {
 struct Watcher {
     node: Option<String>,
     tx: mpsc::UnboundedSender<String>,
+    /// Ends this watch's response (and its bookmarks).
+    end: CancellationToken,
 }
 
 #[derive(Default)]
@@ -101,7 +103,8 @@ impl State {
             .push_back((v, Arc::clone(&line), node.clone()));
         while inner.history.len() > HISTORY_MAX {
             if let Some((old, _, _)) = inner.history.pop_front() {
-                inner.compacted_before = old + 1;
+                // A watch from `old` needs only what came after it, which is kept.
+                inner.compacted_before = old;
             }
         }
         inner.watchers.retain(|w| {
@@ -263,6 +266,22 @@ impl KubeApiServer {
         inner.version += 1;
     }
 
+    /// Pod churn driven through the watch: `n` small pods `<prefix>-<i>` in `namespace` on
+    /// `node`, each created and then deleted (as CronJobs and CI runners come and go).
+    pub fn churn(&self, namespace: &str, prefix: &str, node: &str, n: usize) {
+        for i in 0..n {
+            let name = format!("{prefix}-{i}");
+            self.add_pod(json!({
+                "kind": "Pod", "apiVersion": "v1",
+                "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}"),
+                             "labels": {"job-name": prefix}},
+                "spec": {"nodeName": node},
+                "status": {"podIP": "10.0.0.1"}
+            }));
+            self.delete_pod(namespace, &name);
+        }
+    }
+
     /// Adds a namespace.
     pub fn add_namespace(&self, ns: Json) {
         let name = ns["metadata"]["name"].as_str().unwrap_or("").to_string();
@@ -274,17 +293,20 @@ impl KubeApiServer {
         self.state.inner.lock().unwrap().pod_service_map = Some(map);
     }
 
-    /// Drops the event history: watches resuming from an older version get 410 and must list
-    /// again (as after an etcd compaction).
+    /// Drops the event history at a new version: watches resuming from an older version get
+    /// 410 and must list again (as after an etcd compaction).
     pub fn compact(&self) {
         let mut inner = self.state.inner.lock().unwrap();
         inner.history.clear();
-        inner.compacted_before = inner.version + 1;
+        inner.version += 1;
+        inner.compacted_before = inner.version;
     }
 
     /// Ends every watch (the connections stay up otherwise).
     pub fn disconnect_watches(&self) {
-        self.state.inner.lock().unwrap().watchers.clear();
+        for w in self.state.inner.lock().unwrap().watchers.drain(..) {
+            w.end.cancel();
+        }
     }
 
     /// Accepts only `token` from now on (and writes it to the token file when `write`).
@@ -551,6 +573,7 @@ fn watch(
     stop: CancellationToken,
 ) -> Response<Body> {
     let (tx, rx) = mpsc::unbounded_channel::<String>();
+    let stop = stop.child_token();
     {
         let mut inner = state.inner.lock().unwrap();
         let from: u64 = rv.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -577,6 +600,7 @@ fn watch(
         inner.watchers.push(Watcher {
             node,
             tx: tx.clone(),
+            end: stop.clone(),
         });
     }
     // Bookmarks carry the current version: a task sends them through the same channel.
