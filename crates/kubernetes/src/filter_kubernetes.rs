@@ -101,6 +101,7 @@ const NOT_APPLIED: &[(&str, &str)] = &[
     ("DNS_Retries", "accepted but not applied: a failed lookup backs off per pod (1 s doubling to 60 s) instead"),
     ("DNS_Wait_Time", "accepted but not applied: a failed lookup backs off per pod (1 s doubling to 60 s) instead"),
     ("AWS_Pod_Association_Host_TLS_Debug", "accepted but not applied: TLS has no debug levels here; use the log level"),
+    ("Kube_Namespace_File", "accepted: the agent's own pod is found and looked up, but logferry has no fluentbit_logs input whose records would carry its metadata"),
 ];
 
 fn build(
