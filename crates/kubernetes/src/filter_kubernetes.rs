@@ -1,32 +1,56 @@
 //! The `kubernetes` filter (Fluent Bit's `filter_kubernetes`).
 //!
-//! Per chunk (all records of a chunk share a tag): read pod identity from the tag, find the pod's
-//! metadata (cache → preload file → one GET, waiting at most [`crate::api::LOOKUP_WAIT`]), then per record
-//! apply `K8S-Logging.Exclude`, `Merge_Log` (the pod's suggested parser, else `Merge_Parser`,
-//! else JSON — exclusive, as Fluent Bit documents; a parser chosen by annotation or
-//! `Merge_Parser` sets the record time from the parsed time) and add the `kubernetes` map.
-//! A record whose pod cannot be found goes on without metadata, counted.
+//! Per chunk (all records of a chunk share a tag: one container's file): read pod identity
+//! from the tag, find the pod's metadata, then per record apply `K8S-Logging.Exclude`,
+//! `Merge_Log` ([`crate::merge`]) and add `kubernetes` (and `kubernetes_namespace`) last.
+//!
+//! **Lookups never stall the node.** The filter runs in the router task, shared by every pod's
+//! logs, so it never waits for the API server there:
+//! - records of a pod whose metadata is known are enriched at once, whatever the API server
+//!   does (a refresh after `Kube_Meta_Cache_TTL` runs in the background);
+//! - records of a pod being looked up wait in a queue per container (the chunk's delivery held
+//!   open, so their input commits nothing yet), and go on once the answer is in, checked every
+//!   [`logferry_engine::plugin::FILTER_TICK`] — or after [`QUEUE_WAIT`] without metadata, which
+//!   is what Fluent Bit does when the API server fails; later chunks of the container queue
+//!   behind them, so order is kept;
+//! - a queue holds at most [`QUEUE_MAX_RECORDS`] records and [`QUEUE_MAX_BYTES`]; past that its
+//!   oldest chunks go on at once without metadata (counted in
+//!   `logferry_kubernetes_records_without_metadata_total`). Waiting records stay charged to their
+//!   input's `Mem_Buf_Limit`, which bounds them all;
+//! - lookups run in the background, at most [`MAX_LOOKUPS`] at a time, each bounded by
+//!   [`crate::api::REQUEST_TIMEOUT`]; a failed one backs off per pod, and meanwhile that pod's
+//!   records go on without metadata at once.
 //!
 //! The API server sees one watch of this node's pods (when `NODE_NAME` is set, as the downward
 //! API provides it in a DaemonSet) and at most one GET per pod the watch has not shown, never one
-//! per record; failures back off per pod.
+//! per record. With the watch connected, a lookup first gives it [`WATCH_GRACE`] to show a new
+//! pod. `Kube_Meta_Preload_Cache_Dir` files are read before the API (a local file read).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use logferry_core::config::{ConfigError, Entry, Section};
-use logferry_core::{Map, Record, Str, Value};
-use logferry_engine::{BuildContext, CancellationToken, Filter, FilterPlugin};
+use logferry_core::{Map, Record, Str, Tag, Value};
+use logferry_engine::{
+    BuildContext, CancellationToken, Carrier, Filter, FilterPlugin, Hold, Released,
+};
 use logferry_parsers::{Parser, Parsers};
+use serde_json::Value as Json;
+use tokio::sync::Semaphore;
 
-use crate::api::{ApiAccess, ApiSettings, TokenSource};
-use crate::cache::{Cache, Lookup};
+use crate::api::{ApiAccess, ApiSettings, TokenSource, WatchStats};
+use crate::aws::{self, PodServiceMap};
+use crate::cache::{Cache, Lookup, SWEEP_EVERY};
 use crate::config::KubeOptions;
-use crate::meta::{tag_only_map, MetaShape, PodMeta};
+use crate::local::LocalPod;
+use crate::merge::{merge_log, put_last, MergeOptions};
+use crate::meta::{
+    kubernetes_map, namespace_map, tag_only_map, MetaShape, PodMeta, Properties, Stream,
+};
 use crate::tag::{PodRef, TagReader};
 
 /// The registry entry.
@@ -39,15 +63,46 @@ pub static PLUGIN: FilterPlugin = FilterPlugin {
     build,
 };
 
+/// Longest a record waits for its pod's metadata before going on without it.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(3);
+/// Most records waiting per container.
+pub const QUEUE_MAX_RECORDS: usize = 10_000;
+/// Most bytes (memory held) waiting per container.
+pub const QUEUE_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// Most lookups in flight at once.
+pub const MAX_LOOKUPS: usize = 8;
+/// How long a lookup gives a connected watch to show a new pod before a GET.
+pub const WATCH_GRACE: Duration = Duration::from_millis(750);
+/// A tag's state is dropped once no record came under it for this long (its file is gone).
+pub const TAG_IDLE: Duration = Duration::from_secs(600);
+/// Most tags remembered (the least recently used go first).
+pub const MAX_TAGS: usize = 8192;
+
 /// Counters of the filter, registered with the engine's metrics so the HTTP server exports
-/// them as `logferry_kubernetes_*_total{name=<instance>}`.
+/// them as `logferry_kubernetes_*_total{name=<instance>}` (and the cache size as a gauge).
 #[derive(Debug)]
 pub struct KubeStats {
     /// Records that went on without metadata because it could not be had in time.
     pub records_without_metadata: Arc<AtomicU64>,
     /// Records dropped by a `fluentbit.io/exclude` annotation.
     pub records_excluded: Arc<AtomicU64>,
+    /// Records that waited for their pod's metadata.
+    pub records_waited: Arc<AtomicU64>,
 }
+
+/// Options Fluent Bit has that logferry accepts and does not apply, and why (said at start and
+/// by `--dry-run`).
+const NOT_APPLIED: &[(&str, &str)] = &[
+    ("Buffer_Size", "accepted but not applied: API responses are always read whole, so a large pod spec never loses its metadata"),
+    ("tls.debug", "accepted but not applied: TLS has no debug levels here; use the log level"),
+    ("tls.vhost", "accepted but not applied: the host name of Kube_URL is sent as SNI"),
+    ("tls.verify_hostname", "accepted but not applied: with tls.verify On the host name is always verified"),
+    ("Use_Journal", "accepted but not applied: logferry has no systemd input; records come from tail"),
+    ("DNS_Retries", "accepted but not applied: a failed lookup backs off per pod (1 s doubling to 60 s) instead"),
+    ("DNS_Wait_Time", "accepted but not applied: a failed lookup backs off per pod (1 s doubling to 60 s) instead"),
+    ("AWS_Pod_Association_Host_TLS_Debug", "accepted but not applied: TLS has no debug levels here; use the log level"),
+    ("Kube_Namespace_File", "accepted: the agent's own pod is found and looked up, but logferry has no fluentbit_logs input whose records would carry its metadata"),
+];
 
 fn build(
     ctx: &BuildContext,
@@ -55,6 +110,15 @@ fn build(
     entries: &[&Entry],
 ) -> Result<Box<dyn Filter>, ConfigError> {
     let o = KubeOptions::from_entries(&section.span, entries, &[])?;
+    for (key, why) in NOT_APPLIED {
+        if let Some(e) = entries
+            .iter()
+            .rev()
+            .find(|e| e.key.eq_ignore_ascii_case(key))
+        {
+            ctx.note(e, *why);
+        }
+    }
     let span_of = |key: &str| {
         section
             .get(key)
@@ -102,54 +166,158 @@ fn build(
         },
         token_ttl: o.kube_token_ttl.max(Duration::from_secs(1)),
     };
-    let api = if o.dummy_meta || o.use_tag_for_meta {
+    let tag_meta = o.dummy_meta || o.use_tag_for_meta;
+    let api = if tag_meta {
         None
     } else {
         let requests = ctx.metrics.register(
             "kubernetes_api_requests",
             "Requests sent to the Kubernetes API server or kubelet.",
         );
-        Some(Arc::new(ApiAccess::new(&settings, requests).map_err(
-            |e| {
-                let key = if o.use_kubelet {
-                    "Kubelet_Host"
-                } else {
-                    "Kube_URL"
-                };
-                ConfigError::key(&span_of(key), key, e.to_string())
-            },
-        )?))
+        let mut access = ApiAccess::new(&settings, requests).map_err(|e| {
+            let key = if o.use_kubelet {
+                "Kubelet_Host"
+            } else {
+                "Kube_URL"
+            };
+            ConfigError::key(&span_of(key), key, e.to_string())
+        })?;
+        access.pod_gets = ctx.metrics.register(
+            "kubernetes_pod_gets",
+            "GETs of single pods sent to the Kubernetes API server.",
+        );
+        Some(Arc::new(access))
     };
+    let shape = MetaShape {
+        labels: o.labels,
+        annotations: o.annotations,
+        owner_references: o.owner_references,
+        properties: o.k8s_logging_parser || o.k8s_logging_exclude,
+        workload: o.aws_use_pod_association,
+    };
+    let stats = Arc::new(KubeStats {
+        records_without_metadata: ctx.metrics.register(
+            "kubernetes_records_without_metadata",
+            "Records that went on without pod metadata because it could not be had in time.",
+        ),
+        records_excluded: ctx.metrics.register(
+            "kubernetes_records_excluded",
+            "Records dropped by a fluentbit.io/exclude annotation.",
+        ),
+        records_waited: ctx.metrics.register(
+            "kubernetes_records_waited",
+            "Records that waited for their pod's metadata to be looked up.",
+        ),
+    });
+    let watch = WatchStats {
+        restarts: ctx.metrics.register(
+            "kubernetes_watch_restarts",
+            "Times the watch of this node's pods was started again.",
+        ),
+        relists: ctx.metrics.register(
+            "kubernetes_relists",
+            "Times this node's pods were listed again (the watch's resource version was gone).",
+        ),
+        synced: Arc::new(AtomicBool::new(false)),
+    };
+    let cache = Cache::build(
+        o.kube_meta_cache_ttl,
+        crate::cache::MAX_PODS,
+        ctx.metrics.register_gauge(
+            "kubernetes_cache_pods",
+            "Pods in the kubernetes filter's metadata cache.",
+        ),
+    );
+    let namespaces = Cache::build(
+        o.kube_meta_namespace_cache_ttl,
+        crate::cache::MAX_PODS,
+        Arc::new(AtomicU64::new(0)),
+    );
+    let local = LocalPod::discover(
+        std::path::Path::new(&o.kube_namespace_file),
+        std::env::var("HOSTNAME").ok(),
+    );
+    let aws = if o.aws_use_pod_association {
+        let platform = match o.set_platform.as_deref().map(str::trim) {
+            Some(p) if !p.is_empty() => Some(p.to_string()),
+            // Known only in a pod, from the service account token's issuer.
+            _ => local.as_ref().and_then(|_| {
+                std::fs::read_to_string(&o.kube_token_file)
+                    .ok()
+                    .map(|t| aws::platform_of_token(&t).to_string())
+            }),
+        };
+        let source = match o
+            .aws_pod_service_preload_cache_dir
+            .as_deref()
+            .filter(|d| !d.is_empty())
+        {
+            Some(prefix) => aws::Source::File(PathBuf::from(format!("{prefix}.map"))),
+            None => aws::Source::Https {
+                url: format!(
+                    "https://{}:{}{}",
+                    o.aws_pod_association_host,
+                    o.aws_pod_association_port,
+                    o.aws_pod_association_endpoint
+                ),
+                ca_file: PathBuf::from(&o.aws_pod_association_host_server_ca_file),
+                cert_file: PathBuf::from(&o.aws_pod_association_host_client_cert_file),
+                key_file: PathBuf::from(&o.aws_pod_association_host_client_key_file),
+                verify: o.aws_pod_association_host_tls_verify,
+            },
+        };
+        let map = PodServiceMap::new(o.aws_pod_service_map_ttl);
+        map.load_file(&source);
+        Some(AwsState {
+            map,
+            source,
+            every: Duration::from_secs(o.aws_pod_service_map_refresh_interval),
+            platform,
+            cluster: std::env::var("CLUSTER_NAME").ok().filter(|c| !c.is_empty()),
+        })
+    } else {
+        None
+    };
+    let shared = Arc::new(Shared {
+        cache,
+        namespaces,
+        api,
+        kubelet: o.use_kubelet,
+        shape,
+        sem: Arc::new(Semaphore::new(MAX_LOOKUPS)),
+        watch,
+        kubelet_busy: AtomicBool::new(false),
+        ns_labels: o.namespace_labels,
+        ns_annotations: o.namespace_annotations,
+    });
     Ok(Box::new(Kubernetes {
         tags,
         merge_parser,
         parsers: Arc::clone(&ctx.parsers),
-        cache: Cache::new(o.kube_meta_cache_ttl),
-        api,
+        merge: MergeOptions {
+            key: o
+                .merge_log_key
+                .as_deref()
+                .filter(|k| !k.is_empty())
+                .map(Str::from),
+            trim: o.merge_log_trim,
+            keep_log: o.keep_log,
+        },
         preload: o
             .kube_meta_preload_cache_dir
             .as_deref()
             .filter(|d| !d.is_empty())
             .map(PathBuf::from),
-        shape: MetaShape {
-            labels: o.labels,
-            annotations: o.annotations,
-            owner_references: o.owner_references,
-        },
-        watch_started: false,
+        tag_meta,
+        shared,
+        started: false,
         stop: CancellationToken::new(),
         by_tag: HashMap::new(),
-        namespaces: HashMap::new(),
-        stats: Arc::new(KubeStats {
-            records_without_metadata: ctx.metrics.register(
-                "kubernetes_records_without_metadata",
-                "Records that went on without pod metadata because it could not be had in time.",
-            ),
-            records_excluded: ctx.metrics.register(
-                "kubernetes_records_excluded",
-                "Records dropped by a fluentbit.io/exclude annotation.",
-            ),
-        }),
+        waiting: HashMap::new(),
+        swept: Instant::now(),
+        local,
+        aws,
+        stats,
         o,
     }))
 }
@@ -174,13 +342,87 @@ fn in_cluster_url(configured: &str) -> String {
     }
 }
 
+/// What the filter shares with its background lookups.
+struct Shared {
+    cache: Arc<Cache<PodMeta>>,
+    /// `kubernetes_namespace` by namespace name.
+    namespaces: Arc<Cache<Map>>,
+    api: Option<Arc<ApiAccess>>,
+    kubelet: bool,
+    shape: MetaShape,
+    sem: Arc<Semaphore>,
+    watch: WatchStats,
+    /// A kubelet `/pods` list is under way: pods pending now wait for it.
+    kubelet_busy: AtomicBool,
+    ns_labels: bool,
+    ns_annotations: bool,
+}
+
+/// EKS pod association.
+struct AwsState {
+    map: Arc<PodServiceMap>,
+    source: aws::Source,
+    every: Duration,
+    platform: Option<String>,
+    cluster: Option<String>,
+}
+
+/// The `kubernetes` map and annotation properties built for a container, and what they were
+/// built from.
+struct Built {
+    meta: Option<Arc<PodMeta>>,
+    tag_only: bool,
+    aws_generation: u64,
+    map: Arc<Map>,
+    props: Properties,
+}
+
 /// What the filter remembers of one tag.
 struct TagState {
     pod: Option<PodRef>,
-    /// The metadata the map below was built from.
-    meta: Option<Arc<PodMeta>>,
-    /// Shared by every record of the tag (a reference count per record, not a copy).
-    map: Option<Arc<Map>>,
+    key: String,
+    used: Instant,
+    built: Option<Built>,
+}
+
+/// Records of one chunk waiting for their pod's metadata, with a share of that chunk's
+/// delivery.
+struct Segment {
+    records: Vec<Record>,
+    bytes: usize,
+    hold: Option<Hold>,
+    arrived: Instant,
+}
+
+/// A container's waiting records, oldest first.
+#[derive(Default)]
+struct Waiting {
+    segments: VecDeque<Segment>,
+    records: usize,
+    bytes: usize,
+}
+
+impl Waiting {
+    fn pop(&mut self) -> Option<Segment> {
+        let s = self.segments.pop_front()?;
+        self.records -= s.records.len();
+        self.bytes -= s.bytes;
+        Some(s)
+    }
+}
+
+/// The pod part of an answer.
+enum PodAnswer {
+    Meta(Arc<PodMeta>),
+    /// The kubelet does not list the pod: the tag's names only (Fluent Bit).
+    TagOnly,
+    None,
+}
+
+/// Whether a container's records can go now, and with what.
+enum Resolved {
+    Ready { pod: PodAnswer, ns: Option<Value> },
+    Wait,
 }
 
 struct Kubernetes {
@@ -188,14 +430,18 @@ struct Kubernetes {
     tags: TagReader,
     merge_parser: Option<Arc<Parser>>,
     parsers: Arc<Parsers>,
-    cache: Arc<Cache>,
-    api: Option<Arc<ApiAccess>>,
+    merge: MergeOptions,
     preload: Option<PathBuf>,
-    shape: MetaShape,
-    watch_started: bool,
+    /// `Dummy_Meta` / `Use_Tag_For_Meta`: metadata from the tag only.
+    tag_meta: bool,
+    shared: Arc<Shared>,
+    started: bool,
     stop: CancellationToken,
-    by_tag: HashMap<String, TagState>,
-    namespaces: HashMap<String, (Option<Value>, std::time::Instant)>,
+    by_tag: HashMap<Tag, TagState>,
+    waiting: HashMap<Tag, Waiting>,
+    swept: Instant,
+    local: Option<LocalPod>,
+    aws: Option<AwsState>,
     stats: Arc<KubeStats>,
 }
 
@@ -205,14 +451,165 @@ impl Drop for Kubernetes {
     }
 }
 
-impl Kubernetes {
-    /// Starts the node-scoped watch once, on the first chunk (inside the runtime).
-    fn start_watch(&mut self) {
-        if self.watch_started {
+/// Reads a preload file; `None` when absent or not JSON (then the API is asked).
+fn read_json(path: &std::path::Path) -> Option<Json> {
+    let text = std::fs::read_to_string(path).ok()?;
+    match serde_json::from_str::<Json>(&text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "kubernetes: preload file is not JSON");
+            None
+        }
+    }
+}
+
+impl Shared {
+    /// Looks a pod up in the background: the watch first (when connected), then a GET.
+    fn spawn_pod_lookup(
+        self: &Arc<Self>,
+        key: String,
+        namespace: String,
+        pod: String,
+        grace: bool,
+    ) {
+        if self.kubelet {
+            self.spawn_kubelet_list();
             return;
         }
-        self.watch_started = true;
-        let Some(api) = &self.api else { return };
+        let Some(api) = self.api.clone() else {
+            self.cache.fail(&key, false, Instant::now());
+            return;
+        };
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            if grace && me.watch.synced.load(Ordering::Relaxed) {
+                let until = Instant::now() + WATCH_GRACE;
+                while Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                    if !me.cache.is_pending(&key) {
+                        return;
+                    }
+                }
+            }
+            let permit = tokio::time::timeout(crate::api::REQUEST_TIMEOUT, me.sem.acquire()).await;
+            let Ok(Ok(_permit)) = permit else {
+                me.cache.fail(&key, false, Instant::now());
+                return;
+            };
+            match api.get_pod(&namespace, &pod).await {
+                Ok(Some(v)) => {
+                    me.cache
+                        .put(&key, PodMeta::from_json(&v, &pod, me.shape), Instant::now());
+                }
+                Ok(None) => {
+                    tracing::debug!(namespace = %namespace, pod = %pod, "kubernetes: pod not found");
+                    me.cache.fail(&key, false, Instant::now());
+                }
+                Err(e) => {
+                    tracing::warn!(namespace = %namespace, pod = %pod, error = %e, "kubernetes: cannot get pod metadata");
+                    me.cache.fail(&key, false, Instant::now());
+                }
+            }
+        });
+    }
+
+    /// `Use_Kubelet`: one GET of the kubelet's `/pods` answers every pending pod; one at a time.
+    fn spawn_kubelet_list(self: &Arc<Self>) {
+        let Some(api) = self.api.clone() else { return };
+        if self.kubelet_busy.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let got = api.get_json("/pods").await;
+            let now = Instant::now();
+            let tag_only = match got {
+                Ok(Some(list)) => {
+                    for item in list
+                        .get("items")
+                        .and_then(Json::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        let md = item.get("metadata");
+                        let name = md.and_then(|m| m.get("name")).and_then(Json::as_str);
+                        let ns = md.and_then(|m| m.get("namespace")).and_then(Json::as_str);
+                        if let (Some(name), Some(ns)) = (name, ns) {
+                            let meta = PodMeta::from_json(item, name, me.shape);
+                            me.cache.put(&format!("{ns}/{name}"), meta, now);
+                        }
+                    }
+                    true
+                }
+                Ok(None) => false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "kubernetes: cannot list the kubelet's pods");
+                    false
+                }
+            };
+            // Pods the list does not hold get the tag's names, as in Fluent Bit.
+            for key in me.cache.pending_keys() {
+                me.cache.fail(&key, tag_only, now);
+            }
+            me.kubelet_busy.store(false, Ordering::Release);
+        });
+    }
+
+    /// Looks a namespace up in the background (always the API server, as in Fluent Bit).
+    fn spawn_namespace_lookup(self: &Arc<Self>, namespace: String) {
+        let Some(api) = self.api.clone() else {
+            self.namespaces.fail(&namespace, false, Instant::now());
+            return;
+        };
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let permit = tokio::time::timeout(crate::api::REQUEST_TIMEOUT, me.sem.acquire()).await;
+            let Ok(Ok(_permit)) = permit else {
+                me.namespaces.fail(&namespace, false, Instant::now());
+                return;
+            };
+            match api.get_namespace(&namespace).await {
+                Ok(Some(j)) => {
+                    let m = namespace_map(&namespace, &j, me.ns_labels, me.ns_annotations);
+                    me.namespaces.put(&namespace, m, Instant::now());
+                }
+                Ok(None) => me.namespaces.fail(&namespace, false, Instant::now()),
+                Err(e) => {
+                    tracing::warn!(namespace = %namespace, error = %e, "kubernetes: cannot get namespace metadata");
+                    me.namespaces.fail(&namespace, false, Instant::now());
+                }
+            }
+        });
+    }
+}
+
+impl Kubernetes {
+    /// Starts, once and inside the runtime: the node's watch, the pod-to-service map's
+    /// refresh, and the lookup of the agent's own pod.
+    fn start_background(&mut self) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        if let Some(a) = &self.aws {
+            tokio::spawn(Arc::clone(&a.map).refresh_loop(
+                a.source.clone(),
+                a.every,
+                self.stop.clone(),
+            ));
+        }
+        if let Some(local) = self.local.clone() {
+            tracing::info!(namespace = %local.namespace, pod = %local.pod, "kubernetes: the agent runs in a pod");
+            if !self.tag_meta {
+                let r = PodRef {
+                    namespace: local.namespace.clone(),
+                    pod: local.pod.clone(),
+                    ..PodRef::default()
+                };
+                let _ = self.pod_answer(&r, &local.key(), Instant::now());
+            }
+        }
+        let Some(api) = &self.shared.api else { return };
         if self.o.use_kubelet {
             return;
         }
@@ -222,7 +619,9 @@ impl Kubernetes {
                 tokio::spawn(crate::api::watch_node(
                     Arc::clone(api),
                     node,
-                    Arc::clone(&self.cache),
+                    Arc::clone(&self.shared.cache),
+                    self.shared.shape,
+                    self.shared.watch.clone(),
                     self.stop.clone(),
                 ));
             }
@@ -232,303 +631,465 @@ impl Kubernetes {
         }
     }
 
-    fn preload(&self, r: &PodRef) -> Option<PodMeta> {
+    /// A preload file for the pod, read as Fluent Bit reads `<namespace>_<pod>.meta`: any JSON
+    /// object; with `Use_Kubelet` a `/pods` list the pod is looked for in.
+    fn preload_pod(&self, r: &PodRef) -> Option<PodMeta> {
         let dir = self.preload.as_ref()?;
-        let path = dir.join(format!("{}-{}.meta", r.namespace, r.pod));
-        let text = std::fs::read_to_string(&path).ok()?;
-        match serde_json::from_str::<serde_json::Value>(&text) {
-            Ok(v) => PodMeta::from_json(&v),
-            Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "kubernetes: preload file is not Pod JSON");
+        let v = read_json(&dir.join(format!("{}_{}.meta", r.namespace, r.pod)))?;
+        let item = if self.o.use_kubelet {
+            PodMeta::find_in_list(&v, &r.namespace, &r.pod).unwrap_or(&v)
+        } else {
+            &v
+        };
+        Some(PodMeta::from_json(item, &r.pod, self.shared.shape))
+    }
+
+    /// The pod's metadata for a chunk: `None` while a lookup it should wait for runs.
+    fn pod_answer(&mut self, r: &PodRef, key: &str, now: Instant) -> Option<PodAnswer> {
+        let cache = &self.shared.cache;
+        match cache.lookup(key, now) {
+            Lookup::Hit(m) => {
+                if self.o.cache_use_docker_id
+                    && !r.docker_id.is_empty()
+                    && !m.has_container_id(&r.docker_id)
+                    && cache.start_refresh(key)
+                {
+                    self.refresh(r, key);
+                }
+                Some(PodAnswer::Meta(m))
+            }
+            Lookup::Stale(m) => {
+                self.refresh(r, key);
+                Some(PodAnswer::Meta(m))
+            }
+            Lookup::Pending(since) => {
+                (now.saturating_duration_since(since) >= QUEUE_WAIT).then_some(PodAnswer::None)
+            }
+            Lookup::Absent { tag_only: true } => Some(PodAnswer::TagOnly),
+            Lookup::Absent { tag_only: false } => Some(PodAnswer::None),
+            Lookup::Miss => {
+                if let Some(m) = self.preload_pod(r) {
+                    return Some(PodAnswer::Meta(cache.put(key, m, now)));
+                }
+                if self.shared.api.is_none() {
+                    cache.fail(key, false, now);
+                    return Some(PodAnswer::None);
+                }
+                self.shared.spawn_pod_lookup(
+                    key.to_string(),
+                    r.namespace.clone(),
+                    r.pod.clone(),
+                    true,
+                );
                 None
             }
         }
     }
 
-    /// Finds metadata for a pod: cache, preload file, then the API (bounded wait).
-    async fn lookup(&self, r: &PodRef) -> Option<Arc<PodMeta>> {
-        match self.cache.get(&r.namespace, &r.pod) {
-            Lookup::Hit(m) => return Some(m),
-            Lookup::Backoff => return self.cache.stale(&r.namespace, &r.pod),
-            Lookup::Miss => {}
-        }
-        if let Some(m) = self.preload(r) {
-            return Some(self.cache.put(m));
-        }
-        let api = self.api.as_ref()?;
-        let got = if self.o.use_kubelet {
-            self.kubelet_pods(api).await;
-            return match self.cache.get(&r.namespace, &r.pod) {
-                Lookup::Hit(m) => Some(m),
-                _ => {
-                    self.cache.missing(&r.namespace, &r.pod);
-                    None
-                }
-            };
+    /// Refreshes a known pod in the background (its records do not wait).
+    fn refresh(&self, r: &PodRef, key: &str) {
+        if let Some(m) = self.preload_pod(r) {
+            self.shared.cache.put(key, m, Instant::now());
         } else {
-            api.get_pod(&r.namespace, &r.pod).await
-        };
-        match got {
-            Ok(Some(v)) => match PodMeta::from_json(&v) {
-                Some(m) => Some(self.cache.put(m)),
-                None => {
-                    self.cache.missing(&r.namespace, &r.pod);
-                    None
-                }
-            },
-            Ok(None) => {
-                tracing::debug!(namespace = %r.namespace, pod = %r.pod, "kubernetes: pod not found");
-                self.cache.missing(&r.namespace, &r.pod);
-                self.cache.stale(&r.namespace, &r.pod)
-            }
-            Err(e) => {
-                tracing::warn!(namespace = %r.namespace, pod = %r.pod, error = %e, "kubernetes: cannot get pod metadata");
-                self.cache.missing(&r.namespace, &r.pod);
-                self.cache.stale(&r.namespace, &r.pod)
-            }
-        }
-    }
-
-    /// `Use_Kubelet`: one GET of the kubelet's `/pods` fills the cache with every pod on the node.
-    async fn kubelet_pods(&self, api: &ApiAccess) {
-        match api.get_json("/pods").await {
-            Ok(Some(list)) => {
-                for p in list
-                    .get("items")
-                    .and_then(|i| i.as_array())
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(m) = PodMeta::from_json(p) {
-                        self.cache.put(m);
-                    }
-                }
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "kubernetes: cannot list the kubelet's pods"),
-        }
-    }
-
-    /// `kubernetes_namespace` for a namespace, cached for `Kube_Meta_Namespace_Cache_TTL`.
-    async fn namespace_meta(&mut self, ns: &str) -> Option<Value> {
-        if !(self.o.namespace_labels || self.o.namespace_annotations) {
-            return None;
-        }
-        if let Some((v, at)) = self.namespaces.get(ns) {
-            if at.elapsed() < self.o.kube_meta_namespace_cache_ttl {
-                return v.clone();
-            }
-        }
-        let api = self.api.as_ref()?;
-        let v = match api.get_namespace(ns).await {
-            Ok(Some(j)) => {
-                let md = j.get("metadata");
-                let mut m = Map::new();
-                m.push("name", ns);
-                for (on, key) in [
-                    (self.o.namespace_labels, "labels"),
-                    (self.o.namespace_annotations, "annotations"),
-                ] {
-                    if let Some(x) = md.and_then(|md| md.get(key)).filter(|_| on) {
-                        m.push(key, Value::from_json(x.clone()));
-                    }
-                }
-                Some(Value::Map(m))
-            }
-            _ => None,
-        };
-        self.namespaces
-            .insert(ns.to_string(), (v.clone(), std::time::Instant::now()));
-        v
-    }
-
-    /// Merge_Log for one record; `parser` is the pod's suggestion or `Merge_Parser`.
-    fn merge(&self, rec: &mut Record, parser: Option<&Parser>) {
-        let Some(Value::Str(log)) = rec.body.get("log") else {
-            return;
-        };
-        let text: &str = if self.o.merge_log_trim {
-            log.trim_end_matches(['\n', '\r'])
-        } else {
-            log.as_str()
-        };
-        let (fields, time) = match parser {
-            Some(p) => match p.parse(text) {
-                Some(parsed) => (parsed.body, parsed.time),
-                None => return,
-            },
-            None => {
-                let t = text.trim_start();
-                if !t.starts_with('{') {
-                    return;
-                }
-                match serde_json::from_str::<Map>(t) {
-                    Ok(m) => (m, None),
-                    Err(_) => return,
-                }
-            }
-        };
-        let mut fields = fields;
-        // An application's own `kubernetes` key never overwrites the metadata.
-        fields.remove("kubernetes");
-        if self.o.merge_log_trim {
-            for (_, v) in fields.0.iter_mut() {
-                if let Value::Str(s) = v {
-                    let trimmed = s.trim_end_matches(['\n', '\r']);
-                    if trimmed.len() != s.len() {
-                        *s = Str::from(trimmed);
-                    }
-                }
-            }
-        }
-        if let Some(t) = time {
-            rec.time = t;
-        }
-        match self.o.merge_log_key.as_deref().filter(|k| !k.is_empty()) {
-            Some(k) => rec.body.insert(k, Value::Map(fields)),
-            None => {
-                for (k, v) in fields.0 {
-                    rec.body.insert(k, v);
-                }
-            }
-        }
-        if !self.o.keep_log {
-            rec.body.remove("log");
-        }
-    }
-}
-
-/// Remembers a per-stream answer within one chunk: records carry `stdout`, `stderr` or no
-/// stream, so the annotation lookups (several formatted keys each) run at most a few times.
-struct StreamMemo<T> {
-    seen: Vec<(Option<Str>, T)>,
-}
-
-impl<T> Default for StreamMemo<T> {
-    fn default() -> Self {
-        StreamMemo { seen: Vec::new() }
-    }
-}
-
-impl<T> StreamMemo<T> {
-    fn get(&mut self, stream: Option<&str>, compute: impl FnOnce(Option<&str>) -> T) -> &T {
-        let i = match self.seen.iter().position(|(s, _)| s.as_deref() == stream) {
-            Some(i) => i,
-            None => {
-                let v = compute(stream);
-                self.seen.push((stream.map(Str::from), v));
-                self.seen.len() - 1
-            }
-        };
-        &self.seen[i].1
-    }
-}
-
-fn is_true(v: &str) -> bool {
-    v.trim().eq_ignore_ascii_case("true")
-}
-
-#[async_trait]
-impl Filter for Kubernetes {
-    async fn filter(&mut self, tag: &str, records: &mut Vec<Record>) {
-        self.start_watch();
-        if !self.by_tag.contains_key(tag) {
-            let pod = self.tags.read(tag);
-            self.by_tag.insert(
-                tag.to_string(),
-                TagState {
-                    pod,
-                    meta: None,
-                    map: None,
-                },
+            self.shared.spawn_pod_lookup(
+                key.to_string(),
+                r.namespace.clone(),
+                r.pod.clone(),
+                false,
             );
         }
-        let Some(pod) = self.by_tag.get(tag).and_then(|s| s.pod.clone()) else {
-            return;
+    }
+
+    /// `kubernetes_namespace` for a chunk: `Some(None)` when there is none to add, `None`
+    /// while a lookup it should wait for runs.
+    fn namespace_answer(&mut self, ns: &str, now: Instant) -> Option<Option<Value>> {
+        let cache = &self.shared.namespaces;
+        let preload = |dir: &PathBuf| {
+            read_json(&dir.join(format!("{ns}.namespace_meta"))).map(|j| {
+                namespace_map(
+                    ns,
+                    &j,
+                    self.o.namespace_labels,
+                    self.o.namespace_annotations,
+                )
+            })
         };
-        let meta = if self.o.dummy_meta || self.o.use_tag_for_meta {
-            None
-        } else {
-            self.lookup(&pod).await
-        };
-        let ns_meta = if self.o.namespace_labels || self.o.namespace_annotations {
-            self.namespace_meta(&pod.namespace).await
-        } else {
-            None
-        };
-        // Rebuild the map only when the metadata changed.
-        let state = self.by_tag.get_mut(tag);
-        let map: Option<Arc<Map>> = match (state, &meta) {
-            (Some(st), Some(m)) => {
-                let same = st.meta.as_ref().is_some_and(|old| Arc::ptr_eq(old, m));
-                if !same || st.map.is_none() {
-                    st.meta = Some(Arc::clone(m));
-                    st.map = Some(Arc::new(m.kubernetes_map(&pod, self.shape)));
+        match cache.lookup(ns, now) {
+            Lookup::Hit(m) => Some(Some(Value::SharedMap(m))),
+            Lookup::Stale(m) => {
+                match self.preload.as_ref().and_then(preload) {
+                    Some(fresh) => {
+                        cache.put(ns, fresh, now);
+                    }
+                    None => self.shared.spawn_namespace_lookup(ns.to_string()),
                 }
-                st.map.clone()
+                Some(Some(Value::SharedMap(m)))
             }
-            _ if self.o.dummy_meta || self.o.use_tag_for_meta => Some(Arc::new(tag_only_map(&pod))),
-            _ => None,
+            Lookup::Pending(since) => {
+                (now.saturating_duration_since(since) >= QUEUE_WAIT).then_some(None)
+            }
+            Lookup::Absent { .. } => Some(None),
+            Lookup::Miss => {
+                if let Some(m) = self.preload.as_ref().and_then(preload) {
+                    return Some(Some(Value::SharedMap(cache.put(ns, m, now))));
+                }
+                self.shared.spawn_namespace_lookup(ns.to_string());
+                None
+            }
+        }
+    }
+
+    /// The tag's state, created on first sight; `None` when the tag names no pod.
+    fn tag_state(&mut self, tag: &str, now: Instant) -> Option<PodRef> {
+        if let Some(st) = self.by_tag.get_mut(tag) {
+            st.used = now;
+            return st.pod.clone();
+        }
+        let pod = self.tags.read(tag);
+        let key = pod.as_ref().map(PodRef::key).unwrap_or_default();
+        self.by_tag.insert(
+            Tag::from(tag),
+            TagState {
+                pod: pod.clone(),
+                key,
+                used: now,
+                built: None,
+            },
+        );
+        pod
+    }
+
+    /// Whether a chunk of `tag` (a pod's container) can go now, and with what.
+    fn resolve(&mut self, tag: &str, r: &PodRef, now: Instant) -> Resolved {
+        let key = self
+            .by_tag
+            .get(tag)
+            .map(|s| s.key.clone())
+            .unwrap_or_else(|| r.key());
+        let pod = if self.o.namespace_metadata_only {
+            Some(PodAnswer::None)
+        } else {
+            self.pod_answer(r, &key, now)
+        };
+        let ns = if self.o.namespace_labels || self.o.namespace_annotations {
+            self.namespace_answer(&r.namespace, now)
+        } else {
+            Some(None)
+        };
+        match (pod, ns) {
+            (Some(pod), Some(ns)) => Resolved::Ready { pod, ns },
+            _ => Resolved::Wait,
+        }
+    }
+
+    /// The map and properties for a container, rebuilt only when what they come from changed.
+    fn built(&mut self, tag: &str, r: &PodRef, pod: &PodAnswer) -> Option<(Arc<Map>, Properties)> {
+        let (meta, tag_only) = match pod {
+            PodAnswer::Meta(m) => (Some(m), false),
+            PodAnswer::TagOnly => (None, true),
+            PodAnswer::None => return None,
+        };
+        let generation = self
+            .aws
+            .as_ref()
+            .map_or(0, |a| a.map.generation.load(Ordering::Relaxed));
+        let st = self.by_tag.get_mut(tag)?;
+        let same = st.built.as_ref().is_some_and(|b| {
+            b.tag_only == tag_only
+                && b.aws_generation == generation
+                && match (&b.meta, meta) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                }
+        });
+        if !same {
+            let aws_pairs = match &self.aws {
+                Some(a) => aws::entity_pairs(
+                    a.map.get(&r.pod).as_ref(),
+                    a.platform.as_deref(),
+                    a.cluster.as_deref(),
+                    meta.and_then(|m| m.workload.as_deref()),
+                ),
+                None => Vec::new(),
+            };
+            let map = Arc::new(kubernetes_map(r, meta.map(|m| m.as_ref()), &aws_pairs));
+            let props = match meta {
+                Some(m) if !m.properties.is_empty() => Properties::read(
+                    m,
+                    &r.container,
+                    self.o.k8s_logging_parser,
+                    self.o.k8s_logging_exclude,
+                    &self.parsers,
+                ),
+                _ => Properties::default(),
+            };
+            st.built = Some(Built {
+                meta: meta.cloned(),
+                tag_only,
+                aws_generation: generation,
+                map,
+                props,
+            });
+        }
+        st.built
+            .as_ref()
+            .map(|b| (Arc::clone(&b.map), b.props.clone()))
+    }
+
+    /// Enriches records as `resolved` says (`Wait`: without metadata, the bound passed).
+    fn process(&mut self, tag: &str, r: &PodRef, resolved: &Resolved, records: &mut Vec<Record>) {
+        let (built, ns) = match resolved {
+            Resolved::Ready { pod, ns } => (self.built(tag, r, pod), ns.clone()),
+            Resolved::Wait => (None, None),
+        };
+        let (map, props) = match built {
+            Some((m, p)) => (Some(m), p),
+            None => (None, Properties::default()),
         };
         if map.is_none() && !self.o.namespace_metadata_only {
             self.stats
                 .records_without_metadata
                 .fetch_add(records.len() as u64, Ordering::Relaxed);
-            tracing::debug!(namespace = %pod.namespace, pod = %pod.pod, records = records.len(), "kubernetes: records go on without metadata");
+            tracing::debug!(namespace = %r.namespace, pod = %r.pod, records = records.len(), "kubernetes: records go on without metadata");
         }
-        let annotations = meta.as_deref();
-        if self.o.k8s_logging_exclude {
-            if let Some(m) = annotations {
-                let before = records.len();
-                // The answer depends on the stream only: ask the annotations once per stream.
-                let mut by_stream = StreamMemo::default();
-                records.retain(|r| {
-                    let stream = r.body.get("stream").and_then(Value::as_str);
-                    !*by_stream.get(stream, |s| {
-                        m.suggestion("exclude", &pod.container, s)
-                            .is_some_and(is_true)
-                    })
-                });
-                self.stats
-                    .records_excluded
-                    .fetch_add((before - records.len()) as u64, Ordering::Relaxed);
-            }
+        self.apply(map, &props, ns, records);
+    }
+
+    /// Exclusion, `Merge_Log`, then `kubernetes` and `kubernetes_namespace` last.
+    fn apply(
+        &self,
+        map: Option<Arc<Map>>,
+        props: &Properties,
+        ns: Option<Value>,
+        records: &mut Vec<Record>,
+    ) {
+        let stream_of = |r: &Record| Stream::of(r.body.get("stream").and_then(Value::as_str));
+        if props.stdout_exclude.is_some() || props.stderr_exclude.is_some() {
+            let before = records.len();
+            records.retain(|r| !props.excludes(stream_of(r)));
+            self.stats
+                .records_excluded
+                .fetch_add((before - records.len()) as u64, Ordering::Relaxed);
         }
-        // The parser depends on the stream only: look it up once per stream, not per record.
-        let mut parsers = StreamMemo::default();
         for rec in records.iter_mut() {
             if self.o.merge_log {
-                let stream = rec.body.get("stream").and_then(Value::as_str);
-                let parser = parsers.get(stream, |stream| {
-                    let suggested = if self.o.k8s_logging_parser {
-                        annotations
-                            .and_then(|m| m.suggestion("parser", &pod.container, stream))
-                            .and_then(|name| {
-                                let p = self.parsers.get(name.trim());
-                                if p.is_none() {
-                                    tracing::debug!(
-                                        parser = name,
-                                        "kubernetes: the pod suggests an unknown parser"
-                                    );
-                                }
-                                p
-                            })
-                    } else {
-                        None
-                    };
-                    suggested.or_else(|| self.merge_parser.clone())
-                });
-                self.merge(rec, parser.as_deref());
+                let parser = props.parser(stream_of(rec)).cloned();
+                merge_log(
+                    rec,
+                    parser.as_deref(),
+                    self.merge_parser.as_deref(),
+                    &self.merge,
+                    "kubernetes",
+                );
             }
-            if !self.o.namespace_metadata_only {
-                if let Some(m) = &map {
-                    rec.body
-                        .insert("kubernetes", Value::SharedMap(Arc::clone(m)));
-                }
+            if let Some(m) = &map {
+                put_last(&mut rec.body, "kubernetes", Value::SharedMap(Arc::clone(m)));
             }
-            if let Some(ns) = &ns_meta {
-                rec.body.insert("kubernetes_namespace", ns.clone());
+            if let Some(ns) = &ns {
+                put_last(&mut rec.body, "kubernetes_namespace", ns.clone());
             }
         }
+    }
+
+    /// Sweeps the caches and forgets idle tags, every [`SWEEP_EVERY`].
+    fn housekeeping(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.swept) < SWEEP_EVERY {
+            return;
+        }
+        self.swept = now;
+        self.shared.cache.sweep(now);
+        self.shared.namespaces.sweep(now);
+        let waiting = &self.waiting;
+        self.by_tag.retain(|t, s| {
+            waiting.contains_key(t) || now.saturating_duration_since(s.used) < TAG_IDLE
+        });
+        if self.by_tag.len() > MAX_TAGS {
+            let mut by_use: Vec<(Instant, Tag)> = self
+                .by_tag
+                .iter()
+                .filter(|(t, _)| !self.waiting.contains_key(*t))
+                .map(|(t, s)| (s.used, Arc::clone(t)))
+                .collect();
+            by_use.sort();
+            let excess = self.by_tag.len() - MAX_TAGS;
+            for (_, t) in by_use.into_iter().take(excess) {
+                self.by_tag.remove(&t);
+            }
+        }
+    }
+
+    /// At shutdown, gives lookups that records wait for the rest of their bound (blocking this
+    /// task: the filter has no other way to wait there; only on a multi-threaded runtime, where
+    /// the lookups run meanwhile).
+    fn await_lookups(&self) {
+        let Some(oldest) = self
+            .waiting
+            .values()
+            .filter_map(|w| w.segments.front().map(|s| s.arrived))
+            .min()
+        else {
+            return;
+        };
+        let deadline = oldest + QUEUE_WAIT;
+        let keys: Vec<(String, String)> = self
+            .waiting
+            .keys()
+            .filter_map(|t| self.by_tag.get(t))
+            .filter_map(|s| s.pod.as_ref().map(|p| (s.key.clone(), p.namespace.clone())))
+            .collect();
+        let pending = || {
+            keys.iter().any(|(k, ns)| {
+                self.shared.cache.is_pending(k) || self.shared.namespaces.is_pending(ns)
+            })
+        };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return;
+        }
+        tokio::task::block_in_place(|| {
+            while pending() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+    }
+}
+
+#[async_trait]
+impl Filter for Kubernetes {
+    async fn filter(&mut self, tag: &str, records: &mut Vec<Record>) {
+        let mut carrier = Carrier::new(None, 0);
+        self.filter_carried(tag, records, &mut carrier).await;
+        // Without a carrier nothing may stay behind: what waits goes on now.
+        if let Some(w) = self.waiting.remove(tag) {
+            let mut out: Vec<Record> = w.segments.into_iter().flat_map(|s| s.records).collect();
+            if let Some(r) = self.by_tag.get(tag).and_then(|s| s.pod.clone()) {
+                self.process(tag, &r, &Resolved::Wait, &mut out);
+            }
+            out.append(records);
+            *records = out;
+        }
+    }
+
+    async fn filter_carried(
+        &mut self,
+        tag: &str,
+        records: &mut Vec<Record>,
+        carrier: &mut Carrier<'_>,
+    ) {
+        if records.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        self.start_background();
+        self.housekeeping(now);
+        let Some(r) = self.tag_state(tag, now) else {
+            return;
+        };
+        if self.tag_meta {
+            let map = Arc::new(tag_only_map(&r));
+            self.apply(Some(map), &Properties::default(), None, records);
+            return;
+        }
+        let resolved = self.resolve(tag, &r, now);
+        match resolved {
+            Resolved::Ready { .. } => {
+                // Earlier chunks of this container that waited go first.
+                if let Some(w) = self.waiting.remove(tag) {
+                    let mut out = Vec::with_capacity(w.records + records.len());
+                    let mut held = Vec::new();
+                    for s in w.segments {
+                        out.extend(s.records);
+                        held.extend(s.hold);
+                    }
+                    out.append(records);
+                    *records = out;
+                    carrier.carry(held);
+                }
+                self.process(tag, &r, &resolved, records);
+            }
+            Resolved::Wait => {
+                let taken = std::mem::take(records);
+                let bytes = taken.iter().map(Record::mem_size).sum();
+                self.stats
+                    .records_waited
+                    .fetch_add(taken.len() as u64, Ordering::Relaxed);
+                let w = self.waiting.entry(Tag::from(tag)).or_default();
+                w.records += taken.len();
+                w.bytes += bytes;
+                w.segments.push_back(Segment {
+                    records: taken,
+                    bytes,
+                    hold: carrier.hold(),
+                    arrived: now,
+                });
+                // Past the bound, the oldest chunks go on now, without metadata.
+                let mut overflow = Vec::new();
+                let mut held = Vec::new();
+                while w.records > QUEUE_MAX_RECORDS || w.bytes > QUEUE_MAX_BYTES {
+                    let Some(s) = w.pop() else { break };
+                    overflow.extend(s.records);
+                    held.extend(s.hold);
+                }
+                if w.segments.is_empty() {
+                    self.waiting.remove(tag);
+                }
+                if !overflow.is_empty() {
+                    tracing::warn!(namespace = %r.namespace, pod = %r.pod, records = overflow.len(), "kubernetes: too many records wait for this pod's metadata; the oldest go on without it");
+                    self.process(tag, &r, &Resolved::Wait, &mut overflow);
+                    *records = overflow;
+                    carrier.carry(held);
+                }
+            }
+        }
+    }
+
+    fn flush_due(&mut self, all: bool) -> Vec<Released> {
+        let now = Instant::now();
+        self.housekeeping(now);
+        if self.waiting.is_empty() {
+            return Vec::new();
+        }
+        if all {
+            self.await_lookups();
+        }
+        let now = Instant::now();
+        let tags: Vec<Tag> = self.waiting.keys().cloned().collect();
+        let mut out = Vec::new();
+        for tag in tags {
+            let Some(r) = self.by_tag.get(&tag).and_then(|s| s.pod.clone()) else {
+                continue;
+            };
+            let resolved = self.resolve(&tag, &r, now);
+            let ready = matches!(resolved, Resolved::Ready { .. });
+            let Some(w) = self.waiting.get_mut(&tag) else {
+                continue;
+            };
+            let mut segments = Vec::new();
+            while w.segments.front().is_some_and(|s| {
+                all || ready || now.saturating_duration_since(s.arrived) >= QUEUE_WAIT
+            }) {
+                if let Some(s) = w.pop() {
+                    segments.push(s);
+                }
+            }
+            if w.segments.is_empty() {
+                self.waiting.remove(&tag);
+            }
+            if segments.is_empty() {
+                continue;
+            }
+            let mut records = Vec::new();
+            let mut held = Vec::new();
+            for s in segments {
+                records.extend(s.records);
+                held.extend(s.hold);
+            }
+            self.process(&tag, &r, &resolved, &mut records);
+            out.push(Released { tag, records, held });
+        }
+        out
     }
 }

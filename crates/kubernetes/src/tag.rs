@@ -11,12 +11,22 @@ use regex::Regex;
 pub const DEFAULT_TAG_REGEX: &str = r"(?<pod_name>[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)_(?<namespace_name>[^_]+)_(?<container_name>.+)-(?<docker_id>[a-z0-9]{64})\.log$";
 
 /// Which pod and container a record comes from.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PodRef {
     pub namespace: String,
     pub pod: String,
     pub container: String,
     pub docker_id: String,
+    /// Only a `Regex_Parser` with a `container_hash` group fills it (then it wins over the
+    /// Pod's image ID, as in Fluent Bit).
+    pub container_hash: String,
+}
+
+impl PodRef {
+    /// The cache key of the pod: `<namespace>/<pod>` (neither may hold a `/`).
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.pod)
+    }
 }
 
 /// Reads pod identity from tags.
@@ -36,13 +46,11 @@ impl TagReader {
 
     /// Pod identity from a tag, if it has the expected shape.
     pub fn read(&self, tag: &str) -> Option<PodRef> {
-        let (prefix, rest) = match self {
-            TagReader::Regex { prefix, .. } | TagReader::Parser { prefix, .. } => (
-                prefix.as_str(),
-                tag.strip_prefix(prefix.as_str()).unwrap_or(tag),
-            ),
+        let rest = match self {
+            TagReader::Regex { prefix, .. } | TagReader::Parser { prefix, .. } => {
+                tag.strip_prefix(prefix.as_str()).unwrap_or(tag)
+            }
         };
-        let _ = prefix;
         match self {
             TagReader::Regex { re, .. } => {
                 let c = re.captures(rest)?;
@@ -56,6 +64,7 @@ impl TagReader {
                     pod: get("pod_name"),
                     container: get("container_name"),
                     docker_id: get("docker_id"),
+                    container_hash: get("container_hash"),
                 })
             }
             TagReader::Parser { parser, .. } => {
@@ -72,6 +81,7 @@ impl TagReader {
                     pod: get("pod_name"),
                     container: get("container_name"),
                     docker_id: get("docker_id"),
+                    container_hash: get("container_hash"),
                 };
                 (!r.namespace.is_empty() && !r.pod.is_empty()).then_some(r)
             }

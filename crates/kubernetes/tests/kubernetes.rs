@@ -382,3 +382,36 @@ async fn namespace_meta_owner_references_and_kubelet() {
     assert_eq!(j["kubernetes"]["container_name"], "nginx");
     assert_eq!(server.total_requests(), before);
 }
+
+/// Fluent Bit options that logferry accepts but does not apply are said (`--dry-run`, and the
+/// log at start), never taken silently; options it applies are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_accepted_but_not_applied_are_noted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("c");
+    std::fs::create_dir_all(&logs).unwrap();
+    let server = KubeApiServer::start(tmp.path()).await;
+    let p = pipeline(
+        &logs,
+        &server,
+        &[
+            ("tls.debug", "4"),
+            ("DNS_Retries", "3"),
+            ("Buffer_Size", "0"),
+            ("Labels", "Off"),
+            ("Kube_Meta_Cache_TTL", "60"),
+        ],
+        "notes",
+        true,
+    );
+    let notes: Vec<String> = p.notes.iter().map(|n| n.to_string()).collect();
+    assert_eq!(notes.len(), 3, "{notes:#?}");
+    for key in ["tls.debug", "DNS_Retries", "Buffer_Size"] {
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains(key) && n.contains("not applied")),
+            "{key}: {notes:#?}"
+        );
+    }
+}

@@ -30,7 +30,7 @@ const POD_FILE: &str = "user-service-7d9c8b6f5-x2k4p_default_app-3f1c2a9e8d7b6a5
 fn pod_json() -> serde_json::Value {
     let p =
         Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
-            .join("../../examples/quickstart/meta/default-user-service-7d9c8b6f5-x2k4p.meta");
+            .join("../../examples/quickstart/meta/default_user-service-7d9c8b6f5-x2k4p.meta");
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 

@@ -145,3 +145,24 @@ pub fn docker_line(log: &str, stream: &str, time: &str) -> String {
         serde_json::json!({"log": log, "stream": stream, "time": time})
     )
 }
+
+/// A kubernetes filter counter or gauge (`ctx.metrics.register` name) of the pipeline whose
+/// metrics these are (its only filter).
+pub fn filter_metric(m: &logferry_engine::metrics::Metrics, name: &str) -> u64 {
+    logferry_engine::metrics::Metrics::list(&m.filters)
+        .iter()
+        .flat_map(|f| f.extras())
+        .find(|e| e.name == name)
+        .map(|e| e.value.load(std::sync::atomic::Ordering::Relaxed))
+        .unwrap_or_else(|| panic!("no metric {name}"))
+}
+
+/// Appends `text` to `path`.
+pub fn append(path: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .unwrap();
+    std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+}

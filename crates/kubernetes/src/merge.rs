@@ -1,0 +1,252 @@
+//! `Merge_Log`, record by record, as Fluent Bit 5.1.1's `pack_map_content` builds the record
+//! (checked byte for byte on this crate's fixtures, `tests/fixtures/fluent-bit`):
+//! - exactly one of: the parser the pod suggests, else `Merge_Parser`, else JSON (Fluent Bit's
+//!   documented order); a parser that does not match leaves the record as it is;
+//! - JSON is read as Fluent Bit's yyjson reader does: raw control characters (a newline, a tab)
+//!   inside strings are taken as they are; the `log` must hold one JSON object, and anything
+//!   after it that is not a second JSON value is ignored (`{"a":1} trailing` merges,
+//!   `{"a":1}{"b":2}` does not);
+//! - the merged keys come after the record's own keys, at the root or under `Merge_Log_Key`
+//!   (not when there is nothing to merge); a merged key the record already has replaces it at
+//!   the end (Fluent Bit appends a duplicate, and its JSON keeps only the last);
+//! - `Merge_Log_Trim` removes trailing newlines, and trailing `\n`/`\r` escape pairs, from merged
+//!   top-level strings (never a string's first byte, never a lone carriage return);
+//! - `Keep_Log Off` removes `log` once merged (and a `log` that is neither a string nor a map);
+//! - a parser (suggested or `Merge_Parser`) that reads a time sets the record's time; one that
+//!   reads none sets it to the current time, as Fluent Bit does; JSON leaves it.
+
+use logferry_core::{EventTime, Map, Record, Str, Value};
+use logferry_parsers::Parser;
+
+/// The `Merge_Log` options.
+#[derive(Clone, Debug)]
+pub struct MergeOptions {
+    pub key: Option<Str>,
+    pub trim: bool,
+    pub keep_log: bool,
+}
+
+/// Appends `k` at the end, dropping an earlier occurrence (what Fluent Bit's JSON shows).
+fn append(m: &mut Map, k: Str, v: Value) {
+    m.0.retain(|(key, _)| *key != k);
+    m.0.push((k, v));
+}
+
+/// Fluent Bit's `value_trim_size`.
+pub fn trim_value(s: &str) -> &str {
+    let b = s.as_bytes();
+    let mut size = b.len();
+    let mut i = b.len() as isize - 1;
+    while i > 0 {
+        let at = i as usize;
+        if b[at] == b'\n' {
+            size -= 1;
+            i -= 1;
+            continue;
+        }
+        if b[at - 1] == b'\\' && (b[at] == b'n' || b[at] == b'r') {
+            size -= 2;
+            i -= 2;
+        } else {
+            break;
+        }
+    }
+    &s[..size]
+}
+
+/// Escapes raw control characters inside JSON strings (what yyjson accepts and serde_json
+/// does not); `None` when there are none.
+fn escape_raw_controls(s: &str) -> Option<String> {
+    if !s.bytes().any(|b| b < 0x20) {
+        return None;
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    let (mut in_str, mut esc, mut changed) = (false, false, false);
+    for c in s.chars() {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if c == '\\' {
+                esc = true;
+            } else if c == '"' {
+                in_str = false;
+            } else if (c as u32) < 0x20 {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+                changed = true;
+                continue;
+            }
+        } else if c == '"' {
+            in_str = true;
+        }
+        out.push(c);
+    }
+    changed.then_some(out)
+}
+
+/// The first JSON value of `text` and whether another JSON value follows it.
+fn first_value(text: &str) -> Option<(Value, bool)> {
+    let mut it = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    let first = it.next()?.ok()?;
+    let rest = text[it.byte_offset()..].trim_start_matches([' ', '\t', '\n', '\r']);
+    let more = !rest.is_empty()
+        && serde_json::Deserializer::from_str(rest)
+            .into_iter::<Value>()
+            .next()
+            .is_some_and(|r| r.is_ok());
+    Some((first, more))
+}
+
+/// The `log` as one JSON object, read as Fluent Bit's JSON reader reads it.
+pub fn json_object(text: &str) -> Option<Map> {
+    let t = text.trim_start_matches([' ', '\t', '\n', '\r']);
+    if t.is_empty() {
+        return None;
+    }
+    let (v, more) = match first_value(t) {
+        Some(x) => x,
+        None => {
+            let escaped = escape_raw_controls(t)?;
+            first_value(&escaped)?
+        }
+    };
+    if more {
+        return None;
+    }
+    match v {
+        Value::Map(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// What a merge found.
+enum Merged {
+    /// Nothing merged: the record stays (with `Keep_Log Off`, `log` stays too).
+    None,
+    /// Fields to add; `time` when a parser set one.
+    Fields(Map, Option<EventTime>, bool),
+}
+
+/// Applies `Merge_Log` to one record. `parser` is the pod's suggestion, `merge_parser` the
+/// option's; `drop_key` removes a merged key of that name first (the filter's own
+/// `kubernetes`).
+pub fn merge_log(
+    rec: &mut Record,
+    parser: Option<&Parser>,
+    merge_parser: Option<&Parser>,
+    o: &MergeOptions,
+    drop_key: &str,
+) {
+    let Some(at) = rec.body.position("log") else {
+        return;
+    };
+    let merged = match &rec.body.0[at].1 {
+        Value::Map(m) => Merged::Fields(m.clone(), None, false),
+        Value::SharedMap(m) => Merged::Fields((**m).clone(), None, false),
+        Value::Str(s) => {
+            let text = s.as_str();
+            match parser.or(merge_parser) {
+                Some(p) => match p.parse(text) {
+                    Some(parsed) => Merged::Fields(
+                        parsed.body,
+                        Some(parsed.time.unwrap_or_else(EventTime::now)),
+                        o.trim,
+                    ),
+                    None => Merged::None,
+                },
+                None => match json_object(text) {
+                    Some(m) => Merged::Fields(m, None, o.trim),
+                    None => Merged::None,
+                },
+            }
+        }
+        // Neither a string nor a map: nothing to merge, but Keep_Log Off still drops it.
+        _ => {
+            if !o.keep_log {
+                rec.body.0.remove(at);
+            }
+            return;
+        }
+    };
+    let Merged::Fields(mut fields, time, trim) = merged else {
+        return;
+    };
+    if !o.keep_log {
+        rec.body.0.remove(at);
+    }
+    fields.0.retain(|(k, _)| k != drop_key);
+    if trim {
+        for (_, v) in fields.0.iter_mut() {
+            if let Value::Str(s) = v {
+                let t = trim_value(s);
+                if t.len() != s.len() {
+                    *s = Str::from(t);
+                }
+            }
+        }
+    }
+    if let Some(t) = time {
+        rec.time = t;
+    }
+    match o.key.as_ref().filter(|k| !k.is_empty()) {
+        Some(k) if !fields.is_empty() => append(&mut rec.body, k.clone(), Value::Map(fields)),
+        Some(_) => {}
+        None => {
+            for (k, v) in fields.0 {
+                append(&mut rec.body, k, v);
+            }
+        }
+    }
+}
+
+/// Sets `k` at the end of the record (the filter's `kubernetes` and `kubernetes_namespace`).
+pub fn put_last(m: &mut Map, k: &str, v: Value) {
+    append(m, Str::from(k), v);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trim_as_fluent_bit() {
+        assert_eq!(trim_value("a\n"), "a");
+        assert_eq!(trim_value("a\n\n"), "a");
+        assert_eq!(trim_value("a\\n"), "a");
+        assert_eq!(trim_value("a\\r\\n\n"), "a");
+        assert_eq!(trim_value("\n"), "\n", "the first byte is never trimmed");
+        assert_eq!(trim_value("x\r"), "x\r", "a raw carriage return stays");
+        assert_eq!(trim_value(""), "");
+    }
+
+    #[test]
+    fn json_as_fluent_bits_reader() {
+        let m = json_object("{\"msg\":\"one\ntwo\"}\n").unwrap();
+        assert_eq!(m.get("msg"), Some(&Value::from("one\ntwo")));
+        assert!(json_object("{\"a\":1} trailing").is_some());
+        assert!(json_object("{\"a\":1}{\"b\":2}").is_none());
+        assert!(json_object("[1,2]").is_none());
+        assert!(json_object("   ").is_none());
+        assert!(json_object("not json").is_none());
+        let dup = json_object(r#"{"a":1,"a":2}"#).unwrap();
+        assert_eq!(dup.len(), 2, "duplicates are kept, as msgpack keeps them");
+    }
+
+    #[test]
+    fn merged_keys_go_last() {
+        let mut body = Map::new();
+        body.push("log", r#"{"stream":"fake","x":1}"#);
+        body.push("stream", "stdout");
+        body.push("time", "t");
+        let mut rec = Record::new(EventTime(5), body);
+        let o = MergeOptions {
+            key: None,
+            trim: true,
+            keep_log: false,
+        };
+        merge_log(&mut rec, None, None, &o, "kubernetes");
+        let keys: Vec<_> = rec.body.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["time", "stream", "x"]);
+        assert_eq!(rec.body.get("stream"), Some(&Value::from("fake")));
+        assert_eq!(rec.time, EventTime(5), "JSON sets no time");
+    }
+}
