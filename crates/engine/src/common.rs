@@ -34,8 +34,6 @@ options! {
         pub storage_pause: bool = ["storage.pause_on_chunks_overlimit"] Some("off"),
         /// Whether records may be routed (accepted; only `true` is applied).
         pub routable: bool = ["Routable"] Some("true"),
-        /// YAML processors (accepted; not applied yet).
-        pub processors: Option<String> = ["processors"] None,
     }
 }
 
@@ -80,8 +78,6 @@ options! {
         /// Most bytes of chunks this output holds (on disk for filesystem inputs, in memory
         /// otherwise); past it its oldest chunks are dropped, counted and logged.
         pub storage_total_limit_size: Option<ByteSize> = ["storage.total_limit_size"] None,
-        /// YAML processors (accepted; not applied yet).
-        pub processors: Option<String> = ["processors"] None,
     }
 }
 
@@ -354,7 +350,6 @@ pub const INPUT_NOT_APPLIED: &[NotApplied] = &[
         "repeated log lines are not suppressed",
     ),
     na("Routable", Some("true"), "every input's records are routed"),
-    na("processors", None, "YAML processors are not applied yet"),
 ];
 
 /// `[FILTER]` keys every filter takes, accepted and not applied.
@@ -365,14 +360,11 @@ pub const FILTER_NOT_APPLIED: &[NotApplied] = &[na(
 )];
 
 /// `[OUTPUT]` keys every output takes, accepted and not applied.
-pub const OUTPUT_NOT_APPLIED: &[NotApplied] = &[
-    na(
-        "Log_Suppress_Interval",
-        None,
-        "repeated log lines are not suppressed",
-    ),
-    na("processors", None, "YAML processors are not applied yet"),
-];
+pub const OUTPUT_NOT_APPLIED: &[NotApplied] = &[na(
+    "Log_Suppress_Interval",
+    None,
+    "repeated log lines are not suppressed",
+)];
 
 /// The notes for `entries` of a section: each key of `table` set to something that matters.
 pub fn not_applied<'a>(
