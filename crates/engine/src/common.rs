@@ -34,6 +34,18 @@ options! {
         pub storage_pause: bool = ["storage.pause_on_chunks_overlimit"] Some("off"),
         /// Whether records may be routed (accepted; only `true` is applied).
         pub routable: bool = ["Routable"] Some("true"),
+        /// Window over which the ingestion rate is measured (accepted; not measured).
+        pub rate_window: Option<String> = ["rate_window"] None,
+        /// Pause the input while its ingestion rate is over the limits (accepted; not applied).
+        pub rate_gate: bool = ["rate_gate"] Some("false"),
+        /// Rate gate: most bytes per second (accepted; not applied).
+        pub rate_gate_max_bytes: Option<ByteSize> = ["rate_gate.max_bytes"] None,
+        /// Rate gate: most records per second (accepted; not applied).
+        pub rate_gate_max_records: Option<u64> = ["rate_gate.max_records"] None,
+        /// Rate gate: lower the limits under backpressure (accepted; not applied).
+        pub rate_gate_backpressure: bool = ["rate_gate.backpressure"] Some("true"),
+        /// Rate gate: fraction of the limit to resume at (accepted; not applied).
+        pub rate_gate_resume_ratio: Option<f64> = ["rate_gate.resume_ratio"] None,
     }
 }
 
@@ -350,6 +362,24 @@ pub const INPUT_NOT_APPLIED: &[NotApplied] = &[
         "repeated log lines are not suppressed",
     ),
     na("Routable", Some("true"), "every input's records are routed"),
+    na(
+        "rate_window",
+        None,
+        "logferry does not measure input rates (no fluentbit_input_rate_* series)",
+    ),
+    na(
+        "rate_gate",
+        Some("false"),
+        "inputs pause at Mem_Buf_Limit only, not at a rate limit",
+    ),
+    na("rate_gate.max_bytes", None, "rate_gate is not applied"),
+    na("rate_gate.max_records", None, "rate_gate is not applied"),
+    na(
+        "rate_gate.backpressure",
+        Some("true"),
+        "rate_gate is not applied",
+    ),
+    na("rate_gate.resume_ratio", None, "rate_gate is not applied"),
 ];
 
 /// `[FILTER]` keys every filter takes, accepted and not applied.

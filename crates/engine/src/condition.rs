@@ -232,13 +232,13 @@ impl Rule {
                 match c.as_str() {
                     "body" | "record" | "message" | "record_body" => Context::Body,
                     "metadata" | "record_metadata" | "attributes" => {
-                        notes.push(err(cs, "context", format!("accepted, not applied: logferry's records carry no metadata, so '{c}' is always empty")));
+                        notes.push(err(cs, "context", format!("accepted but not applied: logferry's records carry no metadata, so '{c}' is always empty")));
                         Context::Metadata
                     }
                     "group_metadata" | "group_attributes" | "group_body"
                     | "otel_resource_attributes" | "otel_scope_attributes"
                     | "otel_scope_name" | "otel_scope_version" | "otel_scope_metadata" => {
-                        notes.push(err(cs, "context", format!("accepted, not applied: logferry's records have no OpenTelemetry groups, so a rule on '{c}' never holds")));
+                        notes.push(err(cs, "context", format!("accepted but not applied: logferry's records have no OpenTelemetry groups, so a rule on '{c}' never holds")));
                         Context::Absent
                     }
                     other => {
@@ -460,7 +460,7 @@ mod tests {
         assert_eq!(notes.len(), 1);
         assert!(notes[0]
             .to_string()
-            .starts_with("/c.yaml:7: context: accepted, not applied"));
+            .starts_with("/c.yaml:7: context: accepted but not applied"));
         assert!(c.matches(&rec(r#"{"a":"x","b":"y"}"#)));
         assert!(!c.matches(&rec(r#"{"a":"x","b":"n"}"#)));
     }

@@ -282,7 +282,7 @@ impl Pipeline {
                     notes.push(ConfigError::key(
                         &section.span,
                         "extensions",
-                        "accepted, not applied: settings for tools around the agent, which Fluent Bit does not act on either",
+                        "accepted but not applied: settings for tools around the agent, which Fluent Bit does not act on either",
                     ));
                     Ok(())
                 }
@@ -791,7 +791,7 @@ fn telemetry(
             notes.push(ConfigError::key(
                 s,
                 "enabled",
-                "accepted, not applied: logferry does not count records per tag (fluentbit_input_logs_tag_records_total)",
+                "accepted but not applied: logferry does not count records per tag (fluentbit_input_logs_tag_records_total)",
             ));
         }
     }

@@ -196,7 +196,7 @@ impl RouteSpecs {
                 notes.push(err(
                     span,
                     signal,
-                    format!("accepted, not applied: logferry carries logs only, so there are no {s} to route"),
+                    format!("accepted but not applied: logferry carries logs only, so there are no {s} to route"),
                 ));
                 continue;
             }

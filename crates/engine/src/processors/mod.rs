@@ -78,7 +78,7 @@ pub(crate) fn build(
             notes.push(ConfigError::key(
                 span,
                 signal,
-                format!("accepted, not applied: logferry carries logs only, so there are no {signal} to process"),
+                format!("accepted but not applied: logferry carries logs only, so there are no {signal} to process"),
             ));
             continue;
         }
@@ -152,7 +152,7 @@ fn build_one(
             notes.push(ConfigError::key(
                 &e.span,
                 &e.key,
-                "accepted, not applied: a processor applies to every record of its input or output",
+                "accepted but not applied: a processor applies to every record of its input or output",
             ));
         }
     }

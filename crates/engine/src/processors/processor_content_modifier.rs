@@ -161,7 +161,7 @@ fn build(
                 {
                     ctx.note(
                         e,
-                        format!("accepted, not applied: logferry's log records carry {what}, so this content_modifier changes nothing"),
+                        format!("accepted but not applied: logferry's log records carry {what}, so this content_modifier changes nothing"),
                     );
                 }
                 return Ok(Box::new(Inert));
