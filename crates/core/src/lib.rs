@@ -4,7 +4,9 @@
 pub mod chunk;
 pub mod config;
 pub mod event;
+pub mod fb_regex;
 pub mod msgpack;
+pub mod record_accessor;
 pub mod tag;
 
 pub use chunk::{Chunk, Delivery, DeliveryStatus, Held, MemCharge};

@@ -36,10 +36,18 @@ options! {
         pub routable: bool = ["Routable"] Some("true"),
         /// Ring buffer between a threaded input and the engine (accepted; not applied).
         pub thread_ring_buffer: Vec<String> = ["thread.ring_buffer.capacity", "thread.ring_buffer.window"] None,
-        /// Fluent Bit 5.1's input rate gate (accepted; not applied).
-        pub rate_gate: Vec<String> = ["rate_gate", "rate_window", "rate_gate.max_bytes", "rate_gate.max_records", "rate_gate.backpressure", "rate_gate.resume_ratio"] None,
-        /// YAML processors (accepted; not applied yet).
-        pub processors: Option<String> = ["processors"] None,
+        /// Window over which the ingestion rate is measured (accepted; not measured).
+        pub rate_window: Option<String> = ["rate_window"] None,
+        /// Pause the input while its ingestion rate is over the limits (accepted; not applied).
+        pub rate_gate: bool = ["rate_gate"] Some("false"),
+        /// Rate gate: most bytes per second (accepted; not applied).
+        pub rate_gate_max_bytes: Option<ByteSize> = ["rate_gate.max_bytes"] None,
+        /// Rate gate: most records per second (accepted; not applied).
+        pub rate_gate_max_records: Option<u64> = ["rate_gate.max_records"] None,
+        /// Rate gate: lower the limits under backpressure (accepted; not applied).
+        pub rate_gate_backpressure: bool = ["rate_gate.backpressure"] Some("true"),
+        /// Rate gate: fraction of the limit to resume at (accepted; not applied).
+        pub rate_gate_resume_ratio: Option<f64> = ["rate_gate.resume_ratio"] None,
     }
 }
 
@@ -87,8 +95,6 @@ options! {
         /// Fluent Bit's network and TLS keys of outputs (accepted; logferry's outputs either
         /// write locally or reach AWS through the SDK's own HTTPS client and endpoint settings).
         pub network: Vec<String> = ["host", "port", "ipv6", "tls", "tls.verify", "tls.verify_hostname", "tls.debug", "tls.vhost", "tls.ca_path", "tls.ca_file", "tls.crt_file", "tls.key_file", "tls.key_passwd", "tls.min_version", "tls.max_version", "tls.ciphers", "tls.proxy.verify", "tls.proxy.verify_hostname", "tls.proxy.ca_path", "tls.proxy.ca_file", "net.connect_timeout", "net.connect_timeout_log_error", "net.dns.mode", "net.dns.prefer_ipv4", "net.dns.prefer_ipv6", "net.dns.resolver", "net.io_timeout", "net.keepalive", "net.keepalive_idle_timeout", "net.keepalive_max_recycle", "net.max_worker_connections", "net.proxy_env_ignore", "net.source_address", "net.tcp_keepalive", "net.tcp_keepalive_interval", "net.tcp_keepalive_probes", "net.tcp_keepalive_time"] None,
-        /// YAML processors (accepted; not applied yet).
-        pub processors: Option<String> = ["processors"] None,
     }
 }
 
@@ -394,16 +400,23 @@ pub const INPUT_NOT_APPLIED: &[NotApplied] = &[
         "every input is a task of its own, with no ring buffer",
     ),
     na(
-        "rate_gate*",
-        None,
-        "inputs are not rate-gated; Mem_Buf_Limit pauses them",
-    ),
-    na(
         "rate_window",
         None,
-        "inputs are not rate-gated; Mem_Buf_Limit pauses them",
+        "logferry does not measure input rates (no fluentbit_input_rate_* series)",
     ),
-    na("processors", None, "YAML processors are not applied yet"),
+    na(
+        "rate_gate",
+        Some("false"),
+        "inputs pause at Mem_Buf_Limit only, not at a rate limit",
+    ),
+    na("rate_gate.max_bytes", None, "rate_gate is not applied"),
+    na("rate_gate.max_records", None, "rate_gate is not applied"),
+    na(
+        "rate_gate.backpressure",
+        Some("true"),
+        "rate_gate is not applied",
+    ),
+    na("rate_gate.resume_ratio", None, "rate_gate is not applied"),
 ];
 
 /// `[FILTER]` keys every filter takes, accepted and not applied.
@@ -439,7 +452,6 @@ pub const OUTPUT_NOT_APPLIED: &[NotApplied] = &[
     na("host", None, NETWORK),
     na("port", None, NETWORK),
     na("ipv6", Some("off"), NETWORK),
-    na("processors", None, "YAML processors are not applied yet"),
 ];
 
 const NETWORK: &str = "logferry's outputs write locally or reach AWS through the SDK's HTTPS client (endpoint, sts_endpoint and the proxy environment apply)";

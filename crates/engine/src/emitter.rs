@@ -27,6 +27,8 @@ pub struct Emitter {
     metrics: Arc<PluginMetrics>,
     /// Whether "paused" was logged and not yet "resume" (one line each way per pause).
     paused: Arc<std::sync::atomic::AtomicBool>,
+    /// The input's index, so the router runs its processors and routes.
+    input: usize,
 }
 
 impl Emitter {
@@ -36,6 +38,7 @@ impl Emitter {
         metrics: Arc<PluginMetrics>,
         store: Option<Arc<InputStore>>,
         mem_chunks: Option<Arc<StorageGauges>>,
+        input: usize,
     ) -> Self {
         metrics
             .buffer_limit
@@ -47,6 +50,7 @@ impl Emitter {
             budget,
             metrics,
             paused: Arc::default(),
+            input,
         }
     }
 
@@ -119,6 +123,7 @@ impl Emitter {
         let inbound = Inbound {
             chunk,
             store: self.store.clone(),
+            input: self.input,
         };
         self.tx.send(inbound).await.map_err(|_| PluginError::Closed)
     }

@@ -3,12 +3,15 @@
 
 pub mod budget;
 pub mod common;
+pub mod condition;
 pub mod emitter;
 pub mod metrics;
 mod output;
 pub mod pipeline;
 pub mod plugin;
+pub mod processors;
 mod router;
+mod routes;
 pub mod run;
 pub mod storage;
 #[cfg(feature = "testing")]

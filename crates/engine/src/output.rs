@@ -37,6 +37,7 @@ use crate::common::RetryLimit;
 use crate::metrics::PluginMetrics;
 use crate::pipeline::OutputInstance;
 use crate::plugin::{Batch, FlushResult, Output};
+use crate::processors::OutputProcessors;
 use crate::router::UpGuard;
 use crate::storage::dead_letters::DeadLetters;
 use crate::storage::{StorageGauges, StoredChunk};
@@ -379,6 +380,7 @@ pub(crate) async fn output_task(
     let sem = Arc::new(Semaphore::new(out.workers));
     let recovery = Recovery::new();
     let flusher = Flusher {
+        processors: out.processors.clone(),
         plugin: Arc::clone(&out.plugin),
         name: out.name.clone(),
         metrics: Arc::clone(&out.metrics),
@@ -570,6 +572,8 @@ async fn flush_all(
 
 /// What one output's flushes share.
 struct Flusher {
+    /// YAML processors of this output, run on each batch before it is flushed.
+    processors: Option<Arc<OutputProcessors>>,
     plugin: Arc<dyn Output>,
     name: String,
     metrics: Arc<PluginMetrics>,
@@ -587,6 +591,7 @@ async fn spawn_flush(flights: &mut JoinSet<usize>, f: &Flusher, tag: Tag, items:
         return;
     };
     let d = Flusher {
+        processors: f.processors.clone(),
         plugin: Arc::clone(&f.plugin),
         name: f.name.clone(),
         metrics: Arc::clone(&f.metrics),
@@ -661,7 +666,10 @@ async fn deliver(
         g.busy.fetch_add(1, Ordering::Relaxed);
         g.busy_bytes.fetch_add(*bytes, Ordering::Relaxed);
     }
-    let (chunks, loaded) = load(&f, &tag, items).await;
+    let (mut chunks, loaded) = load(&f, &tag, items).await;
+    if let Some(p) = &f.processors {
+        chunks = p.run(&tag, chunks).await;
+    }
     if !chunks.is_empty() {
         let mut batch = Batch::new(tag, chunks);
         if f.shared.dead_letters.is_some() {
@@ -683,6 +691,7 @@ async fn retry_until_settled(
     batch: Batch,
 ) {
     let Flusher {
+        processors: _,
         plugin,
         name,
         metrics,

@@ -12,8 +12,10 @@ use crate::common::{
     not_applied, FilterCommon, InputCommon, OutputCommon, RetryLimit, ServiceOptions,
     FILTER_NOT_APPLIED, INPUT_NOT_APPLIED, OUTPUT_NOT_APPLIED, SERVICE_NOT_APPLIED,
 };
+use crate::condition::Condition;
 use crate::metrics::{Metrics, PluginMetrics};
 use crate::plugin::{BuildContext, Filter, Input, Output, Plugin, Registry};
+use crate::routes::{InputRoutes, RouteSpecs};
 use crate::storage::dead_letters::DeadLetters;
 use crate::storage::{Storage, StorageSettings, SyncMode};
 
@@ -33,24 +35,38 @@ pub(crate) struct InputInstance {
     pub filesystem: bool,
     /// `storage.pause_on_chunks_overlimit`.
     pub pause_on_overlimit: bool,
+    /// YAML `processors.logs`, run on this input's records before anything else.
+    pub processors: Vec<FilterInstance>,
+    /// YAML `routes`, resolved once every output is built.
+    pub routes: Option<InputRoutes>,
 }
 
 pub(crate) struct FilterInstance {
     pub name: String,
-    pub matcher: Matcher,
+    /// `None` for a processor, which applies to every record of its input or output.
+    pub matcher: Option<Matcher>,
+    /// A processor's `condition`.
+    pub condition: Option<Condition>,
     pub plugin: Box<dyn Filter>,
     pub metrics: Arc<PluginMetrics>,
 }
 
 pub(crate) struct OutputInstance {
     pub name: String,
-    pub matcher: Matcher,
+    /// The plugin's Fluent Bit name (routes may name an output by it).
+    pub plugin_name: &'static str,
+    /// `None`: only routes reach this output.
+    pub matcher: Option<Matcher>,
+    /// YAML `processors.logs`, run on each batch before it is flushed.
+    pub processors: Option<Arc<crate::processors::OutputProcessors>>,
     pub retry_limit: RetryLimit,
     pub workers: usize,
     pub plugin: Arc<dyn Output>,
     pub metrics: Arc<PluginMetrics>,
     /// `storage.total_limit_size`.
     pub total_limit_size: Option<u64>,
+    /// Where the section starts, for notes.
+    pub span: logferry_core::config::Span,
 }
 
 /// A configuration turned into plugin instances, ready to run.
@@ -257,11 +273,16 @@ impl Pipeline {
         let mut inputs = Vec::new();
         let mut filters = Vec::new();
         let mut outputs = Vec::new();
+        // Each input's routes as written, resolved once every output is built.
+        let mut route_specs: Vec<Option<RouteSpecs>> = Vec::new();
 
         for section in &config.sections {
             let r = match section.kind {
                 SectionKind::Input => {
-                    build_input(&env, &mut counts, section, &mut notes).map(|i| inputs.push(i))
+                    build_input(&env, &mut counts, section, &mut notes).map(|(i, r)| {
+                        inputs.push(i);
+                        route_specs.push(r);
+                    })
                 }
                 SectionKind::Filter => {
                     build_filter(&env, &mut counts, section, &mut notes).map(|f| filters.extend(f))
@@ -270,7 +291,16 @@ impl Pipeline {
                     build_output(&env, &mut counts, section, &mut notes).map(|o| outputs.extend(o))
                 }
                 // Parsers were built above, once for every plugin.
-                SectionKind::Service | SectionKind::Parser | SectionKind::MultilineParser => Ok(()),
+                SectionKind::Service => service_nested(section, &mut notes),
+                SectionKind::Parser | SectionKind::MultilineParser => Ok(()),
+                SectionKind::Extensions => {
+                    notes.push(ConfigError::key(
+                        &section.span,
+                        "extensions",
+                        "accepted but not applied: settings for tools around the agent, which Fluent Bit does not act on either",
+                    ));
+                    Ok(())
+                }
                 other => {
                     notes.push(ConfigError::at(
                         &section.span,
@@ -293,6 +323,14 @@ impl Pipeline {
             }
         }
 
+        if errors.is_empty() {
+            if let Err(e) = connect_routes(&mut inputs, &mut outputs, route_specs, &mut notes) {
+                errors.push(e);
+            }
+            if let Ok(mut l) = metrics.outputs.lock() {
+                l.extend(outputs.iter().map(|o| Arc::clone(&o.metrics)));
+            }
+        }
         if let Ok(mut n) = env.plugin_notes.lock() {
             notes.append(&mut n);
         }
@@ -344,9 +382,9 @@ fn section_name(section: &Section) -> Result<&str, ConfigError> {
 }
 
 /// What every plugin constructor needs from the pipeline being built.
-struct Env<'a> {
+pub(crate) struct Env<'a> {
     config: &'a Arc<Config>,
-    registry: &'a Registry,
+    pub(crate) registry: &'a Registry,
     base_dir: &'a std::path::Path,
     metrics: &'a Metrics,
     parsers: &'a Arc<logferry_parsers::Parsers>,
@@ -453,7 +491,7 @@ fn open_storage(
 }
 
 impl Env<'_> {
-    fn context(&self, instance: &str, metrics: &Arc<PluginMetrics>) -> BuildContext {
+    pub(crate) fn context(&self, instance: &str, metrics: &Arc<PluginMetrics>) -> BuildContext {
         BuildContext {
             base_dir: self.base_dir.to_path_buf(),
             instance: instance.to_string(),
@@ -470,7 +508,7 @@ fn build_input(
     counts: &mut HashMap<&'static str, usize>,
     section: &Section,
     notes: &mut Vec<ConfigError>,
-) -> Result<InputInstance, ConfigError> {
+) -> Result<(InputInstance, Option<RouteSpecs>), ConfigError> {
     let name = section_name(section)?;
     let plugin = lookup(env.registry, "input", &env.registry.inputs, section, name)?;
     let (shared, own) = split(section, InputCommon::OPTIONS, plugin.options);
@@ -492,10 +530,23 @@ fn build_input(
             "accepted but not applied: it applies to storage.type filesystem only",
         ));
     }
+    let processors = match section.nested("processors") {
+        Some(n) => crate::processors::build(env, section, n, notes)?,
+        None => Vec::new(),
+    };
+    let routes = match section.nested("routes") {
+        Some(n) => Some(RouteSpecs::parse(n, notes)?),
+        None => None,
+    };
+    if let Some(t) = section.nested("telemetry") {
+        telemetry(t, false, notes)?;
+    }
     if let Ok(mut l) = env.metrics.inputs.lock() {
         l.push(Arc::clone(&m));
     }
-    Ok(InputInstance {
+    let instance = InputInstance {
+        processors,
+        routes: None,
         filesystem,
         pause_on_overlimit: common.storage_pause && filesystem,
         tag: Arc::from(
@@ -510,7 +561,8 @@ fn build_input(
             .map_or(DEFAULT_MEM_BUF_LIMIT, |b| b.0 as usize),
         plugin: input,
         metrics: m,
-    })
+    };
+    Ok((instance, routes))
 }
 
 /// Whether an input buffers on disk: its `storage.type`, or with `storage.inherit On` the
@@ -600,7 +652,8 @@ fn build_filter(
     }
     Ok(Some(FilterInstance {
         name: instance,
-        matcher,
+        matcher: Some(matcher),
+        condition: None,
         plugin: filter,
         metrics: m,
     }))
@@ -636,24 +689,24 @@ fn build_output(
         (plugin.build)(&ctx, section, &own).map_err(|e| with_shared_suggestions(e, &known));
     let ((common, retry_limit), output) = both(common, output)?;
     notes.extend(not_applied(OUTPUT_NOT_APPLIED, shared.iter().copied()));
-    let Some(matcher) = matcher(
+    // Without a match rule the output is kept until routes are connected: a route may name
+    // it ([`connect_routes`] unloads it otherwise).
+    let matcher = matcher(
         section,
         common.match_.as_deref(),
         common.match_regex.as_deref(),
-    )?
-    else {
-        // Fluent Bit: "NO match rule for <name> output instance, unloading."
-        notes.push(ConfigError::at(
-            &section.span,
-            format!("NO match rule for {instance} output instance, unloading"),
-        ));
-        return Ok(None);
+    )?;
+    let processors = match section.nested("processors") {
+        Some(n) => crate::processors::OutputProcessors::new(crate::processors::build(
+            env, section, n, notes,
+        )?),
+        None => None,
     };
-    if let Ok(mut l) = env.metrics.outputs.lock() {
-        l.push(Arc::clone(&m));
-    }
     Ok(Some(OutputInstance {
         name: instance,
+        plugin_name: plugin.name,
+        span: section.span.clone(),
+        processors,
         matcher,
         retry_limit,
         workers: common.workers.unwrap_or(plugin.default_workers).max(1),
@@ -673,9 +726,131 @@ fn both<A, B>(a: Result<A, ConfigError>, b: Result<B, ConfigError>) -> Result<(A
     }
 }
 
+/// Resolves every input's routes to output indices, then unloads the outputs with no match
+/// rule that no route names (Fluent Bit: "NO match rule for <name> output instance,
+/// unloading"), and registers the outputs' metrics.
+fn connect_routes(
+    inputs: &mut [InputInstance],
+    outputs: &mut Vec<OutputInstance>,
+    specs: Vec<Option<RouteSpecs>>,
+    notes: &mut Vec<ConfigError>,
+) -> Result<(), ConfigError> {
+    // Fluent Bit's find_output_instance: the first output whose alias, instance name or
+    // plugin name is the name.
+    let find = |outputs: &[OutputInstance], name: &str| {
+        outputs
+            .iter()
+            .position(|o| o.name == name || o.plugin_name == name)
+    };
+    let used: Vec<bool> = outputs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            o.matcher.is_some()
+                || specs
+                    .iter()
+                    .flatten()
+                    .any(|s| s.names().any(|n| find(outputs, n) == Some(i)))
+        })
+        .collect();
+    // Old index -> new index, once the unused outputs are gone.
+    let mut remap = vec![None; outputs.len()];
+    let mut next = 0;
+    for (i, u) in used.iter().enumerate() {
+        if *u {
+            remap[i] = Some(next);
+            next += 1;
+        }
+    }
+    for (input, spec) in inputs.iter_mut().zip(specs) {
+        if let Some(spec) = spec {
+            let resolved = spec.resolve(|n| find(outputs, n).and_then(|i| remap[i]))?;
+            input.routes = Some(resolved);
+        }
+    }
+    let mut kept = Vec::with_capacity(next);
+    for (o, u) in std::mem::take(outputs).into_iter().zip(used) {
+        if u {
+            kept.push(o);
+        } else {
+            notes.push(ConfigError::at(
+                &o.span,
+                format!("NO match rule for {} output instance, unloading", o.name),
+            ));
+        }
+    }
+    *outputs = kept;
+    Ok(())
+}
+
+/// The `telemetry` block of the service or of an input: Fluent Bit 5.1's per-tag record
+/// counting (`telemetry.metrics.logs.tag_records`). Its keys are checked as Fluent Bit checks
+/// them (an unknown key fails); turning it on is noted as not applied.
+fn telemetry(
+    node: &logferry_core::config::Nested,
+    service: bool,
+    notes: &mut Vec<ConfigError>,
+) -> Result<(), ConfigError> {
+    use logferry_core::config::Tree;
+    let leaf: &[&str] = if service {
+        &["enabled", "max_series", "max_tag_length"]
+    } else {
+        &["enabled"]
+    };
+    let mut cur = &node.value;
+    let mut span = node.span.clone();
+    for level in ["metrics", "logs", "tag_records"] {
+        if !matches!(cur, Tree::Map { .. }) {
+            return Err(ConfigError::key(
+                &span,
+                &node.key,
+                format!("expected a map, found {}", cur.what()),
+            ));
+        }
+        crate::condition::known_keys(cur, "telemetry", &[level])?;
+        match cur.get(level) {
+            Some((s, t)) => {
+                span = s.clone();
+                cur = t;
+            }
+            None => return Ok(()),
+        }
+    }
+    crate::condition::known_keys(cur, "telemetry.metrics.logs.tag_records", leaf)?;
+    for key in ["max_series", "max_tag_length"] {
+        if let Some((s, t)) = cur.get(key) {
+            let v = crate::condition::scalar(s, key, t)?;
+            v.trim()
+                .parse::<i32>()
+                .map_err(|_| ConfigError::key(s, key, format!("expected an integer, got '{v}'")))?;
+        }
+    }
+    if let Some((s, t)) = cur.get("enabled") {
+        let v = crate::condition::scalar(s, "enabled", t)?;
+        let on = logferry_core::config::units::parse_bool(v)
+            .map_err(|r| ConfigError::key(s, "enabled", r))?;
+        if on {
+            notes.push(ConfigError::key(
+                s,
+                "enabled",
+                "accepted but not applied: logferry does not count records per tag (fluentbit_input_logs_tag_records_total)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A `[SERVICE]` section's nested YAML keys (`telemetry`).
+fn service_nested(section: &Section, notes: &mut Vec<ConfigError>) -> Result<(), ConfigError> {
+    for n in &section.nested {
+        telemetry(n, true, notes)?;
+    }
+    Ok(())
+}
+
 /// Plugins suggest among their own keys; a typo of a shared key (`Mem_Buf_Limt`) only shows up
 /// here, so offer the shared names too when the plugin found no near miss.
-fn with_shared_suggestions(e: ConfigError, shared: &[&'static str]) -> ConfigError {
+pub(crate) fn with_shared_suggestions(e: ConfigError, shared: &[&'static str]) -> ConfigError {
     match e {
         ConfigError::Many(v) => ConfigError::many(
             v.into_iter()

@@ -1,5 +1,7 @@
-//! The router task: every chunk an input emits goes through the filters whose `Match` accepts
-//! its tag, in config order, then to every output whose `Match` accepts it.
+//! The router task: every chunk an input emits goes through that input's YAML processors, is
+//! split by its YAML routes if it has any (see [`crate::routes`]), then goes through the
+//! filters whose `Match` accepts its tag, in config order, then to every output whose `Match`
+//! accepts it (or to its routes' outputs).
 //!
 //! A chunk of a `storage.type filesystem` input is written to its input's stream once filtered
 //! (Fluent Bit's chunks hold filtered records too); what one input emits under one tag is
@@ -18,10 +20,10 @@ use logferry_core::{Chunk, DeliveryStatus, Held, MemCharge, Record, Tag};
 use tokio::sync::mpsc;
 
 use crate::budget::MemBudget;
-use crate::metrics::PluginMetrics;
 use crate::output::Routed;
 use crate::pipeline::FilterInstance;
 use crate::plugin::Carrier;
+use crate::routes::InputRoutes;
 use crate::storage::{InputGauges, StorageGauges, Stream};
 
 /// A chunk on its way to the router.
@@ -29,6 +31,34 @@ pub(crate) struct Inbound {
     pub chunk: Chunk,
     /// Where it is written, when its input buffers on disk.
     pub store: Option<Arc<InputStore>>,
+    /// The input that emitted it (its index in [`router_task`]'s `inputs`).
+    pub input: usize,
+}
+
+/// What the router runs for one input before the filters: its processors, and its routes.
+pub(crate) struct InputStage {
+    pub processors: Vec<FilterInstance>,
+    pub routes: Option<InputRoutes>,
+}
+
+/// Where a chunk goes once filtered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Targets {
+    /// Every output whose `Match` accepts its tag.
+    Tag,
+    /// These outputs (a route's).
+    Fixed(Vec<usize>),
+    /// These outputs, those whose `Match` accepts its tag (direct routes only).
+    TagAnd(Vec<usize>),
+}
+
+/// Where a chunk enters the router's stages.
+#[derive(Clone, Copy, Debug)]
+enum Start {
+    /// Its input's processors from this one on, then routing and every filter.
+    Processors(usize),
+    /// The filters from this one on.
+    Filters(usize),
 }
 
 /// A filesystem input's stream, and its budget when outputs over their
@@ -39,8 +69,11 @@ pub(crate) struct InputStore {
     pub pause: Option<Arc<MemBudget>>,
 }
 
-/// An output's queue.
-pub(crate) type Route = (logferry_core::Matcher, mpsc::UnboundedSender<Routed>);
+/// An output's queue, and its `Match` (`None`: only routes reach it).
+pub(crate) type Route = (
+    Option<logferry_core::Matcher>,
+    mpsc::UnboundedSender<Routed>,
+);
 
 /// A filesystem input's records under one tag are written once they reach this many bytes
 /// (memory held), else at the next tick.
@@ -53,16 +86,20 @@ struct Gathered {
     records: Vec<Record>,
     size: usize,
     held: Vec<Held>,
+    /// The outputs it goes to.
+    targets: Vec<usize>,
 }
 
 pub(crate) async fn router_task(
     mut rx: mpsc::Receiver<Inbound>,
+    mut inputs: Vec<InputStage>,
     mut filters: Vec<FilterInstance>,
     routes: Vec<Route>,
 ) {
     let mut tick = tokio::time::interval(crate::plugin::FILTER_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut router = Router {
+        inputs: &mut inputs,
         filters: &mut filters,
         routes: &routes,
         seq: 0,
@@ -71,7 +108,11 @@ pub(crate) async fn router_task(
     loop {
         tokio::select! {
             got = rx.recv() => match got {
-                Some(inbound) => router.route(inbound.chunk, inbound.store, 0).await,
+                Some(inbound) => {
+                    router
+                        .route(inbound.chunk, inbound.store, inbound.input, Start::Processors(0))
+                        .await
+                }
                 None => break,
             },
             _ = tick.tick() => {
@@ -87,11 +128,31 @@ pub(crate) async fn router_task(
 /// The router's state: filters in order, the outputs' queues, and the chunk counter that
 /// numbers chunks for filters that hold records ([`Carrier::seq`]).
 struct Router<'a> {
+    inputs: &'a mut [InputStage],
     filters: &'a mut [FilterInstance],
     routes: &'a [Route],
     seq: u64,
-    /// Filesystem chunks being gathered, by input (stream) and tag, in arrival order.
+    /// Filesystem chunks being gathered, by input (stream), tag and outputs, in arrival
+    /// order.
     gathered: Vec<(Tag, Gathered)>,
+}
+
+/// Runs one filter or processor on a chunk (with the delivery machinery for filters that hold
+/// records) and counts what it did.
+async fn run_unit(
+    f: &mut FilterInstance,
+    chunk: &mut Chunk,
+    store: Option<&Arc<InputStore>>,
+    seq: u64,
+) {
+    let before = chunk.records.len() as u64;
+    let carried = {
+        let mut carrier = Carrier::new(chunk.delivery.as_ref(), seq).with_store(store);
+        crate::processors::apply(f, &chunk.tag, &mut chunk.records, &mut carrier).await;
+        carrier.into_carried()
+    };
+    chunk.carry(carried.into_iter().map(|h| h.held).collect());
+    crate::processors::count(&f.metrics, before, chunk.records.len() as u64);
 }
 
 impl Router<'_> {
@@ -99,25 +160,132 @@ impl Router<'_> {
     /// They carry the delivery shares of the chunks they came from, so those chunks settle
     /// only when these records do (or, from a filesystem input, once they are on disk).
     async fn flush_filters(&mut self, all: bool) {
+        for k in 0..self.inputs.len() {
+            for j in 0..self.inputs[k].processors.len() {
+                let due = self.inputs[k].processors[j].plugin.flush_due(all);
+                for released in due {
+                    self.release(released, k, Start::Processors(j + 1)).await;
+                }
+            }
+        }
         for i in 0..self.filters.len() {
             let due = self.filters[i].plugin.flush_due(all);
             for released in due {
-                let store = released.held.iter().find_map(|h| h.store.clone());
-                let mut chunk = Chunk::new(released.tag, released.records);
-                chunk.carry(released.held.into_iter().map(|h| h.held).collect());
-                if chunk.records.is_empty() {
-                    // Nothing to send: the shares settle as the router's own does.
-                    chunk.mark(DeliveryStatus::Delivered);
-                    continue;
-                }
-                self.route(chunk, store, i + 1).await;
+                self.release(released, usize::MAX, Start::Filters(i + 1))
+                    .await;
             }
         }
     }
 
+    /// Sends records a filter or processor let go of through the stages after it.
+    async fn release(&mut self, released: crate::plugin::Released, input: usize, start: Start) {
+        let store = released.held.iter().find_map(|h| h.store.clone());
+        let mut chunk = Chunk::new(released.tag, released.records);
+        chunk.carry(released.held.into_iter().map(|h| h.held).collect());
+        if chunk.records.is_empty() {
+            // Nothing to send: the shares settle as the router's own does.
+            chunk.mark(DeliveryStatus::Delivered);
+            return;
+        }
+        self.route(chunk, store, input, start).await;
+    }
+
+    /// Runs the stages from `start` on: `input`'s processors and routes (see the module
+    /// docs), then the filters, then stores the chunk (filesystem inputs) and fans it out.
+    async fn route(
+        &mut self,
+        mut chunk: Chunk,
+        store: Option<Arc<InputStore>>,
+        input: usize,
+        start: Start,
+    ) {
+        let first = match start {
+            Start::Filters(i) => i,
+            Start::Processors(j) => {
+                let Some(stage) = self.inputs.get_mut(input) else {
+                    return self.filter_and_send(chunk, store, 0, Targets::Tag).await;
+                };
+                if j < stage.processors.len() {
+                    self.seq += 1;
+                    let seq = self.seq;
+                    for p in stage.processors.iter_mut().skip(j) {
+                        if chunk.records.is_empty() {
+                            break;
+                        }
+                        run_unit(p, &mut chunk, store.as_ref(), seq).await;
+                    }
+                    chunk.recharge();
+                }
+                let Some(routes) = &stage.routes else {
+                    return self.filter_and_send(chunk, store, 0, Targets::Tag).await;
+                };
+                if !routes.splits() {
+                    let direct = routes.direct.clone();
+                    return self
+                        .filter_and_send(chunk, store, 0, Targets::TagAnd(direct))
+                        .await;
+                }
+                // Each route's records go on as a chunk of their own, tagged with the route's
+                // name, holding a share of this chunk's delivery.
+                let records = if routes.direct.is_empty() {
+                    std::mem::take(&mut chunk.records)
+                } else {
+                    chunk.records.clone()
+                };
+                let mut payloads = Vec::new();
+                for (i, recs) in routes.split(records) {
+                    let Some(route) = routes.route(i) else {
+                        continue;
+                    };
+                    let mut c = Chunk::new(Arc::clone(&route.tag), recs);
+                    c.charge = chunk.charge.clone();
+                    if let Some(d) = &chunk.delivery {
+                        c.carry(vec![d.hold()]);
+                    }
+                    payloads.push((c, route.outputs.clone()));
+                }
+                let direct = routes.direct.clone();
+                for (c, outputs) in payloads {
+                    self.filter_and_send(c, store.clone(), 0, Targets::Fixed(outputs))
+                        .await;
+                }
+                if direct.is_empty() {
+                    // The records left with the routes; this chunk only settles its share.
+                    chunk.records.clear();
+                    return send(chunk, &[]);
+                }
+                return self
+                    .filter_and_send(chunk, store, 0, Targets::Fixed(direct))
+                    .await;
+            }
+        };
+        self.filter_and_send(chunk, store, first, Targets::Tag)
+            .await;
+    }
+
+    /// The outputs a chunk under `tag` goes to.
+    fn targets(&self, tag: &str, targets: &Targets) -> Vec<usize> {
+        let matches = |i: &usize| {
+            self.routes
+                .get(*i)
+                .is_some_and(|(m, _)| m.as_ref().is_some_and(|m| m.matches(tag)))
+        };
+        match targets {
+            Targets::Tag => (0..self.routes.len()).filter(matches).collect(),
+            Targets::Fixed(v) => v.clone(),
+            Targets::TagAnd(v) => v.iter().copied().filter(matches).collect(),
+        }
+    }
+
     /// Applies the filters from `first` on, then stores the chunk (filesystem inputs) and fans
-    /// it out to matching outputs.
-    async fn route(&mut self, mut chunk: Chunk, store: Option<Arc<InputStore>>, first: usize) {
+    /// it out to `targets`.
+    async fn filter_and_send(
+        &mut self,
+        mut chunk: Chunk,
+        store: Option<Arc<InputStore>>,
+        first: usize,
+        targets: Targets,
+    ) {
         self.seq += 1;
         let seq = self.seq;
         let mut filtered = false;
@@ -125,60 +293,42 @@ impl Router<'_> {
             if chunk.records.is_empty() {
                 break;
             }
-            if !f.matcher.matches(&chunk.tag) {
+            if !f.matcher.as_ref().is_some_and(|m| m.matches(&chunk.tag)) {
                 continue;
             }
             filtered = true;
-            let before = chunk.records.len() as u64;
-            let carried = {
-                let mut carrier =
-                    Carrier::new(chunk.delivery.as_ref(), seq).with_store(store.as_ref());
-                f.plugin
-                    .filter_carried(&chunk.tag, &mut chunk.records, &mut carrier)
-                    .await;
-                carrier.into_carried()
-            };
-            chunk.carry(carried.into_iter().map(|h| h.held).collect());
-            let after = chunk.records.len() as u64;
-            PluginMetrics::add(&f.metrics.records, before);
-            if after < before {
-                PluginMetrics::add(&f.metrics.dropped_records, before - after);
-            } else if after > before {
-                PluginMetrics::add(&f.metrics.retried_records, after - before);
-            }
+            run_unit(f, &mut chunk, store.as_ref(), seq).await;
         }
         if filtered {
             chunk.recharge();
         }
-        let targets: Vec<&mpsc::UnboundedSender<Routed>> = if chunk.records.is_empty() {
+        let targets = if chunk.records.is_empty() {
             Vec::new()
         } else {
-            self.routes
-                .iter()
-                .filter(|(m, _)| m.matches(&chunk.tag))
-                .map(|(_, tx)| tx)
-                .collect()
+            self.targets(&chunk.tag, &targets)
         };
         if let (Some(store), false) = (store, targets.is_empty()) {
-            self.gather(chunk, store).await;
+            self.gather(chunk, store, targets).await;
             return;
         }
-        send(chunk, &targets);
+        let senders: Vec<&mpsc::UnboundedSender<Routed>> = targets
+            .iter()
+            .filter_map(|i| self.routes.get(*i).map(|(_, tx)| tx))
+            .collect();
+        send(chunk, &senders);
     }
 
     /// Adds a filtered chunk of a filesystem input to what is gathered for its input and tag;
     /// writes that at once when it is large or the input is paused.
-    async fn gather(&mut self, mut chunk: Chunk, store: Arc<InputStore>) {
+    async fn gather(&mut self, mut chunk: Chunk, store: Arc<InputStore>, targets: Vec<usize>) {
         let pressing = chunk.pressing();
         // The chunk's delivery waits for the file (a share), not for the outputs.
         let held = chunk.delivery.as_ref().map(|d| d.hold());
         chunk.mark(DeliveryStatus::Delivered);
         let records = std::mem::take(&mut chunk.records);
-        let i = match self
-            .gathered
-            .iter()
-            .position(|(t, g)| *t == chunk.tag && Arc::ptr_eq(&g.store, &store))
-        {
+        let i = match self.gathered.iter().position(|(t, g)| {
+            *t == chunk.tag && Arc::ptr_eq(&g.store, &store) && g.targets == targets
+        }) {
             Some(i) => i,
             None => {
                 self.gathered.push((
@@ -188,6 +338,7 @@ impl Router<'_> {
                         records: Vec::new(),
                         size: 0,
                         held: Vec::new(),
+                        targets,
                     },
                 ));
                 self.gathered.len() - 1
@@ -218,18 +369,17 @@ impl Router<'_> {
     /// chunks are then delivered (stored). If it cannot be written, the records go on in
     /// memory and their inputs wait for the outputs.
     async fn store(&mut self, tag: Tag, g: Gathered) {
-        let targets: Vec<&mpsc::UnboundedSender<Routed>> = self
-            .routes
-            .iter()
-            .filter(|(m, _)| m.matches(&tag))
-            .map(|(_, tx)| tx)
-            .collect();
         let Gathered {
             store,
             records,
             size,
             held,
+            targets,
         } = g;
+        let targets: Vec<&mpsc::UnboundedSender<Routed>> = targets
+            .iter()
+            .filter_map(|i| self.routes.get(*i).map(|(_, tx)| tx))
+            .collect();
         match persist(&tag, records, size, &store).await {
             Ok(stored) => {
                 stored.expect(targets.len());

@@ -24,7 +24,7 @@ use crate::emitter::Emitter;
 use crate::output::{output_task, Backoff, Routed, Shared};
 use crate::pipeline::Pipeline;
 use crate::plugin::{InputContext, InputExit};
-use crate::router::{router_task, Inbound, InputStore, Route};
+use crate::router::{router_task, Inbound, InputStage, InputStore, Route};
 use crate::storage::InputGauges;
 
 pub use crate::output::{FLUSH_AT_BYTES, MAX_RETRYING, PROBE_EVERY};
@@ -95,12 +95,20 @@ impl Pipeline {
 
         // Router.
         let (router_tx, router_rx) = mpsc::channel::<Inbound>(ROUTER_QUEUE);
-        let router = tokio::spawn(router_task(router_rx, filters, routes));
+        let mut inputs = inputs;
+        let stages = inputs
+            .iter_mut()
+            .map(|i| InputStage {
+                processors: std::mem::take(&mut i.processors),
+                routes: i.routes.take(),
+            })
+            .collect();
+        let router = tokio::spawn(router_task(router_rx, stages, filters, routes));
 
         // Inputs.
         let input_stop = CancellationToken::new();
         let mut input_tasks = JoinSet::new();
-        for inp in inputs {
+        for (index, inp) in inputs.into_iter().enumerate() {
             let budget = Arc::new(MemBudget::new(inp.mem_buf_limit));
             let store = match (&storage, inp.filesystem) {
                 (Some(storage), true) => {
@@ -130,7 +138,14 @@ impl Pipeline {
             let ctx = InputContext {
                 name: inp.name.clone(),
                 tag: inp.tag,
-                emitter: Emitter::new(router_tx.clone(), budget, inp.metrics, store, mem_chunks),
+                emitter: Emitter::new(
+                    router_tx.clone(),
+                    budget,
+                    inp.metrics,
+                    store,
+                    mem_chunks,
+                    index,
+                ),
                 shutdown: input_stop.clone(),
             };
             let name = inp.name;
@@ -220,7 +235,7 @@ fn replay_backlog(storage: &Arc<crate::storage::Storage>, routes: &[Route]) {
     for (_, stored) in backlog {
         let targets: Vec<_> = routes
             .iter()
-            .filter(|(m, _)| m.matches(&stored.tag))
+            .filter(|(m, _)| m.as_ref().is_some_and(|m| m.matches(&stored.tag)))
             .map(|(_, tx)| tx)
             .collect();
         if targets.is_empty() {

@@ -8,7 +8,9 @@ pub mod filter_multiline;
 pub mod filter_nest;
 pub mod filter_parser;
 pub mod filter_record_modifier;
-pub mod record_accessor;
+/// The record accessor lives in core (routes and processors use it too); re-exported here
+/// for the filters and outputs that name it from this crate.
+pub use logferry_core::record_accessor;
 pub mod syntax;
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //! - [`regex()`] is `flb_regex_create`: Onigmo with Ruby syntax, where `^` and `$` match at line
 //!   boundaries, and a pattern wrapped in `/.../` has the slashes removed.
 
-use regex::{Regex, RegexBuilder};
+use regex::Regex;
 
 /// Splits `KEY REST` at the first space after the key (leading spaces skipped). `None` when
 /// there is no space or nothing after it.
@@ -140,29 +140,7 @@ fn unescape(s: &str) -> String {
 /// Compiles a pattern as Fluent Bit's `flb_regex_create` does (see the module docs). Onigmo
 /// features the `regex` crate lacks (look-around, back-references) are reported as errors.
 pub fn regex(pattern: &str) -> Result<Regex, String> {
-    let inner = if pattern.len() >= 2 && pattern.starts_with('/') && pattern.ends_with('/') {
-        &pattern[1..pattern.len() - 1]
-    } else {
-        pattern
-    };
-    RegexBuilder::new(inner)
-        .multi_line(true)
-        .build()
-        .map_err(|e| {
-            format!(
-                "invalid regular expression '{pattern}': {}",
-                one_line(&e.to_string())
-            )
-        })
-}
-
-/// The regex crate's multi-line error messages, on one line for a config error.
-fn one_line(s: &str) -> String {
-    s.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+    logferry_core::fb_regex::compile(pattern)
 }
 
 #[cfg(test)]

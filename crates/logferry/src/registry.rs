@@ -232,6 +232,14 @@ pub fn plugins_markdown(reg: &Registry) -> String {
                 .map(|p| (p.name, p.aliases, p.description, p.options))
                 .collect(),
         ),
+        // YAML `processors.logs` only; every filter above can be a processor too.
+        (
+            "Processor",
+            logferry_engine::processors::PROCESSORS
+                .iter()
+                .map(|p| (p.name, p.aliases, p.description, p.options))
+                .collect(),
+        ),
     ] {
         for (name, aliases, desc, opts) in list {
             s.push_str(&format!("## {kind} `{name}`\n\n{desc}."));

@@ -33,6 +33,9 @@ pub enum SectionKind {
     Custom,
     Upstream,
     Node,
+    /// YAML `extensions`: settings for tools around the agent, which Fluent Bit 5.1 keeps and
+    /// does not act on. Only the YAML reader makes it (classic files have no such section).
+    Extensions,
 }
 
 impl SectionKind {
@@ -48,13 +51,14 @@ impl SectionKind {
         (SectionKind::Custom, "CUSTOM"),
         (SectionKind::Upstream, "UPSTREAM"),
         (SectionKind::Node, "NODE"),
+        (SectionKind::Extensions, "EXTENSIONS"),
     ];
 
-    /// The kind for a classic header name (case-insensitive).
+    /// The kind for a classic header name (case-insensitive). `EXTENSIONS` is YAML only.
     pub fn from_header(name: &str) -> Option<Self> {
         Self::ALL
             .iter()
-            .find(|(_, n)| n.eq_ignore_ascii_case(name))
+            .find(|(k, n)| n.eq_ignore_ascii_case(name) && *k != SectionKind::Extensions)
             .map(|(k, _)| *k)
     }
 
@@ -77,6 +81,73 @@ pub struct Entry {
     pub span: Span,
 }
 
+/// A nested YAML value kept whole, with the line of every node: an input's or output's
+/// `processors` and `routes`, and `telemetry`, which are structures rather than `key value`
+/// lines. Scalars have `${VAR}` expanded.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Tree {
+    Scalar {
+        text: String,
+        /// Written without quotes (so `true` or `12` may be typed).
+        plain: bool,
+        span: Span,
+    },
+    Seq {
+        items: Vec<Tree>,
+        span: Span,
+    },
+    Map {
+        pairs: Vec<(String, Span, Tree)>,
+        span: Span,
+    },
+}
+
+impl Tree {
+    /// Where the node starts.
+    pub fn span(&self) -> &Span {
+        match self {
+            Tree::Scalar { span, .. } | Tree::Seq { span, .. } | Tree::Map { span, .. } => span,
+        }
+    }
+
+    /// The text of a scalar.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Tree::Scalar { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+
+    /// The value of `key` in a map (case-insensitive, last one wins), with the key's span.
+    pub fn get(&self, key: &str) -> Option<(&Span, &Tree)> {
+        match self {
+            Tree::Map { pairs, .. } => pairs
+                .iter()
+                .rev()
+                .find(|(k, _, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, s, v)| (s, v)),
+            _ => None,
+        }
+    }
+
+    /// "a map", "a list" or "a scalar", for messages.
+    pub fn what(&self) -> &'static str {
+        match self {
+            Tree::Scalar { .. } => "a scalar",
+            Tree::Seq { .. } => "a list",
+            Tree::Map { .. } => "a map",
+        }
+    }
+}
+
+/// A key of a section whose value is a [`Tree`] (YAML only).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Nested {
+    pub key: String,
+    pub span: Span,
+    pub value: Tree,
+}
+
 /// A section and its entries in the order written.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Section {
@@ -84,6 +155,8 @@ pub struct Section {
     /// Where the section starts (its header line, or the YAML list item).
     pub span: Span,
     pub entries: Vec<Entry>,
+    /// Keys whose values are structures (see [`Tree`]); empty for classic files.
+    pub nested: Vec<Nested>,
 }
 
 impl Section {
@@ -93,6 +166,7 @@ impl Section {
             kind,
             span,
             entries: Vec::new(),
+            nested: Vec::new(),
         }
     }
 
@@ -112,6 +186,14 @@ impl Section {
     /// The plugin name (`Name` key) if any.
     pub fn name(&self) -> Option<&str> {
         self.value("name")
+    }
+
+    /// The nested value of `key` (last one wins).
+    pub fn nested(&self, key: &str) -> Option<&Nested> {
+        self.nested
+            .iter()
+            .rev()
+            .find(|n| n.key.eq_ignore_ascii_case(key))
     }
 
     /// Appends an entry.

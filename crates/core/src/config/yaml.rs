@@ -12,7 +12,12 @@
 //!   item;
 //! - `parsers`, `multiline_parsers`, `customs`: lists of maps, one section per item;
 //! - `plugins`: a list of shared-object paths, one [`SectionKind::Plugins`] section with a
-//!   `path` entry per item (as the classic `[PLUGINS]` section writes them).
+//!   `path` entry per item (as the classic `[PLUGINS]` section writes them);
+//! - `upstream_servers`: a list of `{name, nodes}`, one [`SectionKind::Upstream`] section per
+//!   group followed by a [`SectionKind::Node`] section per node (the classic `[UPSTREAM]` /
+//!   `[NODE]` shape);
+//! - `extensions`: one [`SectionKind::Extensions`] section holding the whole node as a
+//!   [`Tree`] (Fluent Bit 5.1 keeps it for external tools and does not act on it).
 //!
 //! Inside a section's map:
 //! - a scalar is one entry, with its text as written (`on`, `5MB`, `1.5` stay text);
@@ -20,9 +25,12 @@
 //! - a multiline parser's `rules` (a list of `{state, regex, next_state}` maps) becomes one
 //!   `rule` entry per item in the classic form `"state" "regex" "next_state"`, with `"` and `\`
 //!   inside each part escaped as `\"` and `\\`;
-//! - any other nested map or list (`processors`, for one) is one entry whose value is the JSON
-//!   text of that node; plain scalars in it become JSON null, booleans and numbers when they
-//!   read as such (YAML 1.2 core schema), and strings otherwise.
+//! - an input's `processors`, `routes` and `telemetry`, an output's `processors` and the
+//!   service's `telemetry` are kept whole as a [`Tree`] in [`Section::nested`], with the line
+//!   of every node, for the engine to read and report on;
+//! - any other nested map or list is one entry whose value is the JSON text of that node;
+//!   plain scalars in it become JSON null, booleans and numbers when they read as such (YAML
+//!   1.2 core schema), and strings otherwise.
 //!
 //! `${VAR}` is expanded in every scalar value (not in keys). Unknown top-level or `pipeline`
 //! keys are errors with a suggestion, and every error names the file and line.
@@ -35,7 +43,7 @@ use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 use super::classic::{self, IncludeStack};
-use super::{ConfigError, Format, Section, SectionKind, Span, Vars};
+use super::{ConfigError, Format, Nested, Section, SectionKind, Span, Tree, Vars};
 
 /// Top-level keys, for suggestions.
 const TOP_KEYS: &[&str] = &[
@@ -47,7 +55,21 @@ const TOP_KEYS: &[&str] = &[
     "multiline_parsers",
     "plugins",
     "customs",
+    "upstream_servers",
+    "extensions",
 ];
+
+/// Keys whose values are kept as a [`Tree`] (with lines) for the engine, by section kind:
+/// Fluent Bit's structured plugin keys.
+fn keeps_tree(kind: SectionKind, key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    match kind {
+        SectionKind::Input => matches!(k.as_str(), "processors" | "routes" | "telemetry"),
+        SectionKind::Output => k == "processors",
+        SectionKind::Service => k == "telemetry",
+        _ => false,
+    }
+}
 
 /// Keys of `pipeline`.
 const PIPELINE_KEYS: &[&str] = &["inputs", "filters", "outputs"];
@@ -351,6 +373,17 @@ impl Reader<'_> {
             "multiline_parsers" => self.list_of_maps(SectionKind::MultilineParser, key, &span, v),
             "customs" => self.list_of_maps(SectionKind::Custom, key, &span, v),
             "plugins" => self.plugins(key, &span, v),
+            "upstream_servers" => self.upstream_servers(key, &span, v),
+            "extensions" => {
+                let mut section = Section::new(SectionKind::Extensions, span.clone());
+                section.nested.push(Nested {
+                    key: key.to_string(),
+                    span,
+                    value: self.to_tree(v),
+                });
+                self.out.push(section);
+                Ok(())
+            }
             _ => Err(ConfigError::unknown_key(
                 &span,
                 key,
@@ -434,6 +467,40 @@ impl Reader<'_> {
         Ok(())
     }
 
+    /// `upstream_servers`: a list of `{name, nodes: [...]}`, one [`SectionKind::Upstream`]
+    /// section (its `name`) followed by one [`SectionKind::Node`] section per node, as the
+    /// classic `[UPSTREAM]` and `[NODE]` sections write them.
+    fn upstream_servers(&mut self, key: &str, span: &Span, v: &Node) -> Result<(), ConfigError> {
+        let items = match v {
+            Node::Seq { items, .. } => items,
+            n if n.is_null() => return Ok(()),
+            other => return Err(expected(span, key, "a list of upstream groups", other)),
+        };
+        for item in items {
+            let item_span = self.span(item.line());
+            let Node::Map { pairs, .. } = item else {
+                return Err(expected(&item_span, key, "a map for each group", item));
+            };
+            let mut upstream = Section::new(SectionKind::Upstream, item_span.clone());
+            let mut nodes = None;
+            let mut scalars = Vec::new();
+            for (k, v) in pairs {
+                if self.key_text(k)?.eq_ignore_ascii_case("nodes") {
+                    nodes = Some((k, v));
+                } else {
+                    scalars.push((k.clone(), v.clone()));
+                }
+            }
+            self.entries(&mut upstream, &scalars)?;
+            self.out.push(upstream);
+            if let Some((k, v)) = nodes {
+                let nspan = self.span(k.line());
+                self.list_of_maps(SectionKind::Node, "nodes", &nspan, v)?;
+            }
+        }
+        Ok(())
+    }
+
     /// `inputs:`, `parsers:` and the like: one section per map in the list.
     fn list_of_maps(
         &mut self,
@@ -468,6 +535,14 @@ impl Reader<'_> {
         for (k, v) in pairs {
             let key = self.key_text(k)?;
             let span = self.span(k.line());
+            if keeps_tree(section.kind, key) {
+                section.nested.push(Nested {
+                    key: key.to_string(),
+                    span,
+                    value: self.to_tree(v),
+                });
+                continue;
+            }
             match v {
                 Node::Scalar { text, plain, .. } => {
                     if *plain && text.is_empty() {
@@ -557,6 +632,35 @@ impl Reader<'_> {
             }
         }
         Ok(quoted.join(" "))
+    }
+
+    /// A nested node as a [`Tree`], with `${VAR}` expanded in scalars.
+    fn to_tree(&self, node: &Node) -> Tree {
+        let span = self.span(node.line());
+        match node {
+            Node::Scalar { text, plain, .. } => Tree::Scalar {
+                text: self.vars.expand(text),
+                plain: *plain,
+                span,
+            },
+            Node::Seq { items, .. } => Tree::Seq {
+                items: items.iter().map(|i| self.to_tree(i)).collect(),
+                span,
+            },
+            Node::Map { pairs, .. } => Tree::Map {
+                pairs: pairs
+                    .iter()
+                    .map(|(k, v)| {
+                        let key = match k {
+                            Node::Scalar { text, .. } => text.clone(),
+                            other => self.to_json(other).to_string(),
+                        };
+                        (key, self.span(k.line()), self.to_tree(v))
+                    })
+                    .collect(),
+                span,
+            },
+        }
     }
 
     /// A nested node as JSON; see the module docs for how scalars are typed.
@@ -749,22 +853,73 @@ multiline_parsers:
 pipeline:
   inputs:
     - name: dummy
-      processors:
+      other:
         logs:
           - name: content_modifier
-            action: insert
-            key: n
             value: 5
             on: true
             q: 'true'
 ";
         let s = read(text).unwrap();
-        let e = s[0].get("processors").unwrap();
+        let e = s[0].get("other").unwrap();
         assert_eq!(e.span.line, 4);
         assert_eq!(
             e.value,
-            r#"{"logs":[{"name":"content_modifier","action":"insert","key":"n","value":5,"on":true,"q":"true"}]}"#
+            r#"{"logs":[{"name":"content_modifier","value":5,"on":true,"q":"true"}]}"#
         );
+    }
+
+    #[test]
+    fn processors_routes_and_telemetry_keep_their_lines() {
+        let text = "\
+service:
+  telemetry:
+    metrics: {}
+pipeline:
+  inputs:
+    - name: dummy
+      processors:
+        logs:
+          - name: content_modifier
+            action: insert
+            value: ${V}
+      routes:
+        logs:
+          - name: r
+  outputs:
+    - name: stdout
+      processors:
+        logs: []
+upstream_servers:
+  - name: up
+    nodes:
+      - name: n1
+        host: 127.0.0.1
+extensions:
+  tool: {a: 1}
+";
+        let mut vars = Vars::empty();
+        vars.set("V", "x");
+        let s = parse(text, Path::new("/cfg/fb.yaml"), &mut vars).unwrap();
+        assert_eq!(s[0].nested("telemetry").unwrap().span.line, 2);
+        assert!(s[1].entries.iter().all(|e| e.key == "name"));
+        let p = &s[1].nested("processors").unwrap().value;
+        let (lspan, logs) = p.get("logs").unwrap();
+        assert_eq!(lspan.line, 8);
+        let Tree::Seq { items, .. } = logs else {
+            panic!("{logs:?}")
+        };
+        assert_eq!(items[0].span().line, 9);
+        let (vspan, v) = items[0].get("value").unwrap();
+        assert_eq!((vspan.line, v.as_str()), (11, Some("x")));
+        assert_eq!(s[1].nested("routes").unwrap().span.line, 12);
+        assert!(s[2].nested("processors").is_some());
+        assert_eq!(s[3].kind, SectionKind::Upstream);
+        assert_eq!(kv(&s[3]), [("name", "up")]);
+        assert_eq!(s[4].kind, SectionKind::Node);
+        assert_eq!(kv(&s[4]), [("name", "n1"), ("host", "127.0.0.1")]);
+        assert_eq!(s[5].kind, SectionKind::Extensions);
+        assert_eq!(s[5].span.line, 24);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Record accessor: `$key`, `$key['sub']['deeper']`, `$key[0]` paths into a record, as Fluent
 //! Bit's `flb_ra` reads them (`src/flb_record_accessor.c`, `src/record_accessor/ra.l`, `ra.y`).
 //!
-//! Public so that other filters and the outputs can reuse it. Parsing happens once, at build
+//! Public so that filters, outputs, routes and processors share it. Parsing happens once, at build
 //! time; lookups walk the map without allocating.
 //!
 //! What Fluent Bit does, and so what this does:
@@ -21,7 +21,7 @@
 
 use std::fmt;
 
-use logferry_core::{Map, Str, Value};
+use crate::{Map, Str, Value};
 
 /// One step below the top-level key.
 #[derive(Clone, Debug, PartialEq, Eq)]
