@@ -14,6 +14,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use logferry_core::chunk::wire_size;
 use logferry_core::{Chunk, DeliveryStatus, Held, MemCharge, Record, Tag};
 use tokio::sync::mpsc;
 
@@ -53,6 +54,10 @@ struct Gathered {
     records: Vec<Record>,
     size: usize,
     held: Vec<Held>,
+    /// What the chunks gathered count for the byte and route metrics.
+    wire_size: usize,
+    source: Option<Arc<str>>,
+    born: Option<std::time::Instant>,
 }
 
 pub(crate) async fn router_task(
@@ -130,6 +135,7 @@ impl Router<'_> {
             }
             filtered = true;
             let before = chunk.records.len() as u64;
+            let before_bytes = chunk.wire_size;
             let carried = {
                 let mut carrier =
                     Carrier::new(chunk.delivery.as_ref(), seq).with_store(store.as_ref());
@@ -140,7 +146,20 @@ impl Router<'_> {
             };
             chunk.carry(carried.into_iter().map(|h| h.held).collect());
             let after = chunk.records.len() as u64;
+            let after_bytes = wire_size(&chunk.records, chunk.headers);
+            chunk.wire_size = after_bytes;
             PluginMetrics::add(&f.metrics.records, before);
+            // As Fluent Bit counts: a filter that changed nothing (FLB_FILTER_NOTOUCH) adds no
+            // bytes; one that did adds the size of what it put out, and what it dropped.
+            if after != before || after_bytes != before_bytes {
+                PluginMetrics::add(&f.metrics.bytes, after_bytes as u64);
+                if after != before {
+                    PluginMetrics::add(
+                        &f.metrics.dropped_bytes,
+                        before_bytes.saturating_sub(after_bytes) as u64,
+                    );
+                }
+            }
             if after < before {
                 PluginMetrics::add(&f.metrics.dropped_records, before - after);
             } else if after > before {
@@ -188,6 +207,9 @@ impl Router<'_> {
                         records: Vec::new(),
                         size: 0,
                         held: Vec::new(),
+                        wire_size: 0,
+                        source: chunk.source.clone(),
+                        born: None,
                     },
                 ));
                 self.gathered.len() - 1
@@ -200,6 +222,8 @@ impl Router<'_> {
             g.records.extend(records);
         }
         g.size += chunk.size;
+        g.wire_size += chunk.wire_size;
+        g.born.get_or_insert(chunk.born);
         g.held.extend(held);
         if pressing || g.size >= STORE_AT_BYTES {
             let (tag, g) = self.gathered.remove(i);
@@ -224,13 +248,19 @@ impl Router<'_> {
             .filter(|(m, _)| m.matches(&tag))
             .map(|(_, tx)| tx)
             .collect();
+        let meta = Meta {
+            wire_size: g.wire_size,
+            source: g.source,
+            born: g.born.unwrap_or_else(std::time::Instant::now),
+        };
         let Gathered {
             store,
             records,
             size,
             held,
+            ..
         } = g;
-        match persist(&tag, records, size, &store).await {
+        match persist(&tag, records, size, meta, &store).await {
             Ok(stored) => {
                 stored.expect(targets.len());
                 for tx in &targets {
@@ -271,12 +301,20 @@ fn send(chunk: Chunk, targets: &[&mpsc::UnboundedSender<Routed>]) {
     }
 }
 
+/// What a gathered chunk counts for the metrics.
+struct Meta {
+    wire_size: usize,
+    source: Option<Arc<str>>,
+    born: std::time::Instant,
+}
+
 /// Writes records as a chunk file of their input's stream; the chunk the outputs get holds
 /// them, with the file's delivery. On failure the records come back.
 async fn persist(
     tag: &Tag,
     records: Vec<Record>,
     size: usize,
+    meta: Meta,
     store: &Arc<InputStore>,
 ) -> Result<Routed, (std::io::Error, Vec<Record>)> {
     let stream = Arc::clone(&store.stream);
@@ -296,6 +334,10 @@ async fn persist(
         tag: Arc::clone(tag),
         records,
         size,
+        wire_size: meta.wire_size,
+        headers: logferry_core::msgpack::MapHeaders::Compact,
+        source: meta.source,
+        born: meta.born,
         delivery: Some(Arc::clone(&written.delivery)),
         charge: Some(Arc::new(up)),
     };
