@@ -286,7 +286,7 @@ async fn prometheus_v1(State(st): St) -> Response {
     let mut text = families::v1_prometheus(&st.source, now_ms);
     match extra_text(&st) {
         Ok(extra) => text.push_str(&prom::to_text_004(&extra)),
-        Err(r) => return r,
+        Err(code) => return code.into_response(),
     }
     ([(header::CONTENT_TYPE, PROMETHEUS_004)], text).into_response()
 }
@@ -302,7 +302,7 @@ async fn prometheus_v2(State(st): St, headers: HeaderMap) -> Response {
     let mut text = families::prometheus(&families::v2(&st.source), openmetrics);
     let extra = match extra_text(&st) {
         Ok(extra) => extra,
-        Err(r) => return r,
+        Err(code) => return code.into_response(),
     };
     if openmetrics {
         text.push_str(&extra);
@@ -316,13 +316,14 @@ async fn prometheus_v2(State(st): St, headers: HeaderMap) -> Response {
     }
 }
 
-/// What the registered collectors write (OpenMetrics text, `# EOF` included when any).
-fn extra_text(st: &AppState) -> Result<String, Response> {
+/// What the registered collectors write (OpenMetrics text, `# EOF` included when any); an
+/// error is a 500.
+fn extra_text(st: &AppState) -> Result<String, StatusCode> {
     let reg = st.extra.read().unwrap_or_else(|e| e.into_inner());
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &reg) {
         tracing::error!(error = %e, "cannot encode metrics");
-        return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        return Err(StatusCode::INTERNAL_SERVER_ERROR);
     }
     if text == "# EOF\n" {
         text.clear();
