@@ -227,7 +227,7 @@ async fn run(cli: &Cli, registry: &Registry, first: Pipeline) {
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             config = %cli.config.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "<command line>".into()),
-            inputs = ?i, filters = ?f, outputs = ?o,
+            inputs = %i.join(","), filters = %f.join(","), outputs = %o.join(","),
             "logferry started"
         );
         let metrics = std::sync::Arc::clone(&pipeline.metrics);

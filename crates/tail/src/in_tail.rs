@@ -913,7 +913,7 @@ impl Tail {
             }
             match now {
                 Ok(m) if m.ino() == row.inode && m.len() > row.offset => {
-                    tracing::info!(input = %ctx.name, file = %row.name, origin = ?row.origin, offset = row.offset, "draining a rotated file left unfinished");
+                    tracing::info!(input = %ctx.name, file = %row.name, origin = row.origin.as_deref().unwrap_or("-"), offset = row.offset, "draining a rotated file left unfinished");
                     self.follow(
                         ctx,
                         st,
@@ -1323,7 +1323,9 @@ impl Tail {
                     rotated_any = true;
                     self.files.rotated.fetch_add(1, Ordering::Relaxed);
                     let new_name = current_name(&f.file);
-                    tracing::info!(input = %ctx.name, file = %f.path.display(), now = ?new_name, "file rotated or removed; reading it to its end");
+                    tracing::info!(input = %ctx.name, file = %f.path.display(),
+                        now = new_name.as_deref().unwrap_or("(removed)"),
+                        "file rotated or removed; reading it to its end");
                     if let (Some(n), Some(id)) = (&new_name, f.db_id) {
                         if let Some(Err(e)) = st.tracker.db(|db| db.rotate(id, n)) {
                             tracing::error!(error = %e, "cannot record a rotation in the tail DB");
