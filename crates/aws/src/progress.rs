@@ -94,13 +94,7 @@ mod tests {
     use logferry_core::Tag;
 
     fn chunk() -> Arc<Chunk> {
-        Arc::new(Chunk {
-            tag: Tag::from("t"),
-            records: Vec::new(),
-            size: 0,
-            delivery: None,
-            charge: None,
-        })
+        Arc::new(Chunk::new(Tag::from("t"), Vec::new()))
     }
 
     #[test]

@@ -10,8 +10,16 @@
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::time::Instant;
+
 use crate::event::Record;
+use crate::msgpack::{event_size, MapHeaders};
 use crate::tag::Tag;
+
+/// The size of `records` in Fluent Bit's event encoding.
+pub fn wire_size(records: &[Record], headers: MapHeaders) -> usize {
+    records.iter().map(|r| event_size(r, headers)).sum()
+}
 
 /// What happened to a chunk, worst outcome across all outputs that took it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -165,6 +173,16 @@ pub struct Chunk {
     pub records: Vec<Record>,
     /// Bytes this chunk counts against its input's `Mem_Buf_Limit` ([`Record::mem_size`]).
     pub size: usize,
+    /// Its size in Fluent Bit's event encoding ([`crate::msgpack::event_size`]): what the byte
+    /// metrics count, as Fluent Bit counts its chunks' msgpack bytes.
+    pub wire_size: usize,
+    /// How the input that made it writes a record's maps (kept when filters re-measure it).
+    pub headers: MapHeaders,
+    /// The input instance that made it (`tail.0`), for the per-route metrics; `None` for
+    /// chunks no input made (tests, records a filter released on its own).
+    pub source: Option<Arc<str>>,
+    /// When its input made it: the start of `fluentbit_output_latency_seconds`.
+    pub born: Instant,
     /// Outcome tracking; `None` only for chunks nobody waits on (tests, tools).
     pub delivery: Option<Arc<Delivery>>,
     /// Where growth after filters is charged; `None` for chunks no budget tracks.
@@ -175,10 +193,15 @@ impl Chunk {
     /// A chunk with no delivery tracking.
     pub fn new(tag: Tag, records: Vec<Record>) -> Self {
         let size = records.iter().map(Record::mem_size).sum();
+        let wire_size = wire_size(&records, MapHeaders::Compact);
         Chunk {
             tag,
             records,
             size,
+            wire_size,
+            headers: MapHeaders::Compact,
+            source: None,
+            born: Instant::now(),
             delivery: None,
             charge: None,
         }

@@ -154,6 +154,10 @@ options! {
         pub log_file: Option<String> = ["Log_File"] None,
         /// Log level: off, error, warn, info, debug, trace.
         pub log_level: logferry_core::config::LogLevel = ["Log_Level"] Some("info"),
+        /// logferry only (Fluent Bit has no such key): `fluent-bit` writes log lines as Fluent
+        /// Bit does (`[2026/11/29 14:25:33.120] [ info] [input:tail:tail.0] message`), `json`
+        /// one JSON object per line (time, level, component, message, fields).
+        pub log_format: String = ["logferry.log_format"] Some("fluent-bit"),
         /// Parsers file(s) to load; relative to the main config file.
         pub parsers_file: Vec<String> = ["Parsers_File"] None,
         /// External plugins file (accepted; logferry has no external plugins).

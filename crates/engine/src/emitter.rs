@@ -4,7 +4,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use logferry_core::chunk::wire_size;
 use logferry_core::chunk::{DeliveryCallback, DeliveryStatus};
+use logferry_core::msgpack::MapHeaders;
 use logferry_core::{Chunk, Delivery, MemCharge, Record, Tag};
 
 use tokio::sync::mpsc;
@@ -29,6 +31,13 @@ pub struct Emitter {
     paused: Arc<std::sync::atomic::AtomicBool>,
     /// The input's index, so the router runs its processors and routes.
     input: usize,
+    /// The instance name its chunks carry, for the per-route metrics.
+    source: Arc<str>,
+    /// How the Fluent Bit plugin of the same name writes a record's maps (byte metrics).
+    headers: MapHeaders,
+    /// `fluentbit_input_storage_chunks{,_up}` of a memory input (`storage.metrics On`): its
+    /// chunks not yet delivered, all of them up.
+    mem_gauges: Option<crate::storage::InputGauges>,
 }
 
 impl Emitter {
@@ -48,10 +57,26 @@ impl Emitter {
             store,
             mem_chunks,
             budget,
+            source: Arc::from(metrics.name.as_str()),
             metrics,
             paused: Arc::default(),
             input,
+            headers: MapHeaders::Compact,
+            mem_gauges: None,
         }
+    }
+
+    /// Counts this memory input's chunks in its `fluentbit_input_storage_chunks` gauges.
+    pub(crate) fn with_mem_gauges(mut self, gauges: crate::storage::InputGauges) -> Self {
+        self.mem_gauges = Some(gauges);
+        self
+    }
+
+    /// Counts this input's bytes as Fluent Bit's plugin of the same name encodes its records
+    /// (`tail` builds them field by field: [`MapHeaders::Dynamic`]), so that
+    /// `fluentbit_input_bytes_total` reads the same on both agents.
+    pub fn set_map_headers(&mut self, headers: MapHeaders) {
+        self.headers = headers;
     }
 
     /// Logs and counts a pause, once per pause (Fluent Bit's "paused (mem buf overlimit)").
@@ -69,8 +94,9 @@ impl Emitter {
     }
 
     /// Sends `records` under `tag`. Waits first while the input is over its `Mem_Buf_Limit`
-    /// (the input is paused). `read_bytes` is what the input read to make them (for
-    /// `fluentbit_input_bytes_total`). `ack`, if given, runs once with the chunk's final
+    /// (the input is paused). `read_bytes` is what the input read to make them
+    /// (`logferry_input_read_bytes_total`; `fluentbit_input_bytes_total` counts the records'
+    /// size in Fluent Bit's event encoding, as Fluent Bit does). `ack`, if given, runs once with the chunk's final
     /// [`DeliveryStatus`] after every output is done with it.
     ///
     /// # Cancel safety
@@ -108,15 +134,30 @@ impl Emitter {
             let g = Arc::clone(g);
             delivery.on_done(Box::new(move |_| crate::storage::dec(&g.mem_chunks, 1)));
         }
+        if let Some(g) = &self.mem_gauges {
+            g.chunks.fetch_add(1, Ordering::Relaxed);
+            g.up.fetch_add(1, Ordering::Relaxed);
+            let g = g.clone();
+            delivery.on_done(Box::new(move |_| {
+                crate::storage::dec(&g.chunks, 1);
+                crate::storage::dec(&g.up, 1);
+            }));
+        }
         if let Some(ack) = ack {
             delivery.on_done(ack);
         }
         PluginMetrics::add(&self.metrics.records, records.len() as u64);
-        PluginMetrics::add(&self.metrics.bytes, read_bytes as u64);
+        let wire = wire_size(&records, self.headers);
+        PluginMetrics::add(&self.metrics.bytes, wire as u64);
+        PluginMetrics::add(&self.metrics.read_bytes, read_bytes as u64);
         let chunk = Chunk {
             tag,
             records,
             size,
+            wire_size: wire,
+            headers: self.headers,
+            source: Some(Arc::clone(&self.source)),
+            born: std::time::Instant::now(),
             delivery: Some(delivery),
             charge: Some(charge),
         };

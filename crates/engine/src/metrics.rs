@@ -11,8 +11,17 @@ pub struct PluginMetrics {
     pub name: String,
     /// Input: records emitted. Filter: records seen. Output: records delivered.
     pub records: AtomicU64,
-    /// Input: bytes read. Output: bytes (buffer accounting) delivered.
+    /// Bytes in Fluent Bit's event encoding ([`logferry_core::msgpack::event_size`]), as Fluent
+    /// Bit counts its chunks. Input: bytes emitted. Filter: bytes a filter that changed the
+    /// records put out. Output: bytes delivered.
     pub bytes: AtomicU64,
+    /// Input: bytes it read from its source (a file's raw bytes for tail), logferry's own.
+    pub read_bytes: AtomicU64,
+    /// Filter: bytes (event encoding) of the records it dropped.
+    pub dropped_bytes: AtomicU64,
+    /// Output: how much of `storage.total_limit_size` is free, in percent (100 without a
+    /// limit): `fluentbit_output_chunk_available_capacity_percent`.
+    pub capacity_percent: AtomicU64,
     /// Output: flushes that failed permanently. Filter: records dropped.
     pub errors: AtomicU64,
     /// Output: flushes retried.
@@ -50,6 +59,7 @@ impl PluginMetrics {
     pub fn new(name: impl Into<String>) -> Arc<Self> {
         Arc::new(PluginMetrics {
             name: name.into(),
+            capacity_percent: AtomicU64::new(100),
             ..Default::default()
         })
     }
@@ -98,12 +108,100 @@ impl PluginMetrics {
     }
 }
 
+/// Upper bounds of `fluentbit_output_latency_seconds`' buckets, as Fluent Bit 5.1 has them.
+pub const LATENCY_BUCKETS: [f64; 8] = [0.5, 1.0, 1.5, 2.5, 5.0, 10.0, 20.0, 30.0];
+
+/// A histogram of seconds with [`LATENCY_BUCKETS`], written with atomics (no lock per
+/// observation).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative), the last one past the largest bound.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(
+            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bound of [`LATENCY_BUCKETS`] and then `+Inf`, the sum in seconds,
+    /// and the count.
+    pub fn snapshot(&self) -> (Vec<u64>, f64, u64) {
+        let mut acc = 0;
+        let cumulative = self
+            .buckets
+            .iter()
+            .map(|b| {
+                acc += b.load(Ordering::Relaxed);
+                acc
+            })
+            .collect();
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        (cumulative, sum, self.count.load(Ordering::Relaxed))
+    }
+}
+
+/// What went from one input to one output: Fluent Bit's `fluentbit_routing_logs_*{input,output}`
+/// and `fluentbit_output_latency_seconds{input,output}`. Created when the first chunk of that
+/// input reaches the output, as Fluent Bit's series appear on first use.
+#[derive(Debug, Default)]
+pub struct RouteMetrics {
+    pub input: Arc<str>,
+    pub output: String,
+    /// Records and bytes delivered.
+    pub records: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Records and bytes dropped (given up, refused, or over `storage.total_limit_size`).
+    pub drop_records: AtomicU64,
+    pub drop_bytes: AtomicU64,
+    /// From the chunk's creation to its delivery, one observation per chunk delivered.
+    pub latency: Histogram,
+}
+
+/// How many messages logferry logged, by level: `fluentbit_logger_logs_total{message_type}`.
+/// The binary's logging layer counts them; the HTTP server reads them.
+#[derive(Debug, Default)]
+pub struct LogCounts {
+    /// error, warn, info, debug, trace.
+    pub by_level: [AtomicU64; 5],
+}
+
+/// The process's log counts (one logger per process, like Fluent Bit's).
+pub static LOG_COUNTS: LogCounts = LogCounts {
+    by_level: [
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+    ],
+};
+
+impl LogCounts {
+    /// Fluent Bit's `message_type` label values, in the order of `by_level`.
+    pub const LEVELS: [&'static str; 5] = ["error", "warn", "info", "debug", "trace"];
+}
+
 /// Every instance's counters, in config order.
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub inputs: Mutex<Vec<Arc<PluginMetrics>>>,
     pub filters: Mutex<Vec<Arc<PluginMetrics>>>,
     pub outputs: Mutex<Vec<Arc<PluginMetrics>>>,
+    /// Per input and output, in the order routes were first used.
+    pub routes: Mutex<Vec<Arc<RouteMetrics>>>,
     /// The storage layer's chunk counts, served with `storage.metrics On`.
     pub storage: Option<Arc<crate::storage::StorageGauges>>,
 }
@@ -112,5 +210,28 @@ impl Metrics {
     /// A snapshot of the list of one kind.
     pub fn list(list: &Mutex<Vec<Arc<PluginMetrics>>>) -> Vec<Arc<PluginMetrics>> {
         list.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The counters of the route from `input` to `output`, made on first use.
+    pub fn route(&self, input: &Arc<str>, output: &str) -> Arc<RouteMetrics> {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = routes
+            .iter()
+            .find(|r| *r.input == **input && r.output == output)
+        {
+            return Arc::clone(r);
+        }
+        let r = Arc::new(RouteMetrics {
+            input: Arc::clone(input),
+            output: output.to_string(),
+            ..Default::default()
+        });
+        routes.push(Arc::clone(&r));
+        r
+    }
+
+    /// A snapshot of the routes.
+    pub fn routes(&self) -> Vec<Arc<RouteMetrics>> {
+        self.routes.lock().map(|l| l.clone()).unwrap_or_default()
     }
 }

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use logferry_core::msgpack::MapHeaders;
 use logferry_core::{Chunk, DeliveryStatus, Tag};
 use rand::Rng;
 use tokio::sync::{mpsc, Semaphore};
@@ -252,6 +253,8 @@ pub(crate) struct Shared {
     pub storage_gauges: Option<Arc<StorageGauges>>,
     pub max_chunks_up: u64,
     pub flush_on_shutdown: bool,
+    /// The pipeline's metrics, for the per-route counters.
+    pub pipeline: Arc<crate::metrics::Metrics>,
 }
 
 /// The chunks of one tag waiting for a batch.
@@ -411,8 +414,9 @@ pub(crate) async fn output_task(
                         let pause = item.pause.clone();
                         let tag_bytes = queue.push(item);
                         if let Some(limit) = out.total_limit_size {
-                            enforce_limit(&mut queue, limit as usize, pause, id, &out);
+                            enforce_limit(&mut queue, limit as usize, pause, id, &out, &shared.pipeline);
                         }
+                        report_capacity(&queue, &out);
                         let room = !recovery.is_failing() || flights.len() < cap;
                         if (tag_bytes >= FLUSH_AT_BYTES || draining_now) && room {
                             if let Some((tag, items)) = queue.pop_tag(&tag) {
@@ -439,6 +443,7 @@ pub(crate) async fn output_task(
                 Some(done) = flights.join_next(), if !flights.is_empty() => {
                     queue.held = queue.held.saturating_sub(done.unwrap_or(0));
                     unpause_under_limit(&mut queue, out.total_limit_size, id);
+                    report_capacity(&queue, &out);
                 }
             }
         }
@@ -449,6 +454,7 @@ pub(crate) async fn output_task(
                 Some(done) => {
                     queue.held = queue.held.saturating_sub(done.unwrap_or(0));
                     unpause_under_limit(&mut queue, out.total_limit_size, id);
+                    report_capacity(&queue, &out);
                 }
                 None if queue.is_empty() || !can_flush_any(&queue, &shared) => break,
                 None => {}
@@ -503,6 +509,7 @@ fn enforce_limit(
     pause: Option<Arc<MemBudget>>,
     id: usize,
     out: &OutputInstance,
+    pipeline: &crate::metrics::Metrics,
 ) {
     if queue.held <= limit {
         return;
@@ -522,6 +529,10 @@ fn enforce_limit(
         };
         let n = item.records();
         out.metrics.dropped(n);
+        if let Some(c) = &item.chunk {
+            let batch = Batch::new(Arc::clone(&item.tag), vec![Arc::clone(c)]);
+            count_routes(pipeline, &out.name, &batch, false);
+        }
         tracing::warn!(output = %out.name, tag = %item.tag, records = n, bytes = item.bytes, limit,
             "storage.total_limit_size reached: the oldest chunk is dropped");
         item.settle(DeliveryStatus::Rejected);
@@ -622,10 +633,22 @@ async fn load(f: &Flusher, tag: &Tag, items: Vec<Routed>) -> (Vec<Arc<Chunk>>, u
                             Arc::new(UpGuard::new(Arc::clone(g), stored.gauges().cloned()))
                                 as Arc<dyn logferry_core::MemCharge>
                         });
+                        let wire_size =
+                            logferry_core::chunk::wire_size(&records, MapHeaders::Compact);
                         chunks.push(Arc::new(Chunk {
                             tag: Arc::clone(tag),
                             records,
                             size: item.bytes,
+                            wire_size,
+                            headers: MapHeaders::Compact,
+                            // Chunk files live in `storage.path/<input instance>/`.
+                            source: stored
+                                .path
+                                .parent()
+                                .and_then(|d| d.file_name())
+                                .and_then(|n| n.to_str())
+                                .map(Arc::from),
+                            born: std::time::Instant::now(),
                             delivery: Some(Arc::clone(&stored.delivery)),
                             charge: up,
                         }));
@@ -732,8 +755,16 @@ async fn retry_until_settled(
         let rest = n.saturating_sub(out_dropped + out_delivered);
         match result {
             FlushResult::Ok => {
+                if retries > 0 {
+                    tracing::info!(
+                        "flush chunk '{}' succeeded at retry {retries}: input={} > output={name}",
+                        batch.tag,
+                        inputs_of(&batch)
+                    );
+                }
                 PluginMetrics::add(&metrics.records, n.saturating_sub(out_dropped));
-                PluginMetrics::add(&metrics.bytes, batch.size() as u64);
+                PluginMetrics::add(&metrics.bytes, batch.wire_size() as u64);
+                count_routes(&shared.pipeline, name, &batch, true);
                 settle(&batch, DeliveryStatus::Delivered);
                 return;
             }
@@ -742,16 +773,19 @@ async fn retry_until_settled(
                 PluginMetrics::add(&metrics.errors, 1);
                 PluginMetrics::add(&metrics.records, out_delivered);
                 metrics.dropped(rest);
+                count_routes(&shared.pipeline, name, &batch, false);
                 give_up(f, &batch, &reason).await;
                 return;
             }
             FlushResult::Retry(reason) => {
                 if !limit.allows(retries) {
-                    tracing::error!(output = %name, tag = %batch.tag, records = rest, retries, %reason,
-                        "flush failed and Retry_Limit is reached; records dropped");
+                    // Fluent Bit's words, which alerts grep for.
+                    tracing::error!(records = rest, retries, %reason,
+                        "chunk '{}' cannot be retried: input={} > output={name}", batch.tag, inputs_of(&batch));
                     PluginMetrics::add(&metrics.retries_failed, 1);
                     PluginMetrics::add(&metrics.records, out_delivered);
                     metrics.dropped(rest);
+                    count_routes(&shared.pipeline, name, &batch, false);
                     give_up(f, &batch, &reason).await;
                     return;
                 }
@@ -759,8 +793,9 @@ async fn retry_until_settled(
                 PluginMetrics::add(&metrics.retries, 1);
                 PluginMetrics::add(&metrics.retried_records, n);
                 let wait = shared.backoff.wait(retries - 1);
-                tracing::warn!(output = %name, tag = %batch.tag, records = n, retry = retries,
-                    wait_secs = wait.as_secs_f64(), %reason, "flush failed; will retry");
+                tracing::warn!(records = n, retry = retries, %reason,
+                    "failed to flush chunk '{}', retry in {} seconds: input={} > output={name}",
+                    batch.tag, wait.as_secs_f64().ceil(), inputs_of(&batch));
                 if shared.draining.is_cancelled() {
                     tokio::time::sleep(wait.min(Duration::from_millis(200))).await;
                 } else {
@@ -798,6 +833,54 @@ async fn keep_dead_letters(
     let name = f.name.clone();
     let reason = reason.to_string();
     let _ = tokio::task::spawn_blocking(move || dl.keep(&tag, &name, &records, &reason)).await;
+}
+
+/// The inputs a batch's records came from, for the log (`tail.0`, or `tail.0,dummy.1`).
+fn inputs_of(batch: &Batch) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for c in &batch.chunks {
+        if let Some(s) = c.source.as_deref() {
+            if !names.contains(&s) {
+                names.push(s);
+            }
+        }
+    }
+    if names.is_empty() {
+        "?".to_string()
+    } else {
+        names.join(",")
+    }
+}
+
+/// Counts a batch on the routes its chunks came by, as Fluent Bit counts a task when its flush
+/// ends: delivered (records, bytes and the latency since the chunk was made) or dropped.
+fn count_routes(pipeline: &crate::metrics::Metrics, output: &str, batch: &Batch, delivered: bool) {
+    let now = std::time::Instant::now();
+    for c in &batch.chunks {
+        let Some(source) = &c.source else {
+            continue;
+        };
+        let r = pipeline.route(source, output);
+        let (records, bytes) = (c.records.len() as u64, c.wire_size as u64);
+        if delivered {
+            PluginMetrics::add(&r.records, records);
+            PluginMetrics::add(&r.bytes, bytes);
+            r.latency.observe(now.saturating_duration_since(c.born));
+        } else {
+            PluginMetrics::add(&r.drop_records, records);
+            PluginMetrics::add(&r.drop_bytes, bytes);
+        }
+    }
+}
+
+/// `fluentbit_output_chunk_available_capacity_percent`: what is left of
+/// `storage.total_limit_size` (100 without a limit).
+fn report_capacity(queue: &Queue, out: &OutputInstance) {
+    if let Some(limit) = out.total_limit_size.filter(|l| *l > 0) {
+        let free = limit.saturating_sub(queue.held as u64);
+        let pct = free.saturating_mul(100) / limit;
+        out.metrics.capacity_percent.store(pct, Ordering::Relaxed);
+    }
 }
 
 fn settle(batch: &Batch, status: DeliveryStatus) {

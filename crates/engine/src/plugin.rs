@@ -281,6 +281,12 @@ impl Batch {
     pub fn size(&self) -> usize {
         self.chunks.iter().map(|c| c.size).sum()
     }
+
+    /// Bytes in Fluent Bit's event encoding ([`Chunk::wire_size`]): what
+    /// `fluentbit_output_proc_bytes_total` counts.
+    pub fn wire_size(&self) -> usize {
+        self.chunks.iter().map(|c| c.wire_size).sum()
+    }
 }
 
 /// The outcome of one flush, as Fluent Bit's `FLB_OK` / `FLB_RETRY` / `FLB_ERROR`.

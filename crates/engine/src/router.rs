@@ -16,10 +16,12 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use logferry_core::chunk::wire_size;
 use logferry_core::{Chunk, DeliveryStatus, Held, MemCharge, Record, Tag};
 use tokio::sync::mpsc;
 
 use crate::budget::MemBudget;
+use crate::metrics::PluginMetrics;
 use crate::output::Routed;
 use crate::pipeline::FilterInstance;
 use crate::plugin::Carrier;
@@ -88,6 +90,10 @@ struct Gathered {
     held: Vec<Held>,
     /// The outputs it goes to.
     targets: Vec<usize>,
+    /// What the chunks gathered count for the byte and route metrics.
+    wire_size: usize,
+    source: Option<Arc<str>>,
+    born: Option<std::time::Instant>,
 }
 
 pub(crate) async fn router_task(
@@ -146,13 +152,28 @@ async fn run_unit(
     seq: u64,
 ) {
     let before = chunk.records.len() as u64;
+    let before_bytes = chunk.wire_size;
     let carried = {
         let mut carrier = Carrier::new(chunk.delivery.as_ref(), seq).with_store(store);
         crate::processors::apply(f, &chunk.tag, &mut chunk.records, &mut carrier).await;
         carrier.into_carried()
     };
     chunk.carry(carried.into_iter().map(|h| h.held).collect());
-    crate::processors::count(&f.metrics, before, chunk.records.len() as u64);
+    let after = chunk.records.len() as u64;
+    let after_bytes = wire_size(&chunk.records, chunk.headers);
+    chunk.wire_size = after_bytes;
+    // As Fluent Bit counts: a filter that changed nothing (FLB_FILTER_NOTOUCH) adds no bytes;
+    // one that did adds the size of what it put out, and what it dropped.
+    if after != before || after_bytes != before_bytes {
+        PluginMetrics::add(&f.metrics.bytes, after_bytes as u64);
+        if after != before {
+            PluginMetrics::add(
+                &f.metrics.dropped_bytes,
+                before_bytes.saturating_sub(after_bytes) as u64,
+            );
+        }
+    }
+    crate::processors::count(&f.metrics, before, after);
 }
 
 impl Router<'_> {
@@ -339,6 +360,9 @@ impl Router<'_> {
                         size: 0,
                         held: Vec::new(),
                         targets,
+                        wire_size: 0,
+                        source: chunk.source.clone(),
+                        born: None,
                     },
                 ));
                 self.gathered.len() - 1
@@ -351,6 +375,8 @@ impl Router<'_> {
             g.records.extend(records);
         }
         g.size += chunk.size;
+        g.wire_size += chunk.wire_size;
+        g.born.get_or_insert(chunk.born);
         g.held.extend(held);
         if pressing || g.size >= STORE_AT_BYTES {
             let (tag, g) = self.gathered.remove(i);
@@ -369,18 +395,24 @@ impl Router<'_> {
     /// chunks are then delivered (stored). If it cannot be written, the records go on in
     /// memory and their inputs wait for the outputs.
     async fn store(&mut self, tag: Tag, g: Gathered) {
+        let meta = Meta {
+            wire_size: g.wire_size,
+            source: g.source.clone(),
+            born: g.born.unwrap_or_else(std::time::Instant::now),
+        };
         let Gathered {
             store,
             records,
             size,
             held,
             targets,
+            ..
         } = g;
         let targets: Vec<&mpsc::UnboundedSender<Routed>> = targets
             .iter()
             .filter_map(|i| self.routes.get(*i).map(|(_, tx)| tx))
             .collect();
-        match persist(&tag, records, size, &store).await {
+        match persist(&tag, records, size, meta, &store).await {
             Ok(stored) => {
                 stored.expect(targets.len());
                 for tx in &targets {
@@ -421,12 +453,20 @@ fn send(chunk: Chunk, targets: &[&mpsc::UnboundedSender<Routed>]) {
     }
 }
 
+/// What a gathered chunk counts for the metrics.
+struct Meta {
+    wire_size: usize,
+    source: Option<Arc<str>>,
+    born: std::time::Instant,
+}
+
 /// Writes records as a chunk file of their input's stream; the chunk the outputs get holds
 /// them, with the file's delivery. On failure the records come back.
 async fn persist(
     tag: &Tag,
     records: Vec<Record>,
     size: usize,
+    meta: Meta,
     store: &Arc<InputStore>,
 ) -> Result<Routed, (std::io::Error, Vec<Record>)> {
     let stream = Arc::clone(&store.stream);
@@ -446,6 +486,10 @@ async fn persist(
         tag: Arc::clone(tag),
         records,
         size,
+        wire_size: meta.wire_size,
+        headers: logferry_core::msgpack::MapHeaders::Compact,
+        source: meta.source,
+        born: meta.born,
         delivery: Some(Arc::clone(&written.delivery)),
         charge: Some(Arc::new(up)),
     };

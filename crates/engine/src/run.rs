@@ -46,6 +46,17 @@ pub enum StopReason {
     InputsDone,
 }
 
+impl std::fmt::Display for StopReason {
+    /// Words for the log (never Rust's `Debug` form).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopReason::Stopped => "stop signal",
+            StopReason::InputExit => "an input asked to exit",
+            StopReason::InputsDone => "every input finished",
+        })
+    }
+}
+
 impl Pipeline {
     /// Runs until `stop` fires, an input asks to exit, or every input is done; then drains as
     /// described in the module docs.
@@ -77,6 +88,7 @@ impl Pipeline {
             storage_gauges: storage.as_ref().map(|s| Arc::clone(&s.gauges)),
             max_chunks_up: service.storage_max_chunks_up,
             flush_on_shutdown: service.storage_backlog_flush_on_shutdown,
+            pipeline: Arc::clone(&metrics),
         };
 
         // Outputs.
@@ -135,17 +147,24 @@ impl Pipeline {
                 None => gauges.clone(),
                 Some(_) => None,
             };
+            // A memory input's chunks are served too, as Fluent Bit serves them.
+            let mem_gauges = (store.is_none() && service.storage_metrics)
+                .then(|| InputGauges::register(&inp.metrics));
+            let mut emitter = Emitter::new(
+                router_tx.clone(),
+                budget,
+                inp.metrics,
+                store,
+                mem_chunks,
+                index,
+            );
+            if let Some(g) = mem_gauges {
+                emitter = emitter.with_mem_gauges(g);
+            }
             let ctx = InputContext {
                 name: inp.name.clone(),
                 tag: inp.tag,
-                emitter: Emitter::new(
-                    router_tx.clone(),
-                    budget,
-                    inp.metrics,
-                    store,
-                    mem_chunks,
-                    index,
-                ),
+                emitter,
                 shutdown: input_stop.clone(),
             };
             let name = inp.name;
@@ -180,7 +199,7 @@ impl Pipeline {
             }
         };
         tracing::info!(
-            ?reason,
+            %reason,
             grace_secs = grace.as_secs(),
             "shutting down: draining inputs and outputs"
         );

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use logferry_core::config::{ConfigError, Entry, Section, SectionKind};
+use logferry_core::msgpack::{event_size, MapHeaders};
 use logferry_core::{DeliveryStatus, Record, Value};
-use logferry_engine::metrics::PluginMetrics;
+use logferry_engine::metrics::{Metrics, PluginMetrics};
 use logferry_engine::testing::{config, entry_value, gate, section, sink, COLLECT, SEQ};
 use logferry_engine::{
     Batch, BuildContext, CancellationToken, Filter, FilterPlugin, FlushResult, Output,
@@ -163,7 +164,46 @@ async fn routes_by_match_and_regex_and_applies_filters_in_order() {
         ),
     ]);
     let p = Pipeline::build(c, &registry()).unwrap();
+    let metrics = Arc::clone(&p.metrics);
     assert_eq!(run_until_done(p).await, StopReason::InputsDone);
+
+    // Bytes are the records' size in Fluent Bit's event encoding, as they left the filters;
+    // each route counts what it delivered (Fluent Bit's routing_logs_* and latency).
+    let size = |name: &str| -> u64 {
+        sink(name)
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, r)| event_size(r, MapHeaders::Compact) as u64)
+            .sum()
+    };
+    let outs = Metrics::list(&metrics.outputs);
+    assert_eq!(PluginMetrics::get(&outs[0].bytes), size("r_app"));
+    assert_eq!(PluginMetrics::get(&outs[2].bytes), size("r_all"));
+    let filters = Metrics::list(&metrics.filters);
+    // The last filter changed every record: it counts what it put out, and dropped nothing.
+    assert_eq!(PluginMetrics::get(&filters[1].bytes), size("r_all"));
+    assert_eq!(PluginMetrics::get(&filters[1].dropped_bytes), 0);
+    let route = |i: &str, o: &str| {
+        metrics
+            .routes()
+            .into_iter()
+            .find(|r| &*r.input == i && r.output == o)
+    };
+    let app = route("seq.0", "collect.0").expect("seq.0 -> collect.0");
+    assert_eq!(PluginMetrics::get(&app.records), 3);
+    assert_eq!(PluginMetrics::get(&app.bytes), size("r_app"));
+    assert!(app.latency.snapshot().2 >= 1, "latency observed per chunk");
+    let sys = route("seq.1", "collect.1").expect("seq.1 -> collect.1");
+    assert_eq!(PluginMetrics::get(&sys.records), 2);
+    assert!(route("seq.1", "collect.0").is_none(), "never used");
+    assert_eq!(metrics.routes().len(), 4);
+    let inputs = Metrics::list(&metrics.inputs);
+    assert!(PluginMetrics::get(&inputs[0].bytes) > 0);
+    assert!(
+        PluginMetrics::get(&inputs[0].bytes) < PluginMetrics::get(&app.bytes),
+        "the filters made the records larger"
+    );
 
     let app = sink("r_app").lock().unwrap().clone();
     assert_eq!(app.len(), 3);
@@ -410,6 +450,19 @@ async fn retry_then_deliver_and_retry_limit_rejects() {
     assert_eq!(PluginMetrics::get(&outs[1].dropped_records), 1);
     assert_eq!(PluginMetrics::get(&outs[2].errors), 1);
     assert_eq!(PluginMetrics::get(&outs[2].retries), 0);
+    // Given up (Retry_Limit or an error): counted on the route as dropped, as Fluent Bit's
+    // routing_logs_drop_*; delivered after retries: counted as delivered.
+    let routes = metrics.routes();
+    let route = |i: &str| routes.iter().find(|r| &*r.input == i).expect("route");
+    assert_eq!(PluginMetrics::get(&route("seq.0").records), 1);
+    assert_eq!(PluginMetrics::get(&route("seq.0").drop_records), 0);
+    for given_up in ["seq.1", "seq.2"] {
+        let r = route(given_up);
+        assert_eq!(PluginMetrics::get(&r.drop_records), 1, "{given_up}");
+        assert!(PluginMetrics::get(&r.drop_bytes) > 0, "{given_up}");
+        assert_eq!(PluginMetrics::get(&r.records), 0, "{given_up}");
+        assert_eq!(r.latency.snapshot().2, 0, "{given_up}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

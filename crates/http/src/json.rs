@@ -57,14 +57,28 @@ pub(crate) fn metrics(m: &Metrics) -> Value {
         Value::Object(map)
     };
     json!({
-        "input": section(&Metrics::list(&m.inputs), &|p| json!({
-            "records": get(&p.records),
-            "bytes": get(&p.bytes),
-        })),
+        "input": section(&Metrics::list(&m.inputs), &|p| {
+            let mut o = Map::new();
+            o.insert("records".into(), get(&p.records).into());
+            o.insert("bytes".into(), get(&p.bytes).into());
+            // Plugin counters Fluent Bit also has (tail's files_opened, ...), under its field
+            // names.
+            for e in p.extras() {
+                if let (Some(field), false) = (e.name.strip_prefix("fluentbit_input_"), e.gauge) {
+                    o.insert(
+                        field.to_string(),
+                        e.value.load(std::sync::atomic::Ordering::Relaxed).into(),
+                    );
+                }
+            }
+            Value::Object(o)
+        }),
         "filter": section(&Metrics::list(&m.filters), &|p| json!({
             "drop_records": get(&p.dropped_records),
             "add_records": get(&p.retried_records),
             "records": get(&p.records),
+            "bytes": get(&p.bytes),
+            "drop_bytes": get(&p.dropped_bytes),
         })),
         "output": section(&Metrics::list(&m.outputs), &|p| json!({
             "proc_records": get(&p.records),

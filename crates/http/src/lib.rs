@@ -6,8 +6,12 @@
 //! | `/` | build information (JSON) |
 //! | `/api/v1/uptime` | `{"uptime_sec":N,"uptime_hr":"…"}` |
 //! | `/api/v1/metrics` | per-instance counters (JSON) with Fluent Bit's field names |
-//! | `/api/v1/metrics/prometheus`, `/api/v2/metrics/prometheus` | Prometheus text exposition |
+//! | `/api/v1/metrics/prometheus` | the v1 counters as Prometheus text (Fluent Bit's v1 shape) |
+//! | `/api/v2/metrics/prometheus` | Fluent Bit's v2 metrics as Prometheus text 0.0.4 (or OpenMetrics) |
+//! | `/api/v2/metrics` | the same in cmetrics' text format (Fluent Bit 5.1 serves text here, not JSON) |
 //! | `/api/v1/health` | `ok` / `error` (only with `Health_Check On`) |
+//! | `/api/v2/health` | `{"status":"ok","errors":0,"retries_failed":0,"error_limit":5,...}`, 200 or 500 |
+//! | `/api/v1/plugins` | `{"plugins":{"inputs":[...],"filters":[...],"outputs":[...]}}` |
 //! | `/api/v1/storage` | buffer information (only with `storage.metrics On`) |
 //! | `/api/v2/reload` | `POST`/`PUT` ask for a hot reload, `GET` counts them |
 //!
@@ -15,6 +19,7 @@
 //! ([`logferry_engine::metrics::Metrics`]) when it is asked. A hot reload builds a new pipeline with
 //! new counters; [`HttpServer::reloaded`] points the server at them.
 
+mod families;
 mod health;
 mod json;
 mod options;
@@ -22,6 +27,6 @@ mod prom;
 mod server;
 
 pub use health::HealthReport;
-pub use options::HttpOptions;
+pub use options::{HttpOptions, PluginNames};
 pub use prometheus_client::collector::Collector;
 pub use server::{HttpServer, ReloadRequest};

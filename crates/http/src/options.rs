@@ -43,6 +43,35 @@ pub struct HttpOptions {
     pub started_at: SystemTime,
     /// How long in-flight requests may take to finish once the stop token is cancelled.
     pub shutdown_timeout: Duration,
+    /// What `/api/v1/plugins` lists.
+    pub plugins: PluginNames,
+}
+
+/// The plugins of this binary, by kind, for `/api/v1/plugins`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PluginNames {
+    pub inputs: Vec<String>,
+    pub filters: Vec<String>,
+    pub outputs: Vec<String>,
+}
+
+impl PluginNames {
+    /// The names in `registry`.
+    pub fn of(registry: &logferry_engine::Registry) -> Self {
+        PluginNames {
+            inputs: registry.inputs.iter().map(|p| p.name.to_string()).collect(),
+            filters: registry
+                .filters
+                .iter()
+                .map(|p| p.name.to_string())
+                .collect(),
+            outputs: registry
+                .outputs
+                .iter()
+                .map(|p| p.name.to_string())
+                .collect(),
+        }
+    }
 }
 
 impl Default for HttpOptions {
@@ -63,6 +92,7 @@ impl Default for HttpOptions {
             hostname: hostname(),
             started_at: SystemTime::now(),
             shutdown_timeout: Duration::from_secs(1),
+            plugins: PluginNames::default(),
         }
     }
 }

@@ -20,10 +20,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::families;
 use crate::health::{Health, HealthReport, Totals};
 use crate::json;
 use crate::options::HttpOptions;
-use crate::prom::{self, PipelineCollector, Shared, Source};
+use crate::prom::{self, Shared, Source};
 
 /// A hot reload asked for through `POST`/`PUT /api/v2/reload`. The binary reloads, then calls
 /// [`HttpServer::reloaded`] (or [`HttpServer::reload_failed`]).
@@ -39,8 +40,8 @@ struct AppState {
     health: Mutex<Health>,
     reloading: AtomicBool,
     reload_tx: mpsc::Sender<ReloadRequest>,
-    registry_v1: RwLock<Registry>,
-    registry_v2: RwLock<Registry>,
+    /// Metrics other parts of logferry add ([`HttpServer::register_collector`]).
+    extra: RwLock<Registry>,
 }
 
 impl AppState {
@@ -123,18 +124,9 @@ impl HttpServer {
             options.started_at,
             options.hostname.clone(),
         ));
-        let registry = |v1| {
-            let mut r = Registry::default();
-            r.register_collector(Box::new(PipelineCollector {
-                source: Arc::clone(&source),
-                v1,
-            }));
-            RwLock::new(r)
-        };
         let state = Arc::new(AppState {
             health: Mutex::new(Health::new(Instant::now(), Totals::of(&metrics))),
-            registry_v1: registry(true),
-            registry_v2: registry(false),
+            extra: RwLock::new(Registry::default()),
             source,
             reloading: AtomicBool::new(false),
             reload_tx,
@@ -240,11 +232,11 @@ impl HttpServer {
     /// Adds metrics of another part of logferry to both Prometheus endpoints; they are encoded
     /// on each scrape, after the pipeline's.
     pub fn register_collector(&self, collector: Arc<dyn Collector>) {
-        for reg in [&self.state.registry_v1, &self.state.registry_v2] {
-            reg.write()
-                .unwrap_or_else(|e| e.into_inner())
-                .register_collector(Box::new(Shared(Arc::clone(&collector))));
-        }
+        self.state
+            .extra
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .register_collector(Box::new(Shared(collector)));
     }
 
     /// Waits until the server has stopped (after the stop token was cancelled).
@@ -261,8 +253,11 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/uptime", get(uptime))
         .route("/api/v1/metrics", get(metrics_json))
         .route("/api/v1/metrics/prometheus", get(prometheus_v1))
+        .route("/api/v2/metrics", get(metrics_v2))
         .route("/api/v2/metrics/prometheus", get(prometheus_v2))
         .route("/api/v1/health", get(health))
+        .route("/api/v2/health", get(health_v2))
+        .route("/api/v1/plugins", get(plugins))
         .route("/api/v1/storage", get(storage))
         .route("/api/v2/reload", any(reload))
         .with_state(state)
@@ -282,39 +277,100 @@ async fn metrics_json(State(st): St) -> Json<Value> {
     Json(json::metrics(&st.source.metrics()))
 }
 
-async fn prometheus_v1(State(st): St, headers: HeaderMap) -> Response {
-    prometheus(&st.registry_v1, &headers)
-}
-
-async fn prometheus_v2(State(st): St, headers: HeaderMap) -> Response {
-    prometheus(&st.registry_v2, &headers)
-}
-
-/// Prometheus text 0.0.4 as Fluent Bit serves it, or OpenMetrics when the scraper asks for it.
-fn prometheus(registry: &RwLock<Registry>, headers: &HeaderMap) -> Response {
-    let mut text = String::new();
-    let encoded = prometheus_client::encoding::text::encode(
-        &mut text,
-        &registry.read().unwrap_or_else(|e| e.into_inner()),
-    );
-    if let Err(e) = encoded {
-        tracing::error!(error = %e, "cannot encode metrics");
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+/// Fluent Bit's v1 Prometheus text (derived from the v1 JSON), then other collectors'.
+async fn prometheus_v1(State(st): St) -> Response {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    let mut text = families::v1_prometheus(&st.source, now_ms);
+    match extra_text(&st) {
+        Ok(extra) => text.push_str(&prom::to_text_004(&extra)),
+        Err(code) => return code.into_response(),
     }
+    ([(header::CONTENT_TYPE, PROMETHEUS_004)], text).into_response()
+}
+
+/// Fluent Bit's v2 metrics as Prometheus text 0.0.4, or OpenMetrics when the scraper asks for
+/// it; other collectors' metrics come after the pipeline's.
+async fn prometheus_v2(State(st): St, headers: HeaderMap) -> Response {
     let openmetrics = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("application/openmetrics-text"));
+    let mut text = families::prometheus(&families::v2(&st.source), openmetrics);
+    let extra = match extra_text(&st) {
+        Ok(extra) => extra,
+        Err(code) => return code.into_response(),
+    };
     if openmetrics {
+        text.push_str(&extra);
+        if !text.ends_with("# EOF\n") {
+            text.push_str("# EOF\n");
+        }
         ([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response()
     } else {
-        (
-            [(header::CONTENT_TYPE, PROMETHEUS_004)],
-            prom::to_text_004(&text),
-        )
-            .into_response()
+        text.push_str(&prom::to_text_004(&extra));
+        ([(header::CONTENT_TYPE, PROMETHEUS_004)], text).into_response()
     }
+}
+
+/// What the registered collectors write (OpenMetrics text, `# EOF` included when any); an
+/// error is a 500.
+fn extra_text(st: &AppState) -> Result<String, StatusCode> {
+    let reg = st.extra.read().unwrap_or_else(|e| e.into_inner());
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &reg) {
+        tracing::error!(error = %e, "cannot encode metrics");
+        return Err(StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    if text == "# EOF\n" {
+        text.clear();
+    }
+    Ok(text)
+}
+
+/// `/api/v2/metrics`: cmetrics' text format, as Fluent Bit 5.1 serves it (not JSON).
+async fn metrics_v2(State(st): St) -> Response {
+    let now = chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.9fZ")
+        .to_string();
+    let text = families::cmetrics_text(&families::v2(&st.source), &now);
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+}
+
+/// `/api/v2/health`: the health verdict as JSON, 200 or 500, whether or not `Health_Check` is
+/// on (Fluent Bit 5.1 serves it either way).
+async fn health_v2(State(st): St) -> Response {
+    let opts = st.options();
+    let report = st.health_report();
+    let body = Json(json!({
+        "status": if report.healthy { "ok" } else { "error" },
+        "errors": report.period_errors,
+        "retries_failed": report.period_retry_failures,
+        "error_limit": opts.hc_errors_count,
+        "retry_failure_limit": opts.hc_retry_failure_count,
+        "period_limit": opts.hc_period.as_secs(),
+    }));
+    let status = if report.healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    (status, body).into_response()
+}
+
+/// `/api/v1/plugins`: the plugins this binary has, as Fluent Bit lists its own.
+async fn plugins(State(st): St) -> Json<Value> {
+    let p = st.options().plugins;
+    Json(json!({
+        "plugins": {
+            "inputs": p.inputs,
+            "filters": p.filters,
+            "outputs": p.outputs,
+        }
+    }))
 }
 
 async fn health(State(st): St) -> Response {

@@ -125,7 +125,6 @@ async fn prometheus_counters_follow_the_atomics() {
         assert_eq!(s.counter("fluentbit_input_records_total", "dummy.0"), 10.0);
         assert_eq!(s.counter("fluentbit_input_bytes_total", "dummy.0"), 1000.0);
         assert_eq!(s.counter("fluentbit_input_records_total", "tail.1"), 7.0);
-        assert_eq!(s.counter("logferry_input_paused_total", "dummy.0"), 2.0);
         assert_eq!(s.counter("fluentbit_filter_records_total", "grep.0"), 17.0);
         assert_eq!(
             s.counter("fluentbit_filter_drop_records_total", "grep.0"),
@@ -159,6 +158,20 @@ async fn prometheus_counters_follow_the_atomics() {
         );
         assert_eq!(s.counter("fluentbit_output_errors_total", "stdout.0"), 0.0);
 
+        let (up, _) = s.plain_counter("fluentbit_uptime");
+        assert!(up < 60.0);
+        if path.contains("/v1/") {
+            // Fluent Bit's v1 shape: no hostname, build info {version, edition} = 1, and the
+            // unprefixed start time.
+            let (one, labels) = s.gauge("fluentbit_build_info");
+            assert_eq!(one, 1.0);
+            assert_eq!(labels.get("version"), Some(env!("CARGO_PKG_VERSION")));
+            assert_eq!(labels.get("edition"), Some("logferry"));
+            assert!(s.gauge("process_start_time_seconds").0 > 1.6e9);
+            assert!(!s.has("logferry_input_paused_total"));
+            continue;
+        }
+        assert_eq!(s.counter("logferry_input_paused_total", "dummy.0"), 2.0);
         let (start, labels) = s.gauge("fluentbit_build_info");
         assert!(start > 1.6e9, "start time as value: {start}");
         assert_eq!(labels.get("hostname"), Some("test-host"));
@@ -166,16 +179,11 @@ async fn prometheus_counters_follow_the_atomics() {
         assert_eq!(labels.get("os"), Some("linux"));
         let (started, _) = s.gauge("fluentbit_process_start_time_seconds");
         assert_eq!(started, start);
-        let (up, labels) = s.gauge("fluentbit_uptime");
-        assert!(up < 60.0);
+        // Counters in Fluent Bit's v2, with the hostname label.
+        let (_, labels) = s.plain_counter("fluentbit_uptime");
         assert_eq!(labels.get("hostname"), Some("test-host"));
-        assert_eq!(s.gauge("fluentbit_hot_reloaded_times").0, 0.0);
-        // Fluent Bit's v1 endpoint also has the unprefixed start time.
-        assert_eq!(
-            s.has("process_start_time_seconds"),
-            path.contains("/v1/"),
-            "{path}"
-        );
+        assert_eq!(s.plain_counter("fluentbit_hot_reloaded_times").0, 0.0);
+        assert!(!s.has("process_start_time_seconds"));
     }
 
     // Counters are read at scrape time.
@@ -240,7 +248,7 @@ async fn json_endpoints_have_fluent_bits_shapes() {
     assert_eq!(v["input"]["tail.1"], json!({"records": 0, "bytes": 0}));
     assert_eq!(
         v["filter"]["grep.0"],
-        json!({"drop_records": 1, "add_records": 0, "records": 0})
+        json!({"drop_records": 1, "add_records": 0, "records": 0, "bytes": 0, "drop_bytes": 0})
     );
     assert_eq!(
         v["output"]["es.1"],
@@ -256,6 +264,14 @@ async fn json_endpoints_have_fluent_bits_shapes() {
     assert_eq!(get(r.addr, "/api/v1/health").await.status, 404);
     assert_eq!(get(r.addr, "/api/v1/storage").await.status, 404);
     assert_eq!(get(r.addr, "/api/v1/nothing").await.status, 404);
+    // Fluent Bit 5.1 serves /api/v2/health whatever Health_Check says.
+    let h = get(r.addr, "/api/v2/health").await;
+    assert_eq!(h.status, 200);
+    assert_eq!(
+        h.json(),
+        json!({"status": "ok", "errors": 0, "retries_failed": 0, "error_limit": 5,
+               "retry_failure_limit": 5, "period_limit": 60})
+    );
     assert_eq!(get(r.addr, "/metrics").await.status, 404);
 
     r.server.set_options(HttpOptions {
@@ -312,6 +328,13 @@ async fn health_fails_on_errors_within_the_period_and_recovers() {
     let report = r.server.health();
     assert!(!report.healthy);
     assert_eq!(report.period_errors, 3);
+    let v2 = get(r.addr, "/api/v2/health").await;
+    assert_eq!(v2.status, 500);
+    assert_eq!(
+        v2.json(),
+        json!({"status": "error", "errors": 3, "retries_failed": 0, "error_limit": 2,
+               "retry_failure_limit": 1, "period_limit": 1})
+    );
     // Once the errors are older than HC_Period, healthy again.
     let waited = health_becomes(r.addr, 200).await;
     assert!(waited >= Duration::from_millis(600), "{waited:?}");
@@ -398,7 +421,7 @@ async fn reload_endpoint_hands_requests_to_the_binary() {
     let s = scrape(r.addr, "/api/v2/metrics/prometheus").await;
     assert_eq!(s.counter("fluentbit_input_records_total", "cpu.0"), 42.0);
     assert!(!s.text.contains("dummy.0"));
-    assert_eq!(s.gauge("fluentbit_hot_reloaded_times").0, 1.0);
+    assert_eq!(s.plain_counter("fluentbit_hot_reloaded_times").0, 1.0);
 
     // PUT works as POST; a failed reload frees the way for the next one.
     let done = request(r.addr, "PUT", "/api/v2/reload", &[]).await;
@@ -564,6 +587,87 @@ async fn storage_metrics_follow_the_engine_gauges() {
         v["input_chunks"]["tail.0"],
         json!({"status": {"overlimit": false, "mem_size": "1.0K", "mem_limit": "4.0K"},
                "chunks": {"total": 5, "up": 2, "down": 3, "busy": 1, "busy_size": "2.0K"}})
+    );
+    r.shutdown().await;
+}
+
+/// Fluent Bit 5.1's v2-only series: routes (appearing once used), the latency histogram,
+/// filter bytes, and the cmetrics text of `/api/v2/metrics`; `/api/v1/plugins` lists what the
+/// options say.
+#[tokio::test]
+async fn v2_series_routes_latency_and_plugins() {
+    let m = pipeline();
+    let opts = HttpOptions {
+        plugins: logferry_http::PluginNames {
+            inputs: vec!["tail".into(), "dummy".into()],
+            filters: vec!["grep".into()],
+            outputs: vec!["null".into()],
+        },
+        ..options()
+    };
+    let r = start(opts, &m).await;
+    set(&filter(&m, 0).bytes, 77);
+    set(&filter(&m, 0).dropped_bytes, 12);
+    let input: Arc<str> = Arc::from("dummy.0");
+    let route = m.route(&input, "stdout.0");
+    set(&route.records, 5);
+    set(&route.bytes, 140);
+    route.latency.observe(Duration::from_millis(700));
+    route.latency.observe(Duration::from_secs(40));
+
+    let s = scrape(r.addr, "/api/v2/metrics/prometheus").await;
+    assert_eq!(s.counter("fluentbit_filter_bytes_total", "grep.0"), 77.0);
+    assert_eq!(
+        s.counter("fluentbit_filter_drop_bytes_total", "grep.0"),
+        12.0
+    );
+    for want in [
+        "fluentbit_routing_logs_records_total{input=\"dummy.0\",output=\"stdout.0\"} 5\n",
+        "fluentbit_routing_logs_bytes_total{input=\"dummy.0\",output=\"stdout.0\"} 140\n",
+        "# TYPE fluentbit_output_latency_seconds histogram\n",
+        "fluentbit_output_latency_seconds_bucket{le=\"0.5\",input=\"dummy.0\",output=\"stdout.0\"} 0\n",
+        "fluentbit_output_latency_seconds_bucket{le=\"1.0\",input=\"dummy.0\",output=\"stdout.0\"} 1\n",
+        "fluentbit_output_latency_seconds_bucket{le=\"30.0\",input=\"dummy.0\",output=\"stdout.0\"} 1\n",
+        "fluentbit_output_latency_seconds_bucket{le=\"+Inf\",input=\"dummy.0\",output=\"stdout.0\"} 2\n",
+        "fluentbit_output_latency_seconds_count{input=\"dummy.0\",output=\"stdout.0\"} 2\n",
+        "fluentbit_output_chunk_available_capacity_percent{name=\"stdout.0\"} 100\n",
+        "fluentbit_input_ring_buffer_writes_total{name=\"dummy.0\"} 0\n",
+    ] {
+        assert!(s.text.contains(want), "{want}in\n{}", s.text);
+    }
+    // No drop happened: no drop series, as in Fluent Bit.
+    assert!(!s
+        .text
+        .contains("fluentbit_routing_logs_drop_records_total{"));
+    // A route never used has no series.
+    assert!(!s.text.contains("input=\"tail.1\""));
+
+    let text = get(r.addr, "/api/v2/metrics").await;
+    assert_eq!(text.status, 200);
+    let line = text
+        .body
+        .lines()
+        .find(|l| l.contains("fluentbit_routing_logs_bytes_total{"))
+        .expect("routing line");
+    assert!(
+        line.ends_with(
+            " fluentbit_routing_logs_bytes_total{input=\"dummy.0\",output=\"stdout.0\"} = 140"
+        ),
+        "{line}"
+    );
+    assert!(
+        line.starts_with("20") && line.as_bytes()[10] == b'T',
+        "{line}"
+    );
+    assert!(text.body.contains(
+        "{input=\"dummy.0\",output=\"stdout.0\"} = { buckets = { 0.5=0, 1=1, 1.5=1, 2.5=1, 5=1, 10=1, 20=1, 30=1, +Inf=2 }, sum=40.7, count=2 }"
+    ), "{}", text.body);
+
+    let p = get(r.addr, "/api/v1/plugins").await;
+    assert_eq!(p.status, 200);
+    assert_eq!(
+        p.json(),
+        json!({"plugins": {"inputs": ["tail", "dummy"], "filters": ["grep"], "outputs": ["null"]}})
     );
     r.shutdown().await;
 }

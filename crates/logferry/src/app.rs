@@ -61,31 +61,32 @@ fn level_filter(service_level: &str, verbosity: i8) -> tracing_subscriber::filte
 }
 
 fn init_logging(service: &ServiceOptions, verbosity: i8) -> Result<(), String> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
     let level = level_filter(&service.log_level, verbosity);
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_target(false);
-    match &service.log_file {
+    let format = crate::logging::LogFormat::parse(&service.log_format)?;
+    let fmt = tracing_subscriber::fmt::layer().event_format(crate::logging::Format(format));
+    let fmt = match &service.log_file {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
                 .map_err(|e| format!("cannot open log file {path}: {e}"))?;
-            builder
-                .with_ansi(false)
+            fmt.with_ansi(false)
                 .with_writer(std::sync::Mutex::new(file))
-                .init();
+                .boxed()
         }
-        None => {
-            use std::io::IsTerminal;
-            builder
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_writer(std::io::stderr)
-                .init()
-        }
-    }
-    Ok(())
+        None => fmt.with_ansi(false).with_writer(std::io::stderr).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(level)
+        .with(fmt)
+        .with(crate::logging::CountLayer)
+        .try_init()
+        .map_err(|e| format!("cannot start logging: {e}"))
 }
 
 fn print_plugin_help(reg: &Registry, kind: SectionKind, name: &str) -> bool {
@@ -182,6 +183,14 @@ pub fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// "logferry stopped" with the reason in words.
+fn log_stopped(reason: Option<logferry_engine::StopReason>) {
+    match reason {
+        Some(r) => tracing::info!(reason = %r, "logferry stopped"),
+        None => tracing::info!(reason = "the pipeline task failed", "logferry stopped"),
+    }
+}
+
 /// Runs pipelines until a stop signal, or until the running pipeline ends by itself. A reload
 /// (SIGHUP or `POST /api/v2/reload`, with `Hot_Reload On`) builds the new pipeline first; only
 /// if it builds is the running one drained (its records delivered within `Grace`) and replaced,
@@ -195,7 +204,10 @@ async fn run(cli: &Cli, registry: &Registry, first: Pipeline) {
     let mut reloads = None;
     if first.service.http_server {
         match logferry_http::HttpServer::start(
-            logferry_http::HttpOptions::from_service(&first.service),
+            logferry_http::HttpOptions {
+                plugins: logferry_http::PluginNames::of(registry),
+                ..logferry_http::HttpOptions::from_service(&first.service)
+            },
             std::sync::Arc::clone(&first.metrics),
             stop.clone(),
         )
@@ -215,7 +227,7 @@ async fn run(cli: &Cli, registry: &Registry, first: Pipeline) {
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             config = %cli.config.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "command line".into()),
-            inputs = ?i, filters = ?f, outputs = ?o,
+            inputs = %i.join(","), filters = %f.join(","), outputs = %o.join(","),
             "logferry started"
         );
         let metrics = std::sync::Arc::clone(&pipeline.metrics);
@@ -226,14 +238,14 @@ async fn run(cli: &Cli, registry: &Registry, first: Pipeline) {
             let asked = tokio::select! {
                 r = &mut handle => {
                     log_totals(&metrics);
-                    tracing::info!(reason = ?r.ok(), "logferry stopped");
+                    log_stopped(r.ok());
                     break 'pipelines;
                 }
                 _ = stop.cancelled() => {
                     run_stop.cancel();
                     let r = handle.await;
                     log_totals(&metrics);
-                    tracing::info!(reason = ?r.ok(), "logferry stopped");
+                    log_stopped(r.ok());
                     break 'pipelines;
                 }
                 Some(()) = hup_rx.recv() => "SIGHUP",

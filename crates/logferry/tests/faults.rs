@@ -190,7 +190,7 @@ async fn outage_case(case: &'static str, output: &str) {
         t.lost.len(),
         &t.lost[..t.lost.len().min(5)],
         log.iter()
-            .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+            .filter(|l| l.contains("[error]") || l.contains("[ warn]"))
             .take(40)
             .cloned()
             .collect::<Vec<_>>()

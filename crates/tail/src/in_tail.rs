@@ -201,13 +201,13 @@ fn build(
     let files = FileCounters {
         opened: ctx
             .metrics
-            .register("fluentbit_input_files_opened", "Number of files opened."),
+            .register("fluentbit_input_files_opened", "Total number of opened files"),
         closed: ctx
             .metrics
-            .register("fluentbit_input_files_closed", "Number of files closed."),
+            .register("fluentbit_input_files_closed", "Total number of closed files"),
         rotated: ctx
             .metrics
-            .register("fluentbit_input_files_rotated", "Number of files rotated."),
+            .register("fluentbit_input_files_rotated", "Total number of rotated files"),
         acks_pending: ctx.metrics.register_gauge(
             "tail_acks_pending",
             "Chunks read by tail whose delivery is not settled yet (their offsets are not committed).",
@@ -220,13 +220,14 @@ fn build(
             "tail_rotated_dropped_bytes",
             "Unread bytes dropped by closing a rotated or deleted file at Rotated_Hold_Limit.",
         ),
-        long_line_skipped: ctx.metrics.register(
-            "fluentbit_input_long_line_skipped",
-            "Total number of skipped occurences for long lines",
-        ),
+        // Registered in Fluent Bit's order (its v1 JSON lists truncated first).
         long_line_truncated: ctx.metrics.register(
             "fluentbit_input_long_line_truncated",
             "Total number of truncated occurences for long lines",
+        ),
+        long_line_skipped: ctx.metrics.register(
+            "fluentbit_input_long_line_skipped",
+            "Total number of skipped occurences for long lines",
         ),
         rotated_dropped_files: ctx.metrics.register(
             "tail_rotated_dropped_files",
@@ -586,7 +587,11 @@ struct Held {
 
 #[async_trait]
 impl Input for Tail {
-    async fn run(self: Box<Self>, ctx: InputContext) -> Result<InputExit, PluginError> {
+    async fn run(self: Box<Self>, mut ctx: InputContext) -> Result<InputExit, PluginError> {
+        // Fluent Bit's tail builds each record field by field, so its encoder writes both maps
+        // of a record as map32: count bytes the same way.
+        ctx.emitter
+            .set_map_headers(logferry_core::msgpack::MapHeaders::Dynamic);
         let db = match &self.db {
             Some(p) => Some(
                 Db::open(
@@ -948,7 +953,7 @@ impl Tail {
             }
             match now {
                 Ok(m) if m.ino() == row.inode && m.len() > row.offset => {
-                    tracing::info!(input = %ctx.name, file = %row.name, origin = ?row.origin, offset = row.offset, "draining a rotated file left unfinished");
+                    tracing::info!(input = %ctx.name, file = %row.name, origin = row.origin.as_deref().unwrap_or("-"), offset = row.offset, "draining a rotated file left unfinished");
                     self.follow(
                         ctx,
                         st,
@@ -1358,7 +1363,9 @@ impl Tail {
                     rotated_any = true;
                     self.files.rotated.fetch_add(1, Ordering::Relaxed);
                     let new_name = current_name(&f.file);
-                    tracing::info!(input = %ctx.name, file = %f.path.display(), now = ?new_name, "file rotated or removed; reading it to its end");
+                    tracing::info!(input = %ctx.name, file = %f.path.display(),
+                        now = new_name.as_deref().unwrap_or("(removed)"),
+                        "file rotated or removed; reading it to its end");
                     if let (Some(n), Some(id)) = (&new_name, f.db_id) {
                         if let Some(Err(e)) = st.tracker.db(|db| db.rotate(id, n)) {
                             tracing::error!(error = %e, "cannot record a rotation in the tail DB");

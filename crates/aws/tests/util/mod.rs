@@ -347,13 +347,7 @@ pub fn entries(s: &Section) -> Vec<&Entry> {
 /// A batch of one chunk.
 pub fn batch(tag: &str, records: Vec<Record>) -> Batch {
     let tag: Tag = Tag::from(tag);
-    let chunk = Arc::new(Chunk {
-        tag: tag.clone(),
-        records,
-        size: 0,
-        delivery: None,
-        charge: None,
-    });
+    let chunk = Arc::new(Chunk::new(tag.clone(), records));
     Batch::new(tag, vec![chunk])
 }
 

@@ -278,15 +278,21 @@ impl OutputProcessors {
         let mut units = self.units.lock().await;
         let mut out = Vec::with_capacity(chunks.len());
         for chunk in chunks {
-            let (chunk_tag, mut records, delivery, charge) = match Arc::try_unwrap(chunk) {
-                Ok(c) => (c.tag, c.records, c.delivery, c.charge),
-                Err(shared) => (
-                    Arc::clone(&shared.tag),
-                    shared.records.clone(),
-                    shared.delivery.clone(),
-                    shared.charge.clone(),
-                ),
-            };
+            let (chunk_tag, mut records, delivery, charge, headers, source, born) =
+                match Arc::try_unwrap(chunk) {
+                    Ok(c) => (
+                        c.tag, c.records, c.delivery, c.charge, c.headers, c.source, c.born,
+                    ),
+                    Err(shared) => (
+                        Arc::clone(&shared.tag),
+                        shared.records.clone(),
+                        shared.delivery.clone(),
+                        shared.charge.clone(),
+                        shared.headers,
+                        shared.source.clone(),
+                        shared.born,
+                    ),
+                };
             for i in 0..units.len() {
                 if records.is_empty() {
                     break;
@@ -311,9 +317,15 @@ impl OutputProcessors {
                     records.append(&mut recs);
                 }
             }
+            // The byte metrics count what the processors leave (Fluent Bit counts an output's
+            // bytes after its processors).
             let chunk = Chunk {
                 tag: chunk_tag,
                 size: records.iter().map(Record::mem_size).sum(),
+                wire_size: logferry_core::chunk::wire_size(&records, headers),
+                headers,
+                source,
+                born,
                 records,
                 delivery,
                 charge,

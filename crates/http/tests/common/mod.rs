@@ -93,7 +93,7 @@ pub fn check_text_004(text: &str) {
             let (name, kind) = rest.split_once(' ').expect("TYPE has a kind");
             assert!(valid_name(name), "bad TYPE: {line}");
             assert!(
-                ["counter", "gauge", "untyped"].contains(&kind),
+                ["counter", "gauge", "untyped", "histogram"].contains(&kind),
                 "bad type: {line}"
             );
             assert!(
@@ -104,10 +104,22 @@ pub fn check_text_004(text: &str) {
             continue;
         }
         assert!(!line.starts_with('#'), "stray comment: {line}");
-        let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+        // `series value [timestamp]` (Fluent Bit's v1 endpoint stamps samples in ms).
+        let split_at = match line.find('}') {
+            Some(i) => i + 1,
+            None => line.find(' ').expect("sample has a value"),
+        };
+        let (series, rest) = line.split_at(split_at);
+        let mut fields = rest.split_whitespace();
+        let value = fields.next().expect("sample has a value");
         value
             .parse::<f64>()
             .unwrap_or_else(|_| panic!("bad value: {line}"));
+        if let Some(ts) = fields.next() {
+            ts.parse::<u64>()
+                .unwrap_or_else(|_| panic!("bad timestamp: {line}"));
+        }
+        assert!(fields.next().is_none(), "trailing text: {line}");
         let name = match series.split_once('{') {
             Some((name, labels)) => {
                 let labels = labels.strip_suffix('}').expect("labels close");
@@ -121,11 +133,13 @@ pub fn check_text_004(text: &str) {
             }
             None => series,
         };
-        assert_eq!(
-            current.as_deref(),
-            Some(name),
-            "sample outside its family: {line}"
-        );
+        let family = current.as_deref().unwrap_or_default();
+        let in_family = name == family
+            || (typed.get(family).is_some_and(|k| k == "histogram")
+                && ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|s| name.strip_suffix(s) == Some(family)));
+        assert!(in_family, "sample outside its family: {line}");
     }
 }
 
@@ -157,6 +171,19 @@ impl Scraped {
         match s.value {
             prometheus_parse::Value::Gauge(v) => (v, &s.labels),
             ref v => panic!("{metric} is not a gauge: {v:?}"),
+        }
+    }
+
+    /// A counter without a `name` label (`fluentbit_uptime`) and its labels.
+    pub fn plain_counter(&self, metric: &str) -> (f64, &prometheus_parse::Labels) {
+        let s = self
+            .samples
+            .iter()
+            .find(|s| s.metric == metric)
+            .unwrap_or_else(|| panic!("no {metric} in\n{}", self.text));
+        match s.value {
+            prometheus_parse::Value::Counter(v) => (v, &s.labels),
+            ref v => panic!("{metric} is not a counter: {v:?}"),
         }
     }
 

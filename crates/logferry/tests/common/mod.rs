@@ -95,11 +95,12 @@ pub fn wait(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// `key=value` of an agent's "output totals" line for `output`.
+/// `key=value` of an agent's "output totals" line for `output` (named in the line's component,
+/// `[output:<plugin>:<instance>]`, as Fluent Bit names it).
 pub fn total(log: &[String], output: &str, key: &str) -> u64 {
     log.iter()
         .rev()
-        .filter(|l| l.contains("output totals") && l.contains(&format!("output={output}")))
+        .filter(|l| l.contains("output totals") && l.contains(&format!(":{output}]")))
         .find_map(|l| {
             l.split_whitespace()
                 .find_map(|w| w.strip_prefix(&format!("{key}=")))
