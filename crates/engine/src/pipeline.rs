@@ -324,6 +324,17 @@ impl Pipeline {
         }
 
         if errors.is_empty() {
+            // Fluent Bit 5.1: with one input and one output, an output without Match gets
+            // every record (observed; with two inputs it warns "NO match for … instance").
+            if let ([_], [only], true) = (
+                &inputs[..],
+                &mut outputs[..],
+                route_specs.iter().all(Option::is_none),
+            ) {
+                if only.matcher.is_none() {
+                    only.matcher = Some(Matcher::glob("*"));
+                }
+            }
             if let Err(e) = connect_routes(&mut inputs, &mut outputs, route_specs, &mut notes) {
                 errors.push(e);
             }

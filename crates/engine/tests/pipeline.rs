@@ -667,6 +667,10 @@ async fn output_without_match_is_unloaded_like_fluent_bit() {
             SectionKind::Input,
             &[("Name", "seq"), ("Tag", "nm"), ("count", "1")],
         ),
+        section(
+            SectionKind::Input,
+            &[("Name", "seq"), ("Tag", "nm.other"), ("count", "1")],
+        ),
         section(SectionKind::Output, &[("Name", "collect"), ("sink", "nm")]),
     ]);
     let p = Pipeline::build(c, &registry()).unwrap();
@@ -675,6 +679,27 @@ async fn output_without_match_is_unloaded_like_fluent_bit() {
     assert!(sink("nm").lock().unwrap().is_empty());
     // Nothing matched: Fluent Bit deletes such data, so the input may move on.
     assert_eq!(outcomes_for("nm:"), vec![DeliveryStatus::Delivered]);
+}
+
+/// Fluent Bit 5.1 (observed): with exactly one input and one output, an output without Match
+/// gets every record; it is unloaded only when there is more than one input or output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_output_without_match_gets_everything_like_fluent_bit() {
+    let c = config(vec![
+        section(SectionKind::Service, &[FAST]),
+        section(
+            SectionKind::Input,
+            &[("Name", "seq"), ("Tag", "lone"), ("count", "3")],
+        ),
+        section(
+            SectionKind::Output,
+            &[("Name", "collect"), ("sink", "lone")],
+        ),
+    ]);
+    let p = Pipeline::build(c, &registry()).unwrap();
+    assert_eq!(p.instance_names().2, ["collect.0"]);
+    run_until_done(p).await;
+    assert_eq!(sink("lone").lock().unwrap().len(), 3);
 }
 
 /// Fluent Bit 5.1 numbers each kind of section in config order across plugins, an aliased one
