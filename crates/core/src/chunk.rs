@@ -13,12 +13,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::event::Record;
-use crate::msgpack::{event_size, MapHeaders};
+use crate::msgpack::{event_size_memo, MapHeaders};
 use crate::tag::Tag;
 
 /// The size of `records` in Fluent Bit's event encoding.
 pub fn wire_size(records: &[Record], headers: MapHeaders) -> usize {
-    records.iter().map(|r| event_size(r, headers)).sum()
+    let mut memo = None;
+    records
+        .iter()
+        .map(|r| event_size_memo(r, headers, &mut memo))
+        .sum()
 }
 
 /// What happened to a chunk, worst outcome across all outputs that took it.

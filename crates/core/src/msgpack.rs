@@ -148,6 +148,42 @@ pub fn event_size(r: &Record, headers: MapHeaders) -> usize {
     }
 }
 
+/// The last shared map sized, by address: records of one pod share their `kubernetes` map
+/// (one `Arc`), so a run of them sizes it once. Only compared, never dereferenced; the records
+/// hold the map alive while a run is sized, so an address cannot be reused meanwhile.
+pub type SharedSizeMemo = Option<(*const Map, usize)>;
+
+/// [`event_size`] for a run of records, sizing each top-level shared map once while the same
+/// one repeats (the filters' and routes' byte counters size every chunk they touch).
+pub fn event_size_memo(r: &Record, headers: MapHeaders, memo: &mut SharedSizeMemo) -> usize {
+    let head = 1 + 1 + 10;
+    let body: usize = r
+        .body
+        .iter()
+        .map(|(k, v)| {
+            str_size(k)
+                + match v {
+                    Value::SharedMap(m) => {
+                        let p = std::sync::Arc::as_ptr(m);
+                        match *memo {
+                            Some((q, n)) if std::ptr::eq(p, q) => n,
+                            _ => {
+                                let n = map_size(m);
+                                *memo = Some((p, n));
+                                n
+                            }
+                        }
+                    }
+                    v => value_size(v),
+                }
+        })
+        .sum();
+    match headers {
+        MapHeaders::Compact => head + 1 + len_header(r.body.len(), 16) + body,
+        MapHeaders::Dynamic => head + 5 + 5 + body,
+    }
+}
+
 fn map_size(m: &Map) -> usize {
     len_header(m.len(), 16) + map_body_size(m)
 }
@@ -496,6 +532,38 @@ mod tests {
             let mut out = Vec::new();
             write_record(&mut out, &r);
             assert_eq!(event_size(&r, MapHeaders::Compact), out.len());
+        }
+    }
+
+    /// The memo sizes a run of records sharing one map as the plain walk does, and a different
+    /// shared map (or none) is sized anew.
+    #[test]
+    fn event_size_memo_matches_event_size() {
+        let shared = |n: i64| {
+            let mut m = Map::new();
+            for i in 0..n {
+                m.insert(format!("k{i}"), "v".repeat(i as usize));
+            }
+            Value::SharedMap(std::sync::Arc::new(m))
+        };
+        let (a, b) = (shared(3), shared(40));
+        let recs: Vec<Record> = [Some(&a), Some(&a), Some(&b), None, Some(&b), Some(&a)]
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let mut body = Map::new();
+                body.insert("log", "x".repeat(i * 10));
+                if let Some(k) = k {
+                    body.insert("kubernetes", (*k).clone());
+                }
+                Record::new(EventTime::from_parts(1, 0), body)
+            })
+            .collect();
+        for h in [MapHeaders::Compact, MapHeaders::Dynamic] {
+            let mut memo = None;
+            for r in &recs {
+                assert_eq!(event_size_memo(r, h, &mut memo), event_size(r, h));
+            }
         }
     }
 
