@@ -260,6 +260,42 @@ pub static COLLECT: OutputPlugin = OutputPlugin {
     build: build_collect,
 };
 
+/// Appends its `label` to the `path` text of every record (to see which filters ran, in order).
+struct MarkFilter(String);
+
+#[async_trait]
+impl crate::Filter for MarkFilter {
+    async fn filter(&mut self, _tag: &str, records: &mut Vec<Record>) {
+        for r in records.iter_mut() {
+            let prev = r
+                .body
+                .get("path")
+                .and_then(logferry_core::Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            r.body.insert("path", format!("{prev}{}", self.0));
+        }
+    }
+}
+
+fn build_mark(
+    _: &BuildContext,
+    _: &Section,
+    e: &[&Entry],
+) -> Result<Box<dyn crate::Filter>, ConfigError> {
+    Ok(Box::new(MarkFilter(entry_value(e, "label").unwrap())))
+}
+
+/// `mark` filter: option `label`, appended to each record's `path` text.
+pub static MARK: crate::FilterPlugin = crate::FilterPlugin {
+    name: "mark",
+    aliases: &[],
+    description: "test marker",
+    options: &[],
+    default_workers: 1,
+    build: build_mark,
+};
+
 /// The gate a `collect` output was built with (`gate` option); add permits to let flushes go.
 pub fn gate(name: &str) -> Arc<Semaphore> {
     GATES

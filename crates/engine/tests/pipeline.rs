@@ -9,46 +9,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use logferry_core::config::{ConfigError, Entry, Section, SectionKind};
 use logferry_core::msgpack::{event_size, MapHeaders};
-use logferry_core::{DeliveryStatus, Record, Value};
+use logferry_core::{DeliveryStatus, Value};
 use logferry_engine::metrics::{Metrics, PluginMetrics};
-use logferry_engine::testing::{config, entry_value, gate, section, sink, COLLECT, SEQ};
+use logferry_engine::testing::{config, entry_value, gate, section, sink, COLLECT, MARK, SEQ};
 use logferry_engine::{
-    Batch, BuildContext, CancellationToken, Filter, FilterPlugin, FlushResult, Output,
-    OutputPlugin, Pipeline, Registry, StopReason,
+    Batch, BuildContext, CancellationToken, FlushResult, Output, OutputPlugin, Pipeline, Registry,
+    StopReason,
 };
 
 // ---- test plugins -------------------------------------------------------------------------
-
-/// Appends its `label` to the `path` array of every record.
-struct MarkFilter(String);
-
-#[async_trait]
-impl Filter for MarkFilter {
-    async fn filter(&mut self, _tag: &str, records: &mut Vec<Record>) {
-        for r in records.iter_mut() {
-            let prev = r
-                .body
-                .get("path")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            r.body.insert("path", format!("{prev}{}", self.0));
-        }
-    }
-}
-
-fn build_mark(_: &BuildContext, _: &Section, e: &[&Entry]) -> Result<Box<dyn Filter>, ConfigError> {
-    Ok(Box::new(MarkFilter(entry_value(e, "label").unwrap())))
-}
-
-static MARK: FilterPlugin = FilterPlugin {
-    name: "mark",
-    aliases: &[],
-    description: "test marker",
-    options: &[],
-    default_workers: 1,
-    build: build_mark,
-};
 
 /// On every attempt: drops the batch's first record itself and reports the next two
 /// delivered (once), then fails with `Retry` (`mode retry`) or `Error` (`mode error`), like an

@@ -4,44 +4,10 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
-use logferry_core::config::{Config, ConfigError, Entry, Section};
-use logferry_core::{DeliveryStatus, Record, Value};
-use logferry_engine::testing::{entry_value, gate, sink, wait_until, COLLECT, SEQ};
-use logferry_engine::{
-    BuildContext, CancellationToken, Filter, FilterPlugin, Pipeline, Registry, StopReason,
-};
-
-/// Appends its `label` to the `path` text of every record.
-struct MarkFilter(String);
-
-#[async_trait]
-impl Filter for MarkFilter {
-    async fn filter(&mut self, _tag: &str, records: &mut Vec<Record>) {
-        for r in records.iter_mut() {
-            let prev = r
-                .body
-                .get("path")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            r.body.insert("path", format!("{prev}{}", self.0));
-        }
-    }
-}
-
-fn build_mark(_: &BuildContext, _: &Section, e: &[&Entry]) -> Result<Box<dyn Filter>, ConfigError> {
-    Ok(Box::new(MarkFilter(entry_value(e, "label").unwrap())))
-}
-
-static MARK: FilterPlugin = FilterPlugin {
-    name: "mark",
-    aliases: &[],
-    description: "test marker",
-    options: &[],
-    default_workers: 1,
-    build: build_mark,
-};
+use logferry_core::config::Config;
+use logferry_core::{DeliveryStatus, Value};
+use logferry_engine::testing::{gate, sink, wait_until, COLLECT, MARK, SEQ};
+use logferry_engine::{CancellationToken, Pipeline, Registry, StopReason};
 
 fn registry() -> Registry {
     Registry {
