@@ -219,14 +219,7 @@ async fn rotated_token_file_is_picked_up() {
     let p = pipeline(&logs, &server, &[("Kube_Token_TTL", "600")], "token", false);
     let stop = logferry_engine::CancellationToken::new();
     let run = tokio::spawn(p.run(stop.clone()));
-    assert!(
-        wait_until(Duration::from_secs(10), || sink("token")
-            .lock()
-            .unwrap()
-            .len()
-            == 1)
-        .await
-    );
+    assert!(until_collected("token", 1).await);
     // The projected token rotates: the old one is refused from now on.
     server.set_token("test-token-2", true);
     std::fs::write(
@@ -234,19 +227,8 @@ async fn rotated_token_file_is_picked_up() {
         docker_line("b\n", "stdout", "2024-05-01T10:00:01Z"),
     )
     .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(10), || sink("token")
-            .lock()
-            .unwrap()
-            .len()
-            == 2)
-        .await
-    );
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(10), run)
-        .await
-        .unwrap()
-        .unwrap();
+    assert!(until_collected("token", 2).await);
+    stop_and_join(stop, run).await;
     let second = as_json(&collected("token")[1]);
     assert_eq!(
         second["kubernetes"]["pod_name"], "second",
@@ -304,11 +286,7 @@ async fn api_down_at_start_then_up() {
             break;
         }
     }
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(10), run)
-        .await
-        .unwrap()
-        .unwrap();
+    stop_and_join(stop, run).await;
     assert!(ok, "metadata came back once the API server did");
 }
 

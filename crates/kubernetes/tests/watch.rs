@@ -33,14 +33,7 @@ async fn a_hundred_pod_starts_cost_the_watch_and_no_storm() {
         docker_line("w\n", "stdout", "2024-05-01T10:00:00Z"),
     )
     .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(10), || sink("watch")
-            .lock()
-            .unwrap()
-            .len()
-            == 1)
-        .await
-    );
+    assert!(until_collected("watch", 1).await);
     assert!(
         wait_until(Duration::from_secs(10), || server.requests("watch") >= 1).await,
         "the watch started"
@@ -82,19 +75,8 @@ async fn a_hundred_pod_starts_cost_the_watch_and_no_storm() {
         docker_line("last words\n", "stdout", "2024-05-01T10:00:02Z").as_bytes(),
     )
     .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(10), || sink("watch")
-            .lock()
-            .unwrap()
-            .len()
-            == 102)
-        .await
-    );
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(10), run)
-        .await
-        .unwrap()
-        .unwrap();
+    assert!(until_collected("watch", 102).await);
+    stop_and_join(stop, run).await;
 
     let got: Vec<_> = collected("watch").iter().map(as_json).collect();
     assert!(
@@ -139,14 +121,7 @@ async fn ten_thousand_pods_through_the_watch_leave_the_cache_at_its_bound() {
         &logs.join(log_name("warmup", "default", 999)),
         &docker_line("w\n", "stdout", "2024-05-01T10:00:00Z"),
     );
-    assert!(
-        wait_until(Duration::from_secs(10), || sink("churn")
-            .lock()
-            .unwrap()
-            .len()
-            == 1)
-        .await
-    );
+    assert!(until_collected("churn", 1).await);
     assert!(wait_until(Duration::from_secs(10), || server.requests("watch") >= 1).await);
 
     // The gauge is sampled while the watch works through the churn.
@@ -183,19 +158,8 @@ async fn ten_thousand_pods_through_the_watch_leave_the_cache_at_its_bound() {
         &logs.join(log_name("job-9999", "ci", 9999)),
         &docker_line("late\n", "stdout", "2024-05-01T10:00:01Z"),
     );
-    assert!(
-        wait_until(Duration::from_secs(10), || sink("churn")
-            .lock()
-            .unwrap()
-            .len()
-            == 2)
-        .await
-    );
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(10), run)
-        .await
-        .unwrap()
-        .unwrap();
+    assert!(until_collected("churn", 2).await);
+    stop_and_join(stop, run).await;
     println!(
         "10,000 pods created and deleted: cache {last} entries at the end, at most {max} \
          (bound {MAX_PODS}); requests: {} watch, {} list, {} pod GETs",

@@ -125,6 +125,23 @@ pub async fn run_to_end(p: Pipeline) {
     assert_eq!(r, StopReason::InputExit);
 }
 
+/// Whether the `collect` sink `name` holds `n` records within 10 s.
+pub async fn until_collected(name: &str, n: usize) -> bool {
+    logferry_engine::testing::wait_until(Duration::from_secs(10), || {
+        sink(name).lock().unwrap().len() == n
+    })
+    .await
+}
+
+/// Stops a running pipeline and waits (at most 10 s) for it to end.
+pub async fn stop_and_join(stop: CancellationToken, run: tokio::task::JoinHandle<StopReason>) {
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 pub fn collected(name: &str) -> Vec<Record> {
     sink(name)
         .lock()
