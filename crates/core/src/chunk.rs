@@ -185,6 +185,10 @@ pub struct Chunk {
     /// The input instance that made it (`tail.0`), for the per-route metrics; `None` for
     /// chunks no input made (tests, records a filter released on its own).
     pub source: Option<Arc<str>>,
+    /// The plugin of the input that made it (`tail`, `fluentbit_logs`), for filters that treat
+    /// one input's records apart (kubernetes enriches `fluentbit_logs` records with the agent's
+    /// own pod); `None` once filters have run and for chunks no input made.
+    pub origin: Option<&'static str>,
     /// When its input made it: the start of `fluentbit_output_latency_seconds`.
     pub born: Instant,
     /// Outcome tracking; `None` only for chunks nobody waits on (tests, tools).
@@ -205,6 +209,7 @@ impl Chunk {
             wire_size,
             headers: MapHeaders::Compact,
             source: None,
+            origin: None,
             born: Instant::now(),
             delivery: None,
             charge: None,

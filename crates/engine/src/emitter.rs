@@ -33,6 +33,8 @@ pub struct Emitter {
     input: usize,
     /// The instance name its chunks carry, for the per-route metrics.
     source: Arc<str>,
+    /// The input's plugin name, which its chunks carry ([`Chunk::origin`]).
+    origin: Option<&'static str>,
     /// How the Fluent Bit plugin of the same name writes a record's maps (byte metrics).
     headers: MapHeaders,
     /// `fluentbit_input_storage_chunks{,_up}` of a memory input (`storage.metrics On`): its
@@ -58,12 +60,19 @@ impl Emitter {
             mem_chunks,
             budget,
             source: Arc::from(metrics.name.as_str()),
+            origin: None,
             metrics,
             paused: Arc::default(),
             input,
             headers: MapHeaders::Compact,
             mem_gauges: None,
         }
+    }
+
+    /// Marks this input's chunks as made by `plugin` ([`Chunk::origin`]).
+    pub(crate) fn with_origin(mut self, plugin: &'static str) -> Self {
+        self.origin = Some(plugin);
+        self
     }
 
     /// Counts this memory input's chunks in its `fluentbit_input_storage_chunks` gauges.
@@ -157,6 +166,7 @@ impl Emitter {
             wire_size: wire,
             headers: self.headers,
             source: Some(Arc::clone(&self.source)),
+            origin: self.origin,
             born: std::time::Instant::now(),
             delivery: Some(delivery),
             charge: Some(charge),

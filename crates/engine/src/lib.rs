@@ -10,9 +10,11 @@ mod output;
 pub mod pipeline;
 pub mod plugin;
 pub mod processors;
+pub mod retired_tags;
 mod router;
 mod routes;
 pub mod run;
+pub mod self_log;
 pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;

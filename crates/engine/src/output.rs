@@ -648,6 +648,7 @@ async fn load(f: &Flusher, tag: &Tag, items: Vec<Routed>) -> (Vec<Arc<Chunk>>, u
                                 .and_then(|d| d.file_name())
                                 .and_then(|n| n.to_str())
                                 .map(Arc::from),
+                            origin: None,
                             born: std::time::Instant::now(),
                             delivery: Some(Arc::clone(&stored.delivery)),
                             charge: up,

@@ -26,6 +26,8 @@ pub const DEFAULT_MEM_BUF_LIMIT: usize = 256 * 1024 * 1024;
 
 pub(crate) struct InputInstance {
     pub name: String,
+    /// The plugin's Fluent Bit name (its chunks carry it, [`Chunk::origin`]).
+    pub plugin_name: &'static str,
     pub tag: Tag,
     pub mem_buf_limit: usize,
     pub plugin: Box<dyn Input>,
@@ -556,6 +558,7 @@ fn build_input(
         l.push(Arc::clone(&m));
     }
     let instance = InputInstance {
+        plugin_name: plugin.name,
         processors,
         routes: None,
         filesystem,

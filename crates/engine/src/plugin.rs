@@ -124,6 +124,7 @@ pub struct Carrier<'a> {
     store: Option<&'a Arc<InputStore>>,
     seq: u64,
     carried: Vec<Hold>,
+    origin: Option<&'static str>,
 }
 
 impl<'a> Carrier<'a> {
@@ -135,7 +136,20 @@ impl<'a> Carrier<'a> {
             store: None,
             seq,
             carried: Vec::new(),
+            origin: None,
         }
+    }
+
+    /// Names the plugin of the input the chunk came from ([`Carrier::origin`]).
+    pub fn with_origin(mut self, origin: Option<&'static str>) -> Self {
+        self.origin = origin;
+        self
+    }
+
+    /// The plugin of the input this chunk came from (`tail`, `fluentbit_logs`), when an input
+    /// made it and no filter before this one re-made it.
+    pub fn origin(&self) -> Option<&'static str> {
+        self.origin
     }
 
     pub(crate) fn with_store(mut self, store: Option<&'a Arc<InputStore>>) -> Self {

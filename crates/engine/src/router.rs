@@ -154,7 +154,9 @@ async fn run_unit(
     let before = chunk.records.len() as u64;
     let before_bytes = chunk.wire_size;
     let carried = {
-        let mut carrier = Carrier::new(chunk.delivery.as_ref(), seq).with_store(store);
+        let mut carrier = Carrier::new(chunk.delivery.as_ref(), seq)
+            .with_store(store)
+            .with_origin(chunk.origin);
         crate::processors::apply(f, &chunk.tag, &mut chunk.records, &mut carrier).await;
         carrier.into_carried()
     };
@@ -260,6 +262,7 @@ impl Router<'_> {
                     };
                     let mut c = Chunk::new(Arc::clone(&route.tag), recs);
                     c.charge = chunk.charge.clone();
+                    c.origin = chunk.origin;
                     if let Some(d) = &chunk.delivery {
                         c.carry(vec![d.hold()]);
                     }
@@ -489,6 +492,7 @@ async fn persist(
         wire_size: meta.wire_size,
         headers: logferry_core::msgpack::MapHeaders::Compact,
         source: meta.source,
+        origin: None,
         born: meta.born,
         delivery: Some(Arc::clone(&written.delivery)),
         charge: Some(Arc::new(up)),

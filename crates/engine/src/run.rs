@@ -157,7 +157,8 @@ impl Pipeline {
                 store,
                 mem_chunks,
                 index,
-            );
+            )
+            .with_origin(inp.plugin_name);
             if let Some(g) = mem_gauges {
                 emitter = emitter.with_mem_gauges(g);
             }

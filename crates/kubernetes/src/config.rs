@@ -19,8 +19,7 @@ options! {
         /// Directory of CA certificate files.
         pub kube_ca_path: Option<String> = ["Kube_CA_Path"] None,
         /// File holding the agent's own namespace; with `HOSTNAME` it names the agent's pod,
-        /// looked up at start (Fluent Bit adds it to its `fluentbit_logs` records, an input
-        /// logferry does not have yet).
+        /// whose metadata the `fluentbit_logs` input's records get.
         pub kube_namespace_file: String = ["Kube_Namespace_File"] Some("/var/run/secrets/kubernetes.io/serviceaccount/namespace"),
         /// Bearer token file (re-read every Kube_Token_TTL and on a 401).
         pub kube_token_file: String = ["Kube_Token_File"] Some("/var/run/secrets/kubernetes.io/serviceaccount/token"),

@@ -49,7 +49,7 @@ use crate::config::KubeOptions;
 use crate::local::LocalPod;
 use crate::merge::{merge_log, put_last, MergeOptions};
 use crate::meta::{
-    kubernetes_map, namespace_map, tag_only_map, MetaShape, PodMeta, Properties, Stream,
+    kubernetes_map, local_map, namespace_map, tag_only_map, MetaShape, PodMeta, Properties, Stream,
 };
 use crate::tag::{PodRef, TagReader};
 
@@ -88,6 +88,8 @@ pub struct KubeStats {
     pub records_excluded: Arc<AtomicU64>,
     /// Records that waited for their pod's metadata.
     pub records_waited: Arc<AtomicU64>,
+    /// Tags (log files) with state in `by_tag`.
+    pub tags: Arc<AtomicU64>,
 }
 
 /// Options Fluent Bit has that logferry accepts and does not apply, and why (said at start and
@@ -101,7 +103,6 @@ const NOT_APPLIED: &[(&str, &str)] = &[
     ("DNS_Retries", "accepted but not applied: a failed lookup backs off per pod (1 s doubling to 60 s) instead"),
     ("DNS_Wait_Time", "accepted but not applied: a failed lookup backs off per pod (1 s doubling to 60 s) instead"),
     ("AWS_Pod_Association_Host_TLS_Debug", "accepted but not applied: TLS has no debug levels here; use the log level"),
-    ("Kube_Namespace_File", "accepted: the agent's own pod is found and looked up, but logferry has no fluentbit_logs input whose records would carry its metadata"),
 ];
 
 fn build(
@@ -207,6 +208,10 @@ fn build(
         records_waited: ctx.metrics.register(
             "kubernetes_records_waited",
             "Records that waited for their pod's metadata to be looked up.",
+        ),
+        tags: ctx.metrics.register_gauge(
+            "kubernetes_tags",
+            "Log files (tags) the kubernetes filter keeps a container's state for.",
         ),
     });
     let watch = WatchStats {
@@ -316,6 +321,8 @@ fn build(
         waiting: HashMap::new(),
         swept: Instant::now(),
         local,
+        local_built: None,
+        retired: logferry_engine::retired_tags::Cursor::new(),
         aws,
         stats,
         o,
@@ -441,6 +448,11 @@ struct Kubernetes {
     waiting: HashMap<Tag, Waiting>,
     swept: Instant,
     local: Option<LocalPod>,
+    /// The agent's own pod's map, with the metadata and pod-to-service map generation it was
+    /// built from.
+    local_built: Option<(Arc<PodMeta>, u64, Arc<Map>)>,
+    /// Tags whose files tail closed: their state goes at the next sweep.
+    retired: logferry_engine::retired_tags::Cursor,
     aws: Option<AwsState>,
     stats: Arc<KubeStats>,
 }
@@ -756,6 +768,9 @@ impl Kubernetes {
                 built: None,
             },
         );
+        self.stats
+            .tags
+            .store(self.by_tag.len() as u64, Ordering::Relaxed);
         pod
     }
 
@@ -892,6 +907,55 @@ impl Kubernetes {
         }
     }
 
+    /// The agent's own log records (`fluentbit_logs`): the agent's pod's map, as Fluent Bit
+    /// 5.1.1 adds it whatever their tag. They never wait: while the pod's metadata is not
+    /// known (or the agent runs outside a pod) they go on without it.
+    fn local_records(&mut self, records: &mut [Record], now: Instant) {
+        let Some(local) = &self.local else {
+            return;
+        };
+        let key = local.key();
+        let meta = match self.shared.cache.lookup(&key, now) {
+            Lookup::Hit(m) | Lookup::Stale(m) => m,
+            _ => {
+                self.stats
+                    .records_without_metadata
+                    .fetch_add(records.len() as u64, Ordering::Relaxed);
+                return;
+            }
+        };
+        let generation = self
+            .aws
+            .as_ref()
+            .map_or(0, |a| a.map.generation.load(Ordering::Relaxed));
+        let fresh = self
+            .local_built
+            .as_ref()
+            .is_some_and(|(m, g, _)| Arc::ptr_eq(m, &meta) && *g == generation);
+        if !fresh {
+            let aws_pairs = match &self.aws {
+                Some(a) => aws::entity_pairs(
+                    a.map.get(&local.pod).as_ref(),
+                    a.platform.as_deref(),
+                    a.cluster.as_deref(),
+                    meta.workload.as_deref(),
+                ),
+                None => Vec::new(),
+            };
+            let map = local_map(&local.namespace, &local.pod, Some(&meta), &aws_pairs);
+            self.local_built = Some((Arc::clone(&meta), generation, Arc::new(map)));
+        }
+        if let Some((_, _, map)) = &self.local_built {
+            for rec in records.iter_mut() {
+                put_last(
+                    &mut rec.body,
+                    "kubernetes",
+                    Value::SharedMap(Arc::clone(map)),
+                );
+            }
+        }
+    }
+
     /// Sweeps the caches and forgets idle tags, every [`SWEEP_EVERY`].
     fn housekeeping(&mut self, now: Instant) {
         if now.saturating_duration_since(self.swept) < SWEEP_EVERY {
@@ -900,6 +964,11 @@ impl Kubernetes {
         self.swept = now;
         self.shared.cache.sweep(now);
         self.shared.namespaces.sweep(now);
+        for t in self.retired.take() {
+            if !self.waiting.contains_key(&t) {
+                self.by_tag.remove(&t);
+            }
+        }
         let waiting = &self.waiting;
         self.by_tag.retain(|t, s| {
             waiting.contains_key(t) || now.saturating_duration_since(s.used) < TAG_IDLE
@@ -917,6 +986,9 @@ impl Kubernetes {
                 self.by_tag.remove(&t);
             }
         }
+        self.stats
+            .tags
+            .store(self.by_tag.len() as u64, Ordering::Relaxed);
     }
 
     /// At shutdown, gives lookups that records wait for the rest of their bound (blocking this
@@ -985,6 +1057,10 @@ impl Filter for Kubernetes {
         let now = Instant::now();
         self.start_background();
         self.housekeeping(now);
+        if carrier.origin() == Some("fluentbit_logs") {
+            self.local_records(records, now);
+            return;
+        }
         let Some(r) = self.tag_state(tag, now) else {
             return;
         };

@@ -5,9 +5,8 @@
 //!
 //! Records of that input get [`crate::meta::local_map`]: the pod's names, the `aws_entity_*`
 //! keys, `pod_id`, `labels`, `annotations`, `ownerReferences`, `host` and `pod_ip` — no container
-//! keys. logferry has no `fluentbit_logs` input yet: the filter finds the agent's pod and its
-//! metadata at start, and applying it waits for that input (and for the engine to tell a
-//! filter which input a chunk comes from).
+//! keys. The filter knows those records by their chunk's origin
+//! ([`logferry_engine::Carrier::origin`]).
 
 use std::path::Path;
 

@@ -399,3 +399,47 @@ async fn options_accepted_but_not_applied_are_noted() {
         );
     }
 }
+
+/// A container's per-file state goes once tail closes its file (deleted here), not after the
+/// 10-minute idle timeout: 20 files, 19 deleted, and `kubernetes_tags` comes down to the one
+/// file still written to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_of_deleted_files_goes_when_tail_closes_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("c");
+    std::fs::create_dir_all(&logs).unwrap();
+    let server = KubeApiServer::start(tmp.path()).await;
+    let mut files = Vec::new();
+    for i in 0..20 {
+        let name = format!("churn-{i}");
+        server.add_pod(pod(&name, "default", "n1", json!({})));
+        let f = logs.join(log_name(&name, "default", i));
+        std::fs::write(&f, docker_line("hello\n", "stdout", "2024-05-01T10:00:00Z")).unwrap();
+        files.push(f);
+    }
+    let p = pipeline(&logs, &server, &[], "retired", false);
+    let metrics = std::sync::Arc::clone(&p.metrics);
+    let stop = logferry_engine::CancellationToken::new();
+    let run = tokio::spawn(p.run(stop.clone()));
+    assert!(until_collected("retired", 20).await);
+    assert_eq!(filter_metric(&metrics, "kubernetes_tags"), 20);
+    for f in &files[1..] {
+        std::fs::remove_file(f).unwrap();
+    }
+    // Records keep coming from the file left (the filter sweeps as it works), for at most
+    // 40 s: tail closes a deleted file after Rotate_Wait (5 s), the filter sweeps every 5 s.
+    let mut left = 20;
+    for _ in 0..80 {
+        append(
+            &files[0],
+            &docker_line("still here\n", "stdout", "2024-05-01T10:00:01Z"),
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        left = filter_metric(&metrics, "kubernetes_tags");
+        if left == 1 {
+            break;
+        }
+    }
+    stop_and_join(stop, run).await;
+    assert_eq!(left, 1, "state kept for deleted files");
+}

@@ -16,6 +16,7 @@ use std::fmt::{self, Write as _};
 use std::sync::atomic::Ordering;
 
 use logferry_engine::metrics::LOG_COUNTS;
+use logferry_engine::self_log;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
@@ -97,6 +98,20 @@ impl Fields {
         }
     }
 
+    /// What follows the level on a Fluent Bit line: `[component] message key=value`.
+    fn text(&self, component: &str) -> String {
+        let mut line = String::with_capacity(64 + self.message.len());
+        let _ = write!(line, "[{component}] {}", self.message);
+        for (k, v) in &self.rest {
+            if v.is_empty() || v.contains(char::is_whitespace) || v.contains('"') {
+                let _ = write!(line, " {k}={v:?}");
+            } else {
+                let _ = write!(line, " {k}={v}");
+            }
+        }
+        line
+    }
+
     /// Fluent Bit's component: `input:tail:tail.0` for an instance (the plugin is the name
     /// without its `.N`; an `Alias` shows as `input:<alias>`), else the part of the agent.
     fn component(&self, target: &str) -> String {
@@ -151,22 +166,13 @@ where
         let now = chrono::Local::now();
         match self.0 {
             LogFormat::FluentBit => {
-                let mut line = String::with_capacity(96 + fields.message.len());
-                let _ = write!(
-                    line,
-                    "[{}] [{}] [{component}] {}",
+                writeln!(
+                    w,
+                    "[{}] [{}] {}",
                     now.format("%Y/%m/%d %H:%M:%S%.3f"),
                     level_tag(meta.level()),
-                    fields.message
-                );
-                for (k, v) in &fields.rest {
-                    if v.is_empty() || v.contains(char::is_whitespace) || v.contains('"') {
-                        let _ = write!(line, " {k}={v:?}");
-                    } else {
-                        let _ = write!(line, " {k}={v}");
-                    }
-                }
-                writeln!(w, "{line}")
+                    fields.text(&component)
+                )
             }
             LogFormat::Json => {
                 let mut o = serde_json::Map::new();
@@ -189,12 +195,24 @@ where
     }
 }
 
-/// Counts every message logged, by level (`fluentbit_logger_logs_total{message_type}`).
+/// Counts every message logged, by level (`fluentbit_logger_logs_total{message_type}`), and
+/// mirrors it to the `fluentbit_logs` inputs while one runs.
 pub struct CountLayer;
 
 impl<S: Subscriber> Layer<S> for CountLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        LOG_COUNTS.by_level[level_index(event.metadata().level())].fetch_add(1, Ordering::Relaxed);
+        let meta = event.metadata();
+        LOG_COUNTS.by_level[level_index(meta.level())].fetch_add(1, Ordering::Relaxed);
+        if self_log::active() {
+            let mut fields = Fields::default();
+            event.record(&mut fields);
+            let component = fields.component(meta.target());
+            self_log::publish(self_log::LogLine {
+                time: logferry_core::EventTime::now(),
+                level: level_tag(meta.level()).trim_start(),
+                message: fields.text(&component),
+            });
+        }
     }
 }
 

@@ -83,3 +83,100 @@ fn an_unknown_log_format_is_refused() {
         "{err}"
     );
 }
+
+fn is_flush_failure(r: &serde_json::Value) -> bool {
+    r["level"] == "warn"
+        && r["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("failed to flush chunk 'app'"))
+}
+
+/// `fluentbit_logs`: the agent's own log lines come back as `{"level","message"}` records (as
+/// Fluent Bit 5.1 documents the input), and a kubernetes filter matching them adds the agent's
+/// own pod, found from `Kube_Namespace_File` and `HOSTNAME`, with Fluent Bit 5.1.1's map byte
+/// for byte (the fixtures under crates/kubernetes/tests/fixtures/fluent-bit/local).
+#[test]
+fn own_log_lines_become_records_with_the_agents_pod() {
+    let k8s = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../kubernetes/tests/fixtures/fluent-bit");
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let conf = dir.path().join("a.conf");
+    // The dummy records go to a file output that cannot write, so the agent logs a failed
+    // flush every second: log lines that come after the fluentbit_logs input started.
+    std::fs::write(
+        &conf,
+        format!(
+            "[SERVICE]\n    Flush 1\n    Log_Level info\n\
+             [INPUT]\n    Name fluentbit_logs\n    Tag agent\n\
+             [INPUT]\n    Name dummy\n    Tag app\n\
+             [FILTER]\n    Name kubernetes\n    Match agent\n\
+             \x20   Kube_Namespace_File {ns}\n    Kube_Meta_Preload_Cache_Dir {meta}\n\
+             \x20   Kube_URL https://127.0.0.1:9\n    Kube_Token_File {ns}\n\
+             [OUTPUT]\n    Name file\n    Match app\n    Path {nowhere}\n    Retry_Limit False\n\
+             [OUTPUT]\n    Name file\n    Match agent\n    Path {out}\n    File agent\n    Format plain\n",
+            ns = k8s.join("local/namespace").display(),
+            meta = k8s.join("core/meta").display(),
+            nowhere = dir.path().join("missing/dir").display(),
+            out = out_dir.display(),
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_logferry"))
+        .arg("-c")
+        .arg(&conf)
+        .env("HOSTNAME", "checkout-7f9d8c6b5-qx2lp")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("logferry starts");
+    let file = out_dir.join("agent");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut records: Vec<serde_json::Value> = Vec::new();
+    let mut text = String::new();
+    while std::time::Instant::now() < deadline {
+        text = std::fs::read_to_string(&file).unwrap_or_default();
+        records = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if records.iter().any(is_flush_failure) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let failed = records
+        .iter()
+        .find(|r| is_flush_failure(r))
+        .unwrap_or_else(|| panic!("no failed flush among {records:?}; stderr:\n{stderr}"));
+    let message = failed["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("[engine] failed to flush chunk 'app'"),
+        "the message is the line after its level: {message}"
+    );
+    assert!(
+        stderr.contains(&format!("[ warn] {message}")),
+        "the same line is logged: {message}\n{stderr}"
+    );
+    let keys: Vec<&str> = failed
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["level", "message", "kubernetes"]);
+    let want = std::fs::read_to_string(k8s.join("local/expected.json")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains(r#""level":"warn""#) && l.contains("failed to flush chunk"))
+        .unwrap();
+    assert!(
+        line.ends_with(&format!(r#","kubernetes":{}}}"#, want.trim_end())),
+        "the agent's pod map, as Fluent Bit 5.1.1 writes it:\n{line}\n{want}"
+    );
+}

@@ -1394,6 +1394,7 @@ impl Tail {
                 tracing::info!(input = %ctx.name, file = %f.path.display(), "closing rotated file");
                 self.files.closed.fetch_add(1, Ordering::Relaxed);
                 st.tracker.forget_when_drained(f.key);
+                retire_if_unused(st, &f.tag);
             }
         }
         let mut total: u64 = holding.iter().map(|h| h.3).sum();
@@ -1426,6 +1427,7 @@ impl Tail {
                     .rotated_dropped_files
                     .fetch_add(1, Ordering::Relaxed);
                 st.tracker.forget_when_drained(f.key);
+                retire_if_unused(st, &f.tag);
                 total -= unread;
             }
         }
@@ -1434,6 +1436,14 @@ impl Tail {
             self.scan(ctx, st, false);
         }
         Ok(())
+    }
+}
+
+/// Tells filters that keep state per tag (kubernetes) that `tag` is gone once no file this
+/// input follows has it (a rotated file's successor at the same path keeps it).
+fn retire_if_unused(st: &State, tag: &Tag) {
+    if !st.files.values().any(|f| f.tag == *tag) {
+        logferry_engine::retired_tags::retire(Arc::clone(tag));
     }
 }
 

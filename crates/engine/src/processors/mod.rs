@@ -325,6 +325,7 @@ impl OutputProcessors {
                 wire_size: logferry_core::chunk::wire_size(&records, headers),
                 headers,
                 source,
+                origin: None,
                 born,
                 records,
                 delivery,
