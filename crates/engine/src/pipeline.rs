@@ -269,6 +269,7 @@ impl Pipeline {
             service: service.as_ref(),
             storage: storage.as_ref(),
             plugin_notes: Arc::default(),
+            extra_inputs: Arc::default(),
         };
 
         let mut counts: HashMap<&'static str, usize> = HashMap::new();
@@ -323,6 +324,11 @@ impl Pipeline {
                     })
                 }));
             }
+        }
+
+        // Inputs plugins stand for (rewrite_tag's emitters) show after the configured ones.
+        if let (Ok(mut extra), Ok(mut l)) = (env.extra_inputs.lock(), metrics.inputs.lock()) {
+            l.append(&mut extra);
         }
 
         if errors.is_empty() {
@@ -405,6 +411,8 @@ pub(crate) struct Env<'a> {
     storage: Option<&'a Arc<Storage>>,
     /// Where plugins put their notes ([`BuildContext::note`]).
     plugin_notes: Arc<std::sync::Mutex<Vec<ConfigError>>>,
+    /// Input metrics plugins add ([`BuildContext::input_metrics`]).
+    extra_inputs: Arc<std::sync::Mutex<Vec<Arc<PluginMetrics>>>>,
 }
 
 /// The span of `key` in `section`, or of the section.
@@ -512,6 +520,7 @@ impl Env<'_> {
             config: Arc::clone(self.config),
             parsers: Arc::clone(self.parsers),
             notes: Arc::clone(&self.plugin_notes),
+            extra_inputs: Arc::clone(&self.extra_inputs),
         }
     }
 }

@@ -101,6 +101,9 @@ pub struct Released {
     pub tag: Tag,
     pub records: Vec<Record>,
     pub held: Vec<Hold>,
+    /// They enter the pipeline again at the first filter (records `rewrite_tag` re-emits under
+    /// a new tag), instead of going on after the filter that held them.
+    pub restart: bool,
 }
 
 /// A share of a chunk's delivery kept with records a filter holds ([`Carrier::hold`]), and
@@ -344,6 +347,8 @@ pub struct BuildContext {
     pub parsers: Arc<logferry_parsers::Parsers>,
     /// Warnings about settings accepted but not applied ([`BuildContext::note`]).
     pub notes: Arc<std::sync::Mutex<Vec<ConfigError>>>,
+    /// Metrics of inputs that plugins stand for ([`BuildContext::input_metrics`]).
+    pub extra_inputs: Arc<std::sync::Mutex<Vec<Arc<PluginMetrics>>>>,
 }
 
 impl BuildContext {
@@ -353,6 +358,16 @@ impl BuildContext {
         if let Ok(mut n) = self.notes.lock() {
             n.push(ConfigError::key(&entry.span, &entry.key, reason));
         }
+    }
+
+    /// Input metrics under `name` for a plugin that stands for an input, as Fluent Bit's
+    /// `rewrite_tag` emitter shows as an input (`fluentbit_input_records_total{name=...}`).
+    pub fn input_metrics(&self, name: &str) -> Arc<PluginMetrics> {
+        let m = PluginMetrics::new(name);
+        if let Ok(mut l) = self.extra_inputs.lock() {
+            l.push(Arc::clone(&m));
+        }
+        m
     }
 
     /// A note about a section rather than one key.
@@ -385,6 +400,7 @@ impl BuildContext {
             config: Arc::new(config),
             parsers: Arc::new(parsers),
             notes: Arc::default(),
+            extra_inputs: Arc::default(),
         })
     }
 }

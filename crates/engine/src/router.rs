@@ -187,15 +187,20 @@ impl Router<'_> {
             for j in 0..self.inputs[k].processors.len() {
                 let due = self.inputs[k].processors[j].plugin.flush_due(all);
                 for released in due {
-                    self.release(released, k, Start::Processors(j + 1)).await;
+                    let start = if released.restart {
+                        Start::Filters(0)
+                    } else {
+                        Start::Processors(j + 1)
+                    };
+                    self.release(released, k, start).await;
                 }
             }
         }
         for i in 0..self.filters.len() {
             let due = self.filters[i].plugin.flush_due(all);
             for released in due {
-                self.release(released, usize::MAX, Start::Filters(i + 1))
-                    .await;
+                let start = Start::Filters(if released.restart { 0 } else { i + 1 });
+                self.release(released, usize::MAX, start).await;
             }
         }
     }

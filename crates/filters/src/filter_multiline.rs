@@ -600,6 +600,7 @@ impl Filter for MultilineFilter {
                     tag: Arc::clone(tag),
                     records,
                     held,
+                    restart: false,
                 });
             }
         }

@@ -1,5 +1,5 @@
 //! logferry-filters: the record filters (`grep`, `modify`, `record_modifier`, `nest`, `parser`,
-//! `multiline`, `throttle`, `type_converter`), one module per plugin, named after its Fluent Bit name, plus the record
+//! `multiline`, `rewrite_tag`, `throttle`, `type_converter`), one module per plugin, named after its Fluent Bit name, plus the record
 //! accessor they share with the outputs.
 
 pub mod filter_grep;
@@ -8,6 +8,7 @@ pub mod filter_multiline;
 pub mod filter_nest;
 pub mod filter_parser;
 pub mod filter_record_modifier;
+pub mod filter_rewrite_tag;
 pub mod filter_throttle;
 pub mod filter_type_converter;
 /// The record accessor lives in core (routes and processors use it too); re-exported here
@@ -28,6 +29,7 @@ pub static PLUGINS: &[&FilterPlugin] = &[
     &filter_nest::PLUGIN,
     &filter_parser::PLUGIN,
     &filter_record_modifier::PLUGIN,
+    &filter_rewrite_tag::PLUGIN,
     &filter_throttle::PLUGIN,
     &filter_type_converter::PLUGIN,
 ];

@@ -1164,7 +1164,12 @@ impl Filter for Kubernetes {
                 held.extend(s.hold);
             }
             self.process(&tag, &r, &resolved, &mut records);
-            out.push(Released { tag, records, held });
+            out.push(Released {
+                tag,
+                records,
+                held,
+                restart: false,
+            });
         }
         out
     }

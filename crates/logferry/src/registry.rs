@@ -63,7 +63,6 @@ pub const PLANNED: &[(&str, &str)] = &[
     ("filter", "log_to_metrics"),
     ("filter", "lua"),
     ("filter", "nightfall"),
-    ("filter", "rewrite_tag"),
     ("filter", "stdout"),
     ("filter", "sysinfo"),
     ("filter", "tensorflow"),

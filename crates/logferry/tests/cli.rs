@@ -35,7 +35,7 @@ const BAD: &[(&str, &str)] = &[
     ("[SERVICE]\n    HTTP_Port http\n[INPUT]\n    Name dummy\n", "{f}:2: HTTP_Port: expected an integer"),
     ("[INPUT]\n    Tag x\n", "{f}:1: [INPUT] section without a Name"),
     ("[INPUT]\n    Name dummy\n[OUTPUT]\n    Name stdot\n    Match *\n", "{f}:4: Name: unknown output plugin 'stdot' (did you mean 'stdout'?)"),
-    ("[INPUT]\n    Name dummy\n[FILTER]\n    Name rewrite_tag\n    Match *\n", "{f}:4: Name: filter plugin 'rewrite_tag' is not yet available in logferry"),
+    ("[INPUT]\n    Name dummy\n[FILTER]\n    Name rewrite_tag\n    Match *\n    Rule $a ^x$ y\n", "{f}:6: Rule: expected '$KEY REGEX NEW_TAG KEEP'"),
     ("[INPUT]\n    Name tail\n    Tag x\n", "{f}:1: Path: missing required key for tail input"),
     ("[INPUT]\n    Name tail\n    Path /x\n    DB.sync sometimes\n", "{f}:4: db.sync: unsupported value 'sometimes'"),
     ("[INPUT]\n    Name tail\n    Path /x\n    multiline.parser javva\n", "{f}:4: multiline.parser: unknown multiline parser 'javva'"),

@@ -21,7 +21,6 @@ const UNAVAILABLE: &[(&str, &[&str])] = &[
         "22-helm-chart-default.conf",
         &["input systemd", "output es", "output es"],
     ),
-    ("24-rewrite-tag-and-throttle.conf", &["filter rewrite_tag"]),
     ("25-lua-filter.conf", &["filter lua"]),
     (
         "26-forward-in-loki-out.conf",
