@@ -1,16 +1,18 @@
-//! logferry-inputs: the general-purpose inputs (`dummy`, `stdin`). One plugin, one module, named
+//! logferry-inputs: the general-purpose and network inputs (`dummy`, `forward`, `stdin`). One plugin, one module, named
 //! after its Fluent Bit name. Each input's loop is written against [`sink::RecordSink`], so it
 //! runs the same on the engine's emitter and on a test collector.
 
 pub mod in_dummy;
+pub mod in_forward;
 pub mod in_stdin;
+pub mod net;
 pub mod sink;
 
 use logferry_core::config::{ConfigError, Entry, Section};
 use logferry_engine::InputPlugin;
 
 /// Every input in this crate, in documentation order.
-pub static PLUGINS: &[&InputPlugin] = &[&in_dummy::PLUGIN, &in_stdin::PLUGIN];
+pub static PLUGINS: &[&InputPlugin] = &[&in_dummy::PLUGIN, &in_forward::PLUGIN, &in_stdin::PLUGIN];
 
 /// An error about `key`, at the entry that set it (the last one), else at the section.
 pub(crate) fn key_error(
