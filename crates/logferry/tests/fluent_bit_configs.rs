@@ -26,14 +26,8 @@ const UNAVAILABLE: &[(&str, &[&str])] = &[
         &["filter rewrite_tag", "filter throttle"],
     ),
     ("25-lua-filter.conf", &["filter lua"]),
-    (
-        "26-forward-in-loki-out.conf",
-        &["input forward", "output loki"],
-    ),
-    (
-        "33-syslog-and-tcp.conf",
-        &["input syslog", "input tcp", "output datadog"],
-    ),
+    ("26-forward-in-loki-out.conf", &["output loki"]),
+    ("33-syslog-and-tcp.conf", &["output datadog"]),
     (
         "34-opentelemetry-kafka-splunk.yaml",
         &["input opentelemetry", "output kafka", "output splunk"],
