@@ -176,12 +176,12 @@ pub enum ClientMessage {
     Ping(Ping),
 }
 
+/// Decompresses gzip entries for [`decode_client`] (the caller owns the bound on their size).
+pub type Inflate<'a> = &'a dyn Fn(&[u8]) -> Result<Vec<u8>, String>;
+
 /// Decodes one complete message from a client (`frame` is exactly one msgpack value).
 /// `inflate` decompresses gzip entries (CompressedPackedForward).
-pub fn decode_client(
-    frame: &[u8],
-    inflate: &dyn Fn(&[u8]) -> Result<Vec<u8>, String>,
-) -> Result<ClientMessage, FrameError> {
+pub fn decode_client(frame: &[u8], inflate: Inflate<'_>) -> Result<ClientMessage, FrameError> {
     let (n, mut at) = array_at(frame, 0).ok_or(FrameError::Shape("expected an array"))?;
     if !(2..=6).contains(&n) {
         return Err(FrameError::Shape("expected an array of 2 to 4 items"));

@@ -395,10 +395,9 @@ async fn datagrams(
                 r = sock.recv(&mut buf) => Some(r),
             }
         } else {
-            match tokio::time::timeout(Duration::ZERO, sock.recv(&mut buf)).await {
-                Ok(r) => Some(r),
-                Err(_) => None,
-            }
+            tokio::time::timeout(Duration::ZERO, sock.recv(&mut buf))
+                .await
+                .ok()
         };
         match got {
             Some(Ok((n, from))) => {

@@ -15,8 +15,19 @@ use common::{
 
 /// One HTTP/1.1 POST; returns (status, the response head).
 fn post(port: u16, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    post_within(20, port, path, headers, body)
+}
+
+/// [`post`] that gives up waiting for the answer after `secs` (status 0).
+fn post_within(
+    secs: u64,
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+    s.set_read_timeout(Some(std::time::Duration::from_secs(secs)))
         .unwrap();
     let mut req = format!(
         "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n",
@@ -119,6 +130,37 @@ fn the_input_takes_json_ndjson_gzip_and_forms_and_tags_by_uri() {
     assert_eq!(form[0].2["who"], "a b");
     assert_eq!(form[0].2["REMOTE_ADDR"], "127.0.0.1");
     agent.stop();
+}
+
+/// Backpressure: once the input holds `Mem_Buf_Limit` of undelivered records (its output's
+/// destination is down), it stops accepting and answering, so clients wait instead of having
+/// their records read and dropped; it pauses as Fluent Bit logs it.
+#[test]
+fn the_input_stops_answering_while_paused_at_mem_buf_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, dead) = (free_port(), free_port());
+    let conf = write(
+        dir.path(),
+        "paused.conf",
+        &format!(
+            "[SERVICE]\n    Flush 0.2\n    Grace 2\n\n[INPUT]\n    Name http\n    Listen 127.0.0.1\n    Port {port}\n    Mem_Buf_Limit 1k\n\n\
+             [OUTPUT]\n    Name forward\n    Match *\n    Host 127.0.0.1\n    Port {dead}\n"
+        ),
+    );
+    let agent = Agent::start(&conf, &[]).started();
+    assert!(wait(10, || agent.logged("listening on")));
+    let json = [("Content-Type", "application/json")];
+    let big = format!("{{\"msg\":\"{}\"}}", "x".repeat(2000));
+    assert_eq!(post(port, "/a", &json, big.as_bytes()).0, 201);
+    assert!(
+        wait(10, || agent.logged("paused (mem buf overlimit)")),
+        "{}",
+        log_of(&agent)
+    );
+    let (status, _) = post_within(3, port, "/a", &json, b"{\"msg\":\"later\"}");
+    assert_eq!(status, 0, "a paused input must not answer");
+    let log = agent.stop();
+    assert!(log.iter().any(|l| l.contains("cannot connect")));
 }
 
 /// The Python HTTP server, killed on drop.

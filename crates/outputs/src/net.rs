@@ -215,8 +215,7 @@ pub async fn is_stale(conn: &mut Conn) -> bool {
     use tokio::io::AsyncReadExt;
     let mut b = [0u8; 1];
     // One poll: a timeout of zero still polls the read once.
-    !matches!(
-        tokio::time::timeout(Duration::ZERO, conn.read(&mut b)).await,
-        Err(_)
-    )
+    tokio::time::timeout(Duration::ZERO, conn.read(&mut b))
+        .await
+        .is_ok()
 }

@@ -200,12 +200,14 @@ impl HttpSettings {
             "json_lines" => HttpFormat::JsonLines,
             "json_stream" => HttpFormat::JsonStream,
             "gelf" => HttpFormat::Gelf,
-            f => return Err((
-                "Format",
-                format!(
+            f => {
+                return Err((
+                    "Format",
+                    format!(
                     "unknown format '{f}': expected msgpack, json, json_lines, json_stream or gelf"
                 ),
-            )),
+                ))
+            }
         };
         let date_format =
             DateFormat::parse(&o.json_date_format).map_err(|r| ("json_date_format", r))?;
@@ -213,17 +215,18 @@ impl HttpSettings {
         let no_date = ["false", "off", "no"]
             .iter()
             .any(|d| key.eq_ignore_ascii_case(d));
-        let gzip =
-            match o.compress.as_deref().map(str::trim) {
-                None | Some("") => false,
-                Some(c) if c.eq_ignore_ascii_case("gzip") => true,
-                Some(c) => return Err((
+        let gzip = match o.compress.as_deref().map(str::trim) {
+            None | Some("") => false,
+            Some(c) if c.eq_ignore_ascii_case("gzip") => true,
+            Some(c) => {
+                return Err((
                     "compress",
                     format!(
                         "compression '{c}' is not available in logferry's http output: use gzip"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let mut headers = Vec::new();
         for h in &o.header {
             match h.trim().split_once(char::is_whitespace) {
