@@ -152,7 +152,8 @@ fn the_input_stops_answering_while_paused_at_mem_buf_limit() {
     let json = [("Content-Type", "application/json")];
     let big = format!("{{\"msg\":\"{}\"}}", "x".repeat(2000));
     assert_eq!(post(port, "/a", &json, big.as_bytes()).0, 201);
-    // Over the limit now: the next request is not answered (nor read into memory).
+    // Over the limit now: the request in flight waits unanswered, and no further connection
+    // is accepted until deliveries free room.
     let (status, _) = post_within(3, port, "/a", &json, b"{\"msg\":\"later\"}");
     assert_eq!(status, 0, "a paused input must not answer");
     assert!(
