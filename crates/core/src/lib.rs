@@ -5,6 +5,7 @@ pub mod chunk;
 pub mod config;
 pub mod event;
 pub mod fb_regex;
+pub mod forward;
 pub mod msgpack;
 pub mod record_accessor;
 pub mod tag;

@@ -21,6 +21,57 @@ pub fn write_record(out: &mut Vec<u8>, r: &Record) {
     write_map(out, &r.body);
 }
 
+/// Appends one record as a forward protocol entry, `[TIME, BODY]`: TIME is an `EventTime`, or
+/// whole seconds when `integer_time` (Fluentd v0.12's form).
+pub fn write_entry(out: &mut Vec<u8>, r: &Record, integer_time: bool) {
+    out.push(0x92);
+    if integer_time {
+        write_int(out, r.time.secs());
+    } else {
+        out.extend_from_slice(&[0xd7, 0x00]);
+        out.extend_from_slice(&(r.time.secs() as u32).to_be_bytes());
+        out.extend_from_slice(&r.time.subsec_nanos().to_be_bytes());
+    }
+    write_map(out, &r.body);
+}
+
+/// Appends a map header for `n` entries (the smallest form).
+pub fn write_map_header(out: &mut Vec<u8>, n: usize) {
+    write_header(out, n, 0x80, 0xde);
+}
+
+/// Appends an array header for `n` items (the smallest form).
+pub fn write_array_header(out: &mut Vec<u8>, n: usize) {
+    write_header(out, n, 0x90, 0xdc);
+}
+
+fn write_header(out: &mut Vec<u8>, n: usize, fix: u8, wide: u8) {
+    if n < 16 {
+        out.push(fix | n as u8);
+    } else if n <= 0xffff {
+        out.push(wide);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(wide + 1);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+}
+
+/// Appends msgpack binary data (`bin 8/16/32`).
+pub fn write_bin(out: &mut Vec<u8>, b: &[u8]) {
+    let n = b.len();
+    if n <= 0xff {
+        out.extend_from_slice(&[0xc4, n as u8]);
+    } else if n <= 0xffff {
+        out.push(0xc5);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0xc6);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+    out.extend_from_slice(b);
+}
+
 fn write_map(out: &mut Vec<u8>, m: &Map) {
     let n = m.len();
     if n < 16 {
@@ -38,7 +89,8 @@ fn write_map(out: &mut Vec<u8>, m: &Map) {
     }
 }
 
-fn write_str(out: &mut Vec<u8>, s: &str) {
+/// Appends a msgpack string.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let n = s.len();
     if n < 32 {
         out.push(0xa0 | n as u8);
@@ -91,7 +143,8 @@ fn write_int(out: &mut Vec<u8>, i: i64) {
     }
 }
 
-fn write_value(out: &mut Vec<u8>, v: &Value) {
+/// Appends any value.
+pub fn write_value(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::Null => out.push(0xc0),
         Value::Bool(b) => out.push(if *b { 0xc3 } else { 0xc2 }),
@@ -288,6 +341,15 @@ pub fn read_records_before_padding(buf: &[u8]) -> Result<Vec<Record>, MsgpackErr
     read(buf, true)
 }
 
+/// Reads the one value at the start of `buf`: the value and the bytes it took. Binary data and
+/// ext values other than `EventTime` come back as strings (lossy), as in [`read_records`]; an
+/// `EventTime` comes back as `[secs, nanos]`.
+pub fn read_value(buf: &[u8]) -> Result<(Value, usize), MsgpackError> {
+    let mut r = Reader { buf, at: 0 };
+    let v = r.value(0)?;
+    Ok((v, r.at))
+}
+
 fn read(buf: &[u8], padded: bool) -> Result<Vec<Record>, MsgpackError> {
     let mut r = Reader { buf, at: 0 };
     let mut out = Vec::new();
@@ -305,8 +367,10 @@ fn read(buf: &[u8], padded: bool) -> Result<Vec<Record>, MsgpackError> {
         }
         let body = parts.pop().unwrap_or_default();
         let head = parts.pop().unwrap_or_default();
+        // `[[time, metadata], body]`; a bare ext EventTime (`[time, body]`, decoded as
+        // `[secs, nanos]`) is not that.
         let time = match head {
-            Value::Array(mut tm) if !tm.is_empty() => {
+            Value::Array(mut tm) if !tm.is_empty() && !is_event_time(&tm) => {
                 tm.truncate(1);
                 tm.pop().unwrap_or_default()
             }
@@ -331,6 +395,10 @@ fn read(buf: &[u8], padded: bool) -> Result<Vec<Record>, MsgpackError> {
         out.push(Record::new(time, body));
     }
     Ok(out)
+}
+
+fn is_event_time(a: &[Value]) -> bool {
+    matches!(a, [Value::UInt(_), Value::UInt(_)])
 }
 
 struct Reader<'a> {

@@ -50,7 +50,8 @@ const BAD: &[(&str, &str)] = &[
     ("[INPTU]\n    Name dummy\n", "{f}:1: unknown section [INPTU] (did you mean [INPUT]?)"),
     // Every Fluent Bit 5.1 plugin name logferry lacks is "not yet available", not "unknown".
     ("[INPUT]\n    Name cpu\n", "{f}:2: Name: input plugin 'cpu' is not yet available in logferry"),
-    ("[INPUT]\n    Name syslog\n", "{f}:2: Name: input plugin 'syslog' is not yet available in logferry"),
+    ("[INPUT]\n    Name mqtt\n", "{f}:2: Name: input plugin 'mqtt' is not yet available in logferry"),
+    ("[INPUT]\n    Name syslog\n", "{f}:1: Path: unix modes need Path"),
     ("[INPUT]\n    Name dummy\n[FILTER]\n    Name lua\n    Match *\n", "{f}:4: Name: filter plugin 'lua' is not yet available in logferry"),
     ("[INPUT]\n    Name dummy\n[FILTER]\n    Name throttle\n    Match *\n    Rate none\n", "{f}:6: Rate: "),
     ("[INPUT]\n    Name dummy\n[OUTPUT]\n    Name datadog\n    Match *\n", "{f}:4: Name: output plugin 'datadog' is not yet available in logferry"),

@@ -22,14 +22,8 @@ const UNAVAILABLE: &[(&str, &[&str])] = &[
         &["input systemd", "output es", "output es"],
     ),
     ("25-lua-filter.conf", &["filter lua"]),
-    (
-        "26-forward-in-loki-out.conf",
-        &["input forward", "output loki"],
-    ),
-    (
-        "33-syslog-and-tcp.conf",
-        &["input syslog", "input tcp", "output datadog"],
-    ),
+    ("26-forward-in-loki-out.conf", &["output loki"]),
+    ("33-syslog-and-tcp.conf", &["output datadog"]),
     (
         "34-opentelemetry-kafka-splunk.yaml",
         &["input opentelemetry", "output kafka", "output splunk"],

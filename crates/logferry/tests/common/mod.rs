@@ -280,3 +280,83 @@ impl Lcg {
         (self.0 >> 33) % below.max(1)
     }
 }
+
+// Network plugin tests (forward, http, tcp, syslog).
+
+/// The Python with the test packages: `LOGFERRY_TEST_PYTHON`, else the workspace's `.venv`.
+pub fn python() -> PathBuf {
+    match std::env::var_os("LOGFERRY_TEST_PYTHON") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../.venv/bin/python"
+        )),
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// `TAG: [SECS.NANOS, {json}]` lines of a `file` output: (secs, nanos, record).
+pub fn out_file_records(path: &Path) -> Vec<(i64, u32, serde_json::Value)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (_, rest) = l.split_once(": [").expect("TAG: [");
+            let (time, json) = rest.split_once(", ").expect("time, record");
+            let (s, n) = time.split_once('.').expect("SECS.NANOS");
+            let json = json.strip_suffix(']').expect("closing ]");
+            (
+                s.parse().unwrap(),
+                n.parse().unwrap(),
+                serde_json::from_str(json).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Waits for the agent to exit on its own (every input finished and drained).
+pub fn exited(agent: &mut Agent, secs: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if agent.child.try_wait().unwrap().is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+pub fn log_of(agent: &Agent) -> String {
+    agent.log.lock().unwrap().join("\n")
+}
+
+/// A self-signed CA and a certificate for localhost/127.0.0.1: (ca.pem, cert.pem, key.pem).
+pub fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    (
+        write(dir, "ca.pem", &ca.pem()),
+        write(dir, "cert.pem", &cert.pem()),
+        write(dir, "key.pem", &key.serialize_pem()),
+    )
+}
