@@ -231,7 +231,7 @@ options! {
         pub enable_chunk_trace: bool = ["Enable_Chunk_Trace"] Some("off"),
         /// Escape non-ASCII characters as `\uXXXX` in JSON output.
         pub json_escape_unicode: bool = ["json.escape_unicode"] Some("on"),
-        /// Most bytes of a message joined from parts (tail's Docker/CRI pieces, multiline); longer ones are truncated and counted (`false`: no limit).
+        /// Most bytes of a message tail joins from Docker/CRI pieces; longer ones are truncated and counted (`false`: no limit).
         pub multiline_buffer_limit: SizeLimit = ["multiline_buffer_limit"] Some("2MB"),
         /// Seconds a reload may take before Fluent Bit's watchdog aborts it (accepted).
         pub hot_reload_timeout: Option<u64> = ["Hot_Reload.Timeout"] None,

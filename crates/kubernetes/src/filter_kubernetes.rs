@@ -158,7 +158,12 @@ fn build(
         ),
     ] {
         if let Some(e) = (!on)
-            .then(|| entries.iter().rev().find(|e| e.key.eq_ignore_ascii_case(key)))
+            .then(|| {
+                entries
+                    .iter()
+                    .rev()
+                    .find(|e| e.key.eq_ignore_ascii_case(key))
+            })
             .flatten()
         {
             ctx.note(
