@@ -17,12 +17,8 @@ pub struct JsonValue<'a>(pub &'a Value);
 
 impl Serialize for JsonMap<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let pairs = &self.0 .0;
         let mut out = s.serialize_map(None)?;
-        for (i, (k, v)) in pairs.iter().enumerate() {
-            if pairs[i + 1..].iter().any(|(other, _)| other == k) {
-                continue;
-            }
+        for (k, v) in self.0.iter_last_wins() {
             out.serialize_entry(k.as_str(), &JsonValue(v))?;
         }
         out.end()

@@ -74,6 +74,27 @@ impl Template {
         &self.text
     }
 
+    /// The record keys the template reads (the first key of each accessor).
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Accessor(ra) => Some(ra.key()),
+            _ => None,
+        })
+    }
+
+    /// With `trusted_templates On`: refuses a template that reads a record key other than the
+    /// kubernetes filter's metadata (`$kubernetes[...]`), which a pod cannot write (the
+    /// filter drops an application's own `kubernetes` key and sets its own last).
+    pub fn check_trusted(&self, option: &str) -> Result<(), String> {
+        match self.keys().find(|k| *k != TRUSTED_KEY) {
+            Some(k) => Err(format!(
+                "'{}' reads the record key '{k}', which a pod's log can set; with trusted_templates On a template may read only ${TRUSTED_KEY}[...] and the tag ({option})",
+                self.text
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The name for a record under `tag`, or `None` when a part cannot be filled.
     pub fn render(&self, tag: &str, body: &Map) -> Option<String> {
         let mut out = String::new();
@@ -87,6 +108,51 @@ impl Template {
         }
         Some(out)
     }
+}
+
+/// The record key `trusted_templates` lets templates read: the kubernetes filter's metadata.
+pub const TRUSTED_KEY: &str = "kubernetes";
+
+/// The destination a rendered name is for, and so the rules it must follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameRules {
+    /// CloudWatch Logs group: 1 to 512 of `a-z A-Z 0-9 _ - / . #`.
+    LogGroup,
+    /// CloudWatch Logs stream: 1 to 512 characters, no `:` or `*`.
+    LogStream,
+    /// Kinesis partition key: 1 to 256 characters.
+    PartitionKey,
+}
+
+/// Makes a name rendered from a record or a tag (which a pod or a client may control) valid
+/// for its destination: characters the destination refuses become `_` (control characters
+/// too), and the name is cut to the destination's length (at a character boundary). `None`
+/// when nothing is left: the caller falls back to its static name, as for a missing key.
+pub fn sanitize(name: &str, rules: NameRules) -> Option<String> {
+    let (max_chars, max_bytes) = match rules {
+        NameRules::LogGroup => (512, 512),
+        NameRules::LogStream => (512, usize::MAX),
+        NameRules::PartitionKey => (256, usize::MAX),
+    };
+    let mut out = String::with_capacity(name.len().min(max_bytes));
+    for (n, c) in name.chars().enumerate() {
+        if n >= max_chars {
+            break;
+        }
+        let ok = match rules {
+            NameRules::LogGroup => {
+                c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/' | '.' | '#')
+            }
+            NameRules::LogStream => !matches!(c, ':' | '*') && !c.is_control(),
+            NameRules::PartitionKey => !c.is_control(),
+        };
+        let c = if ok { c } else { '_' };
+        if out.len() + c.len_utf8() > max_bytes {
+            break;
+        }
+        out.push(c);
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// `$TAG`, `$TAG[n]` or a record accessor at the start of `s` (after the `$`), and its length.

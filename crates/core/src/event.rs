@@ -311,6 +311,56 @@ impl Map {
         self.0.iter().map(|(k, v)| (k, v))
     }
 
+    /// The pairs in order, leaving out each pair whose key comes again later: the last
+    /// duplicate wins, as JSON readers and Fluent Bit's maps take them. A map of up to
+    /// [`SMALL_MAP`] pairs is checked by scanning (no allocation: the usual record); a larger
+    /// one through a hash index built for the call, so the work stays linear in the number of
+    /// pairs whatever a record holds.
+    pub fn iter_last_wins(&self) -> LastWins<'_> {
+        let keep = (self.0.len() > SMALL_MAP).then(|| {
+            let mut last: std::collections::HashMap<&str, usize> =
+                std::collections::HashMap::with_capacity(self.0.len());
+            for (i, (k, _)) in self.0.iter().enumerate() {
+                last.insert(k.as_str(), i);
+            }
+            self.0
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| last.get(k.as_str()) == Some(&i))
+                .collect()
+        });
+        LastWins {
+            pairs: &self.0,
+            next: 0,
+            keep,
+        }
+    }
+
+    /// Appends each of `pairs` at the end, first removing any pair with the same key (from the
+    /// map, and earlier ones of `pairs`): what `insert`-at-the-end one pair at a time gives,
+    /// in time linear in both sizes (hash index) when the product of the sizes is large.
+    pub fn append_replacing(&mut self, pairs: Vec<(Str, Value)>) {
+        if self.0.len().saturating_mul(pairs.len()) <= SMALL_MAP * SMALL_MAP {
+            for (k, v) in pairs {
+                self.0.retain(|(key, _)| *key != k);
+                self.0.push((k, v));
+            }
+            return;
+        }
+        let mut last: std::collections::HashMap<Str, usize> =
+            std::collections::HashMap::with_capacity(pairs.len());
+        for (i, (k, _)) in pairs.iter().enumerate() {
+            last.insert(k.clone(), i);
+        }
+        self.0.retain(|(k, _)| !last.contains_key(k));
+        self.0.reserve(last.len());
+        for (i, (k, v)) in pairs.into_iter().enumerate() {
+            if last.get(&k) == Some(&i) {
+                self.0.push((k, v));
+            }
+        }
+    }
+
     /// Heap bytes the map owns: its pairs plus what their keys and values own.
     pub fn heap_size(&self) -> usize {
         self.0.capacity() * std::mem::size_of::<(Str, Value)>()
@@ -328,6 +378,37 @@ impl Map {
             .iter()
             .map(|(k, v)| k.len() + 1 + v.approx_size())
             .sum::<usize>()
+    }
+}
+
+/// Maps up to this many pairs are searched by scanning; larger ones get a hash index for
+/// operations over every key ([`Map::iter_last_wins`], [`Map::append_replacing`]).
+pub const SMALL_MAP: usize = 32;
+
+/// See [`Map::iter_last_wins`].
+pub struct LastWins<'a> {
+    pairs: &'a [(Str, Value)],
+    next: usize,
+    /// For large maps: whether each pair is the last of its key.
+    keep: Option<Vec<bool>>,
+}
+
+impl<'a> Iterator for LastWins<'a> {
+    type Item = (&'a Str, &'a Value);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while let Some((k, v)) = self.pairs.get(self.next) {
+            let i = self.next;
+            self.next += 1;
+            let last = match &self.keep {
+                Some(keep) => keep.get(i).copied().unwrap_or(true),
+                None => !self.pairs[i + 1..].iter().any(|(other, _)| other == k),
+            };
+            if last {
+                return Some((k, v));
+            }
+        }
+        None
     }
 }
 
@@ -590,6 +671,81 @@ mod tests {
         assert_eq!(m.remove("a"), Some(Value::Int(1)));
         assert_eq!(m.len(), 1);
         assert_eq!(m.remove("zz"), None);
+    }
+
+    /// Maps of `n` pairs whose keys repeat every `period` pairs.
+    fn repeating(n: usize, period: usize, tag: i64) -> Map {
+        Map((0..n)
+            .map(|i| {
+                (
+                    Str::from(format!("k{}", i % period)),
+                    Value::Int(tag + i as i64),
+                )
+            })
+            .collect())
+    }
+
+    /// What both operations meant before they had a hash index: a scan per pair.
+    fn naive_last_wins(m: &Map) -> Vec<(Str, Value)> {
+        m.0.iter()
+            .enumerate()
+            .filter(|(i, (k, _))| !m.0[i + 1..].iter().any(|(o, _)| o == k))
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
+    fn naive_append(m: &mut Map, pairs: Vec<(Str, Value)>) {
+        for (k, v) in pairs {
+            m.0.retain(|(key, _)| *key != k);
+            m.0.push((k, v));
+        }
+    }
+
+    #[test]
+    fn last_wins_and_append_replacing_match_the_scans_small_and_large() {
+        for (n, period) in [
+            (0, 1),
+            (1, 1),
+            (5, 3),
+            (32, 40),
+            (33, 7),
+            (200, 50),
+            (500, 1000),
+        ] {
+            let m = repeating(n, period, 0);
+            let fast: Vec<(Str, Value)> = m
+                .iter_last_wins()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            assert_eq!(fast, naive_last_wins(&m), "n={n} period={period}");
+            for (add, add_period) in [(0, 1), (3, 2), (40, 10), (300, 70)] {
+                let pairs = repeating(add, add_period, 10_000).0;
+                let mut a = m.clone();
+                a.append_replacing(pairs.clone());
+                let mut b = m.clone();
+                naive_append(&mut b, pairs);
+                assert_eq!(
+                    a, b,
+                    "n={n} period={period} add={add} add_period={add_period}"
+                );
+            }
+        }
+    }
+
+    /// 100,000 keys: the scans would take 5·10^9 key comparisons each (minutes); the hash
+    /// index takes well under a second even in a debug build. The bound is generous.
+    #[test]
+    fn a_hundred_thousand_keys_take_linear_time() {
+        let n = 100_000;
+        let started = std::time::Instant::now();
+        let m = repeating(n, n, 0);
+        assert_eq!(m.iter_last_wins().count(), n);
+        let mut rec = repeating(10, 10, 0);
+        rec.append_replacing(repeating(n, n, 1).0);
+        assert_eq!(rec.len(), n);
+        assert_eq!(rec.0[n - 1].1, Value::Int(n as i64));
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(10), "{took:?}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use logferry_core::config::ByteSize;
+use logferry_core::config::{ByteSize, SizeLimit};
 use logferry_core::options;
 
 options! {
@@ -231,8 +231,8 @@ options! {
         pub enable_chunk_trace: bool = ["Enable_Chunk_Trace"] Some("off"),
         /// Escape non-ASCII characters as `\uXXXX` in JSON output.
         pub json_escape_unicode: bool = ["json.escape_unicode"] Some("on"),
-        /// Memory limit of multiline buffers (accepted; the limit is 2MB per message).
-        pub multiline_buffer_limit: Option<ByteSize> = ["multiline_buffer_limit"] None,
+        /// Most bytes of a message tail joins from Docker/CRI pieces; longer ones are truncated and counted (`false`: no limit).
+        pub multiline_buffer_limit: SizeLimit = ["multiline_buffer_limit"] Some("2MB"),
         /// Seconds a reload may take before Fluent Bit's watchdog aborts it (accepted).
         pub hot_reload_timeout: Option<u64> = ["Hot_Reload.Timeout"] None,
         /// Adapt the flush interval to the load (accepted; `Flush` is fixed).
@@ -316,11 +316,6 @@ pub const SERVICE_NOT_APPLIED: &[NotApplied] = &[
         "Enable_Chunk_Trace",
         Some("off"),
         "logferry has no chunk tracing",
-    ),
-    na(
-        "multiline_buffer_limit",
-        None,
-        "a multiline message is cut at 2MB",
     ),
     na(
         "Hot_Reload.Timeout",

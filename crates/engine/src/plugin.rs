@@ -332,6 +332,9 @@ pub trait Output: Send + Sync + 'static {
     }
 }
 
+/// Fluent Bit's default `multiline_buffer_limit` (`FLB_ML_BUFFER_LIMIT_DEFAULT`, 2MB).
+pub const DEFAULT_MULTILINE_BUFFER_LIMIT: usize = 2 * 1024 * 1024;
+
 /// What a plugin constructor gets besides its own entries.
 #[derive(Clone, Debug)]
 pub struct BuildContext {
@@ -368,6 +371,26 @@ impl BuildContext {
             l.push(Arc::clone(&m));
         }
         m
+    }
+
+    /// `[SERVICE] multiline_buffer_limit`: the most bytes a message joined from parts may hold
+    /// (`None`: turned off with `false`). Fluent Bit's default, 2MB, when unset; a bad value is
+    /// reported where the service section is checked, and the default applies here.
+    pub fn multiline_buffer_limit(&self) -> Option<usize> {
+        use logferry_core::config::{OptValue, SectionKind, SizeLimit};
+        let raw = self
+            .config
+            .sections(SectionKind::Service)
+            .flat_map(|s| s.entries.iter())
+            .filter(|e| e.key.eq_ignore_ascii_case("multiline_buffer_limit"))
+            .last()
+            .map(|e| e.value.as_str());
+        let limit = raw
+            .and_then(|v| SizeLimit::parse_opt(v).ok())
+            .unwrap_or(SizeLimit(DEFAULT_MULTILINE_BUFFER_LIMIT as u64));
+        limit
+            .bytes()
+            .map(|b| usize::try_from(b).unwrap_or(usize::MAX))
     }
 
     /// A note about a section rather than one key.

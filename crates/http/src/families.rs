@@ -265,6 +265,16 @@ pub(crate) fn v2(source: &Source) -> Vec<Family> {
     out.push(f);
 
     let mut f = Family::new(
+        "logferry_regex_limit_errors_total",
+        "Regular expression searches a backtracking engine gave up on (its limit); each text was passed on as not matched, and logged.",
+        Kind::Counter,
+    );
+    f.push(
+        Vec::new(),
+        logferry_core::fb_regex::LIMIT_ERRORS.load(Relaxed),
+    );
+    out.push(f);
+    let mut f = Family::new(
         "fluentbit_logger_logs_total",
         "Total number of logs",
         Kind::Counter,

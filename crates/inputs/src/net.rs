@@ -104,19 +104,16 @@ pub struct Tls(tokio_rustls::TlsAcceptor);
 impl Tls {
     /// From `tls.crt_file` (PEM chain) and `tls.key_file` (PEM key, not encrypted).
     pub fn from_files(crt: &Path, key: &Path) -> Result<Tls, String> {
-        let certs: Vec<_> = rustls_pemfile::certs(&mut io::BufReader::new(
-            std::fs::File::open(crt).map_err(|e| format!("{}: {e}", crt.display()))?,
-        ))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", crt.display()))?;
+        use rustls::pki_types::pem::PemObject;
+        let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(crt)
+            .map_err(|e| format!("{}: {e}", crt.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: {e}", crt.display()))?;
         if certs.is_empty() {
             return Err(format!("{}: no PEM certificate", crt.display()));
         }
-        let key = rustls_pemfile::private_key(&mut io::BufReader::new(
-            std::fs::File::open(key).map_err(|e| format!("{}: {e}", key.display()))?,
-        ))
-        .map_err(|e| format!("{}: {e}", key.display()))?
-        .ok_or_else(|| format!("{}: no PEM private key", key.display()))?;
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| format!("{}: {e}", key.display()))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

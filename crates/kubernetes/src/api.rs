@@ -24,6 +24,8 @@ use http::{HeaderName, HeaderValue};
 use kube::core::WatchEvent;
 use logferry_engine::CancellationToken;
 use rand::Rng;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 use serde_json::Value as Json;
 
 use crate::cache::Cache;
@@ -168,7 +170,7 @@ fn read_certs(path: &Path) -> Result<Vec<Vec<u8>>, ApiError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let certs: Vec<Vec<u8>> = rustls_pemfile::certs(&mut bytes.as_slice())
+    let certs: Vec<Vec<u8>> = <CertificateDer<'_> as PemObject>::pem_slice_iter(&bytes)
         .filter_map(Result::ok)
         .map(|c| c.as_ref().to_vec())
         .collect();
@@ -225,8 +227,10 @@ impl ApiAccess {
     fn build(&self, token: Option<String>) -> Result<Current, ApiError> {
         let mut cfg = self.base.clone();
         if let Some(t) = &token {
-            let v = HeaderValue::from_str(&format!("Bearer {t}"))
+            let mut v = HeaderValue::from_str(&format!("Bearer {t}"))
                 .map_err(|e| ApiError::Client(e.to_string()))?;
+            // Kept out of any Debug output of the client's settings.
+            v.set_sensitive(true);
             cfg.headers
                 .push((HeaderName::from_static("authorization"), v));
         }

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use logferry_core::{Str, Value};
 use logferry_engine::CancellationToken;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 use serde_json::Value as Json;
 
 /// Most pods the map keeps.
@@ -225,7 +227,7 @@ async fn fetch_https(
     cfg.accept_invalid_certs = !verify;
     cfg.default_retry = false;
     if let Ok(pem) = std::fs::read(ca_file) {
-        let roots: Vec<Vec<u8>> = rustls_pemfile::certs(&mut pem.as_slice())
+        let roots: Vec<Vec<u8>> = <CertificateDer<'_> as PemObject>::pem_slice_iter(&pem)
             .filter_map(Result::ok)
             .map(|c| c.as_ref().to_vec())
             .collect();

@@ -150,6 +150,29 @@ fn build(
         })?),
         None => None,
     };
+    // Verification is on unless turned off; turning it off is said at start and in --dry-run.
+    for (key, on) in [
+        ("tls.verify", o.tls_verify),
+        (
+            "AWS_Pod_Association_Host_TLS_Verify",
+            o.aws_pod_association_host_tls_verify,
+        ),
+    ] {
+        if let Some(e) = (!on)
+            .then(|| {
+                entries
+                    .iter()
+                    .rev()
+                    .find(|e| e.key.eq_ignore_ascii_case(key))
+            })
+            .flatten()
+        {
+            ctx.note(
+                e,
+                "TLS certificate verification is off: anyone on the path can read the token and feed false metadata",
+            );
+        }
+    }
     let api_url = if o.use_kubelet {
         format!("https://{}:{}", o.kubelet_host, o.kubelet_port)
     } else {

@@ -190,11 +190,9 @@ pub fn merge_log(
     match o.key.as_ref().filter(|k| !k.is_empty()) {
         Some(k) if !fields.is_empty() => append(&mut rec.body, k.clone(), Value::Map(fields)),
         Some(_) => {}
-        None => {
-            for (k, v) in fields.0 {
-                append(&mut rec.body, k, v);
-            }
-        }
+        // One pass with a hash index when the record or the merged object is large: an
+        // application's object of 100,000 keys costs linear time, not 10^10 comparisons.
+        None => rec.body.append_replacing(fields.0),
     }
 }
 

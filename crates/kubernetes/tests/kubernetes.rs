@@ -443,3 +443,25 @@ async fn state_of_deleted_files_goes_when_tail_closes_them() {
     stop_and_join(stop, run).await;
     assert_eq!(left, 1, "state kept for deleted files");
 }
+
+/// TLS verification is on by default; `tls.verify Off` works but is warned about at start
+/// (and in `--dry-run`), never taken silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_tls_verification_off_is_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("c");
+    std::fs::create_dir_all(&logs).unwrap();
+    let server = KubeApiServer::start(tmp.path()).await;
+    let tls_notes = |extra: &[(&str, &str)], sink: &str| -> Vec<String> {
+        pipeline(&logs, &server, extra, sink, true)
+            .notes
+            .iter()
+            .map(|n| n.to_string())
+            .filter(|n| n.contains("verification is off"))
+            .collect()
+    };
+    assert!(tls_notes(&[], "tls_default").is_empty());
+    let notes = tls_notes(&[("tls.verify", "Off")], "tls_off");
+    assert_eq!(notes.len(), 1, "{notes:#?}");
+    assert!(notes[0].contains("tls.verify"), "{notes:#?}");
+}

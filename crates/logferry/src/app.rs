@@ -81,8 +81,21 @@ fn init_logging(service: &ServiceOptions, verbosity: i8) -> Result<(), String> {
         }
         None => fmt.with_ansi(false).with_writer(std::io::stderr).boxed(),
     };
+    // The AWS SDK's runtime prints resolved identities (the access key id) in its debug
+    // events: kept at info whatever Log_Level says, so credentials never reach the log.
+    let sdk = tracing_subscriber::filter::Targets::new()
+        .with_default(tracing_subscriber::filter::LevelFilter::TRACE)
+        .with_target(
+            "aws_smithy_runtime",
+            tracing_subscriber::filter::LevelFilter::INFO,
+        )
+        .with_target(
+            "aws_smithy_runtime_api",
+            tracing_subscriber::filter::LevelFilter::INFO,
+        );
     tracing_subscriber::registry()
         .with(level)
+        .with(sdk)
         .with(fmt)
         .with(crate::logging::CountLayer)
         .try_init()

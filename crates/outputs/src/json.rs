@@ -210,11 +210,6 @@ pub struct FluentJsonMap<'a> {
     pub date: Option<DateKey<'a>>,
 }
 
-fn key_repeats_after(map: &Map, i: usize) -> bool {
-    let k = &map.0[i].0;
-    map.0[i + 1..].iter().any(|(other, _)| other == k)
-}
-
 impl Serialize for FluentJsonMap<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut out = s.serialize_map(None)?;
@@ -224,11 +219,7 @@ impl Serialize for FluentJsonMap<'_> {
                 serialize_date(&mut out, d)?;
             }
         }
-        let dedup = self.map.len() > 1;
-        for (i, (k, v)) in self.map.0.iter().enumerate() {
-            if dedup && key_repeats_after(self.map, i) {
-                continue;
-            }
+        for (k, v) in self.map.iter_last_wins() {
             out.serialize_entry(k.as_str(), &FluentValue(v))?;
         }
         out.end()

@@ -54,8 +54,9 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 }
 
 fn pem_certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut io::BufReader::new(f))
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: {e}", path.display()))?;
     if certs.is_empty() {
@@ -101,11 +102,11 @@ impl ClientTls {
             (Some(crt), Some(key)) => {
                 let certs = pem_certs(&resolve(base, crt)).map_err(|e| ("tls.crt_file", e))?;
                 let path = resolve(base, key);
-                let f = std::fs::File::open(&path)
-                    .map_err(|e| ("tls.key_file", format!("{}: {e}", path.display())))?;
-                let key = rustls_pemfile::private_key(&mut io::BufReader::new(f))
-                    .map_err(|e| ("tls.key_file", e.to_string()))?
-                    .ok_or(("tls.key_file", "no PEM private key".to_string()))?;
+                let key = {
+                    use rustls::pki_types::pem::PemObject;
+                    rustls::pki_types::PrivateKeyDer::from_pem_file(&path)
+                        .map_err(|e| ("tls.key_file", format!("{}: {e}", path.display())))?
+                };
                 builder
                     .with_client_auth_cert(certs, key)
                     .map_err(|e| ("tls.key_file", e.to_string()))?

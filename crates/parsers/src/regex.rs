@@ -39,6 +39,11 @@ pub enum Engine {
     Fancy(fancy_regex::Regex),
 }
 
+/// A search the backtracking engine gave up on (its backtrack limit): neither a match nor a
+/// non-match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitHit;
+
 /// A compiled pattern.
 #[derive(Debug)]
 pub struct Pattern {
@@ -185,7 +190,13 @@ impl Pattern {
                 Some(f(&Slots::Std(&locs)))
             }
             (Engine::Fancy(re), _) => {
-                let caps = re.captures(text).ok()??;
+                let caps = match re.captures(text) {
+                    Ok(c) => c?,
+                    Err(e) => {
+                        self.limit_hit(text, &e);
+                        return None;
+                    }
+                };
                 if self.phantom(text, caps.get(0)?.start()) {
                     return None;
                 }
@@ -194,19 +205,50 @@ impl Pattern {
         }
     }
 
-    /// Whether the pattern matches anywhere in `text`.
+    /// Whether the pattern matches anywhere in `text`. A search the backtracking engine gave
+    /// up on is no match, counted and logged ([`Pattern::try_is_match`] tells it apart).
     pub fn is_match(&self, text: &str) -> bool {
+        self.try_is_match(text).unwrap_or(false)
+    }
+
+    /// Whether the pattern matches anywhere in `text`; `Err` when the backtracking engine hit
+    /// its limit (counted in [`logferry_core::fb_regex::LIMIT_ERRORS`] and logged).
+    pub fn try_is_match(&self, text: &str) -> Result<bool, LimitHit> {
+        let fancy = |r: Result<Option<usize>, fancy_regex::Error>| match r {
+            Ok(m) => Ok(m),
+            Err(e) => {
+                self.limit_hit(text, &e);
+                Err(LimitHit)
+            }
+        };
         if !(self.line_start && text.ends_with('\n')) {
             return match &self.engine {
-                Engine::Std(re) => re.is_match(text),
-                Engine::Fancy(re) => re.is_match(text).unwrap_or(false),
+                Engine::Std(re) => Ok(re.is_match(text)),
+                Engine::Fancy(re) => {
+                    fancy(re.is_match(text).map(|m| m.then_some(0))).map(|m| m.is_some())
+                }
             };
         }
         let start = match &self.engine {
             Engine::Std(re) => re.find(text).map(|m| m.start()),
-            Engine::Fancy(re) => re.find(text).ok().flatten().map(|m| m.start()),
+            Engine::Fancy(re) => fancy(re.find(text).map(|m| m.map(|m| m.start())))?,
         };
-        start.is_some_and(|s| !self.phantom(text, s))
+        Ok(start.is_some_and(|s| !self.phantom(text, s)))
+    }
+
+    /// Counts a search that ended in an error and logs it: every time for the first ten, then
+    /// at every power of two, so a hostile stream cannot flood the agent's log.
+    fn limit_hit(&self, text: &str, e: &fancy_regex::Error) {
+        use std::sync::atomic::Ordering;
+        let n = logferry_core::fb_regex::LIMIT_ERRORS.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= 10 || n.is_power_of_two() {
+            let pattern = match &self.engine {
+                Engine::Std(re) => re.as_str(),
+                Engine::Fancy(re) => re.as_str(),
+            };
+            tracing::warn!(pattern, bytes = text.len(), error = %e, total = n,
+                "regular expression search failed (backtracking limit); the text is passed on as not matched");
+        }
     }
 
     /// The capture group names with their indices, in the order written.
@@ -601,6 +643,24 @@ mod tests {
         assert_eq!(p.engine(), "fancy-regex");
         let e = Pattern::new(r"(?<a>unclosed").unwrap_err();
         assert!(e.contains("invalid regular expression"), "{e}");
+    }
+
+    /// A pattern that needs the backtracking engine and backtracks exponentially on a line
+    /// without its final `!`: the search ends at fancy-regex's backtrack limit. That is not
+    /// taken silently as "no match": `try_is_match` says so, and each is counted (and logged).
+    #[test]
+    fn a_backtracking_limit_is_counted_not_a_silent_non_match() {
+        use std::sync::atomic::Ordering;
+        let p = Pattern::new(r"^(?<w>(a|aa)+)\k<w>?(?=!)!").unwrap();
+        assert_eq!(p.engine(), "fancy-regex");
+        assert_eq!(p.try_is_match("aaaa!"), Ok(true));
+        let hostile = format!("{}x", "a".repeat(64));
+        let before = logferry_core::fb_regex::LIMIT_ERRORS.load(Ordering::Relaxed);
+        assert_eq!(p.try_is_match(&hostile), Err(LimitHit));
+        assert!(!p.is_match(&hostile));
+        assert!(p.captures(&hostile, |_| ()).is_none());
+        let after = logferry_core::fb_regex::LIMIT_ERRORS.load(Ordering::Relaxed);
+        assert!(after >= before + 3, "{before} -> {after}");
     }
 
     /// Every group of the leftmost match, through the JIT (`fast`) or the `regex` crate.

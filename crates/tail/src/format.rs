@@ -304,40 +304,100 @@ pub struct Pending {
     pub since: std::time::Instant,
 }
 
+/// A joined message cut at the joiner's limit (see [`Joiner::with_limit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Truncated {
+    /// File offset where the message's first piece starts.
+    pub start: u64,
+    /// Bytes of `log` kept.
+    pub kept: usize,
+}
+
 /// Joins split lines per stream.
+///
+/// A message is bounded by its limit (`multiline_buffer_limit`, Fluent Bit's cap on a message
+/// assembled from parts, 2MB by default): once its `log` would pass it, the first `limit` bytes
+/// (cut at a character boundary) are emitted at once and the rest of that message, up to its
+/// last piece, is dropped (Fluent Bit's `flb_ml_group_cat` keeps the first `limit` bytes too).
+/// So pieces that never end cost at most `limit` bytes per stream, whatever their total.
 #[derive(Default)]
 pub struct Joiner {
     pending: [Option<Pending>; 3],
+    /// Per stream: dropping the rest of a message cut at the limit, until its last piece.
+    dropping: [bool; 3],
+    limit: Option<usize>,
 }
 
 impl Joiner {
+    /// A joiner whose messages hold at most `limit` bytes of `log` (`None`: no limit).
+    pub fn with_limit(limit: Option<usize>) -> Self {
+        Joiner {
+            limit: limit.map(|l| l.max(1)),
+            ..Joiner::default()
+        }
+    }
+
     /// Feeds one decoded line spanning `[start, end)` of the file. Completed records go to `out`
-    /// with the file offset just past their last piece.
-    pub fn push(&mut self, d: Decoded, start: u64, end: u64, out: &mut Vec<(Record, u64)>) {
-        let slot = &mut self.pending[usize::from(d.stream.min(2))];
-        match slot.take() {
+    /// with the file offset just past their last piece. Returns what was cut when the message
+    /// reached the limit with this piece.
+    pub fn push(
+        &mut self,
+        d: Decoded,
+        start: u64,
+        end: u64,
+        out: &mut Vec<(Record, u64)>,
+    ) -> Option<Truncated> {
+        let i = usize::from(d.stream.min(2));
+        if self.dropping[i] {
+            // The rest of a message already cut and emitted: dropped up to its last piece.
+            if !d.partial {
+                self.dropping[i] = false;
+            }
+            return None;
+        }
+        let slot = &mut self.pending[i];
+        let mut over = false;
+        let mut p = match slot.take() {
             Some(mut p) => {
-                append_log(&mut p.record.body, &d.record.body);
+                over = append_log(&mut p.record.body, &d.record.body, self.limit);
                 p.end = end;
-                if d.partial {
-                    *slot = Some(p);
-                } else {
+                if !d.partial {
                     if let Some(v) = d.record.body.get("_p") {
                         p.record.body.insert("_p", v.clone());
                     }
-                    out.push((p.record, end));
                 }
+                p
             }
-            None if d.partial => {
-                *slot = Some(Pending {
-                    record: d.record,
-                    start,
-                    end,
-                    since: std::time::Instant::now(),
-                });
+            None if d.partial => Pending {
+                record: d.record,
+                start,
+                end,
+                since: std::time::Instant::now(),
+            },
+            // A whole line on its own: not a joined message (Buffer_Max_Size bounds it).
+            None => {
+                out.push((d.record, end));
+                return None;
             }
-            None => out.push((d.record, end)),
+        };
+        if let Some(limit) = self.limit {
+            if over || log_len(&p.record.body) > limit {
+                let kept = cut_log(&mut p.record.body, limit);
+                let cut = Truncated {
+                    start: p.start,
+                    kept,
+                };
+                self.dropping[i] = d.partial;
+                out.push((p.record, end));
+                return Some(cut);
+            }
         }
+        if d.partial {
+            *slot = Some(p);
+        } else {
+            out.push((p.record, end));
+        }
+        None
     }
 
     /// Emits every pending message older than `older_than` (all if `None`).
@@ -365,15 +425,63 @@ impl Joiner {
     pub fn is_empty(&self) -> bool {
         self.pending.iter().all(Option::is_none)
     }
+
+    /// Bytes of `log` held in pending messages.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending
+            .iter()
+            .flatten()
+            .map(|p| log_len(&p.record.body))
+            .sum()
+    }
 }
 
-fn append_log(into: &mut Map, from: &Map) {
+fn log_len(m: &Map) -> usize {
+    match m.get("log") {
+        Some(Value::Str(s)) => s.len(),
+        _ => 0,
+    }
+}
+
+/// Cuts `log` to at most `limit` bytes at a character boundary; returns the bytes kept.
+fn cut_log(m: &mut Map, limit: usize) -> usize {
+    match m.get_mut("log") {
+        Some(Value::Str(s)) => {
+            let mut cut = limit.min(s.len());
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            s.truncate(cut);
+            cut
+        }
+        _ => 0,
+    }
+}
+
+/// Appends `from`'s `log` to `into`'s, at most up to `limit` bytes in all (cut at a character
+/// boundary); returns whether some of it did not fit.
+fn append_log(into: &mut Map, from: &Map, limit: Option<usize>) -> bool {
     let Some(Value::Str(more)) = from.get("log") else {
-        return;
+        return false;
     };
     match into.get_mut("log") {
-        Some(Value::Str(s)) => s.push_str(more),
-        _ => into.insert("log", more.clone()),
+        Some(Value::Str(s)) => {
+            let room = limit.map_or(usize::MAX, |l| l.saturating_sub(s.len()));
+            if more.len() <= room {
+                s.push_str(more);
+                return false;
+            }
+            let mut take = room;
+            while !more.is_char_boundary(take) {
+                take -= 1;
+            }
+            s.push_str(&more[..take]);
+            true
+        }
+        _ => {
+            into.insert("log", more.clone());
+            limit.is_some_and(|l| more.len() > l)
+        }
     }
 }
 
@@ -504,6 +612,116 @@ mod tests {
             out[1].0.body.get("log"),
             Some(&Value::from("cut")),
             "flushed as is"
+        );
+    }
+
+    /// CRI `P` pieces that never end: one record of the first `limit` bytes, emitted as soon
+    /// as the limit is reached; the rest of that message is dropped up to its `F` line; what
+    /// is held never passes the limit; the next message is joined as usual.
+    #[test]
+    fn joined_messages_stop_at_the_limit() {
+        let mut j = Joiner::with_limit(Some(100));
+        let mut out = Vec::new();
+        let p = |s: &str| decode_cri(s.as_bytes()).unwrap();
+        let mut cuts = Vec::new();
+        for i in 0..1000u64 {
+            let piece = p("2024-01-02T03:04:05Z stdout P 0123456789");
+            if let Some(c) = j.push(piece, i * 50, i * 50 + 50, &mut out) {
+                cuts.push((i, c));
+            }
+            assert!(j.pending_bytes() <= 100);
+        }
+        assert_eq!(
+            cuts,
+            [(
+                10,
+                Truncated {
+                    start: 0,
+                    kept: 100
+                }
+            )]
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].0.body.get("log"),
+            Some(&Value::from("0123456789".repeat(10).as_str()))
+        );
+        assert_eq!(out[0].1, 550, "ends with the piece that reached the limit");
+        assert!(j.is_empty() && j.earliest_start().is_none());
+        // The cut message's last piece is dropped too; then joining starts over.
+        j.push(
+            p("2024-01-02T03:04:05Z stdout F end"),
+            50_000,
+            50_010,
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        j.push(
+            p("2024-01-02T03:04:06Z stdout P next "),
+            50_010,
+            50_020,
+            &mut out,
+        );
+        j.push(
+            p("2024-01-02T03:04:06Z stdout F one"),
+            50_020,
+            50_030,
+            &mut out,
+        );
+        assert_eq!(out[1].0.body.get("log"), Some(&Value::from("next one")));
+    }
+
+    /// The cut never splits a character, a single oversized first piece is cut too, and the
+    /// other stream is not touched.
+    #[test]
+    fn the_limit_cuts_at_a_character_boundary_per_stream() {
+        let mut j = Joiner::with_limit(Some(10));
+        let mut out = Vec::new();
+        let p = |s: &str| decode_cri(s.as_bytes()).unwrap();
+        j.push(p("2024-01-02T03:04:05Z stderr P err "), 0, 1, &mut out);
+        j.push(p("2024-01-02T03:04:05Z stdout P ééé"), 1, 2, &mut out);
+        let c = j.push(p("2024-01-02T03:04:05Z stdout P ééé"), 2, 3, &mut out);
+        assert_eq!(c, Some(Truncated { start: 1, kept: 10 }));
+        assert_eq!(out[0].0.body.get("log"), Some(&Value::from("ééééé")));
+        let c = j.push(
+            p("2024-01-02T03:04:05Z stdout P abcdefghijklmnop"),
+            3,
+            4,
+            &mut out,
+        );
+        assert_eq!(c, None, "still dropping the rest of the cut message");
+        j.push(p("2024-01-02T03:04:05Z stdout F x"), 4, 5, &mut out);
+        let c = j.push(
+            p("2024-01-02T03:04:05Z stdout P abcdefghijklmnop"),
+            5,
+            6,
+            &mut out,
+        );
+        assert_eq!(c, Some(Truncated { start: 5, kept: 10 }));
+        assert_eq!(out[1].0.body.get("log"), Some(&Value::from("abcdefghij")));
+        j.push(p("2024-01-02T03:04:05Z stderr F done"), 6, 7, &mut out);
+        assert_eq!(out[2].0.body.get("log"), Some(&Value::from("err done")));
+        // Without a limit (multiline_buffer_limit false) everything is joined.
+        let mut j = Joiner::with_limit(None);
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            j.push(
+                p("2024-01-02T03:04:05Z stdout P 0123456789"),
+                0,
+                1,
+                &mut out,
+            );
+        }
+        j.push(p("2024-01-02T03:04:05Z stdout F"), 1, 2, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0]
+                .0
+                .body
+                .get("log")
+                .and_then(Value::as_str)
+                .map(str::len),
+            Some(1000)
         );
     }
 

@@ -221,6 +221,10 @@ fn build(
             "Unread bytes dropped by closing a rotated or deleted file at Rotated_Hold_Limit.",
         ),
         // Registered in Fluent Bit's order (its v1 JSON lists truncated first).
+        multiline_truncated: ctx.metrics.register(
+            "fluentbit_input_multiline_truncated",
+            "Total number of truncated occurences for multilines",
+        ),
         long_line_truncated: ctx.metrics.register(
             "fluentbit_input_long_line_truncated",
             "Total number of truncated occurences for long lines",
@@ -244,6 +248,7 @@ fn build(
         multiline: decoding.multiline,
         join,
         join_flush,
+        join_limit: ctx.multiline_buffer_limit(),
         db,
         o,
     }))
@@ -352,6 +357,8 @@ struct FileCounters {
     rotated_dropped_files: Arc<std::sync::atomic::AtomicU64>,
     long_line_skipped: Arc<std::sync::atomic::AtomicU64>,
     long_line_truncated: Arc<std::sync::atomic::AtomicU64>,
+    /// Messages joined from Docker/CRI pieces cut at `multiline_buffer_limit`.
+    multiline_truncated: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Tail {
@@ -367,6 +374,8 @@ struct Tail {
     multiline: Option<Arc<MultilineParser>>,
     join: bool,
     join_flush: Duration,
+    /// `[SERVICE] multiline_buffer_limit`: most bytes of a message joined from pieces.
+    join_limit: Option<usize>,
     db: Option<PathBuf>,
 }
 
@@ -860,7 +869,7 @@ impl Tail {
                 partial: Vec::new(),
                 line_start: offset,
                 skipping: false,
-                joiner: Joiner::default(),
+                joiner: Joiner::with_limit(self.join_limit),
                 rotated_at: rotated.then(Instant::now),
                 last_check: Instant::now(),
                 eof: false,
@@ -1170,7 +1179,7 @@ impl Tail {
     /// One complete line (without its `\n`) spanning `[start, end)`.
     fn line(
         &self,
-        _ctx: &InputContext,
+        ctx: &InputContext,
         f: &mut Followed,
         mut line: &[u8],
         start: u64,
@@ -1201,7 +1210,7 @@ impl Tail {
         self.decorate(f, &mut d.record, start);
         if self.multiline.is_none() {
             if self.join {
-                f.joiner.push(d, start, end, out);
+                self.join_piece(ctx, f, d, start, end, out);
             } else {
                 out.push((d.record, end));
             }
@@ -1212,12 +1221,33 @@ impl Tail {
         let first = f.joiner.earliest_start().unwrap_or(start).min(start);
         let mut framed = Vec::new();
         if self.join {
-            f.joiner.push(d, start, end, &mut framed);
+            self.join_piece(ctx, f, d, start, end, &mut framed);
         } else {
             framed.push((d.record, end));
         }
         for (record, end) in framed {
             f.multiline_push(record, first, end, out);
+        }
+    }
+
+    /// Feeds one piece to the file's joiner; a message cut at `multiline_buffer_limit` is
+    /// counted in Fluent Bit's `fluentbit_input_multiline_truncated_total` and logged, as
+    /// Fluent Bit's tail does ("multiline message truncated due to buffer limit").
+    fn join_piece(
+        &self,
+        ctx: &InputContext,
+        f: &mut Followed,
+        d: crate::format::Decoded,
+        start: u64,
+        end: u64,
+        out: &mut Vec<(Record, u64)>,
+    ) {
+        if let Some(cut) = f.joiner.push(d, start, end, out) {
+            self.files
+                .multiline_truncated
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(input = %ctx.name, file = %f.path.display(), offset = cut.start,
+                kept = cut.kept, "multiline message truncated due to buffer limit (multiline_buffer_limit): keeping its first bytes, dropping the rest of its pieces");
         }
     }
 

@@ -345,6 +345,80 @@ async fn long_lines_are_skipped_or_cut_never_the_file() {
     assert_eq!(counter("fluentbit_input_long_line_skipped"), Some(0));
 }
 
+/// Docker pieces and CRI `P` lines that never end, on real files: each joined message stops
+/// at `[SERVICE] multiline_buffer_limit` (its first bytes, emitted at once; the rest of its
+/// pieces dropped), counted in `fluentbit_input_multiline_truncated_total` and logged, while
+/// the ordinary line after it in another stream arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joined_messages_stop_at_multiline_buffer_limit() {
+    captured_log();
+    let dir = tempfile::tempdir().unwrap();
+    let piece = "p".repeat(16 * 1024);
+    let mut docker = String::new();
+    let mut cri = String::new();
+    for _ in 0..640 {
+        docker.push_str(&format!(
+            "{{\"log\":\"{piece}\",\"stream\":\"stdout\",\"time\":\"2024-01-02T03:04:05Z\"}}\n"
+        ));
+        cri.push_str(&format!("2024-01-02T03:04:05Z stdout P {piece}\n"));
+    }
+    docker.push_str(
+        "{\"log\":\"other\\n\",\"stream\":\"stderr\",\"time\":\"2024-01-02T03:04:05Z\"}\n",
+    );
+    cri.push_str("2024-01-02T03:04:05Z stderr F other\n");
+    std::fs::write(dir.path().join("docker.log"), docker).unwrap();
+    std::fs::write(dir.path().join("cri.log"), cri).unwrap();
+    let pattern = format!("{}/*.log", dir.path().display());
+    let mut sections = vec![
+        section(
+            SectionKind::Service,
+            &[
+                ("Flush", "0.05"),
+                ("Grace", "2"),
+                ("multiline_buffer_limit", "256k"),
+            ],
+        ),
+        section(
+            SectionKind::Input,
+            &[
+                ("Name", "tail"),
+                ("Tag", "t.*"),
+                ("Path", &pattern),
+                ("Read_from_Head", "On"),
+                ("multiline.parser", "docker, cri"),
+                ("Exit_On_Eof", "On"),
+            ],
+        ),
+        section(
+            SectionKind::Output,
+            &[("Name", "collect"), ("Match", "*"), ("sink", "capped")],
+        ),
+    ];
+    let p = Pipeline::build(config(std::mem::take(&mut sections)), &registry()).unwrap();
+    let m = logferry_engine::metrics::Metrics::list(&p.metrics.inputs)[0].clone();
+    common::run_to_end(p).await;
+    let mut got = logs("capped");
+    got.sort_by_key(String::len);
+    assert_eq!(got.len(), 4, "two cut messages and two ordinary lines");
+    assert_eq!(&got[..2], ["other", "other\n"]);
+    for cut in &got[2..] {
+        assert_eq!(cut.len(), 256 * 1024);
+        assert!(cut.bytes().all(|b| b == b'p'));
+    }
+    let truncated = m
+        .extras()
+        .into_iter()
+        .find(|e| e.name == "fluentbit_input_multiline_truncated")
+        .map(|e| e.value.load(std::sync::atomic::Ordering::Relaxed));
+    assert_eq!(truncated, Some(2));
+    assert_eq!(
+        captured_log()
+            .matches("multiline message truncated due to buffer limit")
+            .count(),
+        2
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resumes_from_a_db_written_with_fluent_bits_schema() {
     let dir = tempfile::tempdir().unwrap();

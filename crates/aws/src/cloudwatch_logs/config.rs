@@ -55,6 +55,8 @@ options! {
         pub credentials_endpoint: Option<String> = ["credentials_endpoint"] None,
         /// Accepted, no effect: entities are not added to PutLogEvents calls.
         pub add_entity: bool = ["add_entity"] Some("false"),
+        /// logferry only: templates may read only $kubernetes[...] (the kubernetes filter's metadata) and the tag, never keys a pod's log can set.
+        pub trusted_templates: bool = ["trusted_templates"] Some("false"),
     }
 }
 
@@ -197,6 +199,17 @@ impl CloudWatchLogsSettings {
                 }
             }
         };
+        if o.trusted_templates {
+            for (key, t) in [
+                ("log_group_template", group.template.as_ref()),
+                ("log_stream_template", stream.template.as_ref()),
+            ] {
+                if let Some(t) = t {
+                    t.check_trusted(key)
+                        .map_err(|r| AwsError::setting("trusted_templates", r))?;
+                }
+            }
+        }
         let retention_days = match o.log_retention_days {
             0 => None,
             d if RETENTION_DAYS.contains(&d) => i32::try_from(d).ok(),

@@ -17,6 +17,7 @@ use logferry_core::{Map, Record, Value};
 use super::batch::MAX_MESSAGE_BYTES;
 use super::config::{CloudWatchLogsSettings, EmfMetrics, StreamName};
 use crate::encode::{truncate_utf8, write_message, Skip};
+use crate::template::{sanitize, NameRules, Template};
 
 /// One log event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,8 +100,16 @@ fn destination(
     body: &Map,
     fallbacks: &mut u64,
 ) -> Result<Destination, Dropped> {
-    let group = match s.group.template.as_ref().and_then(|t| t.render(tag, body)) {
-        Some(g) if !g.is_empty() => g,
+    // Rendered names may hold what a pod wrote: made valid for CloudWatch Logs (see
+    // `template::sanitize`), else the static name.
+    let rendered = |t: &Template, rules| t.render(tag, body).and_then(|n| sanitize(&n, rules));
+    let group = match s
+        .group
+        .template
+        .as_ref()
+        .and_then(|t| rendered(t, NameRules::LogGroup))
+    {
+        Some(g) => g,
         _ => {
             if s.group.template.is_some() {
                 *fallbacks += 1;
@@ -108,15 +117,22 @@ fn destination(
             s.group.fallback.clone().ok_or(Dropped::NoGroup)?
         }
     };
-    let stream = match s.stream.template.as_ref().and_then(|t| t.render(tag, body)) {
-        Some(st) if !st.is_empty() => st,
+    let stream = match s
+        .stream
+        .template
+        .as_ref()
+        .and_then(|t| rendered(t, NameRules::LogStream))
+    {
+        Some(st) => st,
         _ => {
             if s.stream.template.is_some() {
                 *fallbacks += 1;
             }
             match &s.stream.fallback {
                 StreamName::Fixed(n) => n.clone(),
-                StreamName::Prefix(p) => format!("{p}{tag}"),
+                StreamName::Prefix(p) => {
+                    sanitize(&format!("{p}{tag}"), NameRules::LogStream).ok_or(Dropped::NoStream)?
+                }
                 StreamName::None => return Err(Dropped::NoStream),
             }
         }

@@ -170,6 +170,73 @@ fn go_plugin_templates_in_names_fall_back_to_defaults() {
     assert_eq!(dests, ["/aws/prod/app", "fallback/app"]);
 }
 
+/// Names rendered from what a pod wrote are made valid for CloudWatch Logs (group: only
+/// `a-zA-Z0-9_-/.#`, 512; stream: no `:` or `*`, 512 characters); a name with nothing left
+/// falls back to the static one. With `trusted_templates On`, a template reading anything but
+/// `$kubernetes[...]` is refused when the output is built.
+#[test]
+fn rendered_names_follow_cloudwatch_rules_and_templates_can_be_confined() {
+    let s = settings(&[
+        ("log_group_template", "/app/$group"),
+        ("log_group_name", "static"),
+        ("log_stream_template", "$stream"),
+        ("log_stream_name", "s"),
+    ])
+    .unwrap();
+    let t = EventTime::from_parts(1_700_000_000, 0);
+    let rec = |g: &str, st: &str| {
+        let mut m = Map::new();
+        m.insert("group", g);
+        m.insert("stream", st);
+        Record::new(t, m)
+    };
+    let long = "x".repeat(600);
+    let records = [
+        rec("../evil group:*\u{0}", "a:b*c\nd"),
+        rec(&long, &long),
+        rec("", ""),
+    ];
+    let enc = build(&s, "kube.a:b", records.iter());
+    let dests: Vec<String> = enc.streams.iter().map(|(d, _)| d.to_string()).collect();
+    assert_eq!(dests[0], "/app/../evil_group___/a_b_c_d");
+    let (g, st) = dests[1].split_at(512);
+    assert_eq!(g, format!("/app/{}", "x".repeat(507)));
+    assert_eq!(st, format!("/{}", "x".repeat(512)));
+    assert_eq!(
+        dests[2], "/app//s",
+        "an empty key renders an empty part, not an empty name"
+    );
+    let prefix = settings(&[("log_group_name", "g"), ("log_stream_prefix", "p-")]).unwrap();
+    let enc = build(&prefix, "kube.a:b*c", records[..1].iter());
+    assert_eq!(enc.streams[0].0.to_string(), "g/p-kube.a_b_c");
+
+    let confined = |kv: &[(&str, &str)]| {
+        let mut kv = kv.to_vec();
+        kv.push(("trusted_templates", "On"));
+        settings(&kv)
+    };
+    assert!(confined(&[
+        ("log_group_template", "/k8s/$kubernetes['namespace_name']"),
+        ("log_stream_template", "$kubernetes['pod_name'].$TAG"),
+    ])
+    .is_ok());
+    let e = confined(&[
+        ("log_group_template", "/k8s/$app"),
+        ("log_stream_name", "s"),
+    ])
+    .unwrap_err();
+    assert!(
+        e.contains("trusted_templates") && e.contains("'app'"),
+        "{e}"
+    );
+    let e = confined(&[
+        ("log_group_name", "g"),
+        ("log_stream_name", "$(kubernetes_namespace['x'])"),
+    ])
+    .unwrap_err();
+    assert!(e.contains("kubernetes_namespace"), "{e}");
+}
+
 #[test]
 fn records_without_log_key_or_destination_are_counted() {
     let s = settings(&[

@@ -31,6 +31,8 @@ options! {
         pub append_newline: bool = ["append_newline"] Some("false"),
          /// Combine several records into one (accepted; each record is sent as one).
         pub simple_aggregation: bool = ["simple_aggregation"] Some("false"),
+        /// logferry only: partition_key may read only $kubernetes[...] (the kubernetes filter's metadata), never keys a pod's log can set.
+        pub trusted_templates: bool = ["trusted_templates"] Some("false"),
     }
 }
 
@@ -73,17 +75,27 @@ impl KinesisSettings {
             return Err(AwsError::setting("stream", "empty"));
         }
         let compression = Compression::parse(o.compression.as_deref(), &["gzip", "zlib"])?;
+        let partition_key = o
+            .partition_key
+            .as_deref()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(partition_accessor)
+            .transpose()
+            .map_err(|r| AwsError::setting("partition_key", r))?;
+        if let Some(k) = partition_key
+            .as_ref()
+            .filter(|k| o.trusted_templates && k.key() != crate::template::TRUSTED_KEY)
+        {
+            return Err(AwsError::setting(
+                "trusted_templates",
+                format!("partition_key reads the record key '{}', which a pod's log can set; with trusted_templates On it may read only ${}[...]", k.key(), crate::template::TRUSTED_KEY),
+            ));
+        }
         Ok(KinesisSettings {
             aws,
             stream,
-            partition_key: o
-                .partition_key
-                .as_deref()
-                .map(str::trim)
-                .filter(|k| !k.is_empty())
-                .map(partition_accessor)
-                .transpose()
-                .map_err(|r| AwsError::setting("partition_key", r))?,
+            partition_key,
             aggregation: o.aggregation,
             format: RecordFormat::new(
                 o.time_key.as_deref(),

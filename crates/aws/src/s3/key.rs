@@ -60,14 +60,14 @@ impl KeyFormat {
             if let Some(r) = after.strip_prefix("$TAG[") {
                 if let Some((n, tail)) = r.split_once(']') {
                     if let Ok(n) = n.trim().parse::<usize>() {
-                        out.push_str(parts.get(n).copied().unwrap_or(""));
+                        out.push_str(&safe_part(parts.get(n).copied().unwrap_or("")));
                         rest = tail;
                         continue;
                     }
                 }
             }
             let (text, len) = if after.starts_with("$TAG") {
-                (tag.to_string(), 4)
+                (safe_part(tag), 4)
             } else if after.starts_with("$UUID") {
                 (random8(), 5)
             } else if after.starts_with("$INDEX") {
@@ -83,8 +83,27 @@ impl KeyFormat {
             out.push_str("-object");
             out.push_str(&random8());
         }
-        out.trim_start_matches('/').to_string()
+        let key = out.trim_start_matches('/');
+        // S3's limit: 1,024 bytes of UTF-8.
+        let mut end = key.len().min(MAX_KEY_BYTES);
+        while !key.is_char_boundary(end) {
+            end -= 1;
+        }
+        key[..end].to_string()
     }
+}
+
+/// S3's longest object key, in bytes.
+const MAX_KEY_BYTES: usize = 1024;
+
+/// A tag (or part of one) made safe inside a key: a tag can come from a client (`forward`,
+/// `http`) or a file name, so `..` becomes `__` (no key climbs out of its prefix when
+/// synced to a file system) and control characters become `_`.
+fn safe_part(tag: &str) -> String {
+    tag.replace("..", "__")
+        .chars()
+        .map(|c| if c.is_control() { '_' } else { c })
+        .collect()
 }
 
 fn random8() -> String {
@@ -94,6 +113,20 @@ fn random8() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tag a client chose cannot put `..` or control characters into a key, and a key
+    /// stays within S3's 1,024 bytes.
+    #[test]
+    fn keys_from_hostile_tags_are_safe() {
+        let k = KeyFormat::parse("/logs/$TAG/$TAG[1]/x", ".", true).unwrap();
+        let key = k.render("a/../../etc\npasswd", 0, 0);
+        assert_eq!(key, "logs/a/__/__/etc_passwd//x");
+        assert!(!key.contains(".."));
+        let long = "é".repeat(1000);
+        let k = KeyFormat::parse("$TAG", ".", true).unwrap();
+        let key = k.render(&long, 0, 0);
+        assert!(key.len() <= 1024 && key.len() >= 1022, "{}", key.len());
+    }
 
     #[test]
     fn tag_parts_time_index_and_uuid() {

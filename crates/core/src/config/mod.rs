@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 pub use env::Vars;
 pub use error::{suggest, ConfigError, Span};
-pub use options::{ByteSize, LogLevel, OptSpec, OptValue, PositiveSeconds};
+pub use options::{ByteSize, LogLevel, OptSpec, OptValue, PositiveSeconds, SizeLimit};
 
 /// The kind of a section: `[INPUT]` in classic files, `pipeline.inputs` in YAML, and so on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

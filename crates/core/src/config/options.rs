@@ -140,6 +140,28 @@ impl OptValue for ByteSize {
     }
 }
 
+/// A size limit that `false`/`off` turns off (`0`), as Fluent Bit reads
+/// `multiline_buffer_limit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SizeLimit(pub u64);
+
+impl SizeLimit {
+    /// The limit in bytes; `None` when turned off.
+    pub fn bytes(self) -> Option<u64> {
+        (self.0 > 0).then_some(self.0)
+    }
+}
+
+impl OptValue for SizeLimit {
+    const KIND: &'static str = "size";
+    fn parse_opt(raw: &str) -> Result<Self, String> {
+        match parse_bool(raw) {
+            Ok(false) => Ok(SizeLimit(0)),
+            _ => parse_size(raw).map(SizeLimit),
+        }
+    }
+}
+
 impl OptValue for Duration {
     const KIND: &'static str = "time";
     fn parse_opt(raw: &str) -> Result<Self, String> {
@@ -291,7 +313,7 @@ mod tests {
     use std::path::Path;
     use std::sync::Arc;
 
-    use crate::config::{ByteSize, Entry, Span};
+    use crate::config::{ByteSize, Entry, OptValue, SizeLimit, Span};
 
     crate::options! {
         /// Test options.
@@ -317,6 +339,21 @@ mod tests {
             value: value.into(),
             span: Span::new(&Arc::from(Path::new("t.conf")), line),
         }
+    }
+
+    #[test]
+    fn size_limits_turn_off_with_false() {
+        assert_eq!(SizeLimit::parse_opt("2MB"), Ok(SizeLimit(2 * 1024 * 1024)));
+        assert_eq!(
+            SizeLimit::parse_opt("false").map(SizeLimit::bytes),
+            Ok(None)
+        );
+        assert_eq!(SizeLimit::parse_opt("Off").map(SizeLimit::bytes), Ok(None));
+        assert_eq!(
+            SizeLimit::parse_opt("512k").map(SizeLimit::bytes),
+            Ok(Some(512 * 1024))
+        );
+        assert!(SizeLimit::parse_opt("lots").is_err());
     }
 
     #[test]
