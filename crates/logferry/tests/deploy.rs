@@ -374,14 +374,12 @@ fn daemonset_agrees_with_its_config() {
         .collect();
     assert_eq!(args, ["-c", "/fluent-bit/etc/fluent-bit.conf"]);
     // State survives restarts: the DB and storage.path are on a hostPath, not the log mount.
-    for k in ["storage.path"] {
-        let v = volume(mount_of(&key(k)));
-        assert!(
-            v["hostPath"]["path"].is_string(),
-            "{k} is not on a hostPath: {v}"
-        );
-        assert!(mount_of(&key(k))["readOnly"] != true);
-    }
+    let storage = key("storage.path");
+    let v = volume(mount_of(&storage));
+    assert!(
+        v["hostPath"]["path"].is_string() && mount_of(&storage)["readOnly"] != true,
+        "storage.path is not on a writable hostPath: {v}"
+    );
     let db = key("DB");
     let v = volume(mount_of(&db));
     assert!(
@@ -734,7 +732,7 @@ fn chart_templates_name_only_values_that_exist() {
                 }
                 _ => {
                     if let (Some(Some(g)), Some(k)) = (stack.last(), a.strip_prefix('.')) {
-                        let k = k.split(|c: char| c == ' ' || c == '|').next().unwrap_or("");
+                        let k = k.split([' ', '|']).next().unwrap_or("");
                         if !k.is_empty() && !k.starts_with("Values") {
                             assert!(
                                 g.get(k).is_some(),

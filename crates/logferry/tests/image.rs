@@ -107,7 +107,7 @@ fn layout_has_fluent_bits_paths_and_answers_under_both_names() {
         Path::new("logferry")
     );
     for name in ["/fluent-bit/bin/fluent-bit", "/usr/local/bin/logferry"] {
-        let out = run(&mut Command::new(img.path(name)).arg("--version"));
+        let out = run(Command::new(img.path(name)).arg("--version"));
         assert!(out.status.success());
         assert_eq!(
             text(&out.stdout).trim(),
