@@ -630,9 +630,16 @@ fn aws_init_exports_ecs_task_metadata() {
         for stream in listener.incoming().take(4).flatten() {
             let mut stream = stream;
             let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            // The whole request head, however it arrives (bounded by the read timeout).
+            let mut req = Vec::new();
             let mut buf = [0u8; 2048];
-            let n = stream.read(&mut buf).unwrap_or(0);
-            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16_384 {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let req = String::from_utf8_lossy(&req).to_string();
             seen.lock()
                 .unwrap()
                 .push(req.lines().next().unwrap_or("").to_string());
