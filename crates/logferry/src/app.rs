@@ -18,6 +18,14 @@ pub fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
         Some(path) => Config::load_with(path, &mut vars)?,
         None => Config::default(),
     };
+    // Extra files (the AWS init process's) come after the main file, as its `@INCLUDE`s would.
+    for extra in &cli.includes {
+        let more = Config::load_with(extra, &mut vars)?;
+        match config.path {
+            Some(_) => config.sections.extend(more.sections),
+            None => config = more,
+        }
+    }
     config.sections.extend(cli.sections.iter().cloned());
     if !cli.service.is_empty() {
         let span = Span::command_line();
@@ -102,26 +110,159 @@ fn init_logging(service: &ServiceOptions, verbosity: i8) -> Result<(), String> {
         .map_err(|e| format!("cannot start logging: {e}"))
 }
 
+/// A plugin's shared and own options, or why there are none: `Err` names an unknown plugin
+/// (with Fluent Bit's wording) or one logferry does not have yet.
+fn plugin_options(
+    reg: &Registry,
+    kind: SectionKind,
+    name: &str,
+) -> Result<(&'static str, &'static [OptSpec], &'static [OptSpec]), String> {
+    let (what, shared, own): (&str, &'static [OptSpec], Option<&'static [OptSpec]>) = match kind {
+        SectionKind::Input => (
+            "input",
+            InputCommon::OPTIONS,
+            reg.input(name).map(|p| p.options),
+        ),
+        SectionKind::Filter => (
+            "filter",
+            FilterCommon::OPTIONS,
+            reg.filter(name).map(|p| p.options),
+        ),
+        SectionKind::Output => (
+            "output",
+            OutputCommon::OPTIONS,
+            reg.output(name).map(|p| p.options),
+        ),
+        SectionKind::Custom => {
+            return Err(format!(
+                "custom plugin '{name}' is not available: logferry has no custom plugins"
+            ))
+        }
+        other => return Err(format!("no plugin help for [{}]", other.header())),
+    };
+    match own {
+        Some(own) => Ok((what, own, shared)),
+        None if reg.is_planned(what, name) => Err(format!(
+            "{what} plugin '{name}' is not yet available in logferry"
+        )),
+        None => Err(format!("unknown {what} plugin '{name}'")),
+    }
+}
+
+/// Writes to stdout; a closed pipe (`logferry -J | head`) is not an error worth a panic.
+fn print_out(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+/// `-i/-F/-o NAME -h`: that plugin's options; false (after an error line) when it has none.
 fn print_plugin_help(reg: &Registry, kind: SectionKind, name: &str) -> bool {
-    let (shared, own): (&[OptSpec], Option<&[OptSpec]>) = match kind {
-        SectionKind::Input => (InputCommon::OPTIONS, reg.input(name).map(|p| p.options)),
-        SectionKind::Filter => (FilterCommon::OPTIONS, reg.filter(name).map(|p| p.options)),
-        SectionKind::Output => (OutputCommon::OPTIONS, reg.output(name).map(|p| p.options)),
-        _ => return false,
+    let (_, own, shared) = match plugin_options(reg, kind, name) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("[error] {e}");
+            return false;
+        }
     };
-    let Some(own) = own else {
-        eprintln!("[error] unknown plugin '{name}'");
-        return false;
-    };
-    println!("{} {name}\n", kind.header());
+    let mut text = format!("{} {name}\n\n", kind.header());
     for o in own.iter().chain(shared) {
         let default = o
             .default
             .map(|d| format!(" (default: {d})"))
             .unwrap_or_default();
-        println!("  {:<34} {:<20} {}{default}", o.name, o.kind, o.doc.trim());
+        text.push_str(&format!(
+            "  {:<34} {:<20} {}{default}\n",
+            o.name,
+            o.kind,
+            o.doc.trim()
+        ));
     }
+    print_out(&text);
     true
+}
+
+/// One plugin in `-J`'s JSON, in the shape of Fluent Bit's help schema: `type`, `name`,
+/// `description`, `properties.options` with `name`, `description`, `default`, `type`.
+fn plugin_json(
+    what: &str,
+    name: &str,
+    description: &str,
+    own: &[OptSpec],
+    shared: &[OptSpec],
+) -> serde_json::Value {
+    let options: Vec<serde_json::Value> = own
+        .iter()
+        .chain(shared)
+        .map(|o| {
+            serde_json::json!({
+                "name": o.name,
+                "description": o.doc.trim(),
+                "default": o.default,
+                "type": o.kind,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "type": what,
+        "name": name,
+        "description": description,
+        "properties": { "options": options },
+    })
+}
+
+/// `-J`: every plugin's options as JSON, or (after `-i/-F/-o NAME`) that plugin's. `Err` for
+/// a plugin logferry does not have.
+pub fn help_json(reg: &Registry, only: Option<&(SectionKind, String)>) -> Result<String, String> {
+    if let Some((kind, name)) = only {
+        let (what, own, shared) = plugin_options(reg, *kind, name)?;
+        let description = match kind {
+            SectionKind::Input => reg.input(name).map(|p| p.description),
+            SectionKind::Filter => reg.filter(name).map(|p| p.description),
+            _ => reg.output(name).map(|p| p.description),
+        }
+        .unwrap_or_default();
+        return serde_json::to_string_pretty(&plugin_json(what, name, description, own, shared))
+            .map_err(|e| e.to_string());
+    }
+    let service: Vec<serde_json::Value> = ServiceOptions::OPTIONS
+        .iter()
+        .map(|o| {
+            serde_json::json!({
+                "name": o.name,
+                "description": o.doc.trim(),
+                "default": o.default,
+                "type": o.kind,
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "fluent-bit": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "schema_version": "1",
+            "os": std::env::consts::OS,
+            "agent": "logferry",
+        },
+        "service": { "type": "service", "name": "service", "properties": { "options": service } },
+        "inputs": reg.inputs.iter().map(|p| plugin_json("input", p.name, p.description, p.options, InputCommon::OPTIONS)).collect::<Vec<_>>(),
+        "filters": reg.filters.iter().map(|p| plugin_json("filter", p.name, p.description, p.options, FilterCommon::OPTIONS)).collect::<Vec<_>>(),
+        "outputs": reg.outputs.iter().map(|p| plugin_json("output", p.name, p.description, p.options, OutputCommon::OPTIONS)).collect::<Vec<_>>(),
+    });
+    serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())
+}
+
+/// Where the config comes from when `-c` is not given: `FLUENT_BIT_CONFIG_FILE` (an AWS for
+/// Fluent Bit image convention), used only when the command line names no plugins either.
+fn config_from_env(cli: &mut Cli) {
+    if cli.config.is_some() || !cli.sections.is_empty() {
+        return;
+    }
+    if let Some(f) = std::env::var_os("FLUENT_BIT_CONFIG_FILE").filter(|f| !f.is_empty()) {
+        cli.infos.push(format!(
+            "configuration from FLUENT_BIT_CONFIG_FILE: {}",
+            std::path::Path::new(&f).display()
+        ));
+        cli.config = Some(f.into());
+    }
 }
 
 /// The binary's entry point.
@@ -138,18 +279,50 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    let cli = match cli::from_matches(&matches) {
+    let mut cli = match cli::from_matches(&matches) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("[error] {e}");
             return ExitCode::FAILURE;
         }
     };
+    if let Some(only) = &cli.help_json {
+        return match help_json(&reg, only.as_ref()) {
+            Ok(json) => {
+                print_out(&format!("{json}\n"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("[error] {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some((kind, name)) = &cli.help_plugin {
-        if kind == &SectionKind::Service || !print_plugin_help(&reg, *kind, name) {
+        if kind == &SectionKind::Service {
             let _ = cli::command(registry::plugins_help(&reg)).print_help();
+            return ExitCode::SUCCESS;
         }
-        return ExitCode::SUCCESS;
+        // Fluent Bit exits non-zero when the plugin asked about does not exist.
+        return if print_plugin_help(&reg, *kind, name) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    // Fluent Bit enters the working directory before it reads the config, so relative paths
+    // in `-c` and in the config resolve from there.
+    if let Some(dir) = &cli.workdir {
+        if let Err(e) = std::env::set_current_dir(dir) {
+            eprintln!("[error] -w/--workdir {}: {e}", dir.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    config_from_env(&mut cli);
+    let force_init = cli.aws_init;
+    if let Err(e) = crate::aws_init::apply(&mut cli, force_init) {
+        eprintln!("[error] {e}");
+        return ExitCode::FAILURE;
     }
     if cli.config.is_none() && cli.sections.is_empty() {
         let _ = cli::command(registry::plugins_help(&reg)).print_help();
@@ -169,6 +342,12 @@ pub fn main() -> ExitCode {
         }
     };
     if cli.dry_run {
+        for line in &cli.infos {
+            eprintln!("[info] {line}");
+        }
+        for line in &cli.warnings {
+            eprintln!("[warn] {line}");
+        }
         for note in &pipeline.notes {
             eprintln!("[warn] {note}");
         }
@@ -178,6 +357,12 @@ pub fn main() -> ExitCode {
     if let Err(e) = init_logging(&pipeline.service, cli.verbosity) {
         eprintln!("[error] {e}");
         return ExitCode::FAILURE;
+    }
+    for line in &cli.infos {
+        tracing::info!("{line}");
+    }
+    for line in &cli.warnings {
+        tracing::warn!("{line}");
     }
     log_notes(&pipeline);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -2,6 +2,7 @@
 //! out of `main.rs` so that tests can drive them.
 
 pub mod app;
+pub mod aws_init;
 pub mod cli;
 pub mod logging;
 pub mod registry;
