@@ -51,7 +51,10 @@ async fn defaults_store_each_record_with_its_timestamp() {
     let m = metrics();
     let out = output(&[("host", "127.0.0.1"), ("port", &port(&srv))], false, &m);
     let t = at("2026-11-29T10:20:30.456789+00:00");
-    let b = batch("app", vec![rec(t, &[("log", s("one"))]), rec(t, &[("log", s("two"))])]);
+    let b = batch(
+        "app",
+        vec![rec(t, &[("log", s("one"))]), rec(t, &[("log", s("two"))])],
+    );
     assert_eq!(out.flush(&b).await, FlushResult::Ok);
     let docs = srv.docs();
     assert_eq!(docs.len(), 2, "{docs:?}");
@@ -162,7 +165,11 @@ async fn generated_ids_make_a_retried_batch_store_each_record_once() {
         let srv = BulkServer::start(&[]);
         srv.faults(r#"{"store_then_status":[503]}"#);
         let m = metrics();
-        let out = output(&[("port", &port(&srv)), ("generate_id", generate)], true, &m);
+        let out = output(
+            &[("port", &port(&srv)), ("generate_id", generate)],
+            true,
+            &m,
+        );
         let b = batch("app", records());
         let results = flush_until_done(&out, &b, 3).await;
         assert!(
@@ -216,7 +223,7 @@ async fn items_refused_with_429_are_resent_alone() {
 async fn items_still_refused_are_left_to_the_engine_retry() {
     let srv = BulkServer::start(&[]);
     // The item at index 1 is refused in the first call and in each of the 3 re-sends.
-    srv.faults(r#"{"item_status":[null,429,429,429,429]}"#);
+    srv.faults(r#"{"item_status":[null,429,null,429,429,429]}"#);
     let m = metrics();
     let out = output(&[("port", &port(&srv))], false, &m);
     let t = at("2026-11-29T08:00:00+00:00");
@@ -279,7 +286,9 @@ async fn a_batch_refused_whole_is_an_error() {
     let out = output(&[("port", &port(&srv)), ("type", "flb_type")], false, &m);
     let t = at("2026-11-29T08:00:00+00:00");
     let b = batch("app", vec![rec(t, &[("n", Value::Int(1))])]);
-    assert!(matches!(out.flush(&b).await, FlushResult::Error(r) if r.contains("illegal_argument_exception")));
+    assert!(
+        matches!(out.flush(&b).await, FlushResult::Error(r) if r.contains("illegal_argument_exception"))
+    );
 }
 
 /// `Compress gzip` with basic authentication; a wrong password is a `Retry` (an operator fix
@@ -342,7 +351,10 @@ async fn tls_with_ca_file_verify_and_vhost() {
     let cases: [(&[(&str, &str)], bool); 5] = [
         (&[("tls", "on")], false),
         (&[("tls", "on"), ("tls.verify", "off")], true),
-        (&[("tls", "on"), ("tls.ca_file", cert.to_str().unwrap())], true),
+        (
+            &[("tls", "on"), ("tls.ca_file", cert.to_str().unwrap())],
+            true,
+        ),
         (
             &[
                 ("tls", "on"),

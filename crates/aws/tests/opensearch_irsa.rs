@@ -75,6 +75,9 @@ async fn sigv4_with_web_identity_credentials_through_sts() {
         .collect();
     assert!(keys.iter().all(|k| k.starts_with("ASIA")), "{keys:?}");
     assert_eq!(keys[0], keys[1], "the session is cached");
-    assert_ne!(keys[0], keys[2], "the assumed role signs with its own session");
+    assert_ne!(
+        keys[0], keys[2],
+        "the assumed role signs with its own session"
+    );
     assert_eq!(srv.docs().len(), 3);
 }

@@ -109,7 +109,9 @@ mod tests {
         let o = outcomes(body, 6).unwrap();
         assert_eq!(o[0], Outcome::Stored);
         assert_eq!(o[1], Outcome::Exists);
-        assert!(matches!(&o[2], Outcome::Retry(r) if r.contains("es_rejected_execution_exception")));
+        assert!(
+            matches!(&o[2], Outcome::Retry(r) if r.contains("es_rejected_execution_exception"))
+        );
         assert!(
             matches!(&o[3], Outcome::Rejected(r) if r == "400 mapper_parsing_exception: failed to parse field [level] (not a number)")
         );
@@ -130,7 +132,11 @@ mod tests {
 
     #[test]
     fn a_cut_answer_tells_only_whether_nothing_failed() {
-        assert!(says_no_errors(br#"{"took":30, "errors": false, "items":[{"cr"#));
-        assert!(!says_no_errors(br#"{"took":30,"errors":true,"items":[{"cr"#));
+        assert!(says_no_errors(
+            br#"{"took":30, "errors": false, "items":[{"cr"#
+        ));
+        assert!(!says_no_errors(
+            br#"{"took":30,"errors":true,"items":[{"cr"#
+        ));
     }
 }

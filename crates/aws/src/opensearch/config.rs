@@ -168,7 +168,11 @@ pub const NOT_APPLIED: &[NotApplied] = &[
         None,
         "TLS 1.2 and 1.3 are offered (rustls)",
     ),
-    NotApplied::new("tls.ciphers", None, "rustls' default cipher suites are used"),
+    NotApplied::new(
+        "tls.ciphers",
+        None,
+        "rustls' default cipher suites are used",
+    ),
 ];
 
 /// Bulk action of each record.
@@ -206,7 +210,10 @@ pub enum IdSource {
 #[derive(Clone, Debug)]
 pub enum IndexName {
     /// `Index` (record accessors filled per record; the literal text when one is missing).
-    Fixed { template: Template, fallback: String },
+    Fixed {
+        template: Template,
+        fallback: String,
+    },
     /// `Logstash_Format`: prefix (or the prefix key's value), separator, date.
     Logstash {
         prefix: String,
@@ -278,10 +285,16 @@ pub struct TlsSettings {
 #[derive(Clone, Debug)]
 pub enum Auth {
     None,
-    Basic { user: String, password: String },
+    Basic {
+        user: String,
+        password: String,
+    },
     ApiKey(String),
     /// SigV4 with credentials from the AWS chain.
-    SigV4 { aws: AwsSettings, service: String },
+    SigV4 {
+        aws: AwsSettings,
+        service: String,
+    },
 }
 
 /// The options, checked.
@@ -374,8 +387,8 @@ impl SearchSettings {
         let buffer_size = match parse_bool(o.buffer_size.trim()) {
             Ok(false) => None,
             _ => Some(
-                parse_size(&o.buffer_size)
-                    .map_err(|e| AwsError::setting("buffer_size", e))? as usize,
+                parse_size(&o.buffer_size).map_err(|e| AwsError::setting("buffer_size", e))?
+                    as usize,
             ),
         };
         let gzip = match nonempty(&o.compress) {
@@ -393,11 +406,10 @@ impl SearchSettings {
             if service.is_empty() {
                 return Err(AwsError::setting("aws_service_name", "empty"));
             }
-            let region = nonempty(&o.aws_region).ok_or_else(|| {
-                AwsError::setting("aws_region", "AWS_Auth On needs AWS_Region")
-            })?;
-            let mut aws = AwsOptions::defaults()
-                .map_err(|e| AwsError::setting("aws_auth", e.to_string()))?;
+            let region = nonempty(&o.aws_region)
+                .ok_or_else(|| AwsError::setting("aws_region", "AWS_Auth On needs AWS_Region"))?;
+            let mut aws =
+                AwsOptions::defaults().map_err(|e| AwsError::setting("aws_auth", e.to_string()))?;
             aws.region = Some(region.to_string());
             aws.role_arn = nonempty(&o.aws_role_arn).map(str::to_string);
             aws.external_id = nonempty(&o.aws_external_id).map(str::to_string);
@@ -506,7 +518,10 @@ impl SearchSettings {
             return Err(AwsError::setting("time_key", "empty"));
         }
         if o.bulk_max_size.0 == 0 {
-            return Err(AwsError::setting("logferry.bulk_max_size", "must be above 0"));
+            return Err(AwsError::setting(
+                "logferry.bulk_max_size",
+                "must be above 0",
+            ));
         }
         Ok(SearchSettings {
             connection: Connection {
@@ -557,13 +572,17 @@ pub fn settings_from_entries(
         let e = EsOptions::from_entries(&section.span, &own, &known);
         match (opts, e) {
             (Ok(o), Ok(e)) => Ok(SearchSettings::new(&o, &e.tag_key, Some(&e))),
-            (a, b) => Err(ConfigError::many(a.err().into_iter().chain(b.err()).collect())),
+            (a, b) => Err(ConfigError::many(
+                a.err().into_iter().chain(b.err()).collect(),
+            )),
         }
     } else {
         let t = OpenSearchTagKey::from_entries(&section.span, &own, &known);
         match (opts, t) {
             (Ok(o), Ok(t)) => Ok(SearchSettings::new(&o, &t.tag_key, None)),
-            (a, b) => Err(ConfigError::many(a.err().into_iter().chain(b.err()).collect())),
+            (a, b) => Err(ConfigError::many(
+                a.err().into_iter().chain(b.err()).collect(),
+            )),
         }
     }?;
     checked.map_err(|e| match e {
@@ -628,13 +647,21 @@ mod tests {
         assert!(e.contains("aws_region"), "{e}");
         let e = check(&[("write_operation", "upsert")], false).unwrap_err();
         assert!(e.contains("Id_Key"), "{e}");
-        let e = check(&[("logstash_dateformat", "%Q%")], false).unwrap_err();
+        let e = check(
+            &[("logstash_format", "on"), ("logstash_dateformat", "%Q%")],
+            false,
+        )
+        .unwrap_err();
         assert!(e.contains("logstash_dateformat"), "{e}");
         // es-only keys are unknown to opensearch.
         let e = check(&[("cloud_id", "x")], false).unwrap_err();
         assert!(e.contains("cloud_id"), "{e}");
         let e = check(
-            &[("aws_auth", "on"), ("aws_region", "us-east-1"), ("aws_external_id", "x")],
+            &[
+                ("aws_auth", "on"),
+                ("aws_region", "us-east-1"),
+                ("aws_external_id", "x"),
+            ],
             false,
         )
         .unwrap_err();
@@ -658,7 +685,9 @@ mod tests {
             s.connection.bulk_url(),
             "https://abc123.us-east-1.aws.found.io:443/_bulk"
         );
-        assert!(matches!(&s.connection.auth, Auth::Basic { user, password } if user == "elastic" && password == "pw"));
+        assert!(
+            matches!(&s.connection.auth, Auth::Basic { user, password } if user == "elastic" && password == "pw")
+        );
         let s = check(&[("http_api_key", "a2V5")], true).unwrap();
         assert!(matches!(&s.connection.auth, Auth::ApiKey(k) if k == "a2V5"));
     }

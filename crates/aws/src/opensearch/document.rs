@@ -168,8 +168,7 @@ pub fn item(s: &SearchSettings, tag: &str, r: &Record, now: EventTime) -> Result
         s.write_operation.action().into(),
         serde_json::Value::Object(meta),
     );
-    let action =
-        serde_json::to_vec(&action).map_err(|e| Unsendable::Encoding(e.to_string()))?;
+    let action = serde_json::to_vec(&action).map_err(|e| Unsendable::Encoding(e.to_string()))?;
     let source = match s.write_operation {
         WriteOperation::Create | WriteOperation::Index => doc,
         WriteOperation::Update | WriteOperation::Upsert => {
@@ -356,10 +355,16 @@ mod tests {
             &[("logstash_format", "on"), ("current_time_index", "on")],
             false,
         );
-        assert_eq!(index_of(&s, "t", &plain, EventTime(0)), "logstash-1970.01.01");
+        assert_eq!(
+            index_of(&s, "t", &plain, EventTime(0)),
+            "logstash-1970.01.01"
+        );
         // The es plugin's Target_Index, falling back to Index.
         let s = settings(
-            &[("target_index", "t-$kubernetes['namespace_name']"), ("index", "fb")],
+            &[
+                ("target_index", "t-$kubernetes['namespace_name']"),
+                ("index", "fb"),
+            ],
             true,
         );
         assert_eq!(index_of(&s, "t", &r, EventTime(0)), "t-shop");

@@ -26,7 +26,8 @@ pub use config::{EsOptions, OpenSearchTagKey, SearchOptions, SearchSettings};
 pub use sink::SearchOutput;
 
 const N_OS: usize = SearchOptions::OPTIONS.len() + OpenSearchTagKey::OPTIONS.len();
-static OS_OPTIONS: [OptSpec; N_OS] = options::concat(SearchOptions::OPTIONS, OpenSearchTagKey::OPTIONS);
+static OS_OPTIONS: [OptSpec; N_OS] =
+    options::concat(SearchOptions::OPTIONS, OpenSearchTagKey::OPTIONS);
 const N_ES: usize = SearchOptions::OPTIONS.len() + EsOptions::OPTIONS.len();
 static ES_OPTIONS: [OptSpec; N_ES] = options::concat(SearchOptions::OPTIONS, EsOptions::OPTIONS);
 
@@ -77,9 +78,14 @@ fn build(
 ) -> Result<Arc<dyn Output>, ConfigError> {
     let mut settings = config::settings_from_entries(section, entries, es)?;
     if let Some(t) = settings.connection.tls.as_mut() {
-        for p in [&mut t.ca_file, &mut t.ca_path, &mut t.crt_file, &mut t.key_file]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut t.ca_file,
+            &mut t.ca_path,
+            &mut t.crt_file,
+            &mut t.key_file,
+        ]
+        .into_iter()
+        .flatten()
         {
             if p.is_relative() {
                 *p = ctx.base_dir.join(&*p);

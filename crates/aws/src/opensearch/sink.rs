@@ -210,7 +210,9 @@ impl Output for SearchOutput {
             if let Some((_, why)) = unsendable.first() {
                 b.reject(
                     &self.metrics,
-                    unsendable.iter().filter_map(|(i, _)| records.get(*i).copied()),
+                    unsendable
+                        .iter()
+                        .filter_map(|(i, _)| records.get(*i).copied()),
                 );
                 tracing::warn!(output = %self.name, tag = %b.tag, records = unsendable.len(),
                     reason = %why, "records that cannot be encoded as JSON; dropped");
@@ -320,8 +322,10 @@ impl Output for SearchOutput {
                 }
             }
             for (idx, reason) in lost {
-                let refused: Vec<&Record> =
-                    idx.iter().filter_map(|&i| records.get(i).copied()).collect();
+                let refused: Vec<&Record> = idx
+                    .iter()
+                    .filter_map(|&i| records.get(i).copied())
+                    .collect();
                 b.reject(&self.metrics, refused.iter().copied());
                 tracing::error!(output = %self.name, tag = %b.tag, records = refused.len(), %reason,
                     "the node refused documents; dropped");

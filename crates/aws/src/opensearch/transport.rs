@@ -81,8 +81,8 @@ impl Transport {
             .https_or_http();
         let b = match c.tls.as_ref().and_then(|t| t.vhost.clone()) {
             Some(v) => {
-                let name = ServerName::try_from(v.clone())
-                    .map_err(|e| format!("tls.vhost '{v}': {e}"))?;
+                let name =
+                    ServerName::try_from(v.clone()).map_err(|e| format!("tls.vhost '{v}': {e}"))?;
                 b.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
             }
             None => b,
@@ -135,15 +135,18 @@ impl Transport {
             .uri(&self.url)
             .header("host", &self.host_header)
             .header("content-type", "application/x-ndjson")
-            .header("user-agent", concat!("logferry/", env!("CARGO_PKG_VERSION")));
+            .header(
+                "user-agent",
+                concat!("logferry/", env!("CARGO_PKG_VERSION")),
+            );
         if self.gzip {
             req = req.header("content-encoding", "gzip");
         }
         match &self.auth {
             Auth::Basic { user, password } => {
                 use base64::Engine;
-                let token = base64::engine::general_purpose::STANDARD
-                    .encode(format!("{user}:{password}"));
+                let token =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
                 req = req.header("authorization", format!("Basic {token}"));
             }
             Auth::ApiKey(k) => req = req.header("authorization", format!("ApiKey {k}")),
@@ -307,8 +310,8 @@ fn tls_config(tls: Option<&TlsSettings>) -> Result<rustls::ClientConfig, String>
     }
     let mut extra: Vec<std::path::PathBuf> = t.ca_file.iter().cloned().collect();
     if let Some(dir) = &t.ca_path {
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| format!("tls.ca_path {}: {e}", dir.display()))?;
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| format!("tls.ca_path {}: {e}", dir.display()))?;
         let mut files: Vec<_> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.is_file())
@@ -323,8 +326,8 @@ fn tls_config(tls: Option<&TlsSettings>) -> Result<rustls::ClientConfig, String>
                 .map_err(|e| format!("{}: not a CA certificate: {e}", f.display()))?;
         }
     }
-    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-        .build();
+    let webpki =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider)).build();
     let verifier: Arc<dyn ServerCertVerifier> = Arc::new(Verifier {
         webpki: match webpki {
             Ok(v) => Some(v),
