@@ -313,13 +313,16 @@ impl Output for SearchOutput {
             pending = refused;
         };
         if !lost.is_empty() {
-            if progress.delivered == 0 && retry_reason.is_none() && lost.len() == 1 {
-                let all_lost = lost.iter().map(|(v, _)| v.len()).sum::<usize>() + unsendable.len()
-                    == records.len();
-                if all_lost && unsendable.is_empty() {
-                    let reasons: Vec<String> = lost.into_iter().map(|(_, r)| r).collect();
-                    return FlushResult::Error(reasons.join("; "));
-                }
+            // Every record refused for good in one go: the batch failed, say so (the engine
+            // counts and logs it, and keeps it as a dead letter when asked).
+            let refused: usize = lost.iter().map(|(v, _)| v.len()).sum();
+            if progress.delivered == 0
+                && retry_reason.is_none()
+                && unsendable.is_empty()
+                && refused == records.len()
+            {
+                let reasons: Vec<String> = lost.into_iter().map(|(_, r)| r).collect();
+                return FlushResult::Error(reasons.join("; "));
             }
             for (idx, reason) in lost {
                 let refused: Vec<&Record> = idx

@@ -90,6 +90,7 @@ impl Transport {
         let connector = b.enable_http1().wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
+            .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
         let default_port = if c.tls.is_some() { 443 } else { 80 };
         let host_header = if c.port == default_port {
