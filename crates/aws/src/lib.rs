@@ -1,6 +1,7 @@
 //! logferry-aws: the AWS outputs on the official AWS SDK for Rust, with Fluent Bit's and AWS
 //! for Fluent Bit's option names: `cloudwatch_logs` (alias `cloudwatch`), `kinesis_firehose`
-//! (alias `firehose`), `kinesis_streams` (alias `kinesis`) and `s3`.
+//! (alias `firehose`), `kinesis_streams` (alias `kinesis`), `s3`, and `opensearch` / `es` (SigV4-signed
+//! with `AWS_Auth On`).
 //!
 //! Shared pieces: [`client`] (one client factory: region, `endpoint`, credentials chain,
 //! `role_arn` via STS, SDK retries off), [`retry`] (the one error classifier every output uses),
@@ -18,6 +19,7 @@ pub mod error;
 pub mod kinesis_core;
 pub mod kinesis_firehose;
 pub mod kinesis_streams;
+pub mod opensearch;
 pub mod options;
 pub mod progress;
 pub mod retry;
@@ -36,4 +38,6 @@ pub static PLUGINS: &[&OutputPlugin] = &[
     &kinesis_firehose::PLUGIN,
     &kinesis_streams::PLUGIN,
     &s3::PLUGIN,
+    &opensearch::PLUGIN,
+    &opensearch::ES_PLUGIN,
 ];
