@@ -92,8 +92,8 @@ options! {
         /// Most bytes of chunks this output holds (on disk for filesystem inputs, in memory
         /// otherwise); past it its oldest chunks are dropped, counted and logged.
         pub storage_total_limit_size: Option<ByteSize> = ["storage.total_limit_size"] None,
-        /// Fluent Bit's network and TLS keys of outputs (accepted; logferry's outputs either
-        /// write locally or reach AWS through the SDK's own HTTPS client and endpoint settings).
+        /// Fluent Bit's network and TLS keys of outputs (accepted; an output that connects
+        /// declares the ones it applies, and the rest are noted).
         pub network: Vec<String> = ["host", "port", "ipv6", "tls", "tls.verify", "tls.verify_hostname", "tls.debug", "tls.vhost", "tls.ca_path", "tls.ca_file", "tls.crt_file", "tls.key_file", "tls.key_passwd", "tls.min_version", "tls.max_version", "tls.ciphers", "tls.proxy.verify", "tls.proxy.verify_hostname", "tls.proxy.ca_path", "tls.proxy.ca_file", "net.connect_timeout", "net.connect_timeout_log_error", "net.dns.mode", "net.dns.prefer_ipv4", "net.dns.prefer_ipv6", "net.dns.resolver", "net.io_timeout", "net.keepalive", "net.keepalive_idle_timeout", "net.keepalive_max_recycle", "net.max_worker_connections", "net.proxy_env_ignore", "net.source_address", "net.tcp_keepalive", "net.tcp_keepalive_interval", "net.tcp_keepalive_probes", "net.tcp_keepalive_time"] None,
     }
 }
@@ -453,7 +453,7 @@ pub const OUTPUT_NOT_APPLIED: &[NotApplied] = &[
     na("ipv6", Some("off"), NETWORK),
 ];
 
-const NETWORK: &str = "logferry's outputs write locally or reach AWS through the SDK's HTTPS client (endpoint, sts_endpoint and the proxy environment apply)";
+const NETWORK: &str = "this output does not use it: the local outputs open no connection, the AWS outputs reach AWS through the SDK's HTTPS client (endpoint, sts_endpoint and the proxy environment apply), and forward, http, opensearch and es take only the network keys plugins.md lists for them";
 
 /// Whether `key` is the table's `pattern` (a trailing `*` matches any rest).
 fn key_is(pattern: &str, key: &str) -> bool {
