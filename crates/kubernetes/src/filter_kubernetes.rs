@@ -820,6 +820,28 @@ impl Kubernetes {
         }
     }
 
+    /// The pod-to-service map's generation (0 without `AWS_Use_Pod_Association`): a built map
+    /// is stale once it changes.
+    fn aws_generation(&self) -> u64 {
+        self.aws
+            .as_ref()
+            .map_or(0, |a| a.map.generation.load(Ordering::Relaxed))
+    }
+
+    /// The `aws_entity_*` pairs of `pod` (none without `AWS_Use_Pod_Association`). Takes the
+    /// field, not `self`, so callers may hold a tag's state meanwhile.
+    fn aws_pairs(aws: Option<&AwsState>, pod: &str, workload: Option<&str>) -> Vec<(Str, Value)> {
+        match aws {
+            Some(a) => aws::entity_pairs(
+                a.map.get(pod).as_ref(),
+                a.platform.as_deref(),
+                a.cluster.as_deref(),
+                workload,
+            ),
+            None => Vec::new(),
+        }
+    }
+
     /// The map and properties for a container, rebuilt only when what they come from changed.
     fn built(&mut self, tag: &str, r: &PodRef, pod: &PodAnswer) -> Option<(Arc<Map>, Properties)> {
         let (meta, tag_only) = match pod {
@@ -827,10 +849,7 @@ impl Kubernetes {
             PodAnswer::TagOnly => (None, true),
             PodAnswer::None => return None,
         };
-        let generation = self
-            .aws
-            .as_ref()
-            .map_or(0, |a| a.map.generation.load(Ordering::Relaxed));
+        let generation = self.aws_generation();
         let st = self.by_tag.get_mut(tag)?;
         let same = st.built.as_ref().is_some_and(|b| {
             b.tag_only == tag_only
@@ -842,15 +861,11 @@ impl Kubernetes {
                 }
         });
         if !same {
-            let aws_pairs = match &self.aws {
-                Some(a) => aws::entity_pairs(
-                    a.map.get(&r.pod).as_ref(),
-                    a.platform.as_deref(),
-                    a.cluster.as_deref(),
-                    meta.and_then(|m| m.workload.as_deref()),
-                ),
-                None => Vec::new(),
-            };
+            let aws_pairs = Self::aws_pairs(
+                self.aws.as_ref(),
+                &r.pod,
+                meta.and_then(|m| m.workload.as_deref()),
+            );
             let map = Arc::new(kubernetes_map(r, meta.map(|m| m.as_ref()), &aws_pairs));
             let props = match meta {
                 Some(m) if !m.properties.is_empty() => Properties::read(
@@ -947,24 +962,14 @@ impl Kubernetes {
                 return;
             }
         };
-        let generation = self
-            .aws
-            .as_ref()
-            .map_or(0, |a| a.map.generation.load(Ordering::Relaxed));
+        let generation = self.aws_generation();
         let fresh = self
             .local_built
             .as_ref()
             .is_some_and(|(m, g, _)| Arc::ptr_eq(m, &meta) && *g == generation);
         if !fresh {
-            let aws_pairs = match &self.aws {
-                Some(a) => aws::entity_pairs(
-                    a.map.get(&local.pod).as_ref(),
-                    a.platform.as_deref(),
-                    a.cluster.as_deref(),
-                    meta.workload.as_deref(),
-                ),
-                None => Vec::new(),
-            };
+            let aws_pairs =
+                Self::aws_pairs(self.aws.as_ref(), &local.pod, meta.workload.as_deref());
             let map = local_map(&local.namespace, &local.pod, Some(&meta), &aws_pairs);
             self.local_built = Some((Arc::clone(&meta), generation, Arc::new(map)));
         }
