@@ -33,11 +33,16 @@ struct Args {
     runs: usize,
     /// Pipelines to run (comma-separated): p1 docker → null, p2 docker JSON → kubernetes merge
     /// → null, p3 the seed (docker nginx → kubernetes + nginx annotation parser → null), p4 CRI →
-    /// null, cw docker nginx → cloudwatch (moto). p2/p3 start the test Kubernetes API server;
-    /// cw needs moto in the workspace's Python.
+    /// null, p5 the seed into cloudwatch_logs (moto, through a proxy that counts the bytes
+    /// sent), cw docker nginx → cloudwatch (moto). p2/p3/p5 start the test Kubernetes API
+    /// server; cw and p5 need moto in the workspace's Python. idle: the seed's configuration
+    /// (tail with a DB on an empty directory, kubernetes, cloudwatch_logs, HTTP server) with no
+    /// traffic, its RSS read from /proc after --idle-secs. p6 a busy node: --p6-files files of
+    /// --p6-lines lines written at once, then steady appends, through kubernetes into a file;
+    /// reports CPU per million lines, RSS per file and the write-to-output lag.
     #[arg(long, default_value = "p1,p4")]
     pipelines: String,
-    /// Records for the CW workload (default: --lines).
+    /// Records for the CW and P5 workloads (default: --lines).
     #[arg(long)]
     cw_lines: Option<usize>,
     /// The logferry binary (default: target/release/logferry next to this one).
@@ -46,6 +51,24 @@ struct Args {
     /// Where workloads are written (default: a fresh temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// P6: container log files written at once.
+    #[arg(long, default_value_t = 500)]
+    p6_files: usize,
+    /// P6: lines written to each file in the burst.
+    #[arg(long, default_value_t = 2000)]
+    p6_lines: usize,
+    /// P6: seconds of steady appends after the burst.
+    #[arg(long, default_value_t = 10)]
+    p6_steady_secs: u64,
+    /// P6: lines per second of the steady appends, over all files.
+    #[arg(long, default_value_t = 10_000)]
+    p6_rate: usize,
+    /// P6: run logferry under `taskset -c CPUS` (e.g. `0` for one core).
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Seconds the `idle` pipeline waits before reading the agent's RSS.
+    #[arg(long, default_value_t = 10)]
+    idle_secs: u64,
     /// Also count instructions per record with `valgrind --tool=callgrind` (one run per
     /// pipeline, minus a run on an empty file for start-up and shutdown). Instruction counts
     /// do not depend on what else the machine is doing, unlike seconds. Slow: use --lines
@@ -284,8 +307,13 @@ impl Kube {
     /// A `[FILTER] kubernetes` section talking to this server, with `Merge_Log On`,
     /// `Merge_Log_Key data` and `extra`, followed by the null output.
     fn filter(&self, extra: &str) -> String {
+        self.filter_to(extra, NULL_OUTPUT)
+    }
+
+    /// [`Kube::filter`] followed by `output`.
+    fn filter_to(&self, extra: &str, output: &str) -> String {
         format!(
-            "[FILTER]\n    Name kubernetes\n    Match kube.*\n    Kube_URL {}\n    Kube_CA_File {}\n    Kube_Token_File {}\n    Kube_Tag_Prefix {}\n    Merge_Log On\n    Merge_Log_Key data\n{extra}\n{NULL_OUTPUT}",
+            "[FILTER]\n    Name kubernetes\n    Match kube.*\n    Kube_URL {}\n    Kube_CA_File {}\n    Kube_Token_File {}\n    Kube_Tag_Prefix {}\n    Merge_Log On\n    Merge_Log_Key data\n{extra}\n{output}",
             self.server.url(),
             self.server.ca_file.display(),
             self.server.token_file.display(),
@@ -441,13 +469,13 @@ fn main() -> ExitCode {
         .collect();
     if let Some(w) = wanted
         .iter()
-        .find(|w| !["p1", "p2", "p3", "p4", "cw"].contains(&w.as_str()))
+        .find(|w| !["p1", "p2", "p3", "p4", "p5", "p6", "cw", "idle"].contains(&w.as_str()))
     {
-        eprintln!("unknown pipeline {w:?}: use p1, p2, p3, p4 or cw");
+        eprintln!("unknown pipeline {w:?}: use p1, p2, p3, p4, p5, p6, cw or idle");
         return ExitCode::FAILURE;
     }
     let want = |name: &str| wanted.iter().any(|w| w == name);
-    let kube = if want("p2") || want("p3") {
+    let kube = if ["p2", "p3", "p5", "p6", "idle"].iter().any(|p| want(p)) {
         match Kube::start(&dir, &containers) {
             Ok(k) => Some(k),
             Err(e) => {
@@ -458,11 +486,11 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    let moto = if want("cw") {
+    let moto = if want("cw") || want("p5") {
         let py = logferry_aws::testing::python();
         if !py.exists() {
             eprintln!(
-                "cw needs moto: {} not found (create the workspace's .venv with \
+                "cw and p5 need moto: {} not found (create the workspace's .venv with \
                  `python3 -m venv .venv && .venv/bin/pip install -r requirements-test.txt`, \
                  or set LOGFERRY_TEST_PYTHON)",
                 py.display()
@@ -473,6 +501,11 @@ fn main() -> ExitCode {
         Some(logferry_aws::testing::Moto::start())
     } else {
         None
+    };
+    // P5's requests go through a counting proxy: the bytes logferry sends.
+    let proxy = match (&moto, want("p5")) {
+        (Some(m), true) => Some(logferry_aws::testing::proxy::FaultProxy::start(m.addr())),
+        _ => None,
     };
     let cw_lines = args.cw_lines.unwrap_or(args.lines);
     let docker = "    Parser docker\n    Docker_Mode On\n";
@@ -551,7 +584,40 @@ fn main() -> ExitCode {
                 lines: records,
             });
         }
-        if let Some(m) = &moto {
+        if let (Some(k), Some(px)) = (&kube, &proxy) {
+            let (pod, ns, container) = ("web-5468c5d4d7-p5x7q", "default", "nginx");
+            let f = containers.join(format!("{pod}_{ns}_{container}-{hex}.log"));
+            let bytes = write_docker_nginx(&f, cw_lines)?;
+            k.server.add_pod(pod_json(
+                pod,
+                ns,
+                container,
+                "nginx:1.17-alpine",
+                hex,
+                serde_json::json!({
+                    "fluentbit.io/parser": "nginx",
+                    "kubernetes.io/psp": "eks.privileged"
+                }),
+            ));
+            let output = format!(
+                "[OUTPUT]\n    Name cloudwatch_logs\n    Match *\n    region us-east-1\n    log_group_name bench-p5\n    log_stream_prefix from-fluent-bit-\n    auto_create_group true\n    endpoint {}\n",
+                px.endpoint()
+            );
+            v.push(Pipeline {
+                name: "P5",
+                what: "seed: docker → kubernetes + nginx parser → cloudwatch_logs (moto)",
+                config: config(
+                    &f,
+                    docker,
+                    600,
+                    &k.filter_to("    K8S-Logging.Parser On\n", &output),
+                ),
+                file: f,
+                bytes,
+                lines: cw_lines,
+            });
+        }
+        if let (Some(m), true) = (&moto, want("cw")) {
             let (f, bytes) = match nginx_bytes {
                 Some(b) if cw_lines == args.lines => (nginx.clone(), b),
                 _ => {
@@ -592,6 +658,7 @@ fn main() -> ExitCode {
         if args.instructions { " instructions per record |" } else { "" },
         if args.instructions { "---|" } else { "" },
     );
+    let mut notes = String::new();
     for p in &pipelines {
         let conf = dir.join(format!("{}.conf", p.name));
         if let Err(e) = std::fs::write(&conf, &p.config) {
@@ -608,6 +675,7 @@ fn main() -> ExitCode {
         );
         let mut runs = Vec::new();
         let kube_requests = kube.as_ref().map_or(0, |k| k.server.total_requests());
+        let sent_before = proxy.as_ref().map_or(0, |px| px.seen().len());
         for _ in 0..args.runs {
             let cmd = vec![
                 logferry.display().to_string(),
@@ -643,6 +711,22 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+        if let (true, Some(px)) = (p.name == "P5", &proxy) {
+            let calls: Vec<_> = px.seen().into_iter().skip(sent_before).collect();
+            let puts = calls
+                .iter()
+                .filter(|c| c.operation.ends_with("PutLogEvents"));
+            let (n, body): (usize, usize) = puts.fold((0, 0), |(n, b), c| (n + 1, b + c.body_len));
+            let cpu = median(runs.iter().map(|r| r.cpu).collect());
+            let _ = writeln!(
+                notes,
+                "P5: {:.2} CPU s per million events delivered, {:.1} MB of PutLogEvents bodies per run ({} calls, {:.0} bytes per event)",
+                cpu / p.lines.max(1) as f64 * 1e6,
+                body as f64 / args.runs.max(1) as f64 / 1e6,
+                n / args.runs.max(1),
+                body as f64 / (p.lines * args.runs).max(1) as f64,
+            );
+        }
         let wall = median(runs.iter().map(|r| r.wall).collect());
         let cpu = median(runs.iter().map(|r| r.cpu).collect());
         let rss = median(runs.iter().map(|r| r.rss_mb).collect());
@@ -668,7 +752,7 @@ fn main() -> ExitCode {
         );
     }
     let cw_note = if moto.is_some() && cw_lines != args.lines {
-        format!(" ({cw_lines} for CW)")
+        format!(" ({cw_lines} for CW and P5)")
     } else {
         String::new()
     };
@@ -679,10 +763,36 @@ fn main() -> ExitCode {
         logferry.display(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    if let (true, Some(k)) = (want("idle"), &kube) {
+        match idle_rss(&logferry, &dir, k, args.idle_secs) {
+            Ok(line) => {
+                let _ = writeln!(notes, "{line}");
+            }
+            Err(e) => {
+                eprintln!("idle: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if let (true, Some(k)) = (want("p6"), &kube) {
+        match busy_node(&logferry, &dir, k, &args) {
+            Ok(line) => {
+                let _ = writeln!(notes, "{line}");
+            }
+            Err(e) => {
+                eprintln!("p6: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     print!("{table}");
+    if !notes.is_empty() {
+        print!("\n{notes}");
+    }
     if let Some(k) = &kube {
         k.server.stop();
     }
+    drop(proxy);
     drop(moto);
     if args.dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
@@ -719,4 +829,331 @@ fn per_record_instructions(logferry: &Path, dir: &Path, p: &Pipeline) -> Result<
     let (base, _) = run(&format!("{}.empty.conf", p.name), &config)?;
     let _ = std::fs::remove_file(&empty);
     Ok(full.saturating_sub(base) as f64 / p.lines.max(1) as f64)
+}
+
+/// The seed's pipeline with nothing to read: RSS (`VmRSS`, and the peak `VmHWM`) after `secs`.
+fn idle_rss(logferry: &Path, dir: &Path, kube: &Kube, secs: u64) -> Result<String, String> {
+    let logs = dir.join("idle-containers");
+    std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
+    let output = "[OUTPUT]\n    Name cloudwatch_logs\n    Match **\n    region us-east-2\n    log_group_name fluentbit-cloudwatch\n    log_stream_prefix fluentbit-\n    auto_create_group true\n    endpoint http://127.0.0.1:9\n";
+    let conf = format!(
+        "[SERVICE]\n    Flush 1\n    Log_Level info\n    HTTP_Server On\n    HTTP_Listen 127.0.0.1\n    HTTP_Port 0\n\n[INPUT]\n    Name tail\n    Tag kube.*\n    Path {}/*.log\n    DB {}/idle.db\n    Parser docker\n    Docker_Mode On\n    Mem_Buf_Limit 5MB\n    Skip_Long_Lines On\n    Refresh_Interval 10\n\n{}",
+        logs.display(),
+        dir.display(),
+        kube.filter_to("    K8S-Logging.Parser On\n    K8S-Logging.Exclude On\n", output)
+    );
+    let path = dir.join("idle.conf");
+    std::fs::write(&path, conf).map_err(|e| e.to_string())?;
+    let mut child = Command::new(logferry)
+        .arg("-c")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    std::thread::sleep(std::time::Duration::from_secs(secs));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()));
+    let _ = child.kill();
+    let _ = child.wait();
+    let status = status.map_err(|e| format!("logferry exited before {secs} s: {e}"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    Ok(format!(
+        "idle (the seed's configuration, no traffic, after {secs} s): RSS {:.1} MB, peak {:.1} MB",
+        field("VmRSS:"),
+        field("VmHWM:")
+    ))
+}
+
+/// A P6 line's `log`: its file, its sequence number in that file and when it was written (ns
+/// since the epoch), padded to a typical access-log length.
+fn p6_log(file: usize, seq: usize) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "p6 {file} {seq} {now} GET /api/v1/orders?page={seq} HTTP/1.1 200 4672 kube-probe/1.29 rid={:016x}",
+        (seq as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    )
+}
+
+fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// (utime + stime) seconds and VmHWM MB of a running process.
+fn proc_cpu_hwm(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    let ticks = 100.0; // USER_HZ on Linux
+    let cpu = (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse::<f64>()
+        .ok()?
+        / 1024.0;
+    Some((cpu, hwm))
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))?
+                .split_whitespace()
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// P6, a busy node: many container log files written at once, then steady appends; the agent
+/// (tail → kubernetes → file output with `Format template`) runs the whole time, and a reader
+/// here follows its output file, so every line's lag from write to output is measured.
+fn busy_node(logferry: &Path, dir: &Path, kube: &Kube, args: &Args) -> Result<String, String> {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::time::{Duration, Instant};
+    let hex = "c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2c3d4";
+    let logs = dir.join("p6-containers");
+    let out_dir = dir.join("p6-out");
+    for d in [&logs, &out_dir] {
+        let _ = std::fs::remove_dir_all(d);
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    let files: Vec<PathBuf> = (0..args.p6_files)
+        .map(|i| {
+            let pod = format!("busy-{i:04}-5468c5d4d7-b{i:04}");
+            kube.server.add_pod(pod_json(
+                &pod,
+                "busy",
+                "app",
+                "example.com/busy:1.0",
+                hex,
+                serde_json::json!({"kubernetes.io/psp": "eks.privileged"}),
+            ));
+            logs.join(format!("{pod}_busy_app-{hex}.log"))
+        })
+        .collect();
+    let prefix = format!(
+        "kube.{}.",
+        logs.display()
+            .to_string()
+            .trim_start_matches('/')
+            .replace('/', ".")
+    );
+    let output = format!(
+        "[OUTPUT]\n    Name file\n    Match *\n    Path {}\n    File p6.out\n    Format template\n    Template {{log}}\n",
+        out_dir.display()
+    );
+    let filter = kube.filter_to("", &output).replace(&kube.prefix, &prefix);
+    let conf = format!(
+        "[SERVICE]\n    Flush 1\n    Grace 5\n    Log_Level info\n\n[INPUT]\n    Name tail\n    Tag kube.*\n    Path {}/*.log\n    DB {}/p6.db\n    Parser docker\n    Docker_Mode On\n    Mem_Buf_Limit 50MB\n    Refresh_Interval 1\n    Read_from_Head On\n    Buffer_Max_Size 64k\n\n{filter}",
+        logs.display(),
+        dir.display(),
+    );
+    let conf_path = dir.join("p6.conf");
+    std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
+    let mut cmd = match &args.cpus {
+        Some(c) => {
+            let mut t = Command::new("taskset");
+            t.arg("-c").arg(c).arg(logferry);
+            t
+        }
+        None => Command::new(logferry),
+    };
+    let mut child = cmd
+        .arg("-c")
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start logferry: {e}"))?;
+    // taskset execs logferry: same pid.
+    let pid = child.id();
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = rss_mb(pid);
+    let burst = args.p6_files * args.p6_lines;
+    let steady = args.p6_rate * args.p6_steady_secs as usize;
+    let total = burst + steady;
+    let t0 = Instant::now();
+    let cpu0 = proc_cpu_hwm(pid).map_or(0.0, |(c, _)| c);
+
+    // The reader: follows the output file, takes each line's write time.
+    let out_file = out_dir.join("p6.out");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut lags: Vec<u64> = Vec::with_capacity(total);
+            let mut pos = 0u64;
+            let mut partial = Vec::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while lags.len() < total && Instant::now() < deadline {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let mut got = 0;
+                if let Ok(mut f) = std::fs::File::open(&out_file) {
+                    if f.seek(SeekFrom::Start(pos)).is_ok() {
+                        while let Ok(n) = f.read(&mut buf) {
+                            if n == 0 {
+                                break;
+                            }
+                            got += n;
+                            pos += n as u64;
+                            let now = now_ns();
+                            partial.extend_from_slice(&buf[..n]);
+                            let end = partial
+                                .iter()
+                                .rposition(|&b| b == b'\n')
+                                .map_or(0, |i| i + 1);
+                            for line in partial[..end].split(|&b| b == b'\n') {
+                                let Ok(l) = std::str::from_utf8(line) else {
+                                    continue;
+                                };
+                                let mut it = l.split(' ');
+                                if it.next() != Some("p6") {
+                                    continue;
+                                }
+                                if let Some(t) = it.nth(2).and_then(|t| t.parse::<u128>().ok()) {
+                                    lags.push((now.saturating_sub(t) / 1_000_000) as u64);
+                                }
+                            }
+                            partial.drain(..end);
+                        }
+                    }
+                }
+                if got == 0 {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            lags
+        })
+    };
+
+    // The burst: every file at once, a few writer threads, 50 lines per write.
+    let writers = 8;
+    std::thread::scope(|sc| {
+        for w in 0..writers {
+            let files = &files;
+            sc.spawn(move || {
+                let mine: Vec<usize> = (w..files.len()).step_by(writers).collect();
+                let mut handles: Vec<Option<std::fs::File>> = mine
+                    .iter()
+                    .map(|&i| {
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&files[i])
+                            .ok()
+                    })
+                    .collect();
+                let mut seq = 0;
+                while seq < args.p6_lines {
+                    let n = 50.min(args.p6_lines - seq);
+                    for (k, &i) in mine.iter().enumerate() {
+                        let mut chunk = String::new();
+                        for s in seq..seq + n {
+                            let log = p6_log(i, s);
+                            let _ = writeln!(
+                                chunk,
+                                "{{\"log\":\"{log}\\n\",\"stream\":\"stdout\",\"time\":\"2026-11-24T10:00:00.000000000Z\"}}"
+                            );
+                        }
+                        if let Some(f) = handles[k].as_mut() {
+                            let _ = f.write_all(chunk.as_bytes());
+                        }
+                    }
+                    seq += n;
+                }
+            });
+        }
+    });
+    let burst_written = t0.elapsed().as_secs_f64();
+    // Steady appends: p6_rate lines per second over all files, in 100 ms ticks.
+    let per_tick = (args.p6_rate / 10).max(1);
+    let mut seqs = vec![args.p6_lines; files.len()];
+    let mut next = 0usize;
+    let ticks = args.p6_steady_secs * 10;
+    let start = Instant::now();
+    for tick in 0..ticks {
+        let mut by_file: Vec<String> = vec![String::new(); files.len()];
+        for _ in 0..per_tick {
+            let i = next % files.len();
+            next += 1;
+            let log = p6_log(i, seqs[i]);
+            seqs[i] += 1;
+            let _ = writeln!(
+                by_file[i],
+                "{{\"log\":\"{log}\\n\",\"stream\":\"stdout\",\"time\":\"2026-11-24T10:00:00.000000000Z\"}}"
+            );
+        }
+        for (i, chunk) in by_file.iter().enumerate() {
+            if chunk.is_empty() {
+                continue;
+            }
+            if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&files[i]) {
+                let _ = f.write_all(chunk.as_bytes());
+            }
+        }
+        let due = start + Duration::from_millis(100 * (tick + 1));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    // Wait for everything to come out (bounded by the reader's deadline), then stop the reader.
+    let wait_until = Instant::now() + Duration::from_secs(120);
+    while !reader.is_finished() && Instant::now() < wait_until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let elapsed = t0.elapsed().as_secs_f64();
+    let (cpu1, hwm) = proc_cpu_hwm(pid).unwrap_or((f64::NAN, f64::NAN));
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    let _ = child.wait();
+    let mut lags = reader
+        .join()
+        .map_err(|_| "the output reader panicked".to_string())?;
+    if lags.len() != total {
+        return Err(format!(
+            "{} of {total} lines came out within the time allowed",
+            lags.len()
+        ));
+    }
+    lags.sort_unstable();
+    let pct = |p: f64| lags[((lags.len() - 1) as f64 * p) as usize];
+    let cpu = cpu1 - cpu0;
+    let _ = std::fs::remove_dir_all(&logs);
+    let _ = std::fs::remove_dir_all(&out_dir);
+    Ok(format!(
+        "P6 busy node{}: {} files, {burst} lines written in {burst_written:.1} s then {steady} at {}/s; \
+         all out after {elapsed:.1} s; CPU {cpu:.2} s ({:.2} s per million lines); peak RSS {hwm:.1} MB \
+         (idle {idle:.1} MB, {:.0} KB per file over idle); lag write→output p50 {} ms, p99 {} ms, max {} ms",
+        args.cpus.as_ref().map_or(String::new(), |c| format!(" (taskset -c {c})")),
+        files.len(),
+        args.p6_rate,
+        cpu / total as f64 * 1e6,
+        (hwm - idle) * 1024.0 / files.len().max(1) as f64,
+        pct(0.50),
+        pct(0.99),
+        lags.last().copied().unwrap_or(0),
+    ))
 }

@@ -27,7 +27,7 @@ pub const MAX_MESSAGE_BYTES: usize = MAX_BATCH_BYTES - EVENT_OVERHEAD;
 
 /// Bytes one event counts for.
 pub fn event_size(e: &Event) -> usize {
-    e.message.len() + EVENT_OVERHEAD
+    e.size + EVENT_OVERHEAD
 }
 
 /// Cuts sorted `events` into ranges that each fit one PutLogEvents call.

@@ -11,20 +11,29 @@
 //! empty message, no destination) are listed in [`Encoded::skipped`]; the sink rejects them.
 
 use std::collections::HashMap;
+use std::io::Write as _;
+use std::ops::Range;
 
 use logferry_core::{Map, Record, Value};
 
 use super::batch::MAX_MESSAGE_BYTES;
 use super::config::{CloudWatchLogsSettings, EmfMetrics, StreamName};
-use crate::encode::{truncate_utf8, write_message, Skip};
+use crate::encode::{
+    escape_json_str, truncate_utf8, write_message, write_message_escaped, EscapedJson, Skip,
+};
 use crate::template::{sanitize, NameRules, Template};
 
-/// One log event.
+/// One log event. Its message is kept already escaped for the request body (in
+/// [`Encoded::text`]), so each record is encoded once, straight into the form PutLogEvents
+/// sends, with no intermediate JSON string and no second escaping pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     /// Milliseconds since the epoch.
     pub timestamp: i64,
-    pub message: String,
+    /// The message's length in UTF-8 bytes before escaping: what CloudWatch Logs counts.
+    pub size: usize,
+    /// Where the escaped message lies in [`Encoded::text`].
+    pub span: Range<usize>,
     /// Index of the record it came from in the batch ([`logferry_engine::Batch::records`]
     /// order), so that an event the service refuses can be handed back as its record.
     pub record: usize,
@@ -72,6 +81,8 @@ impl Dropped {
 #[derive(Debug, Default)]
 pub struct Encoded {
     pub streams: Vec<(Destination, Vec<Event>)>,
+    /// Every event's message, escaped as the inside of a JSON string, one after another.
+    pub text: Vec<u8>,
     /// Records dropped, by reason: their indices in the batch.
     pub skipped: Vec<(Dropped, Vec<usize>)>,
     /// Events whose message was truncated.
@@ -92,6 +103,40 @@ impl Encoded {
     pub fn events(&self) -> usize {
         self.streams.iter().map(|(_, e)| e.len()).sum()
     }
+
+    /// `e`'s message, escaped.
+    pub fn escaped(&self, e: &Event) -> &[u8] {
+        self.text.get(e.span.clone()).unwrap_or_default()
+    }
+
+    /// `e`'s message as sent (unescaped; for tests and logs).
+    pub fn message(&self, e: &Event) -> String {
+        let mut quoted = Vec::with_capacity(e.span.len() + 2);
+        quoted.push(b'"');
+        quoted.extend_from_slice(self.escaped(e));
+        quoted.push(b'"');
+        serde_json::from_slice(&quoted).unwrap_or_default()
+    }
+}
+
+/// The PutLogEvents body for `events` (sorted, one call's worth) of `dest`: the JSON the SDK
+/// would write, with the messages copied from `text` as they are.
+pub fn put_body(out: &mut Vec<u8>, dest: &Destination, events: &[Event], text: &[u8]) {
+    out.extend_from_slice(b"{\"logGroupName\":\"");
+    escape_json_str(out, dest.group.as_bytes());
+    out.extend_from_slice(b"\",\"logStreamName\":\"");
+    escape_json_str(out, dest.stream.as_bytes());
+    out.extend_from_slice(b"\",\"logEvents\":[");
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{{\"timestamp\":{},\"message\":\"", e.timestamp);
+        out.extend_from_slice(text.get(e.span.clone()).unwrap_or_default());
+        out.extend_from_slice(b"\"}");
+    }
+    out.extend_from_slice(b"]}");
 }
 
 fn destination(
@@ -184,52 +229,94 @@ pub fn build<'a>(
     tag: &str,
     records: impl Iterator<Item = &'a Record>,
 ) -> Encoded {
-    let mut enc = Encoded::default();
+    build_into(s, tag, records, Vec::new())
+}
+
+/// [`build`], writing the messages into `text` (cleared first; a buffer kept from an earlier
+/// flush saves growing a new one).
+pub fn build_into<'a>(
+    s: &CloudWatchLogsSettings,
+    tag: &str,
+    records: impl Iterator<Item = &'a Record>,
+    mut text: Vec<u8>,
+) -> Encoded {
+    text.clear();
+    let mut enc = Encoded {
+        text,
+        ..Encoded::default()
+    };
     let mut index: HashMap<Destination, usize> = HashMap::new();
-    let mut buf = Vec::with_capacity(1024);
+    let mut raw = Vec::new();
+    let mut json = EscapedJson::default();
+    // Without templates the destination depends on the tag only: worked out once.
+    let fixed = (s.group.template.is_none() && s.stream.template.is_none())
+        .then(|| destination(s, tag, &Map::new(), &mut 0));
     for (record, r) in records.enumerate() {
-        let dest = match destination(s, tag, &r.body, &mut enc.template_fallbacks) {
-            Ok(d) => d,
-            Err(why) => {
+        // `None`: the fixed destination, already the first (and only) stream.
+        let dest = match &fixed {
+            Some(Ok(_)) if !enc.streams.is_empty() => None,
+            Some(d) => Some(d.clone()),
+            None => Some(destination(s, tag, &r.body, &mut enc.template_fallbacks)),
+        };
+        let dest = match dest {
+            None => None,
+            Some(Ok(d)) => Some(d),
+            Some(Err(why)) => {
                 enc.skip(why, record);
                 continue;
             }
         };
         let timestamp = r.time.as_millis();
-        buf.clear();
-        let written = match &s.metrics {
-            Some(m) => write_message(
-                &mut buf,
-                &with_emf(&r.body, timestamp, m),
-                s.log_key.as_ref(),
-            ),
-            None => write_message(&mut buf, &r.body, s.log_key.as_ref()),
-        };
-        if let Err(skip) = written {
-            enc.skip(Dropped::Message(skip), record);
-            continue;
-        }
-        let Ok(text) = std::str::from_utf8(&buf) else {
-            enc.skip(Dropped::Message(Skip::Encoding), record);
-            continue;
-        };
-        let message = if text.len() > MAX_MESSAGE_BYTES {
-            enc.truncated += 1;
-            truncate_utf8(text, MAX_MESSAGE_BYTES).to_string()
-        } else {
-            text.to_string()
-        };
-        let i = match index.get(&dest) {
-            Some(&i) => i,
-            None => {
-                enc.streams.push((dest.clone(), Vec::new()));
-                index.insert(dest, enc.streams.len() - 1);
-                enc.streams.len() - 1
+        let start = enc.text.len();
+        let emf;
+        let body = match &s.metrics {
+            Some(m) => {
+                emf = with_emf(&r.body, timestamp, m);
+                &emf
             }
+            None => &r.body,
+        };
+        let mut size =
+            match write_message_escaped(&mut json, &mut enc.text, body, s.log_key.as_ref()) {
+                Ok(n) => n,
+                Err(skip) => {
+                    enc.text.truncate(start);
+                    enc.skip(Dropped::Message(skip), record);
+                    continue;
+                }
+            };
+        if size > MAX_MESSAGE_BYTES {
+            // Rare: encode it plain, cut it at a character boundary, escape the rest.
+            enc.truncated += 1;
+            enc.text.truncate(start);
+            raw.clear();
+            let cut = match write_message(&mut raw, body, s.log_key.as_ref()) {
+                Ok(()) => std::str::from_utf8(&raw).map(|t| truncate_utf8(t, MAX_MESSAGE_BYTES)),
+                Err(_) => Ok(""),
+            };
+            let Ok(cut) = cut else {
+                enc.skip(Dropped::Message(Skip::Encoding), record);
+                continue;
+            };
+            escape_json_str(&mut enc.text, cut.as_bytes());
+            size = cut.len();
+        }
+        let span = start..enc.text.len();
+        let i = match dest {
+            None => 0,
+            Some(dest) => match index.get(&dest) {
+                Some(&i) => i,
+                None => {
+                    enc.streams.push((dest.clone(), Vec::new()));
+                    index.insert(dest, enc.streams.len() - 1);
+                    enc.streams.len() - 1
+                }
+            },
         };
         enc.streams[i].1.push(Event {
             timestamp,
-            message,
+            size,
+            span,
             record,
         });
     }

@@ -20,11 +20,13 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use aws_sdk_cloudwatchlogs::types::{InputLogEvent, LogGroupClass};
+use aws_sdk_cloudwatchlogs::types::LogGroupClass;
 use aws_sdk_cloudwatchlogs::Client;
+use aws_smithy_types::body::SdkBody;
+use bytes::Bytes;
 
 use super::config::CloudWatchLogsSettings;
-use super::request_builder::{Destination, Event};
+use super::request_builder::{put_body, Destination, Event};
 use super::retry::Rejected;
 use crate::client::LazyClient;
 use crate::error::AwsError;
@@ -32,6 +34,8 @@ use crate::retry::{to_aws_error, with_auto_retry};
 
 /// Stream locks kept before unused ones are pruned.
 const LOCKS_PRUNE_AT: usize = 1024;
+/// Request body buffers kept for reuse (one per concurrent call is enough).
+const BODIES_KEPT: usize = 4;
 
 /// Talks to CloudWatch Logs for one output instance.
 pub struct CloudWatchService {
@@ -40,6 +44,7 @@ pub struct CloudWatchService {
     ready: Mutex<HashSet<Destination>>,
     groups: Mutex<HashSet<String>>,
     locks: Mutex<HashMap<Destination, Arc<tokio::sync::Mutex<()>>>>,
+    bodies: Mutex<Vec<Vec<u8>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -63,6 +68,7 @@ impl CloudWatchService {
             ready: Mutex::new(HashSet::new()),
             groups: Mutex::new(HashSet::new()),
             locks: Mutex::new(HashMap::new()),
+            bodies: Mutex::new(Vec::new()),
         }
     }
 
@@ -80,19 +86,37 @@ impl CloudWatchService {
         lock(&self.ready).contains(dest)
     }
 
-    /// Sends one call's worth of sorted events to `dest`, creating the stream (and group) when
+    /// Sends one call's worth of sorted events to `dest` (their messages escaped in `text`,
+    /// see [`Encoded`](super::request_builder::Encoded)), creating the stream (and group) when
     /// missing. Returns what the service refused individually.
-    pub async fn put(&self, dest: &Destination, events: &[Event]) -> Result<Rejected, AwsError> {
-        let mut input = Vec::with_capacity(events.len());
-        for e in events {
-            let ev = InputLogEvent::builder()
-                .timestamp(e.timestamp)
-                .message(e.message.clone())
-                .build()
-                .map_err(|err| AwsError::Permanent(format!("building a log event: {err}")))?;
-            input.push(ev);
+    pub async fn put(
+        &self,
+        dest: &Destination,
+        events: &[Event],
+        text: &[u8],
+    ) -> Result<Rejected, AwsError> {
+        let mut body = lock(&self.bodies).pop().unwrap_or_default();
+        body.clear();
+        put_body(&mut body, dest, events, text);
+        let body = Bytes::from(body);
+        let res = self.put_body(dest, events.len(), &body).await;
+        // The request is gone: take the buffer back for the next call when nothing else holds it.
+        if let Ok(b) = body.try_into_mut() {
+            let mut pool = lock(&self.bodies);
+            if pool.len() < BODIES_KEPT {
+                pool.push(Vec::from(b));
+            }
         }
-        match self.put_once(dest, &input).await {
+        res
+    }
+
+    async fn put_body(
+        &self,
+        dest: &Destination,
+        events: usize,
+        body: &Bytes,
+    ) -> Result<Rejected, AwsError> {
+        match self.put_once(dest, events, body).await {
             Ok(r) => return Ok(r),
             Err(PutError::Other(e)) => return Err(e),
             Err(PutError::NotFound) => {}
@@ -104,7 +128,7 @@ impl CloudWatchService {
             )));
         }
         self.create_stream(dest).await?;
-        match self.put_once(dest, &input).await {
+        match self.put_once(dest, events, body).await {
             Ok(r) => Ok(r),
             Err(PutError::Other(e)) => Err(e),
             Err(PutError::NotFound) => Err(AwsError::Transient(format!(
@@ -113,42 +137,41 @@ impl CloudWatchService {
         }
     }
 
+    /// One PutLogEvents through the SDK (endpoint, credentials, signing, retries, errors), whose
+    /// body is replaced by `body` before it is signed: the SDK's own serializer would escape
+    /// every message a second time, which was a fifth of the output's CPU.
     async fn put_once(
         &self,
         dest: &Destination,
-        input: &[InputLogEvent],
+        events: usize,
+        body: &Bytes,
     ) -> Result<Rejected, PutError> {
         let client = self.client.get().await;
         let header = self.settings.log_format_header.clone();
         let res = with_auto_retry(self.settings.aws.auto_retry_requests, || {
-            let op = client
+            let header = header.clone();
+            let body = body.clone();
+            client
                 .put_log_events()
                 .log_group_name(&dest.group)
                 .log_stream_name(&dest.stream)
-                .set_log_events(Some(input.to_vec()));
-            let header = header.clone();
-            async move {
-                match header {
-                    Some(h) => {
-                        op.customize()
-                            .mutate_request(move |req| {
-                                req.headers_mut().insert("x-amzn-logs-format", h.clone());
-                            })
-                            .send()
-                            .await
+                .set_log_events(Some(Vec::new()))
+                .customize()
+                .mutate_request(move |req| {
+                    req.headers_mut()
+                        .insert("content-length", body.len().to_string());
+                    *req.body_mut() = SdkBody::from(body.clone());
+                    if let Some(h) = &header {
+                        req.headers_mut().insert("x-amzn-logs-format", h.clone());
                     }
-                    None => op.send().await,
-                }
-            }
+                })
+                .send()
         })
         .await;
         match res {
             Ok(out) => {
                 lock(&self.ready).insert(dest.clone());
-                Ok(Rejected::from_info(
-                    out.rejected_log_events_info(),
-                    input.len(),
-                ))
+                Ok(Rejected::from_info(out.rejected_log_events_info(), events))
             }
             Err(e)
                 if e.as_service_error()

@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use logferry_core::Record;
@@ -33,6 +33,18 @@ use super::config::CloudWatchLogsSettings;
 use super::request_builder::{self, Destination, Encoded};
 use super::service::CloudWatchService;
 use crate::progress::ProgressMemo;
+
+/// Message buffers kept between flushes (one per concurrent flush is enough).
+const TEXTS_KEPT: usize = 4;
+/// A buffer larger than this is let go rather than kept.
+const TEXT_KEPT_MAX: usize = 16 << 20;
+
+fn lock_pool(m: &Mutex<Vec<Vec<u8>>>) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
 
 /// What a batch delivered so far.
 #[derive(Debug, Default)]
@@ -56,6 +68,7 @@ pub struct CloudWatchLogsOutput {
     rejected_too_old: Arc<AtomicU64>,
     rejected_too_new: Arc<AtomicU64>,
     rejected_expired: Arc<AtomicU64>,
+    texts: Mutex<Vec<Vec<u8>>>,
 }
 
 impl CloudWatchLogsOutput {
@@ -88,6 +101,7 @@ impl CloudWatchLogsOutput {
             ),
             metrics,
             name,
+            texts: Mutex::new(Vec::new()),
         }
     }
 
@@ -127,7 +141,9 @@ impl Output for CloudWatchLogsOutput {
     async fn flush(&self, b: &Batch) -> FlushResult {
         let mut progress = self.memo.take(b).unwrap_or_default();
         let records: Vec<&Record> = b.records().collect();
-        let enc = request_builder::build(&self.settings, &b.tag, records.iter().copied());
+        let text = lock_pool(&self.texts).pop().unwrap_or_default();
+        let mut enc =
+            request_builder::build_into(&self.settings, &b.tag, records.iter().copied(), text);
         if !progress.encode_counted {
             self.count_encoding(b, &records, &enc);
             progress.encode_counted = true;
@@ -136,11 +152,13 @@ impl Output for CloudWatchLogsOutput {
         let mut retry: Option<String> = None;
         // Per stream given up: the records of its remaining events, and why.
         let mut failed: Vec<(Destination, Vec<usize>, String)> = Vec::new();
-        for (dest, mut events) in enc.streams {
+        let text = &enc.text;
+        for (dest, events) in &mut enc.streams {
+            let dest = &*dest;
             events.sort_by_key(|e| e.timestamp);
             let start = progress
                 .done
-                .get(&dest)
+                .get(dest)
                 .copied()
                 .unwrap_or(0)
                 .min(events.len());
@@ -148,11 +166,11 @@ impl Output for CloudWatchLogsOutput {
             if remaining.is_empty() {
                 continue;
             }
-            let stream_lock = self.service.stream_lock(&dest);
+            let stream_lock = self.service.stream_lock(dest);
             let _serialized = stream_lock.lock().await;
             for range in batch::split(remaining) {
                 let call = &remaining[range.clone()];
-                match self.service.put(&dest, call).await {
+                match self.service.put(dest, call, text).await {
                     Ok(rejected) => {
                         *progress.done.entry(dest.clone()).or_default() += call.len();
                         progress.delivered += call.len() - rejected.total;
@@ -203,6 +221,13 @@ impl Output for CloudWatchLogsOutput {
                     "CloudWatch Logs refused the events; dropped");
             }
         }
+        // The messages' buffer serves the next flush (at its grown size: no regrowth, no new
+        // pages), unless an unusually large flush made it big.
+        let mut pool = lock_pool(&self.texts);
+        if pool.len() < TEXTS_KEPT && enc.text.capacity() <= TEXT_KEPT_MAX {
+            pool.push(enc.text);
+        }
+        drop(pool);
         match retry {
             Some(reason) => {
                 self.memo.keep(b, progress);

@@ -35,7 +35,8 @@ fn events(sizes: &[usize], ts: impl Fn(usize) -> i64) -> Vec<Event> {
         .enumerate()
         .map(|(i, &n)| Event {
             timestamp: ts(i),
-            message: "m".repeat(n),
+            size: n,
+            span: 0..0,
             record: i,
         })
         .collect()
@@ -260,14 +261,9 @@ fn records_without_log_key_or_destination_are_counted() {
     ];
     let enc = build(&s, "t", records.iter());
     assert_eq!(enc.events(), 1);
-    assert_eq!(
-        enc.streams[0].1[0],
-        Event {
-            timestamp: 1_700_000_000_005,
-            message: "hello".into(),
-            record: 0,
-        }
-    );
+    let e = &enc.streams[0].1[0];
+    assert_eq!((e.timestamp, e.size, e.record), (1_700_000_000_005, 5, 0));
+    assert_eq!(enc.message(e), "hello");
     assert!(enc
         .skipped
         .contains(&(Dropped::Message(Skip::MissingKey), vec![1])));
@@ -287,8 +283,11 @@ fn oversize_messages_are_truncated_to_fit_one_call() {
     let records = [Record::new(EventTime::from_parts(1, 0), m)];
     let enc = build(&s, "t", records.iter());
     assert_eq!(enc.truncated, 1);
-    let msg = &enc.streams[0].1[0].message;
+    let e = &enc.streams[0].1[0];
+    let msg = enc.message(e);
     assert!(msg.len() <= MAX_MESSAGE_BYTES && msg.len() >= MAX_MESSAGE_BYTES - 1);
+    assert_eq!(e.size, msg.len());
+    assert!(msg.chars().all(|c| c == 'é'));
     assert_eq!(lens(&split(&enc.streams[0].1)), [1]);
 }
 
@@ -365,4 +364,48 @@ fn rejected_info_counts_both_ends_without_double_counting() {
         .build();
     let r = Rejected::from_info(Some(&info), 3);
     assert_eq!(r.indices(3).collect::<Vec<_>>(), [1, 2]);
+}
+
+#[test]
+fn put_body_is_the_put_log_events_json_with_messages_escaped_once() {
+    use super::request_builder::{put_body, Destination};
+    let s = settings(&[("log_group_name", "g\"1"), ("log_stream_name", "s")]).unwrap();
+    let mut a = Map::new();
+    a.insert("log", "line \"one\"\n\\ é");
+    a.insert("n", 7);
+    let mut b = Map::new();
+    b.insert("log", "\u{1}two");
+    let records = [
+        Record::new(EventTime::from_parts(1_700_000_000, 5_000_000), a.clone()),
+        Record::new(EventTime::from_parts(1_700_000_001, 0), b.clone()),
+    ];
+    let enc = build(&s, "t", records.iter());
+    let (dest, events) = &enc.streams[0];
+    assert_eq!(
+        dest,
+        &Destination {
+            group: "g\"1".into(),
+            stream: "s".into()
+        }
+    );
+    let mut body = Vec::new();
+    put_body(&mut body, dest, events, &enc.text);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let plain = |m: &Map| {
+        let mut out = Vec::new();
+        crate::encode::write_json(&mut out, m).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "logGroupName": "g\"1",
+            "logStreamName": "s",
+            "logEvents": [
+                {"timestamp": 1_700_000_000_005i64, "message": plain(&a)},
+                {"timestamp": 1_700_000_001_000i64, "message": plain(&b)},
+            ]
+        })
+    );
+    assert_eq!(events[0].size, plain(&a).len());
 }
