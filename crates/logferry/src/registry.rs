@@ -42,7 +42,6 @@ pub const PLANNED: &[(&str, &str)] = &[
     ("input", "serial"),
     ("input", "splunk"),
     ("input", "statsd"),
-    ("input", "systemd"),
     ("input", "thermal"),
     ("input", "udp"),
     ("input", "unix_socket"),
