@@ -760,7 +760,8 @@ fn position(
                 return Ok(None);
             }
             Err(err) => {
-                tracing::warn!(input, error = %err, "seek_cursor failed; reading from the start");
+                // Fluent Bit's first row holds "(null)" until its first round is read.
+                tracing::warn!(input, error = %err, "seek_cursor failed; reading from the head, or the tail with Read_From_Tail");
             }
         }
     }

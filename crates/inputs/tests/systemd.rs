@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use logferry_core::config::{Section, SectionKind};
 use logferry_core::{EventTime, Record, Value};
-use logferry_engine::testing::{config, outage, section, sink, wait_until, COLLECT};
+use logferry_engine::testing::{attempts, config, outage, section, sink, wait_until, COLLECT};
 use logferry_engine::{CancellationToken, Pipeline, Registry, StopReason};
 use logferry_inputs::in_systemd::{JournalReader, SystemdOptions, SystemdSettings, PLUGIN};
 
@@ -587,6 +587,10 @@ async fn db_resumes_after_the_delivered_cursor_without_loss_or_duplicates() {
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     run.stop().await;
     assert!(records("resume-2").is_empty());
+    assert!(
+        attempts("resume-2") > 0,
+        "run 2 read the new entries and tried to deliver them"
+    );
     assert_eq!(
         db_cursor(&db).as_deref(),
         Some(c1.as_str()),
@@ -686,4 +690,34 @@ fn path_and_filter_errors_name_their_key() {
         let text = format!("{errs:?}");
         assert!(text.contains(key), "{key}: {text}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fluent_bit_db_before_its_first_round_reads_from_the_head() {
+    // Fluent Bit creates its table and inserts the row with the cursor "(null)" at start; it
+    // saves a real cursor only after its first round.
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    std::fs::create_dir(&journal).unwrap();
+    write_journal(&journal, "system", &numbered(0, 4, "a.service"));
+    let db = dir.path().join("fb.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS in_systemd_cursor (  cursor  TEXT NOT NULL,  updated INTEGER);\
+             INSERT INTO in_systemd_cursor (cursor, updated)  VALUES ('(null)', 1700000000);",
+        )
+        .unwrap();
+    }
+    let db_s = db.display().to_string();
+    let run = start(pipeline(&journal, &[("DB", &db_s)], "fb-db", &[]));
+    let got = collect_exactly("fb-db", 4, 10).await;
+    run.stop().await;
+    assert_eq!(numbers(&got), [0, 1, 2, 3]);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT COUNT(*) FROM in_systemd_cursor", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 1, "one row, updated in place");
+    assert!(db_cursor(&db).unwrap().contains(&cursor_mark(3)));
 }
