@@ -721,3 +721,48 @@ async fn a_fluent_bit_db_before_its_first_round_reads_from_the_head() {
     assert_eq!(rows, 1, "one row, updated in place");
     assert!(db_cursor(&db).unwrap().contains(&cursor_mark(3)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_at_mem_buf_limit_it_stops_promptly_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    std::fs::create_dir(&journal).unwrap();
+    let db = dir.path().join("cursor.db");
+    let db_s = db.display().to_string();
+    write_journal(&journal, "system", &numbered(0, 200, "a.service"));
+
+    // The destination is down and the buffer holds about one small chunk: the input pauses
+    // (the reader thread waits on its channel) until the agent stops.
+    let down = outage("paused-down");
+    down.on.store(true, std::sync::atomic::Ordering::SeqCst);
+    let run = start(pipeline(
+        &journal,
+        &[
+            ("DB", &db_s),
+            ("Max_Entries", "10"),
+            ("Mem_Buf_Limit", "2k"),
+        ],
+        "paused-1",
+        &[("outage", "paused-down")],
+    ));
+    assert!(
+        wait_until(Duration::from_secs(10), || attempts("paused-1") > 0).await,
+        "the first chunk reaches the output"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = Instant::now();
+    run.stop().await;
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "stopped in {:?}",
+        t.elapsed()
+    );
+    assert!(records("paused-1").is_empty());
+    assert_eq!(db_cursor(&db), None, "nothing delivered, no cursor");
+
+    // Back up: every entry exactly once.
+    let run = start(pipeline(&journal, &[("DB", &db_s)], "paused-2", &[]));
+    let got = collect_exactly("paused-2", 200, 20).await;
+    run.stop().await;
+    assert_eq!(numbers(&got), (0..200).collect::<Vec<_>>());
+}
