@@ -57,7 +57,6 @@ pub const PLANNED: &[(&str, &str)] = &[
     ("filter", "expect"),
     ("filter", "geoip2"),
     ("filter", "log_to_metrics"),
-    ("filter", "lua"),
     ("filter", "nightfall"),
     ("filter", "stdout"),
     ("filter", "sysinfo"),
