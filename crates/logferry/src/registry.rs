@@ -51,7 +51,6 @@ pub const PLANNED: &[(&str, &str)] = &[
     ("input", "winlog"),
     ("input", "winstat"),
     ("filter", "alter_size"),
-    ("filter", "aws"),
     ("filter", "checklist"),
     ("filter", "ecs"),
     ("filter", "expect"),
