@@ -1073,8 +1073,10 @@ mod tests {
             super::script_path(dir.path(), "Cargo.toml"),
             Path::new("Cargo.toml")
         );
-        let mut c = Config::default();
-        c.path = Some(dir.path().join("fluent-bit.conf"));
+        let c = Config {
+            path: Some(dir.path().join("fluent-bit.conf")),
+            ..Config::default()
+        };
         let ctx = BuildContext::standalone("lua.0", c).unwrap();
         let mut section = Section::new(SectionKind::Filter, span(1));
         section.push("script", "beside.lua", span(2));
