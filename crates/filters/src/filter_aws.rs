@@ -31,8 +31,8 @@
 //!   up to a second a request. logferry fetches in a background task started by the first
 //!   chunk, which waits for it at most [`FIRST_WAIT`] (so that with a working IMDS the first
 //!   records have their metadata too); later attempts never hold records back;
-//! - when a connection fails, the other items due in that attempt are not tried (they would
-//!   time out the same way) and wait for the next;
+//! - when a connection fails or IMDSv2 gives no token, the other items due in that attempt
+//!   are not tried (they would fail the same way) and wait for the next;
 //! - `tags_include` with `tags_exclude` is a config error at start; Fluent Bit fails only once
 //!   it has read the instance's tags;
 //! - the IMDS address is `169.254.169.254:80` unless the AWS SDKs' variable
@@ -577,8 +577,8 @@ impl AwsFilter {
     }
 }
 
-/// Fetches the `due` items in order; stops at a connection failure (the rest would fail the
-/// same way), marking them tried.
+/// Fetches the `due` items in order; stops at a connection failure or a refused token (the
+/// rest would fail the same way), marking them tried.
 async fn fetch(
     imds: Arc<Imds>,
     fetched: Arc<Mutex<Fetched>>,
@@ -612,7 +612,7 @@ async fn fetch(
             }
             Err(e) => {
                 tracing::error!(filter = %instance, item = item.key(), "failed to get EC2 metadata: {e}");
-                if matches!(e, ImdsError::Unreachable(..)) {
+                if matches!(e, ImdsError::Unreachable(..) | ImdsError::Token(..)) {
                     mark(&due[n..]);
                     return;
                 }
@@ -779,6 +779,8 @@ mod tests {
         tokens: Vec<String>,
         /// Answer GETs without a token (IMDSv1); IMDSv2-only instances answer 401.
         v1_allowed: bool,
+        /// Answer token requests with 403 (IMDSv2 turned off, or a proxy in the way).
+        refuse_tokens: bool,
         /// (method, path, whether a token was sent, status).
         log: Vec<(String, String, bool, u16)>,
     }
@@ -870,6 +872,7 @@ mod tests {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u32>().ok());
             match (path.as_str(), ttl) {
+                ("/latest/api/token", _) if s.refuse_tokens => (403, "Forbidden".to_string()),
                 ("/latest/api/token", Some(1..=21600)) => {
                     let t = format!("token-{}", s.tokens.len() + 1);
                     s.tokens.push(t.clone());
@@ -1158,6 +1161,18 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(started.elapsed() >= Duration::from_secs(1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_token_stops_the_attempt_and_records_pass() {
+        let mut st = instance();
+        st.refuse_tokens = true;
+        let (addr, state) = start(st).await;
+        let mut f = build(&addr, &[("ec2_instance_type", "on")]);
+        assert_eq!(run(f.as_mut(), r#"{"a":1}"#).await, r#"[{"a":1}]"#);
+        let s = state.lock().unwrap();
+        let seen: Vec<(&str, u16)> = s.log.iter().map(|l| (l.0.as_str(), l.3)).collect();
+        assert_eq!(seen, [("PUT", 403)]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
