@@ -1103,16 +1103,13 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
+        let inputs: Vec<Vec<Record>> = (0..20).map(|_| records(&batch)).collect();
         let start = std::time::Instant::now();
-        for _ in 0..20 {
-            let mut recs = records(&batch);
+        for mut recs in inputs {
             rt.block_on(f.filter("app", &mut recs));
             assert_eq!(recs.len(), 1000);
         }
         let secs = start.elapsed().as_secs_f64();
-        println!(
-            "lua: {:.0} records/s (including building the input records)",
-            20_000.0 / secs
-        );
+        println!("lua: {:.0} records/s", 20_000.0 / secs);
     }
 }
