@@ -10,6 +10,9 @@
 # the final stage copies it from (the same script the tests run).
 ARG RUST_VERSION=1.94
 FROM docker.io/library/rust:${RUST_VERSION}-slim-bookworm AS build
+# make: the lua filter's LuaJIT is built from source (the slim image has gcc, not make).
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # The systemd input links libsystemd (sd_journal).
 RUN apt-get update && apt-get install -y --no-install-recommends libsystemd-dev pkg-config \
