@@ -10,13 +10,24 @@
 # the final stage copies it from (the same script the tests run).
 ARG RUST_VERSION=1.94
 FROM docker.io/library/rust:${RUST_VERSION}-slim-bookworm AS build
+# make: the lua filter's LuaJIT is built from source (the slim image has gcc, not make).
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# The systemd input links libsystemd (sd_journal).
+RUN apt-get update && apt-get install -y --no-install-recommends libsystemd-dev pkg-config \
+    && rm -rf /var/lib/apt/lists/*
 COPY . .
+# The final image has glibc and libgcc only: libsystemd and the libraries it loads (liblzma,
+# libzstd, liblz4, libgcrypt, libcap, ...) are copied from this stage, same Debian release.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p logferry \
     && install -m 0755 target/release/logferry /logferry \
-    && bash scripts/image-layout /logferry /rootfs
+    && bash scripts/image-layout /logferry /rootfs \
+    && for lib in $(ldd /logferry | awk '$3 ~ /^\// && $1 !~ /^(libc|libm|libgcc_s|ld-linux)[.-]/ {print $3}'); do \
+         install -D -m 0644 "$(readlink -f "$lib")" "/rootfs$(dirname "$(readlink -f "$lib")")/$(basename "$lib")"; \
+       done
 
 # Final stage: distroless with glibc (the binary links glibc and libgcc), no shell, no package
 # manager. The default user is non-root (65532); a DaemonSet that reads root-owned node logs

@@ -1,8 +1,10 @@
 //! logferry-filters: the record filters (`grep`, `modify`, `record_modifier`, `nest`, `parser`,
-//! `multiline`, `rewrite_tag`, `throttle`, `type_converter`), one module per plugin, named after its Fluent Bit name, plus the record
+//! `multiline`, `rewrite_tag`, `throttle`, `type_converter`, `lua`, `aws`), one module per plugin, named after its Fluent Bit name, plus the record
 //! accessor they share with the outputs.
 
+pub mod filter_aws;
 pub mod filter_grep;
+pub mod filter_lua;
 pub mod filter_modify;
 pub mod filter_multiline;
 pub mod filter_nest;
@@ -23,7 +25,9 @@ use logferry_engine::FilterPlugin;
 
 /// Every filter in this crate, in documentation order.
 pub static PLUGINS: &[&FilterPlugin] = &[
+    &filter_aws::PLUGIN,
     &filter_grep::PLUGIN,
+    &filter_lua::PLUGIN,
     &filter_modify::PLUGIN,
     &filter_multiline::PLUGIN,
     &filter_nest::PLUGIN,

@@ -1,5 +1,5 @@
 //! logferry-inputs: the general-purpose and network inputs (`dummy`, `fluentbit_logs`,
-//! `forward`, `http`, `stdin`, `syslog`, `tcp`). One plugin, one module, named after its Fluent
+//! `forward`, `http`, `stdin`, `syslog`, `systemd`, `tcp`). One plugin, one module, named after its Fluent
 //! Bit name. Each input's loop is written against [`sink::RecordSink`], so it
 //! runs the same on the engine's emitter and on a test collector.
 
@@ -9,6 +9,7 @@ pub mod in_forward;
 pub mod in_http;
 pub mod in_stdin;
 pub mod in_syslog;
+pub mod in_systemd;
 pub mod in_tcp;
 pub mod net;
 pub mod sink;
@@ -24,6 +25,7 @@ pub static PLUGINS: &[&InputPlugin] = &[
     &in_http::PLUGIN,
     &in_stdin::PLUGIN,
     &in_syslog::PLUGIN,
+    &in_systemd::PLUGIN,
     &in_tcp::PLUGIN,
 ];
 

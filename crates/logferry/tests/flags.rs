@@ -345,8 +345,8 @@ fn plugin_help_exits_non_zero_for_a_plugin_logferry_lacks() {
             "unknown input plugin 'no_such_input'",
         ),
         (
-            &["-F", "lua", "-h"][..],
-            "filter plugin 'lua' is not yet available in logferry",
+            &["-F", "wasm", "-h"][..],
+            "filter plugin 'wasm' is not yet available in logferry",
         ),
         (&["-o", "nope", "-h"][..], "unknown output plugin 'nope'"),
         (

@@ -17,8 +17,6 @@ fn dir() -> PathBuf {
 /// The plugins each config names that logferry does not have yet.
 const UNAVAILABLE: &[(&str, &[&str])] = &[
     ("11-docs-http-server.conf", &["input cpu"]),
-    ("22-helm-chart-default.conf", &["input systemd"]),
-    ("25-lua-filter.conf", &["filter lua"]),
     ("26-forward-in-loki-out.conf", &["output loki"]),
     ("33-syslog-and-tcp.conf", &["output datadog"]),
     (
@@ -36,6 +34,7 @@ const UNAVAILABLE: &[(&str, &[&str])] = &[
 /// real against a local API server).
 const DRY_ONLY: &[&str] = &[
     "21-aws-for-fluent-bit-container-insights.conf",
+    "22-helm-chart-default.conf",
     "23-helm-chart-yaml.yaml",
     "36-upstream-kube-elasticsearch.conf",
 ];
@@ -48,6 +47,11 @@ const PRINTS: &[(&str, usize, &str)] = &[
         r#"{"message"=>"custom dummy"}"#,
     ),
     ("03-docs-grep-filter.conf", 2, r#""log"=>"aa error bb""#),
+    (
+        "25-lua-filter.conf",
+        1,
+        "cb_print: tag=dummy.0 message=dummy",
+    ),
     ("04-docs-modify.conf", 2, r#""Service1"=>"SOMEVALUE""#),
     ("05-docs-nest.conf", 1, r#""Memstats"=>{"total"=>1016024"#),
     (
