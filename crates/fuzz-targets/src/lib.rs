@@ -130,7 +130,10 @@ pub fn merge_log(data: &[u8]) {
         "a log's own kubernetes key was merged"
     );
     if o.key.is_some() {
-        assert_eq!(rec.body.get("stream").and_then(Value::as_str), Some("stdout"));
+        assert_eq!(
+            rec.body.get("stream").and_then(Value::as_str),
+            Some("stdout")
+        );
     }
     let _ = merge::json_object(&log);
     let _ = merge::trim_value(&log);
@@ -246,7 +249,10 @@ pub fn strptime(data: &[u8]) {
     };
     let _ = tf.clone().parse_at(&text, NOW);
     let _ = tf.clone().with_strict(false).parse_at(&text, NOW);
-    let _ = tf.with_offset(-(14 * 3600)).with_strict(false).parse_at(&text, NOW);
+    let _ = tf
+        .with_offset(-(14 * 3600))
+        .with_strict(false)
+        .parse_at(&text, NOW);
     let _ = logferry_parsers::time::parse_time_offset(&text);
 }
 

@@ -33,7 +33,11 @@ fn every_committed_fuzz_input_runs_clean() {
         {
             let data = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             let run = std::panic::catch_unwind(|| target(&data));
-            assert!(run.is_ok(), "fuzz target {name} panicked on {}", file.display());
+            assert!(
+                run.is_ok(),
+                "fuzz target {name} panicked on {}",
+                file.display()
+            );
             total += 1;
         }
     }
@@ -41,7 +45,9 @@ fn every_committed_fuzz_input_runs_clean() {
     let manifest = std::fs::read_to_string(fuzz.join("Cargo.toml")).expect("fuzz/Cargo.toml");
     for (name, _) in logferry_fuzz_targets::TARGETS {
         assert!(
-            fuzz.join("fuzz_targets").join(format!("{name}.rs")).is_file(),
+            fuzz.join("fuzz_targets")
+                .join(format!("{name}.rs"))
+                .is_file(),
             "fuzz/fuzz_targets/{name}.rs missing"
         );
         assert!(

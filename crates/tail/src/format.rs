@@ -502,7 +502,10 @@ mod tests {
         assert!(parse_rfc3339("2262-04-11T23:47:16Z").is_some());
         let d = decode_docker(br#"{"log":"x\n","time":"4048-01-02T03:04:05Z"}"#).unwrap();
         let now = EventTime::now();
-        assert!((d.record.time.0 - now.0).abs() < 60_000_000_000, "read time is used");
+        assert!(
+            (d.record.time.0 - now.0).abs() < 60_000_000_000,
+            "read time is used"
+        );
     }
 
     #[test]

@@ -93,7 +93,11 @@ fn build(
         }
     }
     ctx.not_applied(config::NOT_APPLIED, entries);
-    ctx.note_tls_verify_off(entries, settings.connection.tls.is_some(), settings.connection.tls.as_ref().is_none_or(|t| t.verify));
+    ctx.note_tls_verify_off(
+        entries,
+        settings.connection.tls.is_some(),
+        settings.connection.tls.as_ref().is_none_or(|t| t.verify),
+    );
     let out = SearchOutput::new(settings, Arc::clone(&ctx.metrics), ctx.instance.clone())
         .map_err(|e| ConfigError::at(&section.span, e))?;
     Ok(Arc::new(out))
