@@ -19,8 +19,11 @@ use logferry_parsers::time::TimeFormat;
 use logferry_parsers::{Parser, Parsers};
 use logferry_tail::format::{self, Framing, Joiner};
 
+/// A target's body: the fuzzer's bytes in, a panic on a finding.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name of its `fuzz/fuzz_targets/<name>.rs` and corpus directory.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("docker_cri", docker_cri),
     ("joiner", joiner),
     ("merge_log", merge_log),
