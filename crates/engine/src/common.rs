@@ -446,12 +446,20 @@ pub const OUTPUT_NOT_APPLIED: &[NotApplied] = &[
     ),
     // AWS outputs always speak HTTPS through the SDK, so `tls On` is what they do anyway.
     na("tls", Some("on"), NETWORK),
+    // Verification cannot be turned off, nor a CA file given, where the SDK connects.
+    na("tls.verify", Some("on"), TLS_ALWAYS_VERIFIED),
+    na("tls.ca_file", None, TLS_SYSTEM_ROOTS),
+    na("tls.ca_path", None, TLS_SYSTEM_ROOTS),
     na("tls*", None, NETWORK),
     na("net.*", None, NETWORK),
     na("host", None, NETWORK),
     na("port", None, NETWORK),
     na("ipv6", Some("off"), NETWORK),
 ];
+
+const TLS_ALWAYS_VERIFIED: &str = "certificates are always verified: the AWS outputs reach AWS through the SDK's HTTPS client, which verifies them against the system's roots (the local outputs open no connection)";
+
+const TLS_SYSTEM_ROOTS: &str = "the AWS outputs trust the system's roots (the SDK's HTTPS client), not a CA file or directory (the local outputs open no connection)";
 
 const NETWORK: &str = "this output does not use it: the local outputs open no connection, the AWS outputs reach AWS through the SDK's HTTPS client (endpoint, sts_endpoint and the proxy environment apply), and forward, http, opensearch and es take only the network keys plugins.md lists for them";
 

@@ -363,6 +363,25 @@ impl BuildContext {
         }
     }
 
+    /// Notes `tls.verify Off` when TLS is on: certificates are then taken unverified, which
+    /// every plugin with TLS says at start and in `--dry-run` (the kubernetes filter words its
+    /// own note).
+    pub fn note_tls_verify_off(&self, entries: &[&Entry], tls: bool, verify: bool) {
+        if !tls || verify {
+            return;
+        }
+        if let Some(e) = entries
+            .iter()
+            .rev()
+            .find(|e| e.key.trim().eq_ignore_ascii_case("tls.verify"))
+        {
+            self.note(
+                e,
+                "TLS certificate verification is off: anyone on the path can read and change what is sent",
+            );
+        }
+    }
+
     /// Input metrics under `name` for a plugin that stands for an input, as Fluent Bit's
     /// `rewrite_tag` emitter shows as an input (`fluentbit_input_records_total{name=...}`).
     pub fn input_metrics(&self, name: &str) -> Arc<PluginMetrics> {

@@ -353,7 +353,10 @@ fn dry_run_warns_of_plugin_keys_not_applied() {
             "rotate On",
             "rotate: accepted but not applied: files are not rotated by logferry yet",
         ),
-        ("tls.verify Off", "tls.verify: accepted but not applied"),
+        (
+            "tls.verify Off",
+            "tls.verify: accepted but not applied: certificates are always verified",
+        ),
         (
             "net.keepalive Off",
             "net.keepalive: accepted but not applied",

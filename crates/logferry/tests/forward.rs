@@ -293,6 +293,11 @@ fn the_output_gives_up_when_the_server_refuses_its_password() {
         "{}",
         log_of(&sending)
     );
+    // Neither the shared key nor the password is in the log of the refused handshake.
+    let log = log_of(&sending);
+    for secret in ["s3cret", "Password nope", "=nope", " nope"] {
+        assert!(!log.contains(secret), "{secret:?} in the log:\n{log}");
+    }
     assert!(peer
         .status()
         .contains("auth_failed username/password mismatch"));

@@ -274,7 +274,7 @@ fn the_output_retries_5xx_and_sends_json_lines_gzip_basic_auth_and_headers() {
     let mut agent = sender(
         dir.path(),
         &format!(
-            "    Port {port}\n    URI /ingest?x=1\n    Format json_lines\n    compress gzip\n    HTTP_User alice\n    HTTP_Passwd s3cret\n    Header X-Team logs\n    header_tag X-Tag\n    json_date_key ts\n    json_date_format iso8601\n"
+            "    Port {port}\n    URI /ingest?x=1\n    Format json_lines\n    compress gzip\n    HTTP_User alice\n    HTTP_Passwd s3cret\n    Header X-Team logs\n    Header X-Api-Key k3y-t0ken-77\n    header_tag X-Tag\n    json_date_key ts\n    json_date_format iso8601\n"
         ),
     );
     assert!(exited(&mut agent, 40), "{}", log_of(&agent));
@@ -288,6 +288,7 @@ fn the_output_retries_5xx_and_sends_json_lines_gzip_basic_auth_and_headers() {
         assert_eq!(headers["content-type"], "application/x-ndjson");
         assert_eq!(headers["authorization"], "Basic YWxpY2U6czNjcmV0");
         assert_eq!(headers["x-team"], "logs");
+        assert_eq!(headers["x-api-key"], "k3y-t0ken-77");
         assert_eq!(headers["x-tag"], "web.logs");
         if *status == 200 {
             for line in String::from_utf8(gunzip(body)).unwrap().lines() {
@@ -296,6 +297,13 @@ fn the_output_retries_5xx_and_sends_json_lines_gzip_basic_auth_and_headers() {
         }
     }
     assert_eq!(delivered.len(), 5, "{delivered:?}");
+    // The 503 was logged (a retry); the password, its Basic header and the key header's value
+    // appear nowhere in the log.
+    let log = log_of(&agent);
+    assert!(log.contains("HTTP status=503"), "{log}");
+    for secret in ["s3cret", "YWxpY2U6czNjcmV0", "k3y-t0ken-77"] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
     for r in &delivered {
         assert_eq!(r["msg"], "über");
         let ts = r["ts"].as_str().unwrap();

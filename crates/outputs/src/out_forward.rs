@@ -221,6 +221,7 @@ fn build(
     let settings = ForwardSettings::from_options(&opts, &ctx.base_dir)
         .map_err(|(key, reason)| key_error(section, entries, key, reason))?;
     ctx.not_applied(NOT_APPLIED, entries);
+    ctx.note_tls_verify_off(entries, opts.tls, opts.tls_verify);
     Ok(std::sync::Arc::new(ForwardOutput::new(settings)))
 }
 

@@ -233,11 +233,17 @@ impl HttpSettings {
                 Some((k, v)) => {
                     hyper::header::HeaderName::from_bytes(k.as_bytes())
                         .map_err(|_| ("Header", format!("'{k}' is not a header name")))?;
-                    hyper::header::HeaderValue::from_str(v.trim())
-                        .map_err(|_| ("Header", format!("'{v}' is not a header value")))?;
+                    // The value is not shown: it is often a token.
+                    hyper::header::HeaderValue::from_str(v.trim()).map_err(|_| {
+                        (
+                            "Header",
+                            format!("the value of header '{k}' holds a character a header value cannot (a control character)"),
+                        )
+                    })?;
                     headers.push((k.to_string(), v.trim().to_string()));
                 }
-                None => return Err(("Header", format!("expected 'KEY VALUE', got '{h}'"))),
+                // Not shown either: a lone word may be a token given without its header name.
+                None => return Err(("Header", "expected 'KEY VALUE', got one word".to_string())),
             }
         }
         let tls = if o.tls {
@@ -317,6 +323,7 @@ fn build(
         .map_err(|(key, reason)| key_error(section, entries, key, reason))?;
     settings.escape_unicode = json::escape_unicode_setting(&ctx.config);
     ctx.not_applied(NOT_APPLIED, entries);
+    ctx.note_tls_verify_off(entries, opts.tls, opts.tls_verify);
     Ok(std::sync::Arc::new(HttpOutput::new(
         settings,
         ctx.metrics.clone(),
@@ -646,6 +653,55 @@ mod tests {
         assert!(g.get("_log").is_none());
         let r = Record::new(EventTime(0), Map::new());
         assert!(out.gelf(&r).is_none());
+    }
+
+    /// `tls.verify Off` with TLS on is said at start and in `--dry-run`, by the http and
+    /// forward outputs alike; without TLS there is nothing to verify and nothing to say.
+    #[test]
+    fn turning_tls_verification_off_is_noted() {
+        use logferry_core::config::{Config, SectionKind, Span};
+        let notes = |plugin: &OutputPlugin, keys: &[(&str, &str)]| -> Vec<String> {
+            let ctx = BuildContext::standalone("out.0", Config::default()).unwrap();
+            let span = Span::command_line();
+            let mut section = Section::new(SectionKind::Output, span.clone());
+            for (k, v) in keys {
+                section.push(*k, *v, span.clone());
+            }
+            let entries: Vec<&Entry> = section.entries.iter().collect();
+            assert!((plugin.build)(&ctx, &section, &entries).is_ok());
+            let n = ctx.notes.lock().unwrap();
+            n.iter()
+                .map(|n| n.to_string())
+                .filter(|n| n.contains("verification is off"))
+                .collect()
+        };
+        for plugin in [&PLUGIN, &crate::out_forward::PLUGIN] {
+            let host = ("Host", "127.0.0.1");
+            assert!(notes(plugin, &[host, ("tls", "on")]).is_empty());
+            let off = notes(plugin, &[host, ("tls", "on"), ("tls.verify", "off")]);
+            assert_eq!(off.len(), 1, "{}: {off:?}", plugin.name);
+            assert!(off[0].contains("tls.verify"), "{off:?}");
+            assert!(notes(plugin, &[host, ("tls.verify", "off")]).is_empty());
+        }
+    }
+
+    /// Header values (tokens, keys) never appear in a config error, nor does a lone word.
+    #[test]
+    fn header_errors_do_not_show_the_value() {
+        for v in ["X-Api-Key sec\u{1}ret-token", "secret-token"] {
+            let span = logferry_core::config::Span::command_line();
+            let e = Entry {
+                key: "Header".into(),
+                value: v.into(),
+                span: span.clone(),
+            };
+            let o = HttpOptions::from_entries(&span, &[&e], &[]).unwrap();
+            let err = HttpSettings::from_options(&o, std::path::Path::new("/"))
+                .err()
+                .expect("refused");
+            assert_eq!(err.0, "Header");
+            assert!(!err.1.contains("ret-token"), "{}", err.1);
+        }
     }
 
     #[test]

@@ -96,7 +96,10 @@ pub fn parse_rfc3339(s: &str) -> Option<EventTime> {
     };
     let days = days_from_civil(y, mo, d);
     let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
-    Some(EventTime(secs * 1_000_000_000 + nanos))
+    // Nanoseconds in an i64 end in 2262: a later (or much earlier) time is not read, and the
+    // line gets the time it is read at, like any other time that does not parse.
+    let ns = secs.checked_mul(1_000_000_000)?.checked_add(nanos)?;
+    Some(EventTime(ns))
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -488,6 +491,22 @@ fn append_log(into: &mut Map, from: &Map, limit: Option<usize>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (joiner): a year past 2262 overflowed the nanoseconds (a panic with
+    /// overflow checks, a wrapped time without).
+    #[test]
+    fn rfc3339_beyond_i64_nanoseconds_is_not_a_time() {
+        assert_eq!(parse_rfc3339("4048-01-02T03:04:05Z"), None);
+        assert_eq!(parse_rfc3339("9999-12-31T23:59:59.999999999+00:00"), None);
+        assert_eq!(parse_rfc3339("0000-01-01T00:00:00Z"), None);
+        assert!(parse_rfc3339("2262-04-11T23:47:16Z").is_some());
+        let d = decode_docker(br#"{"log":"x\n","time":"4048-01-02T03:04:05Z"}"#).unwrap();
+        let now = EventTime::now();
+        assert!(
+            (d.record.time.0 - now.0).abs() < 60_000_000_000,
+            "read time is used"
+        );
+    }
 
     #[test]
     fn rfc3339_forms() {

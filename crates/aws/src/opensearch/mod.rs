@@ -93,7 +93,47 @@ fn build(
         }
     }
     ctx.not_applied(config::NOT_APPLIED, entries);
+    ctx.note_tls_verify_off(
+        entries,
+        settings.connection.tls.is_some(),
+        settings.connection.tls.as_ref().is_none_or(|t| t.verify),
+    );
     let out = SearchOutput::new(settings, Arc::clone(&ctx.metrics), ctx.instance.clone())
         .map_err(|e| ConfigError::at(&section.span, e))?;
     Ok(Arc::new(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logferry_core::config::{Config, SectionKind, Span};
+
+    /// `tls.verify Off` with `tls On` is said at start and in `--dry-run`, as in every plugin
+    /// with TLS; verification on, or no TLS, says nothing.
+    #[test]
+    fn turning_tls_verification_off_is_noted() {
+        let notes = |plugin: &OutputPlugin, keys: &[(&str, &str)]| -> Vec<String> {
+            let ctx = BuildContext::standalone("es.0", Config::default()).unwrap();
+            let span = Span::command_line();
+            let mut section = Section::new(SectionKind::Output, span.clone());
+            for (k, v) in keys {
+                section.push(*k, *v, span.clone());
+            }
+            let entries: Vec<&Entry> = section.entries.iter().collect();
+            assert!((plugin.build)(&ctx, &section, &entries).is_ok());
+            let n = ctx.notes.lock().unwrap();
+            n.iter()
+                .map(|n| n.to_string())
+                .filter(|n| n.contains("verification is off"))
+                .collect()
+        };
+        for plugin in [&PLUGIN, &ES_PLUGIN] {
+            let host = ("Host", "127.0.0.1");
+            assert!(notes(plugin, &[host, ("tls", "on")]).is_empty());
+            let off = notes(plugin, &[host, ("tls", "on"), ("tls.verify", "off")]);
+            assert_eq!(off.len(), 1, "{}: {off:?}", plugin.name);
+            assert!(off[0].contains("tls.verify"), "{off:?}");
+            assert!(notes(plugin, &[host, ("tls.verify", "off")]).is_empty());
+        }
+    }
 }
