@@ -338,3 +338,14 @@ pub async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The notes (accepted but not applied, warnings) `plugin` gives at build for an output
+/// section of `keys`, built as instance `name`; the build must succeed.
+pub fn output_notes(plugin: &OutputPlugin, name: &str, keys: &[(&str, &str)]) -> Vec<String> {
+    let ctx = BuildContext::standalone(name, Config::default()).unwrap();
+    let sec = section(SectionKind::Output, keys);
+    let entries: Vec<&Entry> = sec.entries.iter().collect();
+    assert!((plugin.build)(&ctx, &sec, &entries).is_ok());
+    let notes = ctx.notes.lock().unwrap();
+    notes.iter().map(|n| n.to_string()).collect()
+}

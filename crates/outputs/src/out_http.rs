@@ -659,19 +659,9 @@ mod tests {
     /// forward outputs alike; without TLS there is nothing to verify and nothing to say.
     #[test]
     fn turning_tls_verification_off_is_noted() {
-        use logferry_core::config::{Config, SectionKind, Span};
         let notes = |plugin: &OutputPlugin, keys: &[(&str, &str)]| -> Vec<String> {
-            let ctx = BuildContext::standalone("out.0", Config::default()).unwrap();
-            let span = Span::command_line();
-            let mut section = Section::new(SectionKind::Output, span.clone());
-            for (k, v) in keys {
-                section.push(*k, *v, span.clone());
-            }
-            let entries: Vec<&Entry> = section.entries.iter().collect();
-            assert!((plugin.build)(&ctx, &section, &entries).is_ok());
-            let n = ctx.notes.lock().unwrap();
-            n.iter()
-                .map(|n| n.to_string())
+            logferry_engine::testing::output_notes(plugin, "out.0", keys)
+                .into_iter()
                 .filter(|n| n.contains("verification is off"))
                 .collect()
         };

@@ -106,24 +106,14 @@ fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use logferry_core::config::{Config, SectionKind, Span};
 
     /// `tls.verify Off` with `tls On` is said at start and in `--dry-run`, as in every plugin
     /// with TLS; verification on, or no TLS, says nothing.
     #[test]
     fn turning_tls_verification_off_is_noted() {
         let notes = |plugin: &OutputPlugin, keys: &[(&str, &str)]| -> Vec<String> {
-            let ctx = BuildContext::standalone("es.0", Config::default()).unwrap();
-            let span = Span::command_line();
-            let mut section = Section::new(SectionKind::Output, span.clone());
-            for (k, v) in keys {
-                section.push(*k, *v, span.clone());
-            }
-            let entries: Vec<&Entry> = section.entries.iter().collect();
-            assert!((plugin.build)(&ctx, &section, &entries).is_ok());
-            let n = ctx.notes.lock().unwrap();
-            n.iter()
-                .map(|n| n.to_string())
+            logferry_engine::testing::output_notes(plugin, "es.0", keys)
+                .into_iter()
                 .filter(|n| n.contains("verification is off"))
                 .collect()
         };
