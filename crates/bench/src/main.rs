@@ -852,17 +852,11 @@ fn idle_rss(logferry: &Path, dir: &Path, kube: &Kube, secs: u64) -> Result<Strin
         .spawn()
         .map_err(|e| e.to_string())?;
     std::thread::sleep(std::time::Duration::from_secs(secs));
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()));
+    let status = proc_status(child.id());
     let _ = child.kill();
     let _ = child.wait();
-    let status = status.map_err(|e| format!("logferry exited before {secs} s: {e}"))?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .map_or(f64::NAN, |kb| kb / 1024.0)
-    };
+    let status = status.ok_or_else(|| format!("logferry exited before {secs} s"))?;
+    let field = |name| status_mb(&status, name).unwrap_or(f64::NAN);
     Ok(format!(
         "idle (the seed's configuration, no traffic, after {secs} s): RSS {:.1} MB, peak {:.1} MB",
         field("VmRSS:"),
@@ -873,9 +867,7 @@ fn idle_rss(logferry: &Path, dir: &Path, kube: &Kube, secs: u64) -> Result<Strin
 /// A P6 line's `log`: its file, its sequence number in that file and when it was written (ns
 /// since the epoch), padded to a typical access-log length.
 fn p6_log(file: usize, seq: usize) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    let now = now_ns();
     format!(
         "p6 {file} {seq} {now} GET /api/v1/orders?page={seq} HTTP/1.1 200 4672 kube-probe/1.29 rid={:016x}",
         (seq as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
@@ -888,6 +880,22 @@ fn now_ns() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
+/// A `/proc/<pid>/status` size field (`VmRSS:`, `VmHWM:`, given in kB) in MB.
+fn status_mb(status: &str, field: &str) -> Option<f64> {
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .split_whitespace()
+        .next()?
+        .parse::<f64>()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+fn proc_status(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).ok()
+}
+
 /// (utime + stime) seconds and VmHWM MB of a running process.
 fn proc_cpu_hwm(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -895,30 +903,14 @@ fn proc_cpu_hwm(pid: u32) -> Option<(f64, f64)> {
     let f: Vec<&str> = after.split(' ').collect();
     let ticks = 100.0; // USER_HZ on Linux
     let cpu = (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .split_whitespace()
-        .next()?
-        .parse::<f64>()
-        .ok()?
-        / 1024.0;
+    let hwm = status_mb(&proc_status(pid)?, "VmHWM:")?;
     Some((cpu, hwm))
 }
 
 fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))?
-                .split_whitespace()
-                .next()?
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    proc_status(pid)
+        .and_then(|s| status_mb(&s, "VmRSS:"))
+        .unwrap_or(f64::NAN)
 }
 
 /// P6, a busy node: many container log files written at once, then steady appends; the agent

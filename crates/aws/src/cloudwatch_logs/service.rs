@@ -99,7 +99,7 @@ impl CloudWatchService {
         body.clear();
         put_body(&mut body, dest, events, text);
         let body = Bytes::from(body);
-        let res = self.put_body(dest, events.len(), &body).await;
+        let res = self.put_creating(dest, events.len(), &body).await;
         // The request is gone: take the buffer back for the next call when nothing else holds it.
         if let Ok(b) = body.try_into_mut() {
             let mut pool = lock(&self.bodies);
@@ -110,7 +110,8 @@ impl CloudWatchService {
         res
     }
 
-    async fn put_body(
+    /// A put of `body`, creating the stream (and group) once when the first put says missing.
+    async fn put_creating(
         &self,
         dest: &Destination,
         events: usize,
