@@ -42,12 +42,23 @@ struct Args {
     /// reports CPU per million lines, RSS per file and the write-to-output lag.
     #[arg(long, default_value = "p1,p4")]
     pipelines: String,
+    /// `Mem_Buf_Limit` of the tail input in P1–P5 and CW (the performance goal's setting).
+    #[arg(long, default_value = "50MB")]
+    mem_buf_limit: String,
+    /// Run P1–P5 and CW without tail's `DB` (by default each run starts from a fresh DB
+    /// next to the workload, `<file>.db`, so offsets are committed as in production).
+    #[arg(long)]
+    no_db: bool,
     /// Records for the CW and P5 workloads (default: --lines).
     #[arg(long)]
     cw_lines: Option<usize>,
     /// The logferry binary (default: target/release/logferry next to this one).
     #[arg(long)]
     logferry: Option<PathBuf>,
+    /// A Fluent Bit binary to run P1–P4 with the same configuration files, side by side in the
+    /// same run (checked through tail's DB: the offset committed must be the workload's size).
+    #[arg(long)]
+    fluent_bit: Option<PathBuf>,
     /// Where workloads are written (default: a fresh temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -102,7 +113,7 @@ fn measure(cmd: &[String]) -> ExitCode {
     let start = Instant::now();
     let out = match Command::new(prog)
         .args(args)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()
     {
@@ -121,6 +132,7 @@ fn measure(cmd: &[String]) -> ExitCode {
     let cpu = tv(u.user_time()) + tv(u.system_time());
     println!("{wall} {cpu} {}", u.max_rss());
     print!("{}", String::from_utf8_lossy(&out.stderr));
+    print!("{}", String::from_utf8_lossy(&out.stdout));
     if out.status.success() {
         ExitCode::SUCCESS
     } else {
@@ -263,13 +275,46 @@ struct Pipeline {
     config: String,
 }
 
+/// logferry's built-in parser definitions, in Fluent Bit's parsers file format.
+const PARSERS: &str = include_str!("../../parsers/src/builtin_parsers.conf");
+
 const NULL_OUTPUT: &str = "[OUTPUT]\n    Name null\n    Match *\n";
 
+/// The tail settings every measured pipeline shares.
+struct TailOpts {
+    mem_buf_limit: String,
+    db: bool,
+    /// Fluent Bit has no built-in parsers: both agents read the same parsers file (logferry's
+    /// built-in definitions, written out).
+    parsers_file: PathBuf,
+}
+
+/// tail's DB for the workload `file`: removed before each run (with SQLite's side files).
+fn db_path(file: &Path) -> PathBuf {
+    file.with_extension("db")
+}
+
+fn remove_db(file: &Path) {
+    let db = db_path(file);
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut p = db.clone().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 /// tail of `path` (from head to EOF) with `input_extra`, then `rest` (filters and the output).
-fn config(path: &Path, input_extra: &str, grace: u32, rest: &str) -> String {
+fn config(path: &Path, tail: &TailOpts, input_extra: &str, grace: u32, rest: &str) -> String {
+    let db = if tail.db {
+        format!("    DB {}\n", db_path(path).display())
+    } else {
+        String::new()
+    };
     format!(
-        "[SERVICE]\n    Flush 1\n    Grace {grace}\n    Log_Level info\n\n[INPUT]\n    Name tail\n    Tag kube.*\n    Path {}\n    Read_from_Head On\n    Exit_On_Eof On\n    Mem_Buf_Limit 5MB\n    Buffer_Max_Size 64k\n{input_extra}\n{rest}",
-        path.display()
+        "[SERVICE]\n    Flush 1\n    Grace {grace}\n    Log_Level info\n    Parsers_File {}\n\n[INPUT]\n    Name tail\n    Tag kube.*\n    Path {}\n    Read_from_Head On\n    Exit_On_Eof On\n    Mem_Buf_Limit {}\n    Buffer_Max_Size 64k\n{db}{input_extra}\n{rest}",
+        tail.parsers_file.display(),
+        path.display(),
+        tail.mem_buf_limit,
     )
 }
 
@@ -509,6 +554,15 @@ fn main() -> ExitCode {
     };
     let cw_lines = args.cw_lines.unwrap_or(args.lines);
     let docker = "    Parser docker\n    Docker_Mode On\n";
+    let tail = TailOpts {
+        mem_buf_limit: args.mem_buf_limit.clone(),
+        db: !args.no_db,
+        parsers_file: dir.join("parsers.conf"),
+    };
+    if let Err(e) = std::fs::write(&tail.parsers_file, PARSERS) {
+        eprintln!("cannot write {}: {e}", tail.parsers_file.display());
+        return ExitCode::FAILURE;
+    }
     let mut pipelines = Vec::new();
     let gen = || -> std::io::Result<Vec<Pipeline>> {
         let mut v = Vec::new();
@@ -522,7 +576,7 @@ fn main() -> ExitCode {
             v.push(Pipeline {
                 name: "P1",
                 what: "docker → null",
-                config: config(&nginx, docker, 5, NULL_OUTPUT),
+                config: config(&nginx, &tail, docker, 5, NULL_OUTPUT),
                 file: nginx.clone(),
                 bytes,
                 lines: args.lines,
@@ -544,7 +598,7 @@ fn main() -> ExitCode {
                 v.push(Pipeline {
                     name: "P2",
                     what: "docker JSON → kubernetes merge → null",
-                    config: config(&f, docker, 5, &k.filter("")),
+                    config: config(&f, &tail, docker, 5, &k.filter("")),
                     file: f,
                     bytes,
                     lines: args.lines,
@@ -565,7 +619,13 @@ fn main() -> ExitCode {
                 v.push(Pipeline {
                     name: "P3",
                     what: "seed: docker → kubernetes + nginx parser → null",
-                    config: config(&nginx, docker, 5, &k.filter("    K8S-Logging.Parser On\n")),
+                    config: config(
+                        &nginx,
+                        &tail,
+                        docker,
+                        5,
+                        &k.filter("    K8S-Logging.Parser On\n"),
+                    ),
                     file: nginx.clone(),
                     bytes,
                     lines: args.lines,
@@ -578,7 +638,7 @@ fn main() -> ExitCode {
             v.push(Pipeline {
                 name: "P4",
                 what: "CRI → null",
-                config: config(&f, "    multiline.parser cri\n", 5, NULL_OUTPUT),
+                config: config(&f, &tail, "    multiline.parser cri\n", 5, NULL_OUTPUT),
                 file: f,
                 bytes,
                 lines: records,
@@ -608,6 +668,7 @@ fn main() -> ExitCode {
                 what: "seed: docker → kubernetes + nginx parser → cloudwatch_logs (moto)",
                 config: config(
                     &f,
+                    &tail,
                     docker,
                     600,
                     &k.filter_to("    K8S-Logging.Parser On\n", &output),
@@ -635,7 +696,7 @@ fn main() -> ExitCode {
                 name: "CW",
                 what: "docker → cloudwatch (moto)",
                 // moto is slow: give the outputs all the time they need to deliver everything.
-                config: config(&f, docker, 600, &output),
+                config: config(&f, &tail, docker, 600, &output),
                 file: f,
                 bytes,
                 lines: cw_lines,
@@ -659,6 +720,9 @@ fn main() -> ExitCode {
         if args.instructions { "---|" } else { "" },
     );
     let mut notes = String::new();
+    let mut fb_table = String::from(
+        "| pipeline | Fluent Bit wall s | CPU s | peak RSS MB | lines per CPU-s | logferry's lines per CPU-s over Fluent Bit's | logferry's peak RSS over Fluent Bit's |\n|---|---|---|---|---|---|---|\n",
+    );
     for p in &pipelines {
         let conf = dir.join(format!("{}.conf", p.name));
         if let Err(e) = std::fs::write(&conf, &p.config) {
@@ -677,6 +741,7 @@ fn main() -> ExitCode {
         let kube_requests = kube.as_ref().map_or(0, |k| k.server.total_requests());
         let sent_before = proxy.as_ref().map_or(0, |px| px.seen().len());
         for _ in 0..args.runs {
+            remove_db(&p.file);
             let cmd = vec![
                 logferry.display().to_string(),
                 "-c".into(),
@@ -730,6 +795,27 @@ fn main() -> ExitCode {
         let wall = median(runs.iter().map(|r| r.wall).collect());
         let cpu = median(runs.iter().map(|r| r.cpu).collect());
         let rss = median(runs.iter().map(|r| r.rss_mb).collect());
+        if let (Some(fb), true) = (&args.fluent_bit, ["P1", "P2", "P3", "P4"].contains(&p.name)) {
+            match fluent_bit_runs(fb, p, args.runs) {
+                Ok(fb_runs) => {
+                    let fb_wall = median(fb_runs.iter().map(|r| r.wall).collect());
+                    let fb_cpu = median(fb_runs.iter().map(|r| r.cpu).collect());
+                    let fb_rss = median(fb_runs.iter().map(|r| r.rss_mb).collect());
+                    let _ = writeln!(
+                        fb_table,
+                        "| {} | {fb_wall:.2} | {fb_cpu:.2} | {fb_rss:.1} | {:.0}k | {:.2}× | {:.2} |",
+                        p.name,
+                        p.lines as f64 / fb_cpu.max(1e-9) / 1e3,
+                        fb_cpu / cpu.max(1e-9),
+                        rss / fb_rss.max(1e-9),
+                    );
+                }
+                Err(e) => {
+                    eprintln!("{} under Fluent Bit: {e}", p.name);
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         let instructions = if args.instructions {
             match per_record_instructions(&logferry, &dir, p) {
                 Ok(n) => format!(" {n:.0} |"),
@@ -786,6 +872,12 @@ fn main() -> ExitCode {
         }
     }
     print!("{table}");
+    if let Some(fb) = &args.fluent_bit {
+        print!(
+            "\nSide by side, same configuration files ({}):\n\n{fb_table}",
+            fb.display()
+        );
+    }
     if !notes.is_empty() {
         print!("\n{notes}");
     }
@@ -800,6 +892,51 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `runs` measured runs of Fluent Bit on pipeline `p`'s configuration file, unchanged. This
+/// Fluent Bit build (`FLB_MINIMAL`) has no `counter` output and its `null` output says nothing,
+/// so a run is checked through tail's DB instead: the offset committed for the workload must be
+/// its size (every line read and filtered; filters run as records are ingested).
+fn fluent_bit_runs(fb: &Path, p: &Pipeline, runs: usize) -> Result<Vec<Run>, String> {
+    if !p.config.contains(NULL_OUTPUT) {
+        return Err("only pipelines into null run side by side".into());
+    }
+    let conf = p.file.with_extension("fluent-bit.conf");
+    std::fs::write(&conf, &p.config)
+        .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+    let mut out = Vec::new();
+    for _ in 0..runs {
+        remove_db(&p.file);
+        let cmd = vec![
+            fb.display().to_string(),
+            "-c".into(),
+            conf.display().to_string(),
+        ];
+        let (r, text) = measured(&cmd)?;
+        let read = db_offset(&db_path(&p.file))
+            .map_err(|e| format!("no offset in tail's DB ({e}): run with the DB\n{text}"))?;
+        if read != p.bytes {
+            return Err(format!(
+                "read {read} of {} bytes: wrong run\n{text}",
+                p.bytes
+            ));
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// The largest offset tail's DB (Fluent Bit's `in_tail_files` table) holds.
+fn db_offset(db: &Path) -> Result<u64, String> {
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| format!("{}: {e}", db.display()))?;
+    c.query_row("SELECT MAX(offset) FROM in_tail_files", [], |r| {
+        r.get::<_, Option<i64>>(0)
+    })
+    .map_err(|e| format!("{}: {e}", db.display()))?
+    .map(|o| o as u64)
+    .ok_or_else(|| format!("{}: no file recorded", db.display()))
+}
+
 /// Instructions per record of pipeline `p`: a callgrind run on its workload minus one on an
 /// empty file with the same configuration (start-up, shutdown), over the record count.
 fn per_record_instructions(logferry: &Path, dir: &Path, p: &Pipeline) -> Result<f64, String> {
@@ -807,6 +944,7 @@ fn per_record_instructions(logferry: &Path, dir: &Path, p: &Pipeline) -> Result<
         let conf = dir.join(name);
         std::fs::write(&conf, config)
             .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+        remove_db(&p.file);
         callgrind(&[
             logferry.display().to_string(),
             "-c".into(),
@@ -828,6 +966,7 @@ fn per_record_instructions(logferry: &Path, dir: &Path, p: &Pipeline) -> Result<
         .replace(&p.file.display().to_string(), &empty.display().to_string());
     let (base, _) = run(&format!("{}.empty.conf", p.name), &config)?;
     let _ = std::fs::remove_file(&empty);
+    remove_db(&empty);
     Ok(full.saturating_sub(base) as f64 / p.lines.max(1) as f64)
 }
 
@@ -1148,4 +1287,30 @@ fn busy_node(logferry: &Path, dir: &Path, kube: &Kube, args: &Args) -> Result<St
         pct(0.99),
         lags.last().copied().unwrap_or(0),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_records_reads_the_totals_line() {
+        let text = "x\n[info] output totals: records=12345 bytes=99\n";
+        assert_eq!(output_records(text), Some(12345));
+    }
+
+    #[test]
+    fn config_names_the_db_and_the_limit() {
+        let tail = TailOpts {
+            mem_buf_limit: "50MB".into(),
+            db: true,
+            parsers_file: PathBuf::from("/w/parsers.conf"),
+        };
+        let c = config(Path::new("/w/a.log"), &tail, "", 5, NULL_OUTPUT);
+        assert!(c.contains("    DB /w/a.db\n"), "{c}");
+        assert!(c.contains("    Mem_Buf_Limit 50MB\n"), "{c}");
+        assert!(c.contains("    Parsers_File /w/parsers.conf\n"), "{c}");
+        let no_db = TailOpts { db: false, ..tail };
+        assert!(!config(Path::new("/w/a.log"), &no_db, "", 5, NULL_OUTPUT).contains("DB "));
+    }
 }
