@@ -430,17 +430,23 @@ const WEEKDAYS: [&str; 7] = [
 ];
 const AMPM: [&str; 2] = ["am", "pm"];
 
-/// Reads a full or three-letter name from `names` (case-insensitive); returns its index.
-/// The full name is taken when it is there; only names whose first three letters match are
-/// compared in full (a full name starts with its short form).
+/// Reads a full or three-letter name from `names` (lowercase; matched case-insensitively);
+/// returns its index. The full name is taken when it is there; only names whose first three
+/// letters match are compared in full (a full name starts with its short form). The input's
+/// first three letters are lowercased once, so each candidate costs one short compare.
 fn name(s: &[u8], pos: &mut usize, names: &[&str]) -> Option<u32> {
-    let rest = &s[*pos..];
+    let rest = s.get(*pos..)?;
+    let mut key = [0u8; 3];
+    let k = rest.len().min(3);
+    for (d, b) in key.iter_mut().zip(&rest[..k]) {
+        *d = b.to_ascii_lowercase();
+    }
     for (i, n) in names.iter().enumerate() {
         let n = n.as_bytes();
-        let short = &n[..n.len().min(3)];
-        if rest.len() >= short.len() && rest[..short.len()].eq_ignore_ascii_case(short) {
+        let short = n.len().min(3);
+        if short <= k && key[..short] == n[..short] {
             let full = rest.len() >= n.len() && rest[..n.len()].eq_ignore_ascii_case(n);
-            *pos += if full { n.len() } else { short.len() };
+            *pos += if full { n.len() } else { short };
             return Some(i as u32);
         }
     }
@@ -588,6 +594,14 @@ mod tests {
         assert_eq!(pos, 3);
         pos = 0;
         assert_eq!(name(b"PM", &mut pos, &AMPM), Some(1));
+        pos = 1;
+        assert_eq!(name(b"xaM", &mut pos, &AMPM), Some(0), "from the position on");
+        pos = 5;
+        assert_eq!(name(b"Nov", &mut pos, &MONTHS), None, "past the end");
+        // `name` lowercases the input only: the tables must be lowercase.
+        for n in MONTHS.iter().chain(&WEEKDAYS).chain(&AMPM) {
+            assert_eq!(*n, n.to_ascii_lowercase());
+        }
     }
 
     #[test]
