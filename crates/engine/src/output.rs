@@ -435,7 +435,7 @@ pub(crate) async fn output_task(
                             // containers): together they are a full batch's worth, so the
                             // oldest tags go now instead of the whole set waiting for the
                             // Flush tick in memory, up to the input's Mem_Buf_Limit.
-                            flush_oldest(&mut queue, &mut flights, &flusher, FLUSH_AT_BYTES / 2).await;
+                            flush_oldest(&mut queue, &mut flights, &flusher, &recovery, cap, FLUSH_AT_BYTES / 2).await;
                         }
                     }
                     None => break,
@@ -588,14 +588,17 @@ async fn flush_all(
     }
 }
 
-/// Sends the oldest tags' batches until the records pending in memory are below `keep`.
+/// Sends the oldest tags' batches until the records pending in memory are below `keep`, while
+/// the output may have more out (as [`flush_all`]).
 async fn flush_oldest(
     queue: &mut Queue,
     flights: &mut JoinSet<usize>,
     flusher: &Flusher,
+    recovery: &Recovery,
+    cap: usize,
     keep: usize,
 ) {
-    while queue.pending_up >= keep {
+    while queue.pending_up >= keep && !(recovery.is_failing() && flights.len() >= cap) {
         let Some((tag, items)) = queue.pop() else {
             break;
         };
