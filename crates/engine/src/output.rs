@@ -1,5 +1,6 @@
 //! One task per output: it queues what the router sends it by tag, forms batches (every
-//! `Flush`, at [`FLUSH_AT_BYTES`], at once while an input is paused, and when draining), and
+//! `Flush`, at [`FLUSH_AT_BYTES`] of one tag or of all tags together, at once while an input
+//! is paused, and when draining), and
 //! flushes them on `Workers` workers, retrying with back-off.
 //!
 //! - **Retries.** A transient failure (`FlushResult::Retry`) is retried up to `Retry_Limit`
@@ -429,6 +430,12 @@ pub(crate) async fn output_task(
                             // read one limit's worth per Flush interval. Only while the input
                             // is paused, so batches stay full-sized when it is not.
                             flush_all(&mut queue, &mut flights, &flusher, &recovery, cap, false).await;
+                        } else if queue.pending_up >= FLUSH_AT_BYTES && room {
+                            // Many tags, each below FLUSH_AT_BYTES (a node with hundreds of
+                            // containers): together they are a full batch's worth, so the
+                            // oldest tags go now instead of the whole set waiting for the
+                            // Flush tick in memory, up to the input's Mem_Buf_Limit.
+                            flush_oldest(&mut queue, &mut flights, &flusher, &recovery, cap, FLUSH_AT_BYTES / 2).await;
                         }
                     }
                     None => break,
@@ -578,6 +585,24 @@ async fn flush_all(
     }
     for r in kept {
         queue.requeue(r);
+    }
+}
+
+/// Sends the oldest tags' batches until the records pending in memory are below `keep`, while
+/// the output may have more out (as [`flush_all`]).
+async fn flush_oldest(
+    queue: &mut Queue,
+    flights: &mut JoinSet<usize>,
+    flusher: &Flusher,
+    recovery: &Recovery,
+    cap: usize,
+    keep: usize,
+) {
+    while queue.pending_up >= keep && !(recovery.is_failing() && flights.len() >= cap) {
+        let Some((tag, items)) = queue.pop() else {
+            break;
+        };
+        spawn_flush(flights, flusher, tag, items).await;
     }
 }
 

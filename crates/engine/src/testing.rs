@@ -122,6 +122,8 @@ struct CollectOutput {
     gate: Option<Arc<Semaphore>>,
     outage: Option<Arc<Switch>>,
     attempts: Arc<AtomicUsize>,
+    /// Chunks in the batches it delivered ([`chunks`]).
+    chunks: Arc<AtomicUsize>,
     /// Records whose `n` is a multiple of this are refused one by one ([`Batch::reject`]).
     reject_every: Option<i64>,
     metrics: Arc<crate::metrics::PluginMetrics>,
@@ -135,6 +137,7 @@ pub struct Switch {
 
 static SWITCHES: Mutex<Vec<(String, Arc<Switch>)>> = Mutex::new(Vec::new());
 static ATTEMPTS: Mutex<Vec<(String, Arc<AtomicUsize>)>> = Mutex::new(Vec::new());
+static CHUNKS: Mutex<Vec<(String, Arc<AtomicUsize>)>> = Mutex::new(Vec::new());
 
 /// The outage switch named `name`: while on, a `collect` output built with `outage <name>`
 /// fails every flush with `Retry`, as a destination that is down.
@@ -151,6 +154,17 @@ pub fn outage(name: &str) -> Arc<Switch> {
 /// Flushes (attempts) the `collect` output with sink `name` was asked to make.
 pub fn attempts(name: &str) -> usize {
     ATTEMPTS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or(0, |(_, a)| a.load(Ordering::SeqCst))
+}
+
+/// Chunks in the batches the `collect` output with sink `name` delivered: how finely an
+/// input cut what it read.
+pub fn chunks(name: &str) -> usize {
+    CHUNKS
         .lock()
         .unwrap()
         .iter()
@@ -215,6 +229,7 @@ impl Output for CollectOutput {
         for r in batch.records().filter(|r| !refused(r)) {
             s.push((batch.tag.to_string(), r.clone()));
         }
+        self.chunks.fetch_add(batch.chunks.len(), Ordering::SeqCst);
         FlushResult::Ok
     }
 }
@@ -235,7 +250,13 @@ fn build_collect(
         .lock()
         .unwrap()
         .push((name.clone(), Arc::clone(&attempts)));
+    let chunks: Arc<AtomicUsize> = Arc::default();
+    CHUNKS
+        .lock()
+        .unwrap()
+        .push((name.clone(), Arc::clone(&chunks)));
     Ok(Arc::new(CollectOutput {
+        chunks,
         reject_every: entry_value(e, "reject_every").map(|v| v.parse().unwrap()),
         metrics: Arc::clone(&ctx.metrics),
         outage: entry_value(e, "outage").map(|o| outage(&o)),

@@ -304,6 +304,55 @@ async fn a_paused_input_makes_outputs_flush_before_the_tick() {
     let _ = tokio::time::timeout(Duration::from_secs(10), run).await;
 }
 
+/// Many tags, each below FLUSH_AT_BYTES but together far above it (a node with hundreds of
+/// container log files), and no Mem_Buf_Limit to press on: the output sends the oldest tags as
+/// soon as all of them add up to FLUSH_AT_BYTES, rather than keeping everything in memory
+/// until the Flush tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_small_tags_flush_before_the_tick_once_they_add_up() {
+    let tags = 8;
+    let per_tag = 600;
+    let mut sections = vec![section(SectionKind::Service, &[("Flush", "60")])];
+    let names: Vec<String> = (0..tags).map(|i| format!("many.{i}")).collect();
+    for name in &names {
+        sections.push(section(
+            SectionKind::Input,
+            &[
+                ("Name", "seq"),
+                ("Tag", name),
+                ("count", &per_tag.to_string()),
+                ("size", "2000"),
+            ],
+        ));
+    }
+    sections.push(section(
+        SectionKind::Output,
+        &[
+            ("Name", "collect"),
+            ("Match", "many.*"),
+            ("sink", "many_tags"),
+        ],
+    ));
+    // Each tag's records (~1.3 MB in memory) stay below FLUSH_AT_BYTES.
+    assert!(per_tag * 2000 < logferry_engine::run::FLUSH_AT_BYTES);
+    let p = Pipeline::build(config(sections), &registry()).unwrap();
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(p.run(stop.clone()));
+    let total = tags * per_tag;
+    // All but what is still under FLUSH_AT_BYTES go out well before the 60 s tick.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while sink("many_tags").lock().unwrap().len() < total / 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {total} records delivered in 20 s with Flush 60",
+            sink("many_tags").lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), run).await;
+}
+
 /// Records an output counted itself (dropped one by one, or delivered in an attempt that is
 /// later given up) are not counted again when the engine gives up on the batch: every record
 /// is counted once, as delivered or as dropped.

@@ -217,11 +217,14 @@ impl Db {
 
     /// Records the offset up to which lines are delivered, with its marker.
     pub fn set_offset(&self, id: i64, offset: u64, marker: Marker) -> Result<(), DbError> {
+        // Once per delivered chunk: the statement is prepared once, not parsed each time.
         self.conn
-            .execute(
+            .prepare_cached(
                 "UPDATE in_tail_files SET offset=?1, offset_marker=?2, offset_marker_size=?3 WHERE id=?4",
-                params![offset as i64, marker.hash as i64, marker.size as i64, id],
             )
+            .and_then(|mut st| {
+                st.execute(params![offset as i64, marker.hash as i64, marker.size as i64, id])
+            })
             .map_err(self.err("update offset"))?;
         Ok(())
     }

@@ -7,7 +7,8 @@
 //! descriptor, so a renamed file is read to its end; a path that now names another inode is a
 //! rotation (the new file is read from its start), a file that shrank was truncated
 //! (copytruncate: read again from 0). inotify wakes the loop at once; a 250ms poll covers file
-//! systems where inotify says nothing.
+//! systems where inotify says nothing. A pass that read little waits [`PACE`] before the next,
+//! so that trickling files make chunks of many lines.
 //!
 //! While the input is paused at its `Mem_Buf_Limit` (a destination is down and outputs retry),
 //! the task never waits inside `emit`: it reads nothing more, but keeps finding new files
@@ -58,6 +59,16 @@ const EMIT_BYTES: usize = 128 * 1024;
 const ROUND_BYTES: u64 = 4 * 1024 * 1024;
 /// How often idle files are polled (covers file systems without inotify events).
 const POLL: Duration = Duration::from_millis(250);
+/// A pass over the files that read less than this waits [`PACE`] before the next one: files
+/// that are only trickling are read a few times a second rather than at every write, so that
+/// each read makes one chunk of many lines instead of one chunk per line or two. With
+/// hundreds of files each chunk's fixed costs (delivery tracking, filters per chunk, one
+/// offset commit) outweighed the lines; the file keeps what is not read yet. A pass that reads
+/// more (a backlog) goes on at once.
+const PACE_BYTES: u64 = 1024 * 1024;
+/// How long a pass that read little waits before the next (the `Flush` interval, 1 s by
+/// default, dominates the added delay).
+const PACE: Duration = Duration::from_millis(250);
 /// How often each file's path is checked for rotation and truncation.
 const ROTATION_CHECK: Duration = Duration::from_secs(1);
 /// How often a paused input looks for new and rotated files (inotify also wakes it).
@@ -656,11 +667,12 @@ impl Input for Tail {
                 }
             }
             // Nothing is read while chunks wait for room: they go first, in order.
-            let progressed = if self.drain_held(&ctx, &mut st).await? {
+            let read = if self.drain_held(&ctx, &mut st).await? {
                 self.read_all(&ctx, &mut st).await?
             } else {
-                false
+                0
             };
+            let progressed = read > 0;
             self.check_files(&ctx, &mut st).await?;
             if rescan.swap(false, Ordering::AcqRel)
                 || last_scan.elapsed() >= self.o.refresh_interval
@@ -690,6 +702,13 @@ impl Input for Tail {
                     _ = ctx.shutdown.cancelled() => break,
                     _ = wake.notified() => {}
                     _ = tokio::time::sleep(POLL) => {}
+                }
+            } else if read < PACE_BYTES && !self.o.exit_on_eof {
+                // Caught up with every file: let them fill (see PACE_BYTES). Exit_On_Eof reads
+                // files that no longer grow: nothing to wait for.
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(PACE) => {}
                 }
             } else {
                 tokio::task::yield_now().await;
@@ -995,9 +1014,9 @@ impl Tail {
         }
     }
 
-    /// Reads every file that has new bytes; returns whether anything was read.
-    async fn read_all(&self, ctx: &InputContext, st: &mut State) -> Result<bool, PluginError> {
-        let mut progressed = false;
+    /// Reads every file that has new bytes; returns how many bytes were read.
+    async fn read_all(&self, ctx: &InputContext, st: &mut State) -> Result<u64, PluginError> {
+        let mut read = 0;
         // Rotated files first, then in discovery order: a rotated file's last lines were
         // written before anything in the file that replaced it.
         let mut keys: Vec<(bool, FileKey, (u64, u64))> = st
@@ -1019,13 +1038,13 @@ impl Tail {
                 ..
             } = &mut *st;
             let Some(f) = files.get_mut(&k) else { continue };
-            progressed |= self.read_file(ctx, tracker, buf, held, f).await?;
+            read += self.read_file(ctx, tracker, buf, held, f).await?;
         }
-        Ok(progressed)
+        Ok(read)
     }
 
     /// Reads `f` up to `ROUND_BYTES`, stopping as soon as the input is paused (what was read
-    /// then waits in `held`).
+    /// then waits in `held`); returns the bytes read.
     async fn read_file(
         &self,
         ctx: &InputContext,
@@ -1033,11 +1052,10 @@ impl Tail {
         buf: &mut [u8],
         held: &mut VecDeque<Held>,
         f: &mut Followed,
-    ) -> Result<bool, PluginError> {
+    ) -> Result<u64, PluginError> {
         let mut out: Vec<(Record, u64)> = Vec::new();
         let mut out_bytes = 0usize;
         let mut read_total = 0u64;
-        let mut progressed = false;
         if f.eof && f.read_offset > 0 && f.rewritten() {
             tracing::info!(input = %ctx.name, file = %f.path.display(), offset = f.read_offset, "file truncated and rewritten; reading from the start");
             f.truncated(tracker);
@@ -1067,7 +1085,6 @@ impl Tail {
                 break;
             }
             f.eof = false;
-            progressed = true;
             f.remember_tail(&buf[..n]);
             let block_start = f.read_offset;
             f.read_offset += n as u64;
@@ -1090,7 +1107,7 @@ impl Tail {
         }
         f.multiline_flush(false, &mut out);
         self.hand_off(ctx, tracker, held, f, out, out_bytes).await?;
-        Ok(progressed)
+        Ok(read_total)
     }
 
     /// Splits a block into lines, carrying an incomplete last line over.

@@ -728,3 +728,53 @@ async fn exclude_ignore_older_tag_regex_offset_key_key_and_empty_lines() {
         "files opened"
     );
 }
+
+/// Files that trickle (a line every 10 ms each) are read a few times a second (a pass that
+/// read little waits before the next), so each chunk carries many lines rather than one chunk
+/// per line per file: with hundreds of files, per-chunk costs outweighed the lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickling_files_make_chunks_of_many_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<_> = (0..10)
+        .map(|i| dir.path().join(format!("f{i}.log")))
+        .collect();
+    for f in &files {
+        std::fs::write(f, "").unwrap();
+    }
+    let pattern = format!("{}/*.log", dir.path().display());
+    let p = build(
+        &[
+            ("Path", &pattern),
+            ("Read_from_Head", "On"),
+            ("Refresh_Interval", "1"),
+        ],
+        "trickle",
+        &[],
+    );
+    let (tok, h) = start(p);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    const ROUNDS: usize = 150;
+    for r in 0..ROUNDS {
+        for f in &files {
+            append(f, &format!("line-{r}\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let total = ROUNDS * files.len();
+    assert!(
+        wait_until(Duration::from_secs(15), || sink("trickle")
+            .lock()
+            .unwrap()
+            .len()
+            >= total)
+        .await,
+        "only {} of {total} lines arrived",
+        sink("trickle").lock().unwrap().len()
+    );
+    let chunks = logferry_engine::testing::chunks("trickle");
+    assert!(
+        chunks * 5 <= total,
+        "{chunks} chunks for {total} lines: files read at every write"
+    );
+    stop(tok, h).await;
+}
