@@ -444,7 +444,12 @@ fn name(s: &[u8], pos: &mut usize, names: &[&str]) -> Option<u32> {
     for (i, n) in names.iter().enumerate() {
         let n = n.as_bytes();
         let short = n.len().min(3);
-        if short <= k && key[..short] == n[..short] {
+        // Fixed-size arrays compare inline; slices would call memcmp per candidate.
+        let hit = match n {
+            [a, b, c, ..] => k == 3 && key == [*a, *b, *c],
+            _ => short <= k && key[..short] == n[..short],
+        };
+        if hit {
             let full = rest.len() >= n.len() && rest[..n.len()].eq_ignore_ascii_case(n);
             *pos += if full { n.len() } else { short };
             return Some(i as u32);
@@ -595,7 +600,11 @@ mod tests {
         pos = 0;
         assert_eq!(name(b"PM", &mut pos, &AMPM), Some(1));
         pos = 1;
-        assert_eq!(name(b"xaM", &mut pos, &AMPM), Some(0), "from the position on");
+        assert_eq!(
+            name(b"xaM", &mut pos, &AMPM),
+            Some(0),
+            "from the position on"
+        );
         pos = 5;
         assert_eq!(name(b"Nov", &mut pos, &MONTHS), None, "past the end");
         // `name` lowercases the input only: the tables must be lowercase.
