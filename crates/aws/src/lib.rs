@@ -21,6 +21,7 @@ pub mod kinesis_firehose;
 pub mod kinesis_streams;
 pub mod opensearch;
 pub mod options;
+pub mod plain_json;
 pub mod progress;
 pub mod retry;
 pub mod s3;

@@ -470,14 +470,13 @@ fn main() -> ExitCode {
         .map(|s| s.trim().to_ascii_lowercase())
         .filter(|s| !s.is_empty())
         .collect();
-    if let Some(w) = wanted
-        .iter()
-        .find(|w| {
-            !["p1", "p2", "p3", "p4", "p5", "p6", "cw", "idle"].contains(&w.as_str())
-                && !aws_outputs::NAMES.contains(&w.as_str())
-        })
-    {
-        eprintln!("unknown pipeline {w:?}: use p1, p2, p3, p4, p5, p5fh, p5ks, p5s3, p6, cw or idle");
+    if let Some(w) = wanted.iter().find(|w| {
+        !["p1", "p2", "p3", "p4", "p5", "p6", "cw", "idle"].contains(&w.as_str())
+            && !aws_outputs::NAMES.contains(&w.as_str())
+    }) {
+        eprintln!(
+            "unknown pipeline {w:?}: use p1, p2, p3, p4, p5, p5fh, p5ks, p5s3, p6, cw or idle"
+        );
         return ExitCode::FAILURE;
     }
     let want = |name: &str| wanted.iter().any(|w| w == name);
