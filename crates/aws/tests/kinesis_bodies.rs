@@ -41,7 +41,7 @@ fn records() -> Vec<Record> {
                     )),
                 ),
                 ("stream".into(), Value::from("stdout")),
-                ("n".into(), Value::Int(-(i as i64))),
+                ("n".into(), Value::Int(-i)),
                 ("u".into(), Value::UInt(u64::MAX - i as u64)),
                 ("f".into(), Value::Float(0.1 + i as f64)),
                 ("big".into(), Value::Float(1e21)),
@@ -104,6 +104,13 @@ fn old_blob(
     out
 }
 
+/// (time_key and its chrono format, log_key, gzip).
+type FirehoseCase = (
+    Option<(&'static str, &'static str)>,
+    Option<&'static str>,
+    bool,
+);
+
 async fn delivery_stream(moto: &Moto) -> String {
     let bucket = unique("bodies-bucket");
     let stream = unique("bodies-fh");
@@ -131,7 +138,7 @@ async fn firehose_bodies_are_the_sdks() {
     let stream = delivery_stream(&moto).await;
     let records = records();
     // (time_key, log_key, compression)
-    let cases: [(Option<(&str, &str)>, Option<&str>, bool); 5] = [
+    let cases: [FirehoseCase; 5] = [
         (None, None, false),
         (Some(("time", "%Y-%m-%dT%H:%M:%S")), None, false),
         // An existing key: replaced in place, as the copy's insert did.
