@@ -7,6 +7,7 @@
 //! `role_arn` via STS, SDK retries off), [`retry`] (the one error classifier every output uses),
 //! [`progress`] (what a retried batch already delivered, so nothing accepted is sent twice),
 //! [`template`] (record-accessor templates for names), [`encode`] (record → JSON message),
+//! [`plain_json`] (record → JSON text by hand, for the Firehose, Kinesis and S3 bodies),
 //! [`options`] (the shared AWS options, declared once). Firehose and Kinesis share
 //! [`kinesis_core`]. Each output is one folder (`config.rs`, the request building and
 //! batching, `service.rs`, the sink, `tests.rs`). This crate depends on core, engine and
@@ -21,6 +22,7 @@ pub mod kinesis_firehose;
 pub mod kinesis_streams;
 pub mod opensearch;
 pub mod options;
+pub mod plain_json;
 pub mod progress;
 pub mod retry;
 pub mod s3;

@@ -20,6 +20,8 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 
+mod aws_outputs;
+
 #[derive(Parser)]
 #[command(about = "Benchmark logferry pipelines (see docs/performance.md)")]
 struct Args {
@@ -34,7 +36,8 @@ struct Args {
     /// Pipelines to run (comma-separated): p1 docker → null, p2 docker JSON → kubernetes merge
     /// → null, p3 the seed (docker nginx → kubernetes + nginx annotation parser → null), p4 CRI →
     /// null, p5 the seed into cloudwatch_logs (moto, through a proxy that counts the bytes
-    /// sent), cw docker nginx → cloudwatch (moto). p2/p3/p5 start the test Kubernetes API
+    /// sent), p5fh/p5ks/p5s3 the same into kinesis_firehose, kinesis_streams and s3
+    /// (aws_outputs.rs), cw docker nginx → cloudwatch (moto). p2/p3/p5 start the test Kubernetes API
     /// server; cw and p5 need moto in the workspace's Python. idle: the seed's configuration
     /// (tail with a DB on an empty directory, kubernetes, cloudwatch_logs, HTTP server) with no
     /// traffic, its RSS read from /proc after --idle-secs. p6 a busy node: --p6-files files of
@@ -512,15 +515,18 @@ fn main() -> ExitCode {
         .map(|s| s.trim().to_ascii_lowercase())
         .filter(|s| !s.is_empty())
         .collect();
-    if let Some(w) = wanted
-        .iter()
-        .find(|w| !["p1", "p2", "p3", "p4", "p5", "p6", "cw", "idle"].contains(&w.as_str()))
-    {
-        eprintln!("unknown pipeline {w:?}: use p1, p2, p3, p4, p5, p6, cw or idle");
+    if let Some(w) = wanted.iter().find(|w| {
+        !["p1", "p2", "p3", "p4", "p5", "p6", "cw", "idle"].contains(&w.as_str())
+            && !aws_outputs::NAMES.contains(&w.as_str())
+    }) {
+        eprintln!(
+            "unknown pipeline {w:?}: use p1, p2, p3, p4, p5, p5fh, p5ks, p5s3, p6, cw or idle"
+        );
         return ExitCode::FAILURE;
     }
     let want = |name: &str| wanted.iter().any(|w| w == name);
-    let kube = if ["p2", "p3", "p5", "p6", "idle"].iter().any(|p| want(p)) {
+    let aws = aws_outputs::NAMES.iter().any(|p| want(p));
+    let kube = if aws || ["p2", "p3", "p5", "p6", "idle"].iter().any(|p| want(p)) {
         match Kube::start(&dir, &containers) {
             Ok(k) => Some(k),
             Err(e) => {
@@ -531,7 +537,7 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    let moto = if want("cw") || want("p5") {
+    let moto = if want("cw") || want("p5") || aws {
         let py = logferry_aws::testing::python();
         if !py.exists() {
             eprintln!(
@@ -548,7 +554,7 @@ fn main() -> ExitCode {
         None
     };
     // P5's requests go through a counting proxy: the bytes logferry sends.
-    let proxy = match (&moto, want("p5")) {
+    let proxy = match (&moto, want("p5") || aws) {
         (Some(m), true) => Some(logferry_aws::testing::proxy::FaultProxy::start(m.addr())),
         _ => None,
     };
@@ -644,7 +650,7 @@ fn main() -> ExitCode {
                 lines: records,
             });
         }
-        if let (Some(k), Some(px)) = (&kube, &proxy) {
+        if let (Some(k), Some(px), true) = (&kube, &proxy, want("p5")) {
             let (pod, ns, container) = ("web-5468c5d4d7-p5x7q", "default", "nginx");
             let f = containers.join(format!("{pod}_{ns}_{container}-{hex}.log"));
             let bytes = write_docker_nginx(&f, cw_lines)?;
@@ -701,6 +707,12 @@ fn main() -> ExitCode {
                 bytes,
                 lines: cw_lines,
             });
+        }
+        if let (Some(k), Some(px), Some(m)) = (&kube, &proxy, &moto) {
+            v.extend(
+                aws_outputs::pipelines(&want, k, px, m, &dir, &containers, hex, cw_lines)
+                    .map_err(std::io::Error::other)?,
+            );
         }
         Ok(v)
     };
@@ -791,6 +803,20 @@ fn main() -> ExitCode {
                 n / args.runs.max(1),
                 body as f64 / (p.lines * args.runs).max(1) as f64,
             );
+        }
+        if let (Some(px), Some(m)) = (&proxy, &moto) {
+            let calls: Vec<_> = px.seen().into_iter().skip(sent_before).collect();
+            let cpu = median(runs.iter().map(|r| r.cpu).collect());
+            match aws_outputs::note(p, m, &calls, args.runs, cpu) {
+                Some(Ok(line)) => {
+                    let _ = writeln!(notes, "{line}");
+                }
+                Some(Err(e)) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+                None => {}
+            }
         }
         let wall = median(runs.iter().map(|r| r.wall).collect());
         let cpu = median(runs.iter().map(|r| r.cpu).collect());

@@ -11,11 +11,12 @@ use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, Utc};
 use flate2::write::{GzEncoder, ZlibEncoder};
 use flate2::Compression as Level;
-use logferry_core::{Record, Value};
+use logferry_core::Record;
 use logferry_filters::record_accessor::RecordAccessor;
 
-use crate::encode::{write_message, Skip};
+use crate::encode::Skip;
 use crate::error::AwsError;
+use crate::plain_json::PlainJson;
 
 /// Fluent Bit's default `time_key_format`.
 pub const DEFAULT_TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S";
@@ -48,23 +49,22 @@ impl Compression {
         })
     }
 
-    /// Compresses `data` (returned unchanged without compression).
-    pub fn apply(self, data: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    /// Appends `data` compressed (as is without compression) to `out`.
+    pub fn write(self, data: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
         match self {
-            Compression::None => Ok(data),
+            Compression::None => out.extend_from_slice(data),
             Compression::Gzip => {
-                let mut e =
-                    GzEncoder::new(Vec::with_capacity(data.len() / 4 + 32), Level::default());
-                e.write_all(&data)?;
-                e.finish()
+                let mut e = GzEncoder::new(out, Level::default());
+                e.write_all(data)?;
+                e.finish()?;
             }
             Compression::Zlib => {
-                let mut e =
-                    ZlibEncoder::new(Vec::with_capacity(data.len() / 4 + 32), Level::default());
-                e.write_all(&data)?;
-                e.finish()
+                let mut e = ZlibEncoder::new(out, Level::default());
+                e.write_all(data)?;
+                e.finish()?;
             }
         }
+        Ok(())
     }
 }
 
@@ -74,6 +74,8 @@ pub struct RecordFormat {
     pub time_key: Option<String>,
     /// chrono format (Fluent Bit's `%3N`, `%9N`, `%L` translated).
     pub time_format: String,
+    /// `time_format` parsed once, not once per record.
+    time_items: Vec<Item<'static>>,
     pub log_key: Option<RecordAccessor>,
     pub newline: bool,
     pub compression: Compression,
@@ -94,6 +96,40 @@ pub fn time_format(fluent: &str) -> Result<String, AwsError> {
     Ok(f)
 }
 
+/// Buffers one encoder reuses from record to record (and, kept with [`Encoded`], from flush
+/// to flush), so a record costs no allocation of its own.
+///
+/// [`Encoded`]: super::sink::Encoded
+#[derive(Default)]
+pub struct Scratch {
+    /// The last record's blob (after [`RecordFormat::encode`]).
+    pub blob: Vec<u8>,
+    /// The JSON before compression.
+    json: Vec<u8>,
+    /// The formatted `time_key` value, as a JSON string.
+    time: Vec<u8>,
+    time_text: String,
+    pub(crate) plain: PlainJson,
+}
+
+impl std::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scratch").finish_non_exhaustive()
+    }
+}
+
+impl Scratch {
+    /// Readies the buffers for another batch (shared maps are cached per batch).
+    pub fn start_batch(&mut self) {
+        self.plain.clear();
+    }
+
+    /// Bytes held by its buffers.
+    pub fn capacity(&self) -> usize {
+        self.blob.capacity() + self.json.capacity() + self.time.capacity()
+    }
+}
+
 impl RecordFormat {
     /// Reads the shared options.
     pub fn new(
@@ -103,12 +139,16 @@ impl RecordFormat {
         newline: bool,
         compression: Compression,
     ) -> Result<Self, AwsError> {
+        let time_format = time_format(time_key_format)?;
         Ok(RecordFormat {
             time_key: time_key
                 .map(str::trim)
                 .filter(|k| !k.is_empty())
                 .map(str::to_string),
-            time_format: time_format(time_key_format)?,
+            time_items: StrftimeItems::new(&time_format)
+                .parse_to_owned()
+                .map_err(|e| AwsError::setting("time_key_format", e.to_string()))?,
+            time_format,
             log_key: log_key
                 .map(str::trim)
                 .filter(|k| !k.is_empty())
@@ -120,31 +160,41 @@ impl RecordFormat {
         })
     }
 
-    /// The blob for one record.
-    pub fn encode(&self, r: &Record, buf: &mut Vec<u8>) -> Result<Vec<u8>, Skip> {
-        buf.clear();
+    /// Writes the blob for one record into `s.blob`: the record as JSON (with `time_key` set
+    /// as [`logferry_core::Map::insert`] would, without copying the record), or the `log_key`
+    /// value; a newline; then the compression.
+    pub fn encode(&self, r: &Record, s: &mut Scratch) -> Result<(), Skip> {
+        let out = match self.compression {
+            Compression::None => &mut s.blob,
+            _ => &mut s.json,
+        };
+        out.clear();
         match (&self.time_key, &self.log_key) {
             (Some(key), None) => {
-                let mut body = r.body.clone();
-                let nanos = r.time.0;
-                let dt: DateTime<Utc> = DateTime::from_timestamp_nanos(nanos);
-                let mut s = String::new();
+                let dt: DateTime<Utc> = DateTime::from_timestamp_nanos(r.time.0);
+                s.time_text.clear();
                 std::fmt::Write::write_fmt(
-                    &mut s,
-                    format_args!("{}", dt.format(&self.time_format)),
+                    &mut s.time_text,
+                    format_args!("{}", dt.format_with_items(self.time_items.iter())),
                 )
                 .map_err(|_| Skip::Encoding)?;
-                body.insert(key.as_str(), Value::from(s));
-                write_message(buf, &body, None)?;
+                s.time.clear();
+                crate::plain_json::str(&mut s.time, &s.time_text);
+                s.plain
+                    .map_edited(out, &r.body, None, Some((key.as_str(), s.time.as_slice())));
             }
-            (_, key) => write_message(buf, &r.body, key.as_ref())?,
+            (_, key) => s.plain.message(out, &r.body, key.as_ref())?,
         }
         if self.newline {
-            buf.push(b'\n');
+            out.push(b'\n');
         }
-        self.compression
-            .apply(buf.clone())
-            .map_err(|_| Skip::Encoding)
+        if self.compression != Compression::None {
+            s.blob.clear();
+            self.compression
+                .write(&s.json, &mut s.blob)
+                .map_err(|_| Skip::Encoding)?;
+        }
+        Ok(())
     }
 }
 
@@ -166,9 +216,10 @@ mod tests {
         let mut m = Map::new();
         m.insert("log", "x");
         let r = Record::new(EventTime::from_parts(1_576_777_272, 706_307_780), m);
-        let out = f.encode(&r, &mut Vec::new()).unwrap();
+        let mut s = Scratch::default();
+        f.encode(&r, &mut s).unwrap();
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            String::from_utf8(s.blob).unwrap(),
             "{\"log\":\"x\",\"ts\":\"2019-12-19T17:41:12.706\"}\n"
         );
         assert!(time_format("%Q").is_err());
@@ -187,10 +238,9 @@ mod tests {
         .unwrap();
         let mut m = Map::new();
         m.insert("log", "hello");
-        let out = f
-            .encode(&Record::new(EventTime(0), m), &mut Vec::new())
-            .unwrap();
-        let mut d = flate2::read::GzDecoder::new(&out[..]);
+        let mut s = Scratch::default();
+        f.encode(&Record::new(EventTime(0), m), &mut s).unwrap();
+        let mut d = flate2::read::GzDecoder::new(&s.blob[..]);
         let mut s = String::new();
         std::io::Read::read_to_string(&mut d, &mut s).unwrap();
         assert_eq!(s, "hello");

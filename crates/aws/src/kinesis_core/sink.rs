@@ -20,7 +20,7 @@
 //!   `Error`; otherwise those records are rejected and logged here.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,7 +28,11 @@ use logferry_core::Record;
 use logferry_engine::metrics::PluginMetrics;
 use logferry_engine::{Batch, FlushResult, Output};
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
 use super::batch::{split, Limits};
+use super::record::Scratch;
 use crate::encode::Skip;
 use crate::error::AwsError;
 use crate::progress::ProgressMemo;
@@ -41,18 +45,21 @@ pub const PARTIAL_RETRY_BASE: Duration = Duration::from_millis(100);
 /// Longest wait before re-sending refused records.
 pub const PARTIAL_RETRY_CAP: Duration = Duration::from_secs(2);
 
-/// One record to send.
+/// One record to send: where its blob lies in [`Encoded`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Item {
-    pub data: Vec<u8>,
-    /// Kinesis only.
-    pub partition_key: Option<String>,
+    /// The blob, base64-encoded (the form the request body carries), in [`Encoded::data`].
+    data: Range<usize>,
+    /// The blob's length before base64.
+    len: usize,
+    /// The partition key in [`Encoded`]'s keys (Kinesis only; empty for Firehose).
+    key: Option<Range<usize>>,
 }
 
 impl Item {
-    /// Bytes it counts for against the limits.
+    /// Bytes it counts for against the limits (the blob, plus the partition key for Kinesis).
     pub fn size(&self) -> usize {
-        self.data.len() + self.partition_key.as_ref().map_or(0, String::len)
+        self.len + self.key.as_ref().map_or(0, Range::len)
     }
 }
 
@@ -83,28 +90,50 @@ pub trait RecordService: Send + Sync + 'static {
     fn limits(&self) -> Limits;
     /// The API operation, for logs.
     fn operation(&self) -> &'static str;
-    /// Sends one call; one result per item, in order.
-    async fn put(&self, items: &[&Item]) -> Result<Vec<ItemResult>, AwsError>;
+    /// Sends one call of the items of `enc` at `items` (indices in [`Encoded::items`]); one
+    /// result per item, in order.
+    async fn put(&self, enc: &Encoded, items: &[usize]) -> Result<Vec<ItemResult>, AwsError>;
 }
 
 /// Turns records into items.
 pub trait Encoder: Send + Sync + 'static {
-    /// The items of `records` under `tag`, and the records that gave none.
-    fn encode(&self, tag: &str, records: &mut dyn Iterator<Item = &Record>) -> Encoded;
+    /// Adds the items of `records` under `tag` to `out` (empty, its buffers reused), and notes
+    /// the records that gave none.
+    fn encode(&self, tag: &str, records: &mut dyn Iterator<Item = &Record>, out: &mut Encoded);
 }
 
-/// Items of one flush.
+/// Items of one flush. Each record is encoded once, straight into the form the request body
+/// carries (base64 text, one item after another in one buffer); a call's body is then these
+/// pieces copied between the JSON punctuation, and a re-sent record is copied again, not
+/// encoded again. The buffers are kept from flush to flush.
 #[derive(Debug, Default)]
 pub struct Encoded {
     pub items: Vec<Item>,
     /// Records that gave no item, by reason: their indices in the batch.
     pub skipped: Vec<(Skip, Vec<usize>)>,
+    /// Every item's blob, base64-encoded, one after another.
+    data: Vec<u8>,
+    /// Every item's partition key, one after another.
+    keys: String,
     /// Batch indices of the records each item carries: `sources[spans[i]]` for item `i`.
     sources: Vec<usize>,
     spans: Vec<Range<usize>>,
+    /// The encoders' per-record buffers.
+    pub scratch: Scratch,
 }
 
 impl Encoded {
+    /// Empties it for another batch, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.items.clear();
+        self.skipped.clear();
+        self.data.clear();
+        self.keys.clear();
+        self.sources.clear();
+        self.spans.clear();
+        self.scratch.start_batch();
+    }
+
     /// Notes that the record at `record` (its index in the batch) gave no item.
     pub fn skip(&mut self, why: Skip, record: usize) {
         match self.skipped.iter_mut().find(|(w, _)| *w == why) {
@@ -113,13 +142,51 @@ impl Encoded {
         }
     }
 
-    /// Adds an item that carries the records at `records` (indices in the batch; several for
-    /// an aggregated Kinesis record).
-    pub fn push(&mut self, item: Item, records: &[usize]) {
-        let start = self.sources.len();
+    /// Adds an item with `blob` (base64-encoded here, the one time it is) and `key`, that
+    /// carries the records at `records` (indices in the batch; several for an aggregated
+    /// Kinesis record).
+    pub fn push(&mut self, blob: &[u8], key: Option<&str>, records: &[usize]) {
+        let start = self.data.len();
+        let n = base64::encoded_len(blob.len(), true).unwrap_or(0);
+        self.data.resize(start + n, 0);
+        let written = STANDARD
+            .encode_slice(blob, &mut self.data[start..])
+            .unwrap_or(0);
+        self.data.truncate(start + written);
+        let key = key.map(|k| {
+            let from = self.keys.len();
+            self.keys.push_str(k);
+            from..self.keys.len()
+        });
+        self.items.push(Item {
+            data: start..self.data.len(),
+            len: blob.len(),
+            key,
+        });
+        let from = self.sources.len();
         self.sources.extend_from_slice(records);
-        self.spans.push(start..self.sources.len());
-        self.items.push(item);
+        self.spans.push(from..self.sources.len());
+    }
+
+    /// Item `i`'s blob, base64-encoded.
+    pub fn data(&self, i: usize) -> &[u8] {
+        self.items
+            .get(i)
+            .and_then(|it| self.data.get(it.data.clone()))
+            .unwrap_or_default()
+    }
+
+    /// Item `i`'s blob (decoded; for tests and logs).
+    pub fn blob(&self, i: usize) -> Vec<u8> {
+        STANDARD.decode(self.data(i)).unwrap_or_default()
+    }
+
+    /// Item `i`'s partition key.
+    pub fn key(&self, i: usize) -> Option<&str> {
+        self.items
+            .get(i)
+            .and_then(|it| it.key.clone())
+            .and_then(|k| self.keys.get(k))
     }
 
     /// Batch indices of the records item `i` carries.
@@ -129,7 +196,17 @@ impl Encoded {
             .and_then(|r| self.sources.get(r.clone()))
             .unwrap_or(&[])
     }
+
+    /// Bytes held by its buffers (to decide whether to keep it for the next flush).
+    fn capacity(&self) -> usize {
+        self.data.capacity() + self.keys.capacity() + self.scratch.capacity()
+    }
 }
+
+/// Encoded buffers kept between flushes (one per concurrent flush is enough).
+const ENCODED_KEPT: usize = 4;
+/// Buffers larger than this are let go rather than kept.
+const ENCODED_KEPT_MAX: usize = 16 << 20;
 
 #[derive(Debug, Default)]
 struct Progress {
@@ -139,6 +216,13 @@ struct Progress {
     delivered: usize,
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
 /// The output.
 pub struct RecordOutput<S, E> {
     service: S,
@@ -146,6 +230,7 @@ pub struct RecordOutput<S, E> {
     memo: ProgressMemo<Progress>,
     metrics: Arc<PluginMetrics>,
     name: String,
+    encoded: Mutex<Vec<Encoded>>,
 }
 
 impl<S: RecordService, E: Encoder> RecordOutput<S, E> {
@@ -157,6 +242,7 @@ impl<S: RecordService, E: Encoder> RecordOutput<S, E> {
             memo: ProgressMemo::default(),
             metrics,
             name,
+            encoded: Mutex::new(Vec::new()),
         }
     }
 
@@ -175,7 +261,25 @@ impl<S: RecordService, E: Encoder> RecordOutput<S, E> {
 impl<S: RecordService, E: Encoder> Output for RecordOutput<S, E> {
     async fn flush(&self, b: &Batch) -> FlushResult {
         let records: Vec<&Record> = b.records().collect();
-        let enc = self.encoder.encode(&b.tag, &mut records.iter().copied());
+        let mut enc = lock(&self.encoded).pop().unwrap_or_default();
+        enc.clear();
+        self.encoder
+            .encode(&b.tag, &mut records.iter().copied(), &mut enc);
+        let result = self.send(b, &records, &enc).await;
+        // The buffers serve the next flush at their grown size, unless a large flush made
+        // them big.
+        let mut pool = lock(&self.encoded);
+        if pool.len() < ENCODED_KEPT && enc.capacity() <= ENCODED_KEPT_MAX {
+            pool.push(enc);
+        }
+        drop(pool);
+        result
+    }
+}
+
+impl<S: RecordService, E: Encoder> RecordOutput<S, E> {
+    /// Sends what `enc` holds for batch `b` (see the module doc).
+    async fn send(&self, b: &Batch, records: &[&Record], enc: &Encoded) -> FlushResult {
         let items = &enc.items;
         let limits = self.service.limits();
         let op = self.service.operation();
@@ -233,8 +337,7 @@ impl<S: RecordService, E: Encoder> Output for RecordOutput<S, E> {
                     refused.extend_from_slice(idx);
                     continue;
                 }
-                let call: Vec<&Item> = idx.iter().map(|&i| &items[i]).collect();
-                match self.service.put(&call).await {
+                match self.service.put(enc, idx).await {
                     Ok(results) => {
                         for (k, &i) in idx.iter().enumerate() {
                             match results.get(k) {

@@ -1,17 +1,17 @@
 //! PutRecordBatch, and the Firehose record encoding.
 
 use async_trait::async_trait;
-use aws_sdk_firehose::types::Record as FirehoseRecord;
 use aws_sdk_firehose::Client;
-use aws_smithy_types::Blob;
+use bytes::Bytes;
 use logferry_core::Record;
 
 use super::config::FirehoseSettings;
 use crate::client::LazyClient;
 use crate::error::AwsError;
 use crate::kinesis_core::batch::Limits;
+use crate::kinesis_core::body::{self, BodyPool};
 use crate::kinesis_core::record::RecordFormat;
-use crate::kinesis_core::sink::{Encoded, Encoder, Item, ItemResult, RecordService};
+use crate::kinesis_core::sink::{Encoded, Encoder, ItemResult, RecordService};
 use crate::retry::{to_aws_error_with, with_auto_retry, MissingResource};
 
 /// PutRecordBatch limits (Amazon Data Firehose API reference; shared facts).
@@ -27,22 +27,15 @@ pub struct FirehoseEncoder {
 }
 
 impl Encoder for FirehoseEncoder {
-    fn encode(&self, _tag: &str, records: &mut dyn Iterator<Item = &Record>) -> Encoded {
-        let mut enc = Encoded::default();
-        let mut buf = Vec::new();
+    fn encode(&self, _tag: &str, records: &mut dyn Iterator<Item = &Record>, enc: &mut Encoded) {
+        let mut scratch = std::mem::take(&mut enc.scratch);
         for (i, r) in records.enumerate() {
-            match self.format.encode(r, &mut buf) {
-                Ok(data) => enc.push(
-                    Item {
-                        data,
-                        partition_key: None,
-                    },
-                    &[i],
-                ),
+            match self.format.encode(r, &mut scratch) {
+                Ok(()) => enc.push(&scratch.blob, None, &[i]),
                 Err(why) => enc.skip(why, i),
             }
         }
-        enc
+        enc.scratch = scratch;
     }
 }
 
@@ -51,6 +44,7 @@ pub struct FirehoseService {
     client: LazyClient<Client>,
     stream: String,
     auto_retry: bool,
+    bodies: BodyPool,
 }
 
 impl FirehoseService {
@@ -60,6 +54,7 @@ impl FirehoseService {
             auto_retry: settings.aws.auto_retry_requests,
             client: LazyClient::new(settings.aws),
             stream: settings.delivery_stream,
+            bodies: BodyPool::default(),
         }
     }
 }
@@ -74,27 +69,28 @@ impl RecordService for FirehoseService {
         "PutRecordBatch"
     }
 
-    async fn put(&self, items: &[&Item]) -> Result<Vec<ItemResult>, AwsError> {
-        let mut records = Vec::with_capacity(items.len());
-        for it in items {
-            records.push(
-                FirehoseRecord::builder()
-                    .data(Blob::new(it.data.clone()))
-                    .build()
-                    .map_err(|e| AwsError::Permanent(format!("building a record: {e}")))?,
-            );
-        }
+    async fn put(&self, enc: &Encoded, items: &[usize]) -> Result<Vec<ItemResult>, AwsError> {
+        let mut body = self.bodies.take();
+        body::firehose(&mut body, &self.stream, enc, items);
+        let body = Bytes::from(body);
         let client = self.client.get().await;
         let out = with_auto_retry(self.auto_retry, || {
+            let body = body.clone();
+            // The SDK builds the request (its own body of no records is replaced by ours
+            // before signing: see `kinesis_core::body`).
             client
                 .put_record_batch()
                 .delivery_stream_name(&self.stream)
-                .set_records(Some(records.clone()))
+                .set_records(Some(Vec::new()))
+                .customize()
+                .mutate_request(move |req| body::set_body(req, &body))
                 .send()
         })
-        .await
+        .await;
+        self.bodies.give(body);
         // A delivery stream that does not exist (yet) is an operator fix: retried.
-        .map_err(|e| to_aws_error_with("PutRecordBatch", &e, MissingResource::Transient))?;
+        let out =
+            out.map_err(|e| to_aws_error_with("PutRecordBatch", &e, MissingResource::Transient))?;
         Ok(out
             .request_responses()
             .iter()

@@ -1,12 +1,11 @@
 //! PutRecords, and the Kinesis record encoding (partition keys, aggregation).
 
 use async_trait::async_trait;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_sdk_kinesis::Client;
-use aws_smithy_types::Blob;
+use bytes::Bytes;
 use logferry_core::{Record, Value};
 use logferry_filters::record_accessor::RecordAccessor;
-use rand::distr::{Alphanumeric, SampleString};
+use rand::distr::{Alphanumeric, Distribution};
 
 use super::aggregation::Aggregator;
 use super::config::KinesisSettings;
@@ -14,8 +13,9 @@ use crate::client::LazyClient;
 use crate::encode::truncate_utf8;
 use crate::error::AwsError;
 use crate::kinesis_core::batch::Limits;
+use crate::kinesis_core::body::{self, BodyPool};
 use crate::kinesis_core::record::RecordFormat;
-use crate::kinesis_core::sink::{Encoded, Encoder, Item, ItemResult, RecordService};
+use crate::kinesis_core::sink::{Encoded, Encoder, ItemResult, RecordService};
 use crate::retry::{to_aws_error_with, with_auto_retry, MissingResource};
 
 /// PutRecords limits (Amazon Kinesis Data Streams API reference; shared facts).
@@ -46,73 +46,60 @@ impl KinesisEncoder {
         }
     }
 
-    fn key(&self, r: &Record) -> String {
-        let found = self
-            .partition_key
-            .as_ref()
-            .and_then(|k| match k.get(&r.body)? {
-                Value::Str(s) if !s.is_empty() => {
-                    Some(truncate_utf8(s, MAX_PARTITION_KEY).to_string())
-                }
-                Value::Int(i) => Some(i.to_string()),
-                Value::UInt(u) => Some(u.to_string()),
-                _ => None,
-            });
-        found.unwrap_or_else(|| Alphanumeric.sample_string(&mut rand::rng(), RANDOM_KEY_LEN))
+    /// Writes `r`'s partition key into `out`: the `partition_key` value (a string cut at
+    /// [`MAX_PARTITION_KEY`] bytes, or an integer), else [`RANDOM_KEY_LEN`] random
+    /// alphanumerics.
+    fn key(&self, r: &Record, out: &mut String, rng: &mut impl rand::Rng) {
+        out.clear();
+        match self.partition_key.as_ref().and_then(|k| k.get(&r.body)) {
+            Some(Value::Str(s)) if !s.is_empty() => {
+                out.push_str(truncate_utf8(s, MAX_PARTITION_KEY))
+            }
+            Some(Value::Int(i)) => out.push_str(itoa::Buffer::new().format(*i)),
+            Some(Value::UInt(u)) => out.push_str(itoa::Buffer::new().format(*u)),
+            _ => out.extend(
+                Alphanumeric
+                    .sample_iter(&mut *rng)
+                    .take(RANDOM_KEY_LEN)
+                    .map(char::from),
+            ),
+        }
     }
 }
 
 impl Encoder for KinesisEncoder {
-    fn encode(&self, _tag: &str, records: &mut dyn Iterator<Item = &Record>) -> Encoded {
-        let mut enc = Encoded::default();
-        let mut buf = Vec::new();
+    fn encode(&self, _tag: &str, records: &mut dyn Iterator<Item = &Record>, enc: &mut Encoded) {
+        let mut scratch = std::mem::take(&mut enc.scratch);
+        let mut rng = rand::rng();
+        let mut key = String::new();
         let mut agg = Aggregator::default();
+        let mut blob = Vec::new();
         // Batch indices of the records in `agg`.
         let mut in_agg: Vec<usize> = Vec::new();
         for (i, r) in records.enumerate() {
-            let data = match self.format.encode(r, &mut buf) {
-                Ok(d) => d,
-                Err(why) => {
-                    enc.skip(why, i);
-                    continue;
-                }
-            };
-            let key = self.key(r);
-            if !self.aggregation {
-                enc.push(
-                    Item {
-                        data,
-                        partition_key: Some(key),
-                    },
-                    &[i],
-                );
+            if let Err(why) = self.format.encode(r, &mut scratch) {
+                enc.skip(why, i);
                 continue;
             }
-            if !agg.is_empty() && agg.size_with(&key, data.len()) > LIMITS.max_record_bytes {
-                let (blob, k) = agg.finish();
-                enc.push(
-                    Item {
-                        data: blob,
-                        partition_key: Some(k),
-                    },
-                    &in_agg,
-                );
+            self.key(r, &mut key, &mut rng);
+            if !self.aggregation {
+                enc.push(&scratch.blob, Some(&key), &[i]);
+                continue;
+            }
+            if !agg.is_empty() && agg.size_with(&key, scratch.blob.len()) > LIMITS.max_record_bytes
+            {
+                let k = agg.finish_into(&mut blob);
+                enc.push(&blob, Some(&k), &in_agg);
                 in_agg.clear();
             }
-            agg.add(&key, data);
+            agg.add(&key, &scratch.blob);
             in_agg.push(i);
         }
         if !agg.is_empty() {
-            let (blob, k) = agg.finish();
-            enc.push(
-                Item {
-                    data: blob,
-                    partition_key: Some(k),
-                },
-                &in_agg,
-            );
+            let k = agg.finish_into(&mut blob);
+            enc.push(&blob, Some(&k), &in_agg);
         }
-        enc
+        enc.scratch = scratch;
     }
 }
 
@@ -121,6 +108,7 @@ pub struct KinesisService {
     client: LazyClient<Client>,
     stream: String,
     auto_retry: bool,
+    bodies: BodyPool,
 }
 
 impl KinesisService {
@@ -130,6 +118,7 @@ impl KinesisService {
             auto_retry: settings.aws.auto_retry_requests,
             client: LazyClient::new(settings.aws),
             stream: settings.stream,
+            bodies: BodyPool::default(),
         }
     }
 }
@@ -144,28 +133,28 @@ impl RecordService for KinesisService {
         "PutRecords"
     }
 
-    async fn put(&self, items: &[&Item]) -> Result<Vec<ItemResult>, AwsError> {
-        let mut records = Vec::with_capacity(items.len());
-        for it in items {
-            records.push(
-                PutRecordsRequestEntry::builder()
-                    .data(Blob::new(it.data.clone()))
-                    .partition_key(it.partition_key.clone().unwrap_or_default())
-                    .build()
-                    .map_err(|e| AwsError::Permanent(format!("building a record: {e}")))?,
-            );
-        }
+    async fn put(&self, enc: &Encoded, items: &[usize]) -> Result<Vec<ItemResult>, AwsError> {
+        let mut body = self.bodies.take();
+        body::kinesis(&mut body, &self.stream, enc, items);
+        let body = Bytes::from(body);
         let client = self.client.get().await;
         let out = with_auto_retry(self.auto_retry, || {
+            let body = body.clone();
+            // The SDK builds the request (its own body of no records is replaced by ours
+            // before signing: see `kinesis_core::body`).
             client
                 .put_records()
                 .stream_name(&self.stream)
-                .set_records(Some(records.clone()))
+                .set_records(Some(Vec::new()))
+                .customize()
+                .mutate_request(move |req| body::set_body(req, &body))
                 .send()
         })
-        .await
+        .await;
+        self.bodies.give(body);
         // A stream that does not exist (yet) is an operator fix: retried.
-        .map_err(|e| to_aws_error_with("PutRecords", &e, MissingResource::Transient))?;
+        let out =
+            out.map_err(|e| to_aws_error_with("PutRecords", &e, MissingResource::Transient))?;
         Ok(out
             .records()
             .iter()

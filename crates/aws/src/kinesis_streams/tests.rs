@@ -7,7 +7,7 @@ use super::config::settings_from_entries;
 use super::service::{KinesisEncoder, LIMITS};
 use super::PLUGIN;
 use crate::kinesis_core::batch::split;
-use crate::kinesis_core::sink::Encoder;
+use crate::kinesis_core::sink::{Encoded, Encoder};
 
 fn settings(kv: &[(&str, &str)]) -> Result<super::KinesisSettings, String> {
     let mut s = Section::new(SectionKind::Output, Span::command_line());
@@ -50,9 +50,10 @@ fn partition_keys_from_accessors_and_go_arrows() {
     let r = [Record::new(EventTime(0), m)];
     for pk in ["$kubernetes['pod_name']", "kubernetes->pod_name"] {
         let s = settings(&[("stream", "s"), ("partition_key", pk), ("log_key", "log")]).unwrap();
-        let enc = KinesisEncoder::new(&s).encode("t", &mut r.iter());
-        assert_eq!(enc.items[0].partition_key.as_deref(), Some("web"), "{pk}");
-        assert_eq!(enc.items[0].data, b"x");
+        let mut enc = Encoded::default();
+        KinesisEncoder::new(&s).encode("t", &mut r.iter(), &mut enc);
+        assert_eq!(enc.key(0), Some("web"), "{pk}");
+        assert_eq!(enc.blob(0), b"x");
     }
 }
 

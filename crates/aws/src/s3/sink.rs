@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use logferry_core::{EventTime, Map, Record, Str, Value};
+use logferry_core::{EventTime, Record};
 use logferry_engine::metrics::PluginMetrics;
 use logferry_engine::{Batch, FlushResult, Output, PluginError};
 
 use super::config::{DateFormat, S3Settings};
 use super::service::{S3Service, Source};
 use super::store::{BufFile, Store};
-use crate::encode::{write_json, write_message};
+use crate::plain_json::{float, str, PlainJson};
 
 struct Inner {
     settings: Arc<S3Settings>,
@@ -23,6 +23,7 @@ struct Inner {
     name: String,
     upload_lock: tokio::sync::Mutex<()>,
     uploaded: AtomicU64,
+    buffers: Mutex<Vec<Buffers>>,
 }
 
 /// Sends records to S3 through files in `store_dir`.
@@ -32,22 +33,52 @@ pub struct S3Output {
 }
 
 fn lock(m: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+    lock_any(m)
+}
+
+fn lock_any<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
     }
 }
 
-fn date_value(t: EventTime, f: DateFormat) -> Value {
+/// Writes the `json_date_key` value for `t` as JSON into `out` (replacing what it held):
+/// a string for the ISO 8601 and java.sql formats, a number for the others.
+fn date_json(out: &mut Vec<u8>, text: &mut String, t: EventTime, f: DateFormat) {
+    use std::fmt::Write as _;
+    out.clear();
     let dt: DateTime<Utc> = DateTime::from_timestamp_nanos(t.0);
-    match f {
-        DateFormat::Iso8601 => Value::from(dt.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()),
-        DateFormat::JavaSqlTimestamp => Value::from(dt.format("%Y-%m-%d %H:%M:%S%.6f").to_string()),
-        DateFormat::Double => Value::Float(t.as_f64()),
-        DateFormat::Epoch => Value::Int(t.secs()),
-        DateFormat::EpochMs => Value::Int(t.as_millis()),
-    }
+    let pattern = match f {
+        DateFormat::Iso8601 => "%Y-%m-%dT%H:%M:%S%.6fZ",
+        DateFormat::JavaSqlTimestamp => "%Y-%m-%d %H:%M:%S%.6f",
+        DateFormat::Double => return float(out, t.as_f64()),
+        DateFormat::Epoch => {
+            return out.extend_from_slice(itoa::Buffer::new().format(t.secs()).as_bytes())
+        }
+        DateFormat::EpochMs => {
+            return out.extend_from_slice(itoa::Buffer::new().format(t.as_millis()).as_bytes())
+        }
+    };
+    text.clear();
+    let _ = write!(text, "{}", dt.format(pattern));
+    str(out, text);
 }
+
+/// A flush's buffers, kept for the next flush: the JSON lines, the JSON writer (its shared
+/// map cache is cleared per flush), the date value.
+#[derive(Default)]
+struct Buffers {
+    lines: Vec<u8>,
+    json: PlainJson,
+    date: Vec<u8>,
+    date_text: String,
+}
+
+/// Buffers kept between flushes (one per concurrent flush is enough).
+const BUFFERS_KEPT: usize = 4;
+/// A lines buffer larger than this is let go rather than kept.
+const LINES_KEPT_MAX: usize = 16 << 20;
 
 impl S3Output {
     /// An output for `settings`; opens `store_dir/<bucket>` and finds files left by a previous
@@ -74,6 +105,7 @@ impl S3Output {
                 name,
                 upload_lock: tokio::sync::Mutex::new(()),
                 uploaded: AtomicU64::new(0),
+                buffers: Mutex::new(Vec::new()),
             }),
             ticker: AtomicBool::new(false),
         };
@@ -118,26 +150,38 @@ impl S3Output {
         handle.spawn(ticker(Arc::downgrade(&self.inner), period));
     }
 
-    /// The records as JSON lines: (data, records written, records that gave no line).
+    /// The records as JSON lines into `buf.lines` (each record written once, straight into
+    /// it, the date key put in front without copying the record): (records written, records
+    /// that gave no line).
     fn encode<'a>(
         &self,
+        buf: &mut Buffers,
         records: impl Iterator<Item = &'a Record>,
-    ) -> (Vec<u8>, u64, Vec<&'a Record>) {
+    ) -> (u64, Vec<&'a Record>) {
         let s = &self.inner.settings;
-        let mut out = Vec::new();
+        let Buffers {
+            lines: out,
+            json,
+            date,
+            date_text,
+        } = buf;
+        out.clear();
+        json.clear();
         let mut n = 0u64;
         let mut skipped = Vec::new();
         for r in records {
             let start = out.len();
             let res = match (&s.log_key, &s.date_key) {
-                (Some(k), _) => write_message(&mut out, &r.body, Some(k)).map_err(|_| ()),
+                (Some(k), _) => json.message(out, &r.body, Some(k)).map_err(|_| ()),
                 (None, Some(dk)) if !r.body.contains_key(dk) => {
-                    let mut m = Map::with_capacity(r.body.len() + 1);
-                    m.0.push((Str::from(dk.as_str()), date_value(r.time, s.date_format)));
-                    m.0.extend(r.body.0.iter().cloned());
-                    write_json(&mut out, &m).map_err(|_| ())
+                    date_json(date, date_text, r.time, s.date_format);
+                    json.map_edited(out, &r.body, Some((dk.as_str(), date.as_slice())), None);
+                    Ok(())
                 }
-                (None, _) => write_json(&mut out, &r.body).map_err(|_| ()),
+                (None, _) => {
+                    json.map(out, &r.body);
+                    Ok(())
+                }
             };
             match res {
                 Ok(()) => {
@@ -150,7 +194,7 @@ impl S3Output {
                 }
             }
         }
-        (out, n, skipped)
+        (n, skipped)
     }
 }
 
@@ -167,6 +211,14 @@ async fn ticker(inner: Weak<Inner>, period: Duration) {
 }
 
 impl Inner {
+    /// Keeps a flush's buffers for the next one, unless an unusually large flush made them big.
+    fn keep(&self, buf: Buffers) {
+        let mut pool = lock_any(&self.buffers);
+        if pool.len() < BUFFERS_KEPT && buf.lines.capacity() <= LINES_KEPT_MAX {
+            pool.push(buf);
+        }
+    }
+
     /// Appends to the tag's buffer file and fsyncs it; whether an open file is now full.
     fn append(&self, tag: &str, data: &[u8], records: u64) -> Result<bool, String> {
         let s = &self.settings;
@@ -244,14 +296,22 @@ impl Output for S3Output {
 
     async fn flush(&self, b: &Batch) -> FlushResult {
         self.ensure_ticker();
-        let (data, n, skipped) = self.encode(b.records());
-        let full = if data.is_empty() {
+        let mut buf = lock_any(&self.inner.buffers).pop().unwrap_or_default();
+        let (n, skipped) = self.encode(&mut buf, b.records());
+        let full = if buf.lines.is_empty() {
+            self.inner.keep(buf);
             false
         } else {
             // The append waits for fsync: off the runtime's threads.
             let inner = Arc::clone(&self.inner);
             let tag = b.tag.to_string();
-            match tokio::task::spawn_blocking(move || inner.append(&tag, &data, n)).await {
+            let res = tokio::task::spawn_blocking(move || {
+                let res = inner.append(&tag, &buf.lines, n);
+                inner.keep(buf);
+                res
+            })
+            .await;
+            match res {
                 Ok(Ok(full)) => full,
                 Ok(Err(reason)) => return FlushResult::Retry(reason),
                 Err(e) => return FlushResult::Retry(format!("writing to store_dir: {e}")),
