@@ -20,7 +20,7 @@ use std::time::Duration;
 use logferry_aws::testing::proxy::{FaultProxy, Seen};
 use logferry_aws::testing::{find, raw_http, Moto};
 
-use super::{config, pod_json, write_docker_nginx, Kube, Pipeline};
+use super::{config, pod_json, write_docker_nginx, Kube, Pipeline, TailOpts};
 
 /// The pipeline names, as given to `--pipelines`.
 pub(crate) const NAMES: [&str; 3] = ["p5fh", "p5ks", "p5s3"];
@@ -137,6 +137,7 @@ pub(crate) fn pipelines(
     containers: &Path,
     hex: &str,
     lines: usize,
+    tail: &TailOpts,
 ) -> Result<Vec<Pipeline>, String> {
     let mut v = Vec::new();
     if !NAMES.iter().any(|n| want(n)) {
@@ -163,6 +164,7 @@ pub(crate) fn pipelines(
         // moto is slow: give the outputs all the time they need to deliver everything.
         config: config(
             &f,
+            tail,
             docker,
             600,
             &kube.filter_to("    K8S-Logging.Parser On\n", &output),

@@ -710,7 +710,7 @@ fn main() -> ExitCode {
         }
         if let (Some(k), Some(px), Some(m)) = (&kube, &proxy, &moto) {
             v.extend(
-                aws_outputs::pipelines(&want, k, px, m, &dir, &containers, hex, cw_lines)
+                aws_outputs::pipelines(&want, k, px, m, &dir, &containers, hex, cw_lines, &tail)
                     .map_err(std::io::Error::other)?,
             );
         }
