@@ -21,6 +21,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 
 mod aws_outputs;
+mod churn;
 
 #[derive(Parser)]
 #[command(about = "Benchmark logferry pipelines (see docs/performance.md)")]
@@ -42,7 +43,9 @@ struct Args {
     /// (tail with a DB on an empty directory, kubernetes, cloudwatch_logs, HTTP server) with no
     /// traffic, its RSS read from /proc after --idle-secs. p6 a busy node: --p6-files files of
     /// --p6-lines lines written at once, then steady appends, through kubernetes into a file;
-    /// reports CPU per million lines, RSS per file and the write-to-output lag.
+    /// reports CPU per million lines, RSS per file and the write-to-output lag. churn:
+    /// --churn-pods pods come and go in waves (tail → kubernetes → file), RSS at start, peak and
+    /// end (src/churn.rs).
     #[arg(long, default_value = "p1,p4")]
     pipelines: String,
     /// `Mem_Buf_Limit` of the tail input in P1–P5 and CW (the performance goal's setting).
@@ -83,6 +86,22 @@ struct Args {
     /// Seconds the `idle` pipeline waits before reading the agent's RSS.
     #[arg(long, default_value_t = 10)]
     idle_secs: u64,
+    /// churn: pods created and deleted over the run.
+    #[arg(long, default_value_t = 10_000)]
+    churn_pods: usize,
+    /// churn: waves the pods come in (each wave's pods go when the next wave's lines are out).
+    #[arg(long, default_value_t = 20)]
+    churn_waves: usize,
+    /// churn: lines each pod writes.
+    #[arg(long, default_value_t = 5)]
+    churn_lines: usize,
+    /// churn: seconds the simulated hour is compressed into (waves start evenly over it, or
+    /// later when a wave's lines take longer to come out).
+    #[arg(long, default_value_t = 180)]
+    churn_secs: u64,
+    /// churn: set NODE_NAME so the agent watches the node's pods (default: one GET per pod).
+    #[arg(long)]
+    churn_watch: bool,
     /// Also count instructions per record with `valgrind --tool=callgrind` (one run per
     /// pipeline, minus a run on an empty file for start-up and shutdown). Instruction counts
     /// do not depend on what else the machine is doing, unlike seconds. Slow: use --lines
@@ -516,17 +535,21 @@ fn main() -> ExitCode {
         .filter(|s| !s.is_empty())
         .collect();
     if let Some(w) = wanted.iter().find(|w| {
-        !["p1", "p2", "p3", "p4", "p5", "p6", "cw", "idle"].contains(&w.as_str())
+        !["p1", "p2", "p3", "p4", "p5", "p6", "cw", "idle", "churn"].contains(&w.as_str())
             && !aws_outputs::NAMES.contains(&w.as_str())
     }) {
         eprintln!(
-            "unknown pipeline {w:?}: use p1, p2, p3, p4, p5, p5fh, p5ks, p5s3, p6, cw or idle"
+            "unknown pipeline {w:?}: use p1, p2, p3, p4, p5, p5fh, p5ks, p5s3, p6, cw, idle or churn"
         );
         return ExitCode::FAILURE;
     }
     let want = |name: &str| wanted.iter().any(|w| w == name);
     let aws = aws_outputs::NAMES.iter().any(|p| want(p));
-    let kube = if aws || ["p2", "p3", "p5", "p6", "idle"].iter().any(|p| want(p)) {
+    let kube = if aws
+        || ["p2", "p3", "p5", "p6", "idle", "churn"]
+            .iter()
+            .any(|p| want(p))
+    {
         match Kube::start(&dir, &containers) {
             Ok(k) => Some(k),
             Err(e) => {
@@ -893,6 +916,17 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("p6: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if let (true, Some(k)) = (want("churn"), &kube) {
+        match churn::churn(&logferry, &dir, k, &args) {
+            Ok(line) => {
+                let _ = writeln!(notes, "{line}");
+            }
+            Err(e) => {
+                eprintln!("churn: {e}");
                 return ExitCode::FAILURE;
             }
         }

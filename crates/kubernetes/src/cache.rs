@@ -263,6 +263,26 @@ impl<T> Cache<T> {
         });
     }
 
+    /// The last log file of the pod is gone (tail closed it after reading it to its end):
+    /// no line can come for it any more, so its entry goes now rather than after
+    /// [`DELETED_KEEP`] or an idle timeout, unless the watch shows the pod running (it stays
+    /// while it runs) or a lookup is in flight. Returns whether it went.
+    pub fn release(&self, key: &str) -> bool {
+        self.with(|m| {
+            let keep = match m.get(key).map(|e| &e.state) {
+                None => return false,
+                Some(State::Known {
+                    watched: true,
+                    deleted: None,
+                    ..
+                })
+                | Some(State::Pending { .. }) => true,
+                Some(State::Known { .. }) | Some(State::Missing { .. }) => false,
+            };
+            !keep && m.remove(key).is_some()
+        })
+    }
+
     /// A relist: pods the watch fed that `listed` no longer holds were deleted while the
     /// watch was away.
     pub fn reconcile(&self, listed: &HashSet<String>, now: Instant) -> usize {
@@ -524,6 +544,28 @@ mod tests {
             1,
             "without a TTL, after IDLE_KEEP unused"
         );
+    }
+
+    #[test]
+    fn released_pods_go_unless_the_watch_shows_them_running() {
+        let c = Cache::new(Duration::ZERO);
+        let t = Instant::now();
+        c.put("ns/got", meta(), t);
+        c.put_watched("ns/running", meta(), t);
+        c.put_watched("ns/deleted", meta(), t);
+        c.deleted("ns/deleted", t);
+        assert!(matches!(c.lookup("ns/asking", t), Lookup::Miss));
+        assert!(matches!(c.lookup("ns/failed", t), Lookup::Miss));
+        c.fail("ns/failed", false, t);
+        assert!(c.release("ns/got"), "learnt from a GET");
+        assert!(c.release("ns/deleted"), "no longer kept for late lines");
+        assert!(c.release("ns/failed"), "a failed lookup is forgotten");
+        assert!(!c.release("ns/running"), "the watch shows it running");
+        assert!(!c.release("ns/asking"), "its lookup is in flight");
+        assert!(!c.release("ns/never"));
+        assert_eq!(c.len(), 2);
+        assert!(c.peek("ns/running").is_some());
+        assert_eq!(c.size.load(Ordering::Relaxed), 2);
     }
 
     #[test]

@@ -992,9 +992,22 @@ impl Kubernetes {
         self.swept = now;
         self.shared.cache.sweep(now);
         self.shared.namespaces.sweep(now);
+        // Pods whose last file tail closed: their metadata cannot be used again.
+        let mut released: Vec<String> = Vec::new();
         for t in self.retired.take() {
             if !self.waiting.contains_key(&t) {
-                self.by_tag.remove(&t);
+                if let Some(st) = self.by_tag.remove(&t) {
+                    if st.pod.is_some() {
+                        released.push(st.key);
+                    }
+                }
+            }
+        }
+        if !released.is_empty() {
+            let open: std::collections::HashSet<&str> =
+                self.by_tag.values().map(|s| s.key.as_str()).collect();
+            for key in released.iter().filter(|k| !open.contains(k.as_str())) {
+                self.shared.cache.release(key);
             }
         }
         let waiting = &self.waiting;

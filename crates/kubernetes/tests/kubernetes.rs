@@ -402,7 +402,8 @@ async fn options_accepted_but_not_applied_are_noted() {
 
 /// A container's per-file state goes once tail closes its file (deleted here), not after the
 /// 10-minute idle timeout: 20 files, 19 deleted, and `kubernetes_tags` comes down to the one
-/// file still written to.
+/// file still written to. The pods of the closed files leave the metadata cache with them
+/// (`kubernetes_cache_pods` 20 → 1): no line can come for them any more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_of_deleted_files_goes_when_tail_closes_them() {
     let tmp = tempfile::tempdir().unwrap();
@@ -423,12 +424,13 @@ async fn state_of_deleted_files_goes_when_tail_closes_them() {
     let run = tokio::spawn(p.run(stop.clone()));
     assert!(until_collected("retired", 20).await);
     assert_eq!(filter_metric(&metrics, "kubernetes_tags"), 20);
+    assert_eq!(filter_metric(&metrics, "kubernetes_cache_pods"), 20);
     for f in &files[1..] {
         std::fs::remove_file(f).unwrap();
     }
     // Records keep coming from the file left (the filter sweeps as it works), for at most
     // 40 s: tail closes a deleted file after Rotate_Wait (5 s), the filter sweeps every 5 s.
-    let mut left = 20;
+    let (mut left, mut pods) = (20, 20);
     for _ in 0..80 {
         append(
             &files[0],
@@ -436,12 +438,14 @@ async fn state_of_deleted_files_goes_when_tail_closes_them() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
         left = filter_metric(&metrics, "kubernetes_tags");
-        if left == 1 {
+        pods = filter_metric(&metrics, "kubernetes_cache_pods");
+        if left == 1 && pods == 1 {
             break;
         }
     }
     stop_and_join(stop, run).await;
     assert_eq!(left, 1, "state kept for deleted files");
+    assert_eq!(pods, 1, "metadata kept for pods whose files are gone");
 }
 
 /// TLS verification is on by default; `tls.verify Off` works but is warned about at start

@@ -419,6 +419,14 @@ async fn run(cli: &Cli, registry: &Registry, first: Pipeline) {
         }
     }
 
+    // The binary's start-up pages go once the first pipeline is up (src/memory.rs).
+    tokio::spawn(async {
+        tokio::time::sleep(crate::memory::RELEASE_AFTER).await;
+        match crate::memory::release_startup_pages() {
+            Ok(bytes) => tracing::debug!(bytes, "start-up pages of the binary released"),
+            Err(e) => tracing::debug!(error = %e, "start-up pages of the binary not released"),
+        }
+    });
     let mut next = Some(first);
     'pipelines: while let Some(pipeline) = next.take() {
         let (i, f, o) = pipeline.instance_names();

@@ -5,4 +5,5 @@ pub mod app;
 pub mod aws_init;
 pub mod cli;
 pub mod logging;
+pub mod memory;
 pub mod registry;
