@@ -705,10 +705,24 @@ impl Input for Tail {
                 }
             } else if read < PACE_BYTES && !self.o.exit_on_eof {
                 // Caught up with every file: let them fill (see PACE_BYTES). Exit_On_Eof reads
-                // files that no longer grow: nothing to wait for.
-                tokio::select! {
-                    _ = ctx.shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(PACE) => {}
+                // files that no longer grow: nothing to wait for. A file created, renamed or
+                // removed ends the wait at once: a fast writer's rotation can otherwise rename
+                // a new file away before it was ever opened under the watched name, and its
+                // lines would be lost.
+                let until = tokio::time::Instant::now() + PACE;
+                let mut stop = false;
+                while !rescan.load(Ordering::Acquire) {
+                    tokio::select! {
+                        _ = ctx.shutdown.cancelled() => {
+                            stop = true;
+                            break;
+                        }
+                        _ = wake.notified() => {}
+                        _ = tokio::time::sleep_until(until) => break,
+                    }
+                }
+                if stop {
+                    break;
                 }
             } else {
                 tokio::task::yield_now().await;
