@@ -7,8 +7,7 @@
 //! descriptor, so a renamed file is read to its end; a path that now names another inode is a
 //! rotation (the new file is read from its start), a file that shrank was truncated
 //! (copytruncate: read again from 0). inotify wakes the loop at once; a 250ms poll covers file
-//! systems where inotify says nothing. A pass that read little waits [`PACE`] before the next,
-//! so that trickling files make chunks of many lines.
+//! systems where inotify says nothing.
 //!
 //! While the input is paused at its `Mem_Buf_Limit` (a destination is down and outputs retry),
 //! the task never waits inside `emit`: it reads nothing more, but keeps finding new files
@@ -59,16 +58,6 @@ const EMIT_BYTES: usize = 128 * 1024;
 const ROUND_BYTES: u64 = 4 * 1024 * 1024;
 /// How often idle files are polled (covers file systems without inotify events).
 const POLL: Duration = Duration::from_millis(250);
-/// A pass over the files that read less than this waits [`PACE`] before the next one: files
-/// that are only trickling are read a few times a second rather than at every write, so that
-/// each read makes one chunk of many lines instead of one chunk per line or two. With
-/// hundreds of files each chunk's fixed costs (delivery tracking, filters per chunk, one
-/// offset commit) outweighed the lines; the file keeps what is not read yet. A pass that reads
-/// more (a backlog) goes on at once.
-const PACE_BYTES: u64 = 1024 * 1024;
-/// How long a pass that read little waits before the next (the `Flush` interval, 1 s by
-/// default, dominates the added delay).
-const PACE: Duration = Duration::from_millis(250);
 /// How often each file's path is checked for rotation and truncation.
 const ROTATION_CHECK: Duration = Duration::from_secs(1);
 /// How often a paused input looks for new and rotated files (inotify also wakes it).
@@ -702,27 +691,6 @@ impl Input for Tail {
                     _ = ctx.shutdown.cancelled() => break,
                     _ = wake.notified() => {}
                     _ = tokio::time::sleep(POLL) => {}
-                }
-            } else if read < PACE_BYTES && !self.o.exit_on_eof {
-                // Caught up with every file: let them fill (see PACE_BYTES). Exit_On_Eof reads
-                // files that no longer grow: nothing to wait for. A file created, renamed or
-                // removed ends the wait at once: a fast writer's rotation can otherwise rename
-                // a new file away before it was ever opened under the watched name, and its
-                // lines would be lost.
-                let until = tokio::time::Instant::now() + PACE;
-                let mut stop = false;
-                while !rescan.load(Ordering::Acquire) {
-                    tokio::select! {
-                        _ = ctx.shutdown.cancelled() => {
-                            stop = true;
-                            break;
-                        }
-                        _ = wake.notified() => {}
-                        _ = tokio::time::sleep_until(until) => break,
-                    }
-                }
-                if stop {
-                    break;
                 }
             } else {
                 tokio::task::yield_now().await;
