@@ -925,7 +925,15 @@ impl Kubernetes {
                 .records_excluded
                 .fetch_add((before - records.len()) as u64, Ordering::Relaxed);
         }
+        // The pairs this adds, reserved exactly: a Docker record has room for one, and letting
+        // `push` double a full map keeps up to three unused pairs (56 bytes each) per record
+        // held in memory.
+        let merge_key = self.merge.key.as_ref().is_some_and(|k| !k.is_empty());
+        let extra = usize::from(self.o.merge_log && merge_key)
+            + usize::from(map.is_some())
+            + usize::from(ns.is_some());
         for rec in records.iter_mut() {
+            rec.body.0.reserve_exact(extra);
             if self.o.merge_log {
                 let parser = props.parser(stream_of(rec)).cloned();
                 merge_log(

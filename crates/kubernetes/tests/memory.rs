@@ -115,3 +115,56 @@ async fn memory_per_pod() {
     assert!(lean < full, "labels and annotations are not kept when off");
     assert!(full < 16 * 1024, "{full} bytes per pod");
 }
+
+/// What the filter adds is reserved exactly: a Docker record (made by tail with room for one
+/// more pair) that gains `data` (`Merge_Log_Key`) and `kubernetes` holds no unused pairs. A
+/// doubling `push` would leave three (168 bytes) in every record held under `Mem_Buf_Limit`.
+#[tokio::test(flavor = "current_thread")]
+async fn enriched_records_hold_no_spare_pairs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = "checkout-7f9d8c6b5-00001";
+    std::fs::write(
+        tmp.path().join(format!("shop_{name}.meta")),
+        typical_pod(name).to_string(),
+    )
+    .unwrap();
+    let dir = tmp.path().display().to_string();
+    for (merge_log, added) in [("On", 2), ("Off", 1)] {
+        let s = section(
+            SectionKind::Filter,
+            &[
+                ("Kube_URL", "http://127.0.0.1:9"),
+                ("Kube_Meta_Preload_Cache_Dir", dir.as_str()),
+                ("Kube_Tag_Prefix", "kube.var.log.containers."),
+                ("Kube_Namespace_File", "/nonexistent/namespace"),
+                ("Merge_Log", merge_log),
+                ("Merge_Log_Key", "data"),
+            ],
+        );
+        let ctx = BuildContext::standalone("kubernetes.0", Config::default()).unwrap();
+        let entries: Vec<_> = s.entries.iter().collect();
+        let mut filter = (logferry_kubernetes::PLUGIN.build)(&ctx, &s, &entries)
+            .map_err(|e| e.to_string())
+            .unwrap();
+        let tag = format!("kube.var.log.containers.{}", log_name(name, "shop", 1));
+        let mut records: Vec<Record> = (0..3)
+            .map(|i| {
+                let mut body = Map::with_capacity(4);
+                body.push("log", format!("{{\"level\":\"info\",\"n\":{i}}}\n"));
+                body.push("stream", "stdout");
+                body.push("time", "2024-05-01T10:00:00.000000000Z");
+                Record::new(EventTime(1), body)
+            })
+            .collect();
+        filter.filter(&tag, &mut records).await;
+        for r in &records {
+            assert!(r.body.get("kubernetes").is_some(), "enriched: {r:?}");
+            assert_eq!(r.body.len(), 3 + added, "Merge_Log {merge_log}: {r:?}");
+            assert_eq!(
+                r.body.0.capacity(),
+                r.body.len(),
+                "Merge_Log {merge_log}: no unused pairs"
+            );
+        }
+    }
+}

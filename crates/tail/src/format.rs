@@ -158,7 +158,9 @@ fn docker_fast(line: &[u8]) -> Option<Map> {
     if rest != "}" {
         return None;
     }
-    let mut body = Map::with_capacity(3);
+    // One spare pair: the kubernetes filter appends `kubernetes` to nearly every container
+    // record, and a full 3-pair map would grow to 6 (a realloc, and 112 bytes per record held).
+    let mut body = Map::with_capacity(4);
     body.push("log", Value::Str(log));
     body.push("stream", Value::Str(stream));
     body.push("time", Value::Str(time));
@@ -261,7 +263,8 @@ pub fn decode_cri(line: &[u8]) -> Option<Decoded> {
     if p != "P" && p != "F" {
         return None;
     }
-    let mut body = Map::with_capacity(4);
+    // One spare pair for the kubernetes filter's `kubernetes` (see `docker_fast`).
+    let mut body = Map::with_capacity(5);
     body.push("time", time_s);
     body.push("stream", stream);
     body.push("_p", p);
@@ -761,6 +764,7 @@ mod tests {
             let fast = docker_fast(line.as_bytes()).unwrap_or_else(|| panic!("fast path: {line}"));
             let slow: Map = serde_json::from_str(line).unwrap();
             assert_eq!(fast, slow, "{line}");
+            assert_eq!(fast.0.capacity(), 4, "room for `kubernetes`: {line}");
         }
         let general_only = [
             r#"{"log":"\u00e9\n","stream":"stdout","time":"t"}"#,
