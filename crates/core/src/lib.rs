@@ -6,6 +6,7 @@ pub mod config;
 pub mod event;
 pub mod fb_regex;
 pub mod forward;
+pub mod json_fast;
 pub mod msgpack;
 pub mod record_accessor;
 pub mod tag;

@@ -139,6 +139,16 @@ pub fn merge_log(data: &[u8]) {
         );
     }
     let _ = merge::json_object(&log);
+    // The fast object reader makes serde_json's map, or steps aside.
+    if let Some((fast, _)) = logferry_core::json_fast::object(&log) {
+        match serde_json::Deserializer::from_str(&log)
+            .into_iter::<Value>()
+            .next()
+        {
+            Some(Ok(Value::Map(slow))) => assert_eq!(fast, slow, "json_fast differs: {log:?}"),
+            other => panic!("json_fast read {log:?}, serde_json: {other:?}"),
+        }
+    }
     let _ = merge::trim_value(&log);
     roundtrip(&rec);
 }

@@ -105,6 +105,13 @@ pub fn json_object(text: &str) -> Option<Map> {
     if !t.starts_with('{') {
         return None;
     }
+    // The common shape, read without serde (the same map: see `json_fast`); a text after the
+    // object, or anything it does not handle, takes the general path below.
+    if let Some((m, rest)) = logferry_core::json_fast::object(t) {
+        if rest.trim_start_matches([' ', '\t', '\n', '\r']).is_empty() {
+            return Some(m);
+        }
+    }
     let (v, more) = match first_value(t) {
         Some(x) => x,
         None => {

@@ -1,0 +1,403 @@
+//! A JSON object read straight into a [`Map`], for the common shape of application logs
+//! (`Merge_Log`): no serde visitor per value, one scan per string, keys and values sliced from
+//! the text. It handles the subset applications write; anything else (a `\u` escape, a raw
+//! control character, numbers serde_json would read as floats from integer syntax, nesting
+//! deeper than [`MAX_DEPTH`]) returns `None` and the caller takes serde_json's path, which
+//! gives the same map. The map equals what `serde_json` + `Value`'s `Deserialize` make of the
+//! same text (tests below and the `json_fast` fuzz target compare the two).
+
+use crate::event::{Map, Str, Value};
+
+/// Deeper nesting goes to serde_json (which stops at 128).
+const MAX_DEPTH: usize = 64;
+
+/// Bytes that end a plain run inside a string: the quote, the backslash, and the control
+/// characters JSON does not allow raw.
+static STOP: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = true;
+        c += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+/// The object at the start of `text` (no leading whitespace) and the text after it.
+pub fn object(text: &str) -> Option<(Map, &str)> {
+    let mut r = Reader { s: text, i: 0 };
+    if r.peek()? != b'{' {
+        return None;
+    }
+    let m = r.object(0)?;
+    Some((m, &text[r.i..]))
+}
+
+struct Reader<'a> {
+    s: &'a str,
+    i: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.s.as_bytes().get(self.i).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        let b = self.s.as_bytes();
+        while let Some(&c) = b.get(self.i) {
+            if c == b' ' || c == b'\n' || c == b'\t' || c == b'\r' {
+                self.i += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        self.skip_ws();
+        (self.peek()? == c).then(|| self.i += 1)
+    }
+
+    /// At `{`.
+    fn object(&mut self, depth: usize) -> Option<Map> {
+        if depth >= MAX_DEPTH {
+            return None;
+        }
+        self.i += 1;
+        let mut pairs: Vec<(Str, Value)> = Vec::with_capacity(8);
+        self.skip_ws();
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(Map(pairs));
+        }
+        loop {
+            self.eat(b'"')?;
+            let k = self.string()?;
+            self.eat(b':')?;
+            let v = self.value(depth)?;
+            pairs.push((k, v));
+            self.skip_ws();
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    return Some(Map(pairs));
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// At `[`.
+    fn array(&mut self, depth: usize) -> Option<Vec<Value>> {
+        if depth >= MAX_DEPTH {
+            return None;
+        }
+        self.i += 1;
+        let mut out = Vec::new();
+        self.skip_ws();
+        if self.peek()? == b']' {
+            self.i += 1;
+            return Some(out);
+        }
+        loop {
+            out.push(self.value(depth)?);
+            self.skip_ws();
+            match self.peek()? {
+                b',' => self.i += 1,
+                b']' => {
+                    self.i += 1;
+                    return Some(out);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Option<Value> {
+        self.skip_ws();
+        match self.peek()? {
+            b'"' => {
+                self.i += 1;
+                self.string().map(Value::Str)
+            }
+            b'{' => self.object(depth + 1).map(Value::Map),
+            b'[' => self.array(depth + 1).map(Value::Array),
+            b't' => self.word("true", Value::Bool(true)),
+            b'f' => self.word("false", Value::Bool(false)),
+            b'n' => self.word("null", Value::Null),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    fn word(&mut self, w: &str, v: Value) -> Option<Value> {
+        self.s[self.i..].starts_with(w).then(|| {
+            self.i += w.len();
+            v
+        })
+    }
+
+    /// After the opening quote; leaves `i` after the closing one. One table lookup per byte:
+    /// the strings of a log object are short, so a vectorized search would cost its call.
+    fn string(&mut self) -> Option<Str> {
+        let b = self.s.as_bytes();
+        let start = self.i;
+        let mut i = start;
+        loop {
+            let c = *b.get(i)?;
+            if STOP[c as usize] {
+                if c == b'"' {
+                    self.i = i + 1;
+                    return Some(Str::from(self.s.get(start..i)?));
+                }
+                if c != b'\\' {
+                    return None;
+                }
+                break;
+            }
+            i += 1;
+        }
+        // Escapes: copy the plain runs between them (cut at ASCII, so still UTF-8).
+        let mut out = String::with_capacity(i - start + 32);
+        out.push_str(self.s.get(start..i)?);
+        loop {
+            // b[i] is a backslash.
+            out.push(match b.get(i + 1)? {
+                b'"' => '"',
+                b'\\' => '\\',
+                b'/' => '/',
+                b'n' => '\n',
+                b't' => '\t',
+                b'r' => '\r',
+                b'b' => '\u{8}',
+                b'f' => '\u{c}',
+                // `\u`: serde_json's path (surrogate pairs, lone surrogates).
+                _ => return None,
+            });
+            i += 2;
+            let run = i;
+            loop {
+                let c = *b.get(i)?;
+                if STOP[c as usize] {
+                    out.push_str(self.s.get(run..i)?);
+                    if c == b'"' {
+                        self.i = i + 1;
+                        return Some(Str::from(out));
+                    }
+                    if c != b'\\' {
+                        return None;
+                    }
+                    break;
+                }
+                i += 1;
+            }
+        }
+    }
+
+    /// JSON's number grammar; integers of up to 18 digits here, anything else through
+    /// serde_json's own number reader so the value is bit for bit the same.
+    fn number(&mut self) -> Option<Value> {
+        let b = self.s.as_bytes();
+        let start = self.i;
+        let mut i = start;
+        let neg = b[i] == b'-';
+        if neg {
+            i += 1;
+        }
+        let int_start = i;
+        match b.get(i)? {
+            b'0' => i += 1,
+            b'1'..=b'9' => {
+                while b.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                }
+            }
+            _ => return None,
+        }
+        let int_end = i;
+        let mut float = false;
+        if b.get(i) == Some(&b'.') {
+            float = true;
+            i += 1;
+            let d = i;
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            if i == d {
+                return None;
+            }
+        }
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            float = true;
+            i += 1;
+            if matches!(b.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            let d = i;
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            if i == d {
+                return None;
+            }
+        }
+        self.i = i;
+        let text = &self.s[start..i];
+        if float {
+            return serde_json::from_str::<f64>(text).ok().map(Value::Float);
+        }
+        // `-0` is an integer to serde_json too, but keep the rare cases on its path.
+        if int_end - int_start > 18 || (neg && text == "-0") {
+            return None;
+        }
+        let mut n: i64 = 0;
+        for &d in &b[int_start..int_end] {
+            n = n * 10 + i64::from(d - b'0');
+        }
+        Some(Value::Int(if neg { -n } else { n }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What serde_json and `Value`'s `Deserialize` make of `text`.
+    fn serde(text: &str) -> Option<Map> {
+        match serde_json::Deserializer::from_str(text)
+            .into_iter::<Value>()
+            .next()?
+            .ok()?
+        {
+            Value::Map(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn same_map_as_serde_json() {
+        let same = [
+            r#"{"level":"info","msg":"order placed","order_id":"o-123","user":{"id":42,"tier":"gold"},"amount":19.99,"ok":true,"none":null}"#,
+            r#"{}"#,
+            r#"{ "a" : [ 1 , -2 , 3.5e2 , "x" , [ ] , { } ] , "b" : false }"#,
+            r#"{"esc":"q\" b\\ s\/ n\n t\t r\r b\b f\f","ü":"ünïcödé ✓"}"#,
+            r#"{"a":1,"a":2}"#,
+            r#"{"n":0,"m":-0.0,"big":999999999999999999,"neg":-999999999999999999,"e":1E+3,"f":1e-7}"#,
+            r#"{"f":0.1,"g":123456789.123456789,"h":2.2250738585072011e-308}"#,
+            "{\"a\":\n{\"b\":\t[\r1]}}",
+        ];
+        for text in same {
+            let (fast, rest) = object(text).unwrap_or_else(|| panic!("fast path: {text}"));
+            assert_eq!(rest, "", "{text}");
+            assert_eq!(Some(fast), serde(text), "{text}");
+        }
+    }
+
+    /// Random objects built from JSON's pieces, then cut and with a byte changed: wherever the
+    /// fast reader gives a map, it is serde_json's.
+    #[test]
+    fn random_texts_agree_with_serde_json() {
+        const PIECES: &[&str] = &[
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            " ",
+            "\n",
+            "\"k\"",
+            "\"v\\\"x\"",
+            "\"\\u0041\"",
+            "\"é\\n\"",
+            "0",
+            "-1",
+            "12",
+            "3.25",
+            "-0.5e-3",
+            "1E9",
+            "true",
+            "false",
+            "null",
+            "123456789012345678",
+            "1234567890123456789",
+            "\"\"",
+            "\"a\\\\b\"",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let (mut fast_read, mut cases) = (0, 0);
+        for _ in 0..20_000 {
+            let mut t = String::from("{");
+            for _ in 0..next(24) {
+                t.push_str(PIECES[next(PIECES.len())]);
+            }
+            // Mostly well-formed: a key, a value, close.
+            if next(2) == 0 {
+                t = format!("{{\"k{}\":{}}}", next(9), PIECES[12 + next(13)]);
+            }
+            if next(4) == 0 && !t.is_empty() {
+                let cut = next(t.len());
+                if t.is_char_boundary(cut) {
+                    t.truncate(cut);
+                }
+            }
+            cases += 1;
+            if let Some((fast, _)) = object(&t) {
+                fast_read += 1;
+                assert_eq!(Some(fast), serde(&t), "{t:?}");
+            }
+        }
+        assert!(
+            fast_read > cases / 4,
+            "{fast_read} of {cases} read by the fast path"
+        );
+    }
+
+    #[test]
+    fn leaves_the_rest_and_steps_aside() {
+        let (m, rest) = object("{\"a\":1} trailing").unwrap();
+        assert_eq!(m.get("a"), Some(&Value::Int(1)));
+        assert_eq!(rest, " trailing");
+        // serde_json's path: escapes it owns, numbers it reads as floats, raw controls,
+        // anything malformed.
+        for text in [
+            r#"{"u":"\u00e9"}"#,
+            r#"{"big":9999999999999999999}"#,
+            r#"{"z":-0}"#,
+            "{\"raw\":\"a\u{1}b\"}",
+            "{\"raw\":\"a\\nb\u{1f}\"}",
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":.5}"#,
+            r#"{"a":1e}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":1,}"#,
+            r#"{"a" 1}"#,
+            r#"{"a":"x"#,
+            r#"{"a":[1 2]}"#,
+            r#"{a:1}"#,
+            r#"[1]"#,
+            "",
+        ] {
+            assert!(object(text).is_none(), "{text:?}");
+        }
+        let deep = format!(
+            "{}{}",
+            "{\"a\":".repeat(70),
+            "1".to_string() + &"}".repeat(70)
+        );
+        assert!(object(&deep).is_none(), "nesting past MAX_DEPTH");
+        let ok = format!("{}1{}", "{\"a\":".repeat(60), "}".repeat(60));
+        assert_eq!(object(&ok).map(|(m, _)| m), serde(&ok));
+    }
+}
