@@ -155,24 +155,38 @@ impl PartReader {
 
     /// The next part, `None` once everything was handed out.
     pub fn next_part(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        self.next_part_in(Vec::new())
+    }
+
+    /// [`PartReader::next_part`], read (or copied, when compressed) into `part`. The upload task makes
+    /// that buffer: the part is freed there after its request, and memory freed on another
+    /// thread than the (blocking) one that allocated it stayed resident with mimalloc: a
+    /// 100 MB file's multipart upload grew RSS by about 90 MB.
+    pub fn next_part_in(&mut self, mut part: Vec<u8>) -> std::io::Result<Option<Vec<u8>>> {
         if !self.compressed {
             let n = usize::try_from(self.left.min(self.part as u64)).unwrap_or(self.part);
             if n == 0 {
                 self.drained = true;
                 return Ok(None);
             }
-            let mut part = Vec::with_capacity(n);
+            part.clear();
+            part.reserve_exact(n);
             self.read_into(&mut part, n)?;
             self.drained = self.left == 0;
             self.note(part.len());
             return Ok(Some(part));
         }
-        while self.out.len() < self.part && !self.drained {
+        // The caller's buffer takes what the last part left over, then the compressor's
+        // output; what goes past the part is kept in `self.out` (reused) for the next one.
+        let mut out = part;
+        out.clear();
+        out.extend_from_slice(&self.out);
+        self.out.clear();
+        while out.len() < self.part && !self.drained {
             let n = usize::try_from(self.left.min(READ_BLOCK as u64)).unwrap_or(READ_BLOCK);
             let mut block = std::mem::take(&mut self.block);
             block.clear();
             self.read_into(&mut block, n)?;
-            let mut out = std::mem::take(&mut self.out);
             if let Some(c) = self.compressor.as_mut() {
                 c.feed(&block, &mut out)?;
             }
@@ -183,20 +197,17 @@ impl PartReader {
                 self.drained = true;
             }
             self.note(out.len() + block.capacity());
-            self.out = out;
             self.block = block;
         }
-        if self.out.is_empty() {
+        if out.is_empty() {
             return Ok(None);
         }
-        let rest = if self.out.len() > self.part {
-            self.out.split_off(self.part)
-        } else {
-            Vec::new()
-        };
-        let part = std::mem::replace(&mut self.out, rest);
-        self.note(part.len() + self.out.len() + self.block.capacity());
-        Ok(Some(part))
+        if out.len() > self.part {
+            self.out.extend_from_slice(&out[self.part..]);
+            out.truncate(self.part);
+        }
+        self.note(out.len() + self.out.len() + self.block.capacity());
+        Ok(Some(out))
     }
 
     /// Whether every part was handed out.
@@ -283,8 +294,14 @@ impl S3Service {
         src: &Source,
         mut reader: PartReader,
     ) -> Result<(PartReader, Option<Vec<u8>>), AwsError> {
+        // Allocated here, on a runtime thread: see `PartReader::next_part_in`.
+        let buf = Vec::with_capacity(if reader.compressed {
+            reader.part.saturating_add(READ_BLOCK)
+        } else {
+            usize::try_from(reader.left.min(reader.part as u64)).unwrap_or(0)
+        });
         let (reader, part) = blocking(move || {
-            let p = reader.next_part();
+            let p = reader.next_part_in(buf);
             (reader, p)
         })
         .await?;
