@@ -80,6 +80,13 @@ struct Args {
     /// P6: lines per second of the steady appends, over all files.
     #[arg(long, default_value_t = 10_000)]
     p6_rate: usize,
+    /// P6: tail's `Mem_Buf_Limit` (default: the seed's 5MB).
+    #[arg(long, default_value = "5MB")]
+    p6_mem_buf_limit: String,
+    /// P6: no NODE_NAME, so the kubernetes filter makes one GET per pod instead of watching the
+    /// node's pods (the DaemonSets in deploy/ set NODE_NAME).
+    #[arg(long)]
+    p6_no_watch: bool,
     /// P6: run logferry under `taskset -c CPUS` (e.g. `0` for one core).
     #[arg(long)]
     cpus: Option<String>,
@@ -1152,9 +1159,10 @@ fn busy_node(logferry: &Path, dir: &Path, kube: &Kube, args: &Args) -> Result<St
     );
     let filter = kube.filter_to("", &output).replace(&kube.prefix, &prefix);
     let conf = format!(
-        "[SERVICE]\n    Flush 1\n    Grace 5\n    Log_Level info\n\n[INPUT]\n    Name tail\n    Tag kube.*\n    Path {}/*.log\n    DB {}/p6.db\n    Parser docker\n    Docker_Mode On\n    Mem_Buf_Limit 50MB\n    Refresh_Interval 1\n    Read_from_Head On\n    Buffer_Max_Size 64k\n\n{filter}",
+        "[SERVICE]\n    Flush 1\n    Grace 5\n    Log_Level info\n\n[INPUT]\n    Name tail\n    Tag kube.*\n    Path {}/*.log\n    DB {}/p6.db\n    Parser docker\n    Docker_Mode On\n    Mem_Buf_Limit {}\n    Refresh_Interval 1\n    Read_from_Head On\n    Buffer_Max_Size 64k\n\n{filter}",
         logs.display(),
         dir.display(),
+        args.p6_mem_buf_limit,
     );
     let conf_path = dir.join("p6.conf");
     std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
@@ -1166,6 +1174,11 @@ fn busy_node(logferry: &Path, dir: &Path, kube: &Kube, args: &Args) -> Result<St
         }
         None => Command::new(logferry),
     };
+    if args.p6_no_watch {
+        cmd.env_remove("NODE_NAME");
+    } else {
+        cmd.env("NODE_NAME", "bench-node");
+    }
     let mut child = cmd
         .arg("-c")
         .arg(&conf_path)
@@ -1335,10 +1348,16 @@ fn busy_node(logferry: &Path, dir: &Path, kube: &Kube, args: &Args) -> Result<St
     let _ = std::fs::remove_dir_all(&logs);
     let _ = std::fs::remove_dir_all(&out_dir);
     Ok(format!(
-        "P6 busy node{}: {} files, {burst} lines written in {burst_written:.1} s then {steady} at {}/s; \
+        "P6 busy node{} (Mem_Buf_Limit {}, {}): {} files, {burst} lines written in {burst_written:.1} s then {steady} at {}/s; \
          all out after {elapsed:.1} s; CPU {cpu:.2} s ({:.2} s per million lines); peak RSS {hwm:.1} MB \
          (idle {idle:.1} MB, {:.0} KB per file over idle); lag write→output p50 {} ms, p99 {} ms, max {} ms",
         args.cpus.as_ref().map_or(String::new(), |c| format!(" (taskset -c {c})")),
+        args.p6_mem_buf_limit,
+        if args.p6_no_watch {
+            "one GET per pod"
+        } else {
+            "NODE_NAME: watch"
+        },
         files.len(),
         args.p6_rate,
         cpu / total as f64 * 1e6,
