@@ -308,6 +308,14 @@ async fn after_an_api_restart_reconnects_spread_out_and_do_not_relist() {
             .map(|s| (s.kind, s.node.clone(), s.resource_version.clone()))
             .collect::<Vec<_>>()
     );
+    // An agent counts its relist before its list request goes out: wait for the requests
+    // (cancelling at once could stop the last one on its way), then check none came twice.
+    assert!(
+        wait_until(Duration::from_secs(30), || server.requests("list")
+            >= 2 * AGENTS as u64)
+        .await,
+        "every relist reached the server"
+    );
     stop.cancel();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(server.requests("list"), 2 * AGENTS as u64);
