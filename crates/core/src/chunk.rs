@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::event::Record;
-use crate::msgpack::{event_size_memo, MapHeaders};
+use crate::msgpack::{event_size_memo, mem_and_event_size, MapHeaders};
 use crate::tag::Tag;
 
 /// The size of `records` in Fluent Bit's event encoding.
@@ -23,6 +23,15 @@ pub fn wire_size(records: &[Record], headers: MapHeaders) -> usize {
         .iter()
         .map(|r| event_size_memo(r, headers, &mut memo))
         .sum()
+}
+
+/// `Mem_Buf_Limit` bytes ([`Record::mem_size`]) and [`wire_size`] of `records`, in one walk.
+pub fn mem_and_wire_size(records: &[Record], headers: MapHeaders) -> (usize, usize) {
+    let mut memo = None;
+    records.iter().fold((0, 0), |(m, w), r| {
+        let (rm, rw) = mem_and_event_size(r, headers, &mut memo);
+        (m + rm, w + rw)
+    })
 }
 
 /// What happened to a chunk, worst outcome across all outputs that took it.
@@ -221,6 +230,12 @@ impl Chunk {
     /// logs) added, not only what the input read.
     pub fn recharge(&mut self) {
         let now: usize = self.records.iter().map(Record::mem_size).sum();
+        self.recharge_measured(now);
+    }
+
+    /// [`Chunk::recharge`] with the records' size already measured (`now`, the sum of their
+    /// [`Record::mem_size`], as [`mem_and_wire_size`] gives it).
+    pub fn recharge_measured(&mut self, now: usize) {
         if now > self.size {
             if let Some(c) = &self.charge {
                 c.grow(now - self.size);

@@ -444,7 +444,7 @@ impl Record {
 }
 
 /// Heap bytes of a string: none while it is stored inline.
-fn str_heap(s: &Str) -> usize {
+pub(crate) fn str_heap(s: &Str) -> usize {
     if s.is_heap_allocated() {
         s.capacity()
     } else {

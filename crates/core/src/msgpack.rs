@@ -237,6 +237,76 @@ pub fn event_size_memo(r: &Record, headers: MapHeaders, memo: &mut SharedSizeMem
     }
 }
 
+/// [`Record::mem_size`] and [`event_size_memo`] of a record in one walk: an input's emit
+/// needs both (`Mem_Buf_Limit` and the byte metrics), and each walk visits every value.
+pub fn mem_and_event_size(
+    r: &Record,
+    headers: MapHeaders,
+    memo: &mut SharedSizeMemo,
+) -> (usize, usize) {
+    let head = 1 + 1 + 10;
+    let (mut heap, mut body) = (r.body.0.capacity() * std::mem::size_of::<(Str, Value)>(), 0);
+    for (k, v) in r.body.iter() {
+        heap += crate::event::str_heap(k);
+        body += str_size(k);
+        match v {
+            Value::SharedMap(m) => {
+                let p = std::sync::Arc::as_ptr(m);
+                body += match *memo {
+                    Some((q, n)) if std::ptr::eq(p, q) => n,
+                    _ => {
+                        let n = map_size(m);
+                        *memo = Some((p, n));
+                        n
+                    }
+                };
+            }
+            v => {
+                let (h, w) = value_sizes(v);
+                heap += h;
+                body += w;
+            }
+        }
+    }
+    let wire = match headers {
+        MapHeaders::Compact => head + 1 + len_header(r.body.len(), 16) + body,
+        MapHeaders::Dynamic => head + 5 + 5 + body,
+    };
+    (std::mem::size_of::<Record>() + heap, wire)
+}
+
+/// A value's heap bytes ([`Value::heap_size`]) and encoded size ([`value_size`]).
+fn value_sizes(v: &Value) -> (usize, usize) {
+    match v {
+        Value::Str(s) => (crate::event::str_heap(s), str_size(s)),
+        Value::Array(a) => {
+            let (mut h, mut w) = (
+                a.capacity() * std::mem::size_of::<Value>(),
+                len_header(a.len(), 16),
+            );
+            for x in a {
+                let (xh, xw) = value_sizes(x);
+                h += xh;
+                w += xw;
+            }
+            (h, w)
+        }
+        Value::Map(m) => {
+            let (mut h, mut w) = (
+                m.0.capacity() * std::mem::size_of::<(Str, Value)>(),
+                len_header(m.len(), 16),
+            );
+            for (k, x) in m.iter() {
+                let (xh, xw) = value_sizes(x);
+                h += crate::event::str_heap(k) + xh;
+                w += str_size(k) + xw;
+            }
+            (h, w)
+        }
+        v => (v.heap_size(), value_size(v)),
+    }
+}
+
 fn map_size(m: &Map) -> usize {
     len_header(m.len(), 16) + map_body_size(m)
 }
@@ -600,6 +670,40 @@ mod tests {
             let mut out = Vec::new();
             write_record(&mut out, &r);
             assert_eq!(event_size(&r, MapHeaders::Compact), out.len());
+        }
+    }
+
+    /// The one-walk sizes equal the two walks, for every kind of value, nested and shared.
+    #[test]
+    fn mem_and_event_size_match_the_two_walks() {
+        let mut inner = Map::with_capacity(9);
+        inner.insert("k", "v".repeat(40));
+        inner.insert(
+            "a",
+            Value::Array(vec![Value::Int(1), Value::from("x".repeat(30))]),
+        );
+        let shared = std::sync::Arc::new(inner.clone());
+        let mut body = Map::with_capacity(12);
+        body.insert("log", "x".repeat(200));
+        body.insert("short", "x");
+        body.insert("n", Value::Null);
+        body.insert("b", true);
+        body.insert("u", Value::UInt(u64::MAX));
+        body.insert("i", Value::Int(-70_000));
+        body.insert("f", 2.5f64);
+        body.insert("m", Value::Map(inner));
+        body.insert(
+            "kubernetes",
+            Value::SharedMap(std::sync::Arc::clone(&shared)),
+        );
+        let mut memo = None;
+        for b in [Map::new(), body.clone(), body] {
+            let r = Record::new(EventTime::from_parts(1_700_000_000, 5), b);
+            for h in [MapHeaders::Compact, MapHeaders::Dynamic] {
+                let (mem, wire) = mem_and_event_size(&r, h, &mut memo);
+                assert_eq!(mem, r.mem_size());
+                assert_eq!(wire, event_size(&r, h));
+            }
         }
     }
 

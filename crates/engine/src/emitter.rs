@@ -4,7 +4,6 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use logferry_core::chunk::wire_size;
 use logferry_core::chunk::{DeliveryCallback, DeliveryStatus};
 use logferry_core::msgpack::MapHeaders;
 use logferry_core::{Chunk, Delivery, MemCharge, Record, Tag};
@@ -123,7 +122,8 @@ impl Emitter {
             }
             return Ok(());
         }
-        let size: usize = records.iter().map(Record::mem_size).sum();
+        // Both sizes in one walk: the budget's, and the byte metrics' (further down).
+        let (size, wire) = logferry_core::chunk::mem_and_wire_size(&records, self.headers);
         if self.budget.is_full() {
             self.note_paused();
         }
@@ -156,7 +156,6 @@ impl Emitter {
             delivery.on_done(ack);
         }
         PluginMetrics::add(&self.metrics.records, records.len() as u64);
-        let wire = wire_size(&records, self.headers);
         PluginMetrics::add(&self.metrics.bytes, wire as u64);
         PluginMetrics::add(&self.metrics.read_bytes, read_bytes as u64);
         let chunk = Chunk {

@@ -16,7 +16,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use logferry_core::chunk::wire_size;
+use logferry_core::chunk::mem_and_wire_size;
 use logferry_core::{Chunk, DeliveryStatus, Held, MemCharge, Record, Tag};
 use tokio::sync::mpsc;
 
@@ -144,13 +144,14 @@ struct Router<'a> {
 }
 
 /// Runs one filter or processor on a chunk (with the delivery machinery for filters that hold
-/// records) and counts what it did.
+/// records) and counts what it did. Returns the records' `Mem_Buf_Limit` size after it,
+/// measured in the same walk as the byte metrics' size, for [`Chunk::recharge_measured`].
 async fn run_unit(
     f: &mut FilterInstance,
     chunk: &mut Chunk,
     store: Option<&Arc<InputStore>>,
     seq: u64,
-) {
+) -> usize {
     let before = chunk.records.len() as u64;
     let before_bytes = chunk.wire_size;
     let carried = {
@@ -162,7 +163,7 @@ async fn run_unit(
     };
     chunk.carry(carried.into_iter().map(|h| h.held).collect());
     let after = chunk.records.len() as u64;
-    let after_bytes = wire_size(&chunk.records, chunk.headers);
+    let (mem_now, after_bytes) = mem_and_wire_size(&chunk.records, chunk.headers);
     chunk.wire_size = after_bytes;
     // As Fluent Bit counts: a filter that changed nothing (FLB_FILTER_NOTOUCH) adds no bytes;
     // one that did adds the size of what it put out, and what it dropped.
@@ -176,6 +177,7 @@ async fn run_unit(
         }
     }
     crate::processors::count(&f.metrics, before, after);
+    mem_now
 }
 
 impl Router<'_> {
@@ -236,13 +238,17 @@ impl Router<'_> {
                 if j < stage.processors.len() {
                     self.seq += 1;
                     let seq = self.seq;
+                    let mut measured = None;
                     for p in stage.processors.iter_mut().skip(j) {
                         if chunk.records.is_empty() {
                             break;
                         }
-                        run_unit(p, &mut chunk, store.as_ref(), seq).await;
+                        measured = Some(run_unit(p, &mut chunk, store.as_ref(), seq).await);
                     }
-                    chunk.recharge();
+                    match measured {
+                        Some(now) => chunk.recharge_measured(now),
+                        None => chunk.recharge(),
+                    }
                 }
                 let Some(routes) = &stage.routes else {
                     return self.filter_and_send(chunk, store, 0, Targets::Tag).await;
@@ -317,7 +323,8 @@ impl Router<'_> {
     ) {
         self.seq += 1;
         let seq = self.seq;
-        let mut filtered = false;
+        // The size the last filter's run measured: nothing changes the records after it.
+        let mut measured = None;
         for f in self.filters.iter_mut().skip(first) {
             if chunk.records.is_empty() {
                 break;
@@ -325,11 +332,10 @@ impl Router<'_> {
             if !f.matcher.as_ref().is_some_and(|m| m.matches(&chunk.tag)) {
                 continue;
             }
-            filtered = true;
-            run_unit(f, &mut chunk, store.as_ref(), seq).await;
+            measured = Some(run_unit(f, &mut chunk, store.as_ref(), seq).await);
         }
-        if filtered {
-            chunk.recharge();
+        if let Some(now) = measured {
+            chunk.recharge_measured(now);
         }
         let targets = if chunk.records.is_empty() {
             Vec::new()
