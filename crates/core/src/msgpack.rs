@@ -193,12 +193,7 @@ pub enum MapHeaders {
 /// in `fluentbit_input_bytes_total`, `fluentbit_output_proc_bytes_total` and the routing and
 /// filter byte counters. Walks the record once and allocates nothing.
 pub fn event_size(r: &Record, headers: MapHeaders) -> usize {
-    // [[time, {}], body]: two fixarray headers, fixext8 time (10 bytes), an empty metadata map.
-    let head = 1 + 1 + 10;
-    match headers {
-        MapHeaders::Compact => head + 1 + map_size(&r.body),
-        MapHeaders::Dynamic => head + 5 + 5 + map_body_size(&r.body),
-    }
+    event_wrapping(headers, r.body.len()) + map_body_size(&r.body)
 }
 
 /// The last shared map sized, by address: records of one pod share their `kubernetes` map
@@ -209,31 +204,40 @@ pub type SharedSizeMemo = Option<(*const Map, usize)>;
 /// [`event_size`] for a run of records, sizing each top-level shared map once while the same
 /// one repeats (the filters' and routes' byte counters size every chunk they touch).
 pub fn event_size_memo(r: &Record, headers: MapHeaders, memo: &mut SharedSizeMemo) -> usize {
-    let head = 1 + 1 + 10;
     let body: usize = r
         .body
         .iter()
         .map(|(k, v)| {
             str_size(k)
                 + match v {
-                    Value::SharedMap(m) => {
-                        let p = std::sync::Arc::as_ptr(m);
-                        match *memo {
-                            Some((q, n)) if std::ptr::eq(p, q) => n,
-                            _ => {
-                                let n = map_size(m);
-                                *memo = Some((p, n));
-                                n
-                            }
-                        }
-                    }
+                    Value::SharedMap(m) => shared_map_size(m, memo),
                     v => value_size(v),
                 }
         })
         .sum();
+    event_wrapping(headers, r.body.len()) + body
+}
+
+/// A top-level shared map's encoded size, from `memo` while the same map repeats.
+fn shared_map_size(m: &std::sync::Arc<Map>, memo: &mut SharedSizeMemo) -> usize {
+    let p = std::sync::Arc::as_ptr(m);
+    match *memo {
+        Some((q, n)) if std::ptr::eq(p, q) => n,
+        _ => {
+            let n = map_size(m);
+            *memo = Some((p, n));
+            n
+        }
+    }
+}
+
+/// The bytes of an event around its body's pairs: `[[time, {}], body]` (two fixarray headers,
+/// fixext8 time of 10 bytes, an empty metadata map) and the body map's header for `pairs`.
+fn event_wrapping(headers: MapHeaders, pairs: usize) -> usize {
+    let head = 1 + 1 + 10;
     match headers {
-        MapHeaders::Compact => head + 1 + len_header(r.body.len(), 16) + body,
-        MapHeaders::Dynamic => head + 5 + 5 + body,
+        MapHeaders::Compact => head + 1 + len_header(pairs, 16),
+        MapHeaders::Dynamic => head + 5 + 5,
     }
 }
 
@@ -244,23 +248,12 @@ pub fn mem_and_event_size(
     headers: MapHeaders,
     memo: &mut SharedSizeMemo,
 ) -> (usize, usize) {
-    let head = 1 + 1 + 10;
     let (mut heap, mut body) = (r.body.0.capacity() * std::mem::size_of::<(Str, Value)>(), 0);
     for (k, v) in r.body.iter() {
         heap += crate::event::str_heap(k);
         body += str_size(k);
         match v {
-            Value::SharedMap(m) => {
-                let p = std::sync::Arc::as_ptr(m);
-                body += match *memo {
-                    Some((q, n)) if std::ptr::eq(p, q) => n,
-                    _ => {
-                        let n = map_size(m);
-                        *memo = Some((p, n));
-                        n
-                    }
-                };
-            }
+            Value::SharedMap(m) => body += shared_map_size(m, memo),
             v => {
                 let (h, w) = value_sizes(v);
                 heap += h;
@@ -268,10 +261,7 @@ pub fn mem_and_event_size(
             }
         }
     }
-    let wire = match headers {
-        MapHeaders::Compact => head + 1 + len_header(r.body.len(), 16) + body,
-        MapHeaders::Dynamic => head + 5 + 5 + body,
-    };
+    let wire = event_wrapping(headers, r.body.len()) + body;
     (std::mem::size_of::<Record>() + heap, wire)
 }
 
