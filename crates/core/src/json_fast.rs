@@ -211,25 +211,14 @@ impl<'a> Reader<'a> {
         let int_start = i;
         match b.get(i)? {
             b'0' => i += 1,
-            b'1'..=b'9' => {
-                while b.get(i).is_some_and(u8::is_ascii_digit) {
-                    i += 1;
-                }
-            }
+            b'1'..=b'9' => i = digits(b, i)?,
             _ => return None,
         }
         let int_end = i;
         let mut float = false;
         if b.get(i) == Some(&b'.') {
             float = true;
-            i += 1;
-            let d = i;
-            while b.get(i).is_some_and(u8::is_ascii_digit) {
-                i += 1;
-            }
-            if i == d {
-                return None;
-            }
+            i = digits(b, i + 1)?;
         }
         if matches!(b.get(i), Some(b'e' | b'E')) {
             float = true;
@@ -237,13 +226,7 @@ impl<'a> Reader<'a> {
             if matches!(b.get(i), Some(b'+' | b'-')) {
                 i += 1;
             }
-            let d = i;
-            while b.get(i).is_some_and(u8::is_ascii_digit) {
-                i += 1;
-            }
-            if i == d {
-                return None;
-            }
+            i = digits(b, i)?;
         }
         self.i = i;
         let text = &self.s[start..i];
@@ -260,6 +243,15 @@ impl<'a> Reader<'a> {
         }
         Some(Value::Int(if neg { -n } else { n }))
     }
+}
+
+/// The end of the run of ASCII digits at `i`; `None` when there is none.
+fn digits(b: &[u8], mut i: usize) -> Option<usize> {
+    let start = i;
+    while b.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    (i > start).then_some(i)
 }
 
 #[cfg(test)]
