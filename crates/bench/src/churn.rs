@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::{pod_json, proc_status, rss_mb, status_mb, Args, Kube};
+use crate::{file_output, pod_json, proc_status, rss_mb, status_mb, tag_prefix, Args, Kube};
 
 /// How long one wave's lines may take to come out.
 const WAVE_WAIT: Duration = Duration::from_secs(120);
@@ -162,23 +162,11 @@ pub(crate) fn churn(
     let per_wave = args.churn_pods.div_ceil(waves).max(1);
     let total_pods = per_wave * waves;
     let lines_per_pod = args.churn_lines.max(1);
-    let prefix = format!(
-        "kube.{}.",
-        logs.display()
-            .to_string()
-            .trim_start_matches('/')
-            .replace('/', ".")
+    let filter = kube.filter_in(
+        &tag_prefix(&logs),
+        "    K8S-Logging.Parser On\n    K8S-Logging.Exclude On\n",
+        &file_output(&out_dir, "churn.out"),
     );
-    let output = format!(
-        "[OUTPUT]\n    Name file\n    Match *\n    Path {}\n    File churn.out\n    Format template\n    Template {{log}}\n",
-        out_dir.display()
-    );
-    let filter = kube
-        .filter_to(
-            "    K8S-Logging.Parser On\n    K8S-Logging.Exclude On\n",
-            &output,
-        )
-        .replace(&kube.prefix, &prefix);
     let port = free_port()?;
     // The seed's tail, with Refresh_Interval 1 instead of 10 (time is compressed).
     let conf = format!(

@@ -363,17 +363,9 @@ impl Kube {
             .enable_all()
             .build()?;
         let server = rt.block_on(logferry_kubernetes::testing::KubeApiServer::start(dir));
-        let prefix = format!(
-            "kube.{}.",
-            containers
-                .display()
-                .to_string()
-                .trim_start_matches('/')
-                .replace('/', ".")
-        );
         Ok(Kube {
             server,
-            prefix,
+            prefix: tag_prefix(containers),
             _rt: rt,
         })
     }
@@ -386,14 +378,39 @@ impl Kube {
 
     /// [`Kube::filter`] followed by `output`.
     fn filter_to(&self, extra: &str, output: &str) -> String {
+        self.filter_in(&self.prefix, extra, output)
+    }
+
+    /// [`Kube::filter_to`] for container log files elsewhere: `prefix` is their
+    /// [`tag_prefix`].
+    fn filter_in(&self, prefix: &str, extra: &str, output: &str) -> String {
         format!(
             "[FILTER]\n    Name kubernetes\n    Match kube.*\n    Kube_URL {}\n    Kube_CA_File {}\n    Kube_Token_File {}\n    Kube_Tag_Prefix {}\n    Merge_Log On\n    Merge_Log_Key data\n{extra}\n{output}",
             self.server.url(),
             self.server.ca_file.display(),
             self.server.token_file.display(),
-            self.prefix
+            prefix
         )
     }
+}
+
+/// The prefix `Tag kube.*` gives files in `dir` (what `Kube_Tag_Prefix` strips).
+fn tag_prefix(dir: &Path) -> String {
+    format!(
+        "kube.{}.",
+        dir.display()
+            .to_string()
+            .trim_start_matches('/')
+            .replace('/', ".")
+    )
+}
+
+/// A `file` output writing each record's `log` alone, one per line, to `dir/file`.
+fn file_output(dir: &Path, file: &str) -> String {
+    format!(
+        "[OUTPUT]\n    Name file\n    Match *\n    Path {}\n    File {file}\n    Format template\n    Template {{log}}\n",
+        dir.display()
+    )
 }
 
 /// A Pod in the shape of the seed's pod.json, for the container log file
@@ -1146,18 +1163,7 @@ fn busy_node(logferry: &Path, dir: &Path, kube: &Kube, args: &Args) -> Result<St
             logs.join(format!("{pod}_busy_app-{hex}.log"))
         })
         .collect();
-    let prefix = format!(
-        "kube.{}.",
-        logs.display()
-            .to_string()
-            .trim_start_matches('/')
-            .replace('/', ".")
-    );
-    let output = format!(
-        "[OUTPUT]\n    Name file\n    Match *\n    Path {}\n    File p6.out\n    Format template\n    Template {{log}}\n",
-        out_dir.display()
-    );
-    let filter = kube.filter_to("", &output).replace(&kube.prefix, &prefix);
+    let filter = kube.filter_in(&tag_prefix(&logs), "", &file_output(&out_dir, "p6.out"));
     let conf = format!(
         "[SERVICE]\n    Flush 1\n    Grace 5\n    Log_Level info\n\n[INPUT]\n    Name tail\n    Tag kube.*\n    Path {}/*.log\n    DB {}/p6.db\n    Parser docker\n    Docker_Mode On\n    Mem_Buf_Limit {}\n    Refresh_Interval 1\n    Read_from_Head On\n    Buffer_Max_Size 64k\n\n{filter}",
         logs.display(),
