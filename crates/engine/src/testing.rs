@@ -136,8 +136,8 @@ pub struct Switch {
 }
 
 static SWITCHES: Mutex<Vec<(String, Arc<Switch>)>> = Mutex::new(Vec::new());
-static ATTEMPTS: Mutex<Vec<(String, Arc<AtomicUsize>)>> = Mutex::new(Vec::new());
-static CHUNKS: Mutex<Vec<(String, Arc<AtomicUsize>)>> = Mutex::new(Vec::new());
+static ATTEMPTS: Counters = Mutex::new(Vec::new());
+static CHUNKS: Counters = Mutex::new(Vec::new());
 
 /// The outage switch named `name`: while on, a `collect` output built with `outage <name>`
 /// fails every flush with `Retry`, as a destination that is down.
@@ -153,7 +153,21 @@ pub fn outage(name: &str) -> Arc<Switch> {
 
 /// Flushes (attempts) the `collect` output with sink `name` was asked to make.
 pub fn attempts(name: &str) -> usize {
-    ATTEMPTS
+    count(&ATTEMPTS, name)
+}
+
+/// Chunks in the batches the `collect` output with sink `name` delivered: how finely an
+/// input cut what it read.
+pub fn chunks(name: &str) -> usize {
+    count(&CHUNKS, name)
+}
+
+/// Per-sink counters of the `collect` output ([`attempts`], [`chunks`]).
+type Counters = Mutex<Vec<(String, Arc<AtomicUsize>)>>;
+
+/// The counter of sink `name` in `table` (0 before its output is built).
+fn count(table: &Counters, name: &str) -> usize {
+    table
         .lock()
         .unwrap()
         .iter()
@@ -161,15 +175,14 @@ pub fn attempts(name: &str) -> usize {
         .map_or(0, |(_, a)| a.load(Ordering::SeqCst))
 }
 
-/// Chunks in the batches the `collect` output with sink `name` delivered: how finely an
-/// input cut what it read.
-pub fn chunks(name: &str) -> usize {
-    CHUNKS
+/// A new counter for sink `name` in `table`.
+fn counter(table: &Counters, name: &str) -> Arc<AtomicUsize> {
+    let c: Arc<AtomicUsize> = Arc::default();
+    table
         .lock()
         .unwrap()
-        .iter()
-        .find(|(n, _)| n == name)
-        .map_or(0, |(_, a)| a.load(Ordering::SeqCst))
+        .push((name.to_string(), Arc::clone(&c)));
+    c
 }
 
 /// Records received by a collect output.
@@ -245,16 +258,8 @@ fn build_collect(
         GATES.lock().unwrap().push((g, Arc::clone(&sem)));
         sem
     });
-    let attempts: Arc<AtomicUsize> = Arc::default();
-    ATTEMPTS
-        .lock()
-        .unwrap()
-        .push((name.clone(), Arc::clone(&attempts)));
-    let chunks: Arc<AtomicUsize> = Arc::default();
-    CHUNKS
-        .lock()
-        .unwrap()
-        .push((name.clone(), Arc::clone(&chunks)));
+    let attempts = counter(&ATTEMPTS, &name);
+    let chunks = counter(&CHUNKS, &name);
     Ok(Arc::new(CollectOutput {
         chunks,
         reject_every: entry_value(e, "reject_every").map(|v| v.parse().unwrap()),
