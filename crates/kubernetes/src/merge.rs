@@ -28,7 +28,10 @@ pub struct MergeOptions {
 
 /// Appends `k` at the end, dropping an earlier occurrence (what Fluent Bit's JSON shows).
 fn append(m: &mut Map, k: Str, v: Value) {
-    m.remove(&k);
+    // Usually absent: a scan, and `retain`'s pass over every pair only when it is there.
+    if m.0.iter().any(|(key, _)| *key == k) {
+        m.0.retain(|(key, _)| *key != k);
+    }
     m.0.push((k, v));
 }
 
@@ -183,7 +186,9 @@ pub fn merge_log(
     if !o.keep_log {
         rec.body.0.remove(at);
     }
-    fields.remove(drop_key);
+    if fields.0.iter().any(|(k, _)| k == drop_key) {
+        fields.0.retain(|(k, _)| k != drop_key);
+    }
     if trim {
         for (_, v) in fields.0.iter_mut() {
             if let Value::Str(s) = v {
