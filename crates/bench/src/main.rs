@@ -90,6 +90,9 @@ struct Args {
     /// P6: run logferry under `taskset -c CPUS` (e.g. `0` for one core).
     #[arg(long)]
     cpus: Option<String>,
+    /// P6: `[SERVICE] logferry.filter_workers` (default: unset, one filter task per core).
+    #[arg(long)]
+    p6_filter_workers: Option<usize>,
     /// Seconds the `idle` pipeline waits before reading the agent's RSS.
     #[arg(long, default_value_t = 10)]
     idle_secs: u64,
@@ -1164,8 +1167,11 @@ fn busy_node(logferry: &Path, dir: &Path, kube: &Kube, args: &Args) -> Result<St
         })
         .collect();
     let filter = kube.filter_in(&tag_prefix(&logs), "", &file_output(&out_dir, "p6.out"));
+    let workers = args.p6_filter_workers.map_or(String::new(), |n| {
+        format!("    logferry.filter_workers {n}\n")
+    });
     let conf = format!(
-        "[SERVICE]\n    Flush 1\n    Grace 5\n    Log_Level info\n\n[INPUT]\n    Name tail\n    Tag kube.*\n    Path {}/*.log\n    DB {}/p6.db\n    Parser docker\n    Docker_Mode On\n    Mem_Buf_Limit {}\n    Refresh_Interval 1\n    Read_from_Head On\n    Buffer_Max_Size 64k\n\n{filter}",
+        "[SERVICE]\n    Flush 1\n    Grace 5\n    Log_Level info\n{workers}\n[INPUT]\n    Name tail\n    Tag kube.*\n    Path {}/*.log\n    DB {}/p6.db\n    Parser docker\n    Docker_Mode On\n    Mem_Buf_Limit {}\n    Refresh_Interval 1\n    Read_from_Head On\n    Buffer_Max_Size 64k\n\n{filter}",
         logs.display(),
         dir.display(),
         args.p6_mem_buf_limit,
@@ -1354,10 +1360,12 @@ fn busy_node(logferry: &Path, dir: &Path, kube: &Kube, args: &Args) -> Result<St
     let _ = std::fs::remove_dir_all(&logs);
     let _ = std::fs::remove_dir_all(&out_dir);
     Ok(format!(
-        "P6 busy node{} (Mem_Buf_Limit {}, {}): {} files, {burst} lines written in {burst_written:.1} s then {steady} at {}/s; \
+        "P6 busy node{}{} (Mem_Buf_Limit {}, {}): {} files, {burst} lines written in {burst_written:.1} s then {steady} at {}/s; \
          all out after {elapsed:.1} s; CPU {cpu:.2} s ({:.2} s per million lines); peak RSS {hwm:.1} MB \
          (idle {idle:.1} MB, {:.0} KB per file over idle); lag write→output p50 {} ms, p99 {} ms, max {} ms",
         args.cpus.as_ref().map_or(String::new(), |c| format!(" (taskset -c {c})")),
+        args.p6_filter_workers
+            .map_or(String::new(), |n| format!(" (logferry.filter_workers {n})")),
         args.p6_mem_buf_limit,
         if args.p6_no_watch {
             "one GET per pod"

@@ -158,6 +158,11 @@ options! {
         /// Bit does (`[2026/11/29 14:25:33.120] [ info] [input:tail:tail.0] message`), `json`
         /// one JSON object per line (time, level, component, message, fields).
         pub log_format: String = ["logferry.log_format"] Some("fluent-bit"),
+        /// logferry only: how many tasks the filter stage runs on, each taking the chunks of
+        /// its own tags (default: one per core, at most 8; `1`: one task). Applies when every
+        /// filter keeps per-tag state only (not `throttle`, `lua`, `rewrite_tag`, `aws`) and no
+        /// input has processors or routes; a warning says when it cannot.
+        pub filter_workers: Option<u64> = ["logferry.filter_workers"] None,
         /// Parsers file(s) to load; relative to the main config file.
         pub parsers_file: Vec<String> = ["Parsers_File"] None,
         /// External plugins file (accepted; logferry has no external plugins).

@@ -92,6 +92,15 @@ pub trait Filter: Send + 'static {
     fn flush_due(&mut self, _all: bool) -> Vec<Released> {
         Vec::new()
     }
+
+    /// Another instance of this filter for another shard of the filter stage (see
+    /// [`crate::router`]): the router sends every chunk of one tag through the same shard, so a
+    /// filter may fork when what it keeps between chunks is per tag, or shared between its
+    /// instances. `None` (the default) for a filter whose state spans tags (a rate limit, a Lua
+    /// script's globals, re-tagged records): then the whole filter stage runs on one task.
+    fn fork(&self) -> Option<Box<dyn Filter>> {
+        None
+    }
 }
 
 /// Records a filter held back and lets go of now, with the delivery shares of the chunks they

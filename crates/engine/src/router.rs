@@ -96,7 +96,144 @@ struct Gathered {
     born: Option<std::time::Instant>,
 }
 
+/// Chunks queued for one shard of the filter stage.
+const SHARD_QUEUE: usize = 2;
+
+/// How many shards the filter stage runs on (`[SERVICE] logferry.filter_workers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Shards {
+    pub want: usize,
+    /// Set in the configuration (a warning when it cannot apply), not the default.
+    pub explicit: bool,
+}
+
+/// Runs the filter stage: on one task, or on [`Shards::want`] tasks ("shards") when every
+/// filter can [`crate::plugin::Filter::fork`] and no input has processors or routes. A
+/// dispatcher sends every chunk of one tag to the same shard, so each tag's records keep their
+/// order and each filter's per-tag state lives in one instance; chunks of different tags may
+/// pass each other (Fluent Bit keeps no order between tags either: each tag is its own chunk
+/// and flush).
 pub(crate) async fn router_task(
+    rx: mpsc::Receiver<Inbound>,
+    inputs: Vec<InputStage>,
+    filters: Vec<FilterInstance>,
+    routes: Vec<Route>,
+    shards: Shards,
+) {
+    if shards.want <= 1 {
+        return shard_task(rx, inputs, filters, routes).await;
+    }
+    let forks = match fork_stage(&inputs, &filters, shards.want - 1) {
+        Ok(forks) => forks,
+        Err(why) => {
+            if shards.explicit {
+                tracing::warn!(
+                    "logferry.filter_workers {} is not applied: {why}; the filters run on one task",
+                    shards.want
+                );
+            } else {
+                tracing::debug!("the filters run on one task: {why}");
+            }
+            return shard_task(rx, inputs, filters, routes).await;
+        }
+    };
+    tracing::info!(
+        "the filters run on {} tasks, each taking the chunks of its own tags",
+        forks.len() + 1
+    );
+    dispatch(rx, inputs.len(), filters, forks, routes).await;
+}
+
+/// `n` more instances of the filters, or why the stage cannot be sharded.
+fn fork_stage(
+    inputs: &[InputStage],
+    filters: &[FilterInstance],
+    n: usize,
+) -> Result<Vec<Vec<FilterInstance>>, String> {
+    if inputs
+        .iter()
+        .any(|i| !i.processors.is_empty() || i.routes.is_some())
+    {
+        return Err("an input has processors or routes".into());
+    }
+    let mut sets = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut set = Vec::with_capacity(filters.len());
+        for f in filters {
+            if f.condition.is_some() {
+                return Err(format!("filter {} has a condition", f.name));
+            }
+            let Some(plugin) = f.plugin.fork() else {
+                return Err(format!("filter {} keeps state across tags", f.name));
+            };
+            set.push(FilterInstance {
+                name: f.name.clone(),
+                matcher: f.matcher.clone(),
+                condition: None,
+                plugin,
+                metrics: Arc::clone(&f.metrics),
+            });
+        }
+        sets.push(set);
+    }
+    Ok(sets)
+}
+
+/// FNV-1a of the tag: which shard its chunks go to.
+fn shard_of(tag: &str, n: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in tag.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % n as u64) as usize
+}
+
+/// Runs one shard per filter set and hands each chunk to its tag's shard; returns once every
+/// shard has drained.
+async fn dispatch(
+    mut rx: mpsc::Receiver<Inbound>,
+    inputs: usize,
+    filters: Vec<FilterInstance>,
+    forks: Vec<Vec<FilterInstance>>,
+    routes: Vec<Route>,
+) {
+    let mut txs = Vec::with_capacity(forks.len() + 1);
+    let mut shards = Vec::with_capacity(forks.len() + 1);
+    for set in std::iter::once(filters).chain(forks) {
+        let (tx, shard_rx) = mpsc::channel(SHARD_QUEUE);
+        let stages = (0..inputs)
+            .map(|_| InputStage {
+                processors: Vec::new(),
+                routes: None,
+            })
+            .collect();
+        shards.push(tokio::spawn(shard_task(
+            shard_rx,
+            stages,
+            set,
+            routes.clone(),
+        )));
+        txs.push(tx);
+    }
+    drop(routes);
+    while let Some(inbound) = rx.recv().await {
+        let k = shard_of(&inbound.chunk.tag, txs.len());
+        if txs[k].send(inbound).await.is_err() {
+            tracing::error!("a filter shard stopped; the router stops");
+            break;
+        }
+    }
+    drop(txs);
+    for shard in shards {
+        if let Err(e) = shard.await {
+            tracing::error!(error = %e, "a filter shard failed");
+        }
+    }
+}
+
+/// One task of the filter stage: every chunk it is given goes through the processors, routes
+/// and filters, then to the outputs.
+async fn shard_task(
     mut rx: mpsc::Receiver<Inbound>,
     mut inputs: Vec<InputStage>,
     mut filters: Vec<FilterInstance>,
@@ -550,5 +687,91 @@ impl MemCharge for UpGuard {
 
     fn pressing(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::Filter;
+    use async_trait::async_trait;
+
+    struct Keeps;
+    #[async_trait]
+    impl Filter for Keeps {
+        async fn filter(&mut self, _: &str, _: &mut Vec<Record>) {}
+    }
+
+    struct Forks;
+    #[async_trait]
+    impl Filter for Forks {
+        async fn filter(&mut self, _: &str, _: &mut Vec<Record>) {}
+        fn fork(&self) -> Option<Box<dyn Filter>> {
+            Some(Box::new(Forks))
+        }
+    }
+
+    fn instance(name: &str, plugin: Box<dyn Filter>) -> FilterInstance {
+        FilterInstance {
+            name: name.into(),
+            matcher: None,
+            condition: None,
+            plugin,
+            metrics: PluginMetrics::new(name),
+        }
+    }
+
+    fn plain_input() -> InputStage {
+        InputStage {
+            processors: Vec::new(),
+            routes: None,
+        }
+    }
+
+    #[test]
+    fn the_stage_forks_only_when_every_filter_does_and_no_input_has_processors() {
+        let filters = vec![
+            instance("a.0", Box::new(Forks)),
+            instance("b.0", Box::new(Forks)),
+        ];
+        let sets = fork_stage(&[plain_input()], &filters, 3).unwrap();
+        assert_eq!(sets.len(), 3);
+        assert!(sets.iter().all(|s| s.len() == 2 && s[1].name == "b.0"));
+        // The forks count into the same metrics.
+        assert!(Arc::ptr_eq(&sets[2][0].metrics, &filters[0].metrics));
+
+        let filters = vec![
+            instance("a.0", Box::new(Forks)),
+            instance("throttle.0", Box::new(Keeps)),
+        ];
+        let why = fork_stage(&[plain_input()], &filters, 1).err().unwrap();
+        assert!(why.contains("throttle.0"), "{why}");
+
+        let with_processor = InputStage {
+            processors: vec![instance("p.0", Box::new(Forks))],
+            routes: None,
+        };
+        let filters = vec![instance("a.0", Box::new(Forks))];
+        assert!(fork_stage(&[plain_input(), with_processor], &filters, 1).is_err());
+    }
+
+    /// The container log files of a node spread over the shards: each gets between half and
+    /// one and a half times its share.
+    #[test]
+    fn container_tags_spread_over_the_shards() {
+        let tags: Vec<String> = (0..500)
+            .map(|i| format!("kube.var.log.containers.pod-{i}_default_app-{i:064x}.log"))
+            .collect();
+        for n in [2, 3, 4, 8, 16] {
+            let mut count = vec![0usize; n];
+            for t in &tags {
+                count[shard_of(t, n)] += 1;
+            }
+            let share = tags.len() / n;
+            assert!(
+                count.iter().all(|&c| c * 2 >= share && c * 2 <= share * 3),
+                "{n} shards: {count:?}"
+            );
+        }
     }
 }

@@ -24,7 +24,7 @@ use crate::emitter::Emitter;
 use crate::output::{output_task, Backoff, Routed, Shared};
 use crate::pipeline::Pipeline;
 use crate::plugin::{InputContext, InputExit};
-use crate::router::{router_task, Inbound, InputStage, InputStore, Route};
+use crate::router::{router_task, Inbound, InputStage, InputStore, Route, Shards};
 use crate::storage::InputGauges;
 
 pub use crate::output::{FLUSH_AT_BYTES, MAX_RETRYING, PROBE_EVERY};
@@ -34,6 +34,18 @@ pub use crate::output::{FLUSH_AT_BYTES, MAX_RETRYING, PROBE_EVERY};
 /// growth in the filters (metadata, merged logs) is only charged to `Mem_Buf_Limit` once the
 /// router has filtered it.
 const ROUTER_QUEUE: usize = 2;
+
+/// Shards of the filter stage by default: one per core the agent may use (its CPU affinity and
+/// cgroup quota count), at most [`MAX_DEFAULT_FILTER_WORKERS`].
+fn default_filter_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_DEFAULT_FILTER_WORKERS)
+}
+
+/// Beyond this, more shards by default would mostly add idle tasks: set
+/// `logferry.filter_workers` for more.
+const MAX_DEFAULT_FILTER_WORKERS: usize = 8;
 
 /// Why the pipeline stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,7 +127,13 @@ impl Pipeline {
                 routes: i.routes.take(),
             })
             .collect();
-        let router = tokio::spawn(router_task(router_rx, stages, filters, routes));
+        let shards = Shards {
+            want: service
+                .filter_workers
+                .map_or_else(default_filter_workers, |n| n as usize),
+            explicit: service.filter_workers.is_some(),
+        };
+        let router = tokio::spawn(router_task(router_rx, stages, filters, routes, shards));
 
         // Inputs.
         let input_stop = CancellationToken::new();

@@ -64,10 +64,69 @@ static PARTIAL: OutputPlugin = OutputPlugin {
     build: build_partial,
 };
 
+/// Stamps each record with its instance's number (`shard`) and whether this instance saw the
+/// record's tag in order (`in_order`: `n` is one more than the last `n` it saw under the tag).
+/// It forks, so the router may run it on several shards.
+struct StampFilter {
+    id: i64,
+    last: std::collections::HashMap<String, i64>,
+}
+
+static STAMPS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+impl StampFilter {
+    fn new() -> Self {
+        StampFilter {
+            id: STAMPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            last: Default::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl logferry_engine::Filter for StampFilter {
+    async fn filter(&mut self, tag: &str, records: &mut Vec<logferry_core::Record>) {
+        // Let other shards run in between.
+        tokio::task::yield_now().await;
+        for r in records.iter_mut() {
+            let n = match r.body.get("n") {
+                Some(Value::Int(n)) => *n,
+                _ => -2,
+            };
+            let last = self.last.entry(tag.to_string()).or_insert(-1);
+            let in_order = n == *last + 1;
+            *last = n;
+            r.body.insert("shard", self.id);
+            r.body.insert("in_order", in_order);
+        }
+    }
+
+    fn fork(&self) -> Option<Box<dyn logferry_engine::Filter>> {
+        Some(Box::new(StampFilter::new()))
+    }
+}
+
+fn build_stamp(
+    _: &BuildContext,
+    _: &Section,
+    _: &[&Entry],
+) -> Result<Box<dyn logferry_engine::Filter>, ConfigError> {
+    Ok(Box::new(StampFilter::new()))
+}
+
+static STAMP: logferry_engine::FilterPlugin = logferry_engine::FilterPlugin {
+    name: "stamp",
+    aliases: &[],
+    description: "test filter that forks",
+    options: &[],
+    default_workers: 1,
+    build: build_stamp,
+};
+
 fn registry() -> Registry {
     Registry {
         inputs: vec![&SEQ],
-        filters: vec![&MARK],
+        filters: vec![&MARK, &STAMP],
         outputs: vec![&COLLECT, &PARTIAL],
         planned: &[("input", "tail")],
     }
@@ -189,6 +248,116 @@ async fn routes_by_match_and_regex_and_applies_filters_in_order() {
     // Every chunk was delivered to every output that matched it.
     let outcomes = outcomes_for("app.web:");
     assert_eq!(outcomes, vec![DeliveryStatus::Delivered; 3]);
+}
+
+/// With `logferry.filter_workers 4` and a filter that forks, the filter stage runs on four
+/// instances: every record arrives, each tag's records go through one instance and arrive in
+/// order, and the tags are spread over more than one instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_filter_stage_shards_by_tag_and_keeps_each_tags_order() {
+    const TAGS: usize = 8;
+    const PER_TAG: i64 = 300;
+    let mut sections = vec![section(
+        SectionKind::Service,
+        &[FAST, ("logferry.filter_workers", "4")],
+    )];
+    for t in 0..TAGS {
+        let tag = format!("shard.t{t}");
+        sections.push(section(
+            SectionKind::Input,
+            &[
+                ("Name", "seq"),
+                ("Tag", &tag),
+                ("count", &PER_TAG.to_string()),
+                ("per_chunk", "7"),
+            ],
+        ));
+    }
+    sections.push(section(
+        SectionKind::Filter,
+        &[("Name", "stamp"), ("Match", "shard.*")],
+    ));
+    sections.push(section(
+        SectionKind::Output,
+        &[
+            ("Name", "collect"),
+            ("Match", "shard.*"),
+            ("sink", "sharded"),
+        ],
+    ));
+    let p = Pipeline::build(config(sections), &registry()).unwrap();
+    assert_eq!(run_until_done(p).await, StopReason::InputsDone);
+
+    let got = sink("sharded").lock().unwrap().clone();
+    assert_eq!(got.len(), TAGS * PER_TAG as usize, "every record arrived");
+    let mut shards_used = std::collections::BTreeSet::new();
+    for t in 0..TAGS {
+        let tag = format!("shard.t{t}");
+        let mine: Vec<_> = got.iter().filter(|(tg, _)| *tg == tag).collect();
+        let ns: Vec<i64> = mine
+            .iter()
+            .map(|(_, r)| match r.body.get("n") {
+                Some(Value::Int(n)) => *n,
+                _ => -1,
+            })
+            .collect();
+        assert_eq!(ns, (0..PER_TAG).collect::<Vec<_>>(), "{tag}: in order");
+        let shards: std::collections::BTreeSet<String> = mine
+            .iter()
+            .map(|(_, r)| format!("{:?}", r.body.get("shard")))
+            .collect();
+        assert_eq!(
+            shards.len(),
+            1,
+            "{tag} went through one instance: {shards:?}"
+        );
+        shards_used.extend(shards);
+        assert!(
+            mine.iter()
+                .all(|(_, r)| r.body.get("in_order") == Some(&Value::Bool(true))),
+            "{tag}: its instance saw every record of the tag, in order"
+        );
+    }
+    assert!(
+        shards_used.len() > 1,
+        "the tags were spread over instances: {shards_used:?}"
+    );
+}
+
+/// `logferry.filter_workers 1` keeps the stage on one task: one instance sees every tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_filter_worker_runs_one_instance() {
+    let mut sections = vec![section(
+        SectionKind::Service,
+        &[FAST, ("logferry.filter_workers", "1")],
+    )];
+    for t in 0..4 {
+        sections.push(section(
+            SectionKind::Input,
+            &[
+                ("Name", "seq"),
+                ("Tag", &format!("one.t{t}")),
+                ("count", "20"),
+            ],
+        ));
+    }
+    sections.push(section(
+        SectionKind::Filter,
+        &[("Name", "stamp"), ("Match", "one.*")],
+    ));
+    sections.push(section(
+        SectionKind::Output,
+        &[("Name", "collect"), ("Match", "one.*"), ("sink", "one")],
+    ));
+    let p = Pipeline::build(config(sections), &registry()).unwrap();
+    assert_eq!(run_until_done(p).await, StopReason::InputsDone);
+    let got = sink("one").lock().unwrap().clone();
+    assert_eq!(got.len(), 80);
+    let shards: std::collections::BTreeSet<String> = got
+        .iter()
+        .map(|(_, r)| format!("{:?}", r.body.get("shard")))
+        .collect();
+    assert_eq!(shards.len(), 1, "{shards:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

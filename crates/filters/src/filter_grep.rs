@@ -70,7 +70,7 @@ enum Kind {
     Exclude,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Rule {
     kind: Kind,
     key: RecordAccessor,
@@ -158,7 +158,7 @@ fn build(
 }
 
 /// The running filter.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct GrepFilter {
     op: LogicalOp,
     rules: Vec<Rule>,
@@ -195,6 +195,10 @@ impl GrepFilter {
 
 #[async_trait]
 impl Filter for GrepFilter {
+    /// Its state is its configuration: any number of copies filter alike.
+    fn fork(&self) -> Option<Box<dyn Filter>> {
+        Some(Box::new(self.clone()))
+    }
     async fn filter(&mut self, _tag: &str, records: &mut Vec<Record>) {
         if !self.rules.is_empty() {
             records.retain(|r| self.keep(&r.body));

@@ -82,7 +82,7 @@ pub static PLUGIN: FilterPlugin = FilterPlugin {
 };
 
 /// One rule.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Rule {
     Set(Str, Value),
     Add(Str, Value),
@@ -98,7 +98,7 @@ enum Rule {
 }
 
 /// One condition.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Condition {
     KeyExists(RecordAccessor),
     KeyDoesNotExist(RecordAccessor),
@@ -422,7 +422,7 @@ fn copy_after(pairs: &mut Vec<(Str, Value)>, from: &str, to: &Str) {
 }
 
 /// The running filter.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ModifyFilter {
     rules: Vec<Rule>,
     conditions: Vec<Condition>,
@@ -430,6 +430,10 @@ pub struct ModifyFilter {
 
 #[async_trait]
 impl Filter for ModifyFilter {
+    /// Its state is its configuration: any number of copies filter alike.
+    fn fork(&self) -> Option<Box<dyn Filter>> {
+        Some(Box::new(self.clone()))
+    }
     async fn filter(&mut self, _tag: &str, records: &mut Vec<Record>) {
         if self.rules.is_empty() {
             return;

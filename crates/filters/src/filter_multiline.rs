@@ -223,7 +223,7 @@ fn build(
 }
 
 /// How records are joined.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Kind {
     /// Multiline parsers, applied in order.
     Parser(Vec<Stage>),
@@ -232,7 +232,7 @@ enum Kind {
 }
 
 /// One multiline parser of the chain.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Stage {
     parser: Arc<MultilineParser>,
     /// `(filter key, parser key)` when `multiline.key_content` differs from the parser's.
@@ -515,6 +515,15 @@ fn join_partials(
 
 #[async_trait]
 impl Filter for MultilineFilter {
+    /// What it holds is per tag, and the router sends each tag through one instance.
+    fn fork(&self) -> Option<Box<dyn Filter>> {
+        Some(Box::new(MultilineFilter {
+            kind: self.kind.clone(),
+            buffer: self.buffer,
+            flush_after: self.flush_after,
+            tags: HashMap::new(),
+        }))
+    }
     async fn filter(&mut self, tag: &str, records: &mut Vec<Record>) {
         let mut carrier = Carrier::new(None, 0);
         self.filter_carried(tag, records, &mut carrier).await;

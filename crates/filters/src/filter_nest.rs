@@ -57,7 +57,7 @@ pub static PLUGIN: FilterPlugin = FilterPlugin {
 };
 
 /// One `Wildcard`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Wildcard {
     text: Str,
     prefix: bool,
@@ -74,7 +74,7 @@ impl Wildcard {
 }
 
 /// How affected keys are renamed.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Prefix {
     None,
     Add(Str),
@@ -99,7 +99,7 @@ impl Prefix {
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Operation {
     Nest {
         wildcards: Vec<Wildcard>,
@@ -200,7 +200,7 @@ fn build(
 }
 
 /// The running filter.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct NestFilter {
     operation: Operation,
     prefix: Prefix,
@@ -248,6 +248,10 @@ impl NestFilter {
 
 #[async_trait]
 impl Filter for NestFilter {
+    /// Its state is its configuration: any number of copies filter alike.
+    fn fork(&self) -> Option<Box<dyn Filter>> {
+        Some(Box::new(self.clone()))
+    }
     async fn filter(&mut self, _tag: &str, records: &mut Vec<Record>) {
         for r in records.iter_mut() {
             match &self.operation {

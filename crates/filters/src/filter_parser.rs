@@ -114,7 +114,7 @@ fn build(
 }
 
 /// The running filter.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ParserFilter {
     key_name: Str,
     parsers: Vec<Arc<Parser>>,
@@ -165,6 +165,10 @@ impl ParserFilter {
 
 #[async_trait]
 impl Filter for ParserFilter {
+    /// Its state is its configuration: any number of copies filter alike.
+    fn fork(&self) -> Option<Box<dyn Filter>> {
+        Some(Box::new(self.clone()))
+    }
     async fn filter(&mut self, _tag: &str, records: &mut Vec<Record>) {
         for r in records.iter_mut() {
             self.apply(r);

@@ -49,7 +49,7 @@ pub static PLUGIN: FilterPlugin = FilterPlugin {
 };
 
 /// A `Remove_key` / `Allowlist_key` pattern.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct KeyPattern {
     text: String,
     prefix: bool,
@@ -80,7 +80,7 @@ impl KeyPattern {
 }
 
 /// Which fields go.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Selection {
     All,
     Remove(Vec<KeyPattern>),
@@ -148,7 +148,7 @@ fn build(
 }
 
 /// The running filter.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct RecordModifierFilter {
     fields: Vec<(Str, Value)>,
     selection: Selection,
@@ -190,6 +190,10 @@ fn uuid_v4(rng: &mut impl Rng) -> Str {
 
 #[async_trait]
 impl Filter for RecordModifierFilter {
+    /// Its state is its configuration: any number of copies filter alike.
+    fn fork(&self) -> Option<Box<dyn Filter>> {
+        Some(Box::new(self.clone()))
+    }
     async fn filter(&mut self, _tag: &str, records: &mut Vec<Record>) {
         let mut rng = rand::rng();
         for r in records.iter_mut() {

@@ -83,7 +83,7 @@ impl Type {
 }
 
 /// One `<option> SRC DST TYPE`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Rule {
     from: Type,
     src: RecordAccessor,
@@ -140,6 +140,7 @@ fn build(
 }
 
 /// The filter: its rules in the order they run.
+#[derive(Clone)]
 pub struct TypeConverter {
     rules: Vec<Rule>,
 }
@@ -278,6 +279,10 @@ pub fn convert(from: Type, to: Type, v: &Value) -> Option<Value> {
 
 #[async_trait]
 impl Filter for TypeConverter {
+    /// Its state is its configuration: any number of copies filter alike.
+    fn fork(&self) -> Option<Box<dyn Filter>> {
+        Some(Box::new(self.clone()))
+    }
     async fn filter(&mut self, _tag: &str, records: &mut Vec<Record>) {
         for rec in records.iter_mut() {
             let mut appended = Vec::new();

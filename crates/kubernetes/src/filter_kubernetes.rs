@@ -317,6 +317,8 @@ fn build(
         kubelet_busy: AtomicBool::new(false),
         ns_labels: o.namespace_labels,
         ns_annotations: o.namespace_annotations,
+        background: AtomicBool::new(false),
+        stop: CancellationToken::new(),
     });
     Ok(Box::new(Kubernetes {
         tags,
@@ -339,7 +341,6 @@ fn build(
         tag_meta,
         shared,
         started: false,
-        stop: CancellationToken::new(),
         by_tag: HashMap::new(),
         waiting: HashMap::new(),
         swept: Instant::now(),
@@ -386,9 +387,20 @@ struct Shared {
     kubelet_busy: AtomicBool,
     ns_labels: bool,
     ns_annotations: bool,
+    /// The watch and the pod-to-service refresh run (once for all of the filter's instances).
+    background: AtomicBool,
+    /// Stops them when the last instance and lookup are gone.
+    stop: CancellationToken,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 /// EKS pod association.
+#[derive(Clone)]
 struct AwsState {
     map: Arc<PodServiceMap>,
     source: aws::Source,
@@ -466,7 +478,6 @@ struct Kubernetes {
     tag_meta: bool,
     shared: Arc<Shared>,
     started: bool,
-    stop: CancellationToken,
     by_tag: HashMap<Tag, TagState>,
     waiting: HashMap<Tag, Waiting>,
     swept: Instant,
@@ -478,12 +489,6 @@ struct Kubernetes {
     retired: logferry_engine::retired_tags::Cursor,
     aws: Option<AwsState>,
     stats: Arc<KubeStats>,
-}
-
-impl Drop for Kubernetes {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
 }
 
 /// Reads a preload file; `None` when absent or not JSON (then the API is asked).
@@ -626,11 +631,12 @@ impl Kubernetes {
             return;
         }
         self.started = true;
-        if let Some(a) = &self.aws {
+        let first = !self.shared.background.swap(true, Ordering::AcqRel);
+        if let (true, Some(a)) = (first, &self.aws) {
             tokio::spawn(Arc::clone(&a.map).refresh_loop(
                 a.source.clone(),
                 a.every,
-                self.stop.clone(),
+                self.shared.stop.clone(),
             ));
         }
         if let Some(local) = self.local.clone() {
@@ -645,7 +651,7 @@ impl Kubernetes {
             }
         }
         let Some(api) = &self.shared.api else { return };
-        if self.o.use_kubelet {
+        if self.o.use_kubelet || !first {
             return;
         }
         match std::env::var("NODE_NAME") {
@@ -657,7 +663,7 @@ impl Kubernetes {
                     Arc::clone(&self.shared.cache),
                     self.shared.shape,
                     self.shared.watch.clone(),
-                    self.stop.clone(),
+                    self.shared.stop.clone(),
                 ));
             }
             _ => tracing::info!(
@@ -1169,6 +1175,32 @@ impl Filter for Kubernetes {
                 }
             }
         }
+    }
+
+    /// Another instance with the same pod caches, API access, watch and metrics, and no tags
+    /// of its own: the router gives each instance the chunks of its own tags. One cost: when
+    /// one instance sees a pod's last file close, it does not see the pod's files that another
+    /// instance reads, so an unwatched pod's entry may go and be looked up again.
+    fn fork(&self) -> Option<Box<dyn Filter>> {
+        Some(Box::new(Kubernetes {
+            o: self.o.clone(),
+            tags: self.tags.clone(),
+            merge_parser: self.merge_parser.clone(),
+            parsers: Arc::clone(&self.parsers),
+            merge: self.merge.clone(),
+            preload: self.preload.clone(),
+            tag_meta: self.tag_meta,
+            shared: Arc::clone(&self.shared),
+            started: false,
+            by_tag: HashMap::new(),
+            waiting: HashMap::new(),
+            swept: Instant::now(),
+            local: self.local.clone(),
+            local_built: None,
+            retired: logferry_engine::retired_tags::Cursor::new(),
+            aws: self.aws.clone(),
+            stats: Arc::clone(&self.stats),
+        }))
     }
 
     fn flush_due(&mut self, all: bool) -> Vec<Released> {

@@ -30,6 +30,7 @@ impl PodRef {
 }
 
 /// Reads pod identity from tags.
+#[derive(Clone)]
 pub enum TagReader {
     Regex { prefix: String, re: Regex },
     Parser { prefix: String, parser: Arc<Parser> },

@@ -203,6 +203,59 @@ async fn a_thousand_records_from_one_pod_cost_one_request() {
     );
 }
 
+/// With the filter stage on four shards (`logferry.filter_workers 4`), twelve pods' files:
+/// every record gets its own pod's metadata, each file's lines stay in order, and the
+/// instances share one cache (one request per pod at most).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_filter_stage_enriches_every_pod_once() {
+    const PODS: usize = 12;
+    const LINES: usize = 200;
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("c");
+    std::fs::create_dir_all(&logs).unwrap();
+    let server = KubeApiServer::start(tmp.path()).await;
+    for p in 0..PODS {
+        let name = format!("web-{p}");
+        server.add_pod(pod(&name, "default", "n1", json!({})));
+        let mut text = String::new();
+        for i in 0..LINES {
+            text.push_str(&docker_line(
+                &format!("{name} {i}\n"),
+                "stdout",
+                "2024-05-01T10:00:00Z",
+            ));
+        }
+        std::fs::write(logs.join(log_name(&name, "default", p)), text).unwrap();
+    }
+    run_to_end(pipeline_with(
+        &logs,
+        &server,
+        &[],
+        "sharded",
+        true,
+        &[("logferry.filter_workers", "4")],
+    ))
+    .await;
+    let got = collected("sharded");
+    assert_eq!(got.len(), PODS * LINES);
+    for p in 0..PODS {
+        let name = format!("web-{p}");
+        let lines: Vec<String> = got
+            .iter()
+            .map(as_json)
+            .filter(|j| j["kubernetes"]["pod_name"] == name.as_str())
+            .map(|j| j["log"].as_str().unwrap_or_default().to_string())
+            .collect();
+        let want: Vec<String> = (0..LINES).map(|i| format!("{name} {i}\n")).collect();
+        assert_eq!(lines, want, "{name}: its own metadata, in order");
+    }
+    assert!(
+        server.total_requests() <= PODS as u64,
+        "{} requests for {PODS} pods",
+        server.total_requests()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_token_file_is_picked_up() {
     let tmp = tempfile::tempdir().unwrap();

@@ -74,6 +74,18 @@ pub fn pipeline(
     sink_name: &str,
     exit_on_eof: bool,
 ) -> Pipeline {
+    pipeline_with(dir, server, kube, sink_name, exit_on_eof, &[])
+}
+
+/// [`pipeline`] with more `[SERVICE]` keys.
+pub fn pipeline_with(
+    dir: &Path,
+    server: &KubeApiServer,
+    kube: &[(&str, &str)],
+    sink_name: &str,
+    exit_on_eof: bool,
+    service: &[(&str, &str)],
+) -> Pipeline {
     let path = format!("{}/*.log", dir.display());
     let prefix = format!(
         "kube.{}.",
@@ -107,7 +119,11 @@ pub fn pipeline(
     ];
     filter.extend_from_slice(kube);
     let c = config(vec![
-        section(SectionKind::Service, &[("Flush", "0.05"), ("Grace", "2")]),
+        section(SectionKind::Service, &{
+            let mut keys = vec![("Flush", "0.05"), ("Grace", "2")];
+            keys.extend_from_slice(service);
+            keys
+        }),
         section(SectionKind::Input, &input),
         section(SectionKind::Filter, &filter),
         section(
