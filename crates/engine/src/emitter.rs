@@ -8,18 +8,16 @@ use logferry_core::chunk::{DeliveryCallback, DeliveryStatus};
 use logferry_core::msgpack::MapHeaders;
 use logferry_core::{Chunk, Delivery, MemCharge, Record, Tag};
 
-use tokio::sync::mpsc;
-
 use crate::budget::MemBudget;
 use crate::metrics::PluginMetrics;
 use crate::plugin::PluginError;
-use crate::router::{Inbound, InputStore};
+use crate::router::{Inbound, InputStore, RouterTx};
 use crate::storage::StorageGauges;
 
 /// Emits chunks for one input instance. Cheap to clone.
 #[derive(Clone)]
 pub struct Emitter {
-    tx: mpsc::Sender<Inbound>,
+    tx: RouterTx,
     /// Where its chunks are written, for a `storage.type filesystem` input.
     store: Option<Arc<InputStore>>,
     /// `fluentbit_storage_mem_chunks`, for memory inputs when there is a store.
@@ -43,7 +41,7 @@ pub struct Emitter {
 
 impl Emitter {
     pub(crate) fn new(
-        tx: mpsc::Sender<Inbound>,
+        tx: RouterTx,
         budget: Arc<MemBudget>,
         metrics: Arc<PluginMetrics>,
         store: Option<Arc<InputStore>>,

@@ -33,7 +33,7 @@ pub(crate) struct Inbound {
     pub chunk: Chunk,
     /// Where it is written, when its input buffers on disk.
     pub store: Option<Arc<InputStore>>,
-    /// The input that emitted it (its index in [`router_task`]'s `inputs`).
+    /// The input that emitted it (its index in [`start`]'s `inputs`).
     pub input: usize,
 }
 
@@ -96,9 +96,6 @@ struct Gathered {
     born: Option<std::time::Instant>,
 }
 
-/// Chunks queued for one shard of the filter stage.
-const SHARD_QUEUE: usize = 2;
-
 /// How many shards the filter stage runs on (`[SERVICE] logferry.filter_workers`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Shards {
@@ -107,41 +104,92 @@ pub(crate) struct Shards {
     pub explicit: bool,
 }
 
-/// Runs the filter stage: on one task, or on [`Shards::want`] tasks ("shards") when every
-/// filter can [`crate::plugin::Filter::fork`] and no input has processors or routes. A
-/// dispatcher sends every chunk of one tag to the same shard, so each tag's records keep their
-/// order and each filter's per-tag state lives in one instance; chunks of different tags may
-/// pass each other (Fluent Bit keeps no order between tags either: each tag is its own chunk
-/// and flush).
-pub(crate) async fn router_task(
-    rx: mpsc::Receiver<Inbound>,
+/// Where inputs send their chunks: the router's one queue, or with a sharded filter stage the
+/// queue of the shard that owns the chunk's tag. The queues close when every clone is gone.
+#[derive(Clone)]
+pub(crate) struct RouterTx(Arc<[mpsc::Sender<Inbound>]>);
+
+impl RouterTx {
+    /// Queues `inbound` for its tag's shard; waits while that queue is full. `Err` once the
+    /// router has stopped.
+    pub(crate) async fn send(&self, inbound: Inbound) -> Result<(), ()> {
+        let k = match self.0.len() {
+            1 => 0,
+            n => shard_of(&inbound.chunk.tag, n),
+        };
+        match self.0.get(k) {
+            Some(tx) => tx.send(inbound).await.map_err(|_| ()),
+            None => Err(()),
+        }
+    }
+}
+
+/// Starts the filter stage: on one task, or on [`Shards::want`] tasks ("shards") when every
+/// filter can [`crate::plugin::Filter::fork`] and no input has processors or routes. Each
+/// input sends every chunk of one tag to the same shard ([`RouterTx`]), so each tag's records
+/// keep their order and each filter's per-tag state lives in one instance; chunks of different
+/// tags may pass each other (Fluent Bit keeps no order between tags either: each tag is its own
+/// chunk and flush). Returns where inputs send, `queue` chunks deep per shard, and the task
+/// that ends once every sender is gone and every shard has drained.
+pub(crate) fn start(
     inputs: Vec<InputStage>,
     filters: Vec<FilterInstance>,
     routes: Vec<Route>,
     shards: Shards,
-) {
-    if shards.want <= 1 {
-        return shard_task(rx, inputs, filters, routes).await;
-    }
-    let forks = match fork_stage(&inputs, &filters, shards.want - 1) {
-        Ok(forks) => forks,
-        Err(why) => {
-            if shards.explicit {
-                tracing::warn!(
-                    "logferry.filter_workers {} is not applied: {why}; the filters run on one task",
-                    shards.want
+    queue: usize,
+) -> (RouterTx, tokio::task::JoinHandle<()>) {
+    let forks = if shards.want <= 1 {
+        Vec::new()
+    } else {
+        match fork_stage(&inputs, &filters, shards.want - 1) {
+            Ok(forks) => {
+                tracing::info!(
+                    "the filters run on {} tasks, each taking the chunks of its own tags",
+                    forks.len() + 1
                 );
-            } else {
-                tracing::debug!("the filters run on one task: {why}");
+                forks
             }
-            return shard_task(rx, inputs, filters, routes).await;
+            Err(why) => {
+                if shards.explicit {
+                    tracing::warn!(
+                        "logferry.filter_workers {} is not applied: {why}; the filters run on one task",
+                        shards.want
+                    );
+                } else {
+                    tracing::debug!("the filters run on one task: {why}");
+                }
+                Vec::new()
+            }
         }
     };
-    tracing::info!(
-        "the filters run on {} tasks, each taking the chunks of its own tags",
-        forks.len() + 1
-    );
-    dispatch(rx, inputs.len(), filters, forks, routes).await;
+    if forks.is_empty() {
+        let (tx, rx) = mpsc::channel(queue);
+        let task = tokio::spawn(shard_task(rx, inputs, filters, routes));
+        return (RouterTx(Arc::from(vec![tx])), task);
+    }
+    let n = inputs.len();
+    let mut txs = Vec::with_capacity(forks.len() + 1);
+    let mut tasks = Vec::with_capacity(forks.len() + 1);
+    for set in std::iter::once(filters).chain(forks) {
+        let (tx, rx) = mpsc::channel(queue);
+        // No processors or routes here (see `fork_stage`): only the input count matters.
+        let stages = (0..n)
+            .map(|_| InputStage {
+                processors: Vec::new(),
+                routes: None,
+            })
+            .collect();
+        tasks.push(tokio::spawn(shard_task(rx, stages, set, routes.clone())));
+        txs.push(tx);
+    }
+    let task = tokio::spawn(async move {
+        for t in tasks {
+            if let Err(e) = t.await {
+                tracing::error!(error = %e, "a filter shard failed");
+            }
+        }
+    });
+    (RouterTx(Arc::from(txs)), task)
 }
 
 /// `n` more instances of the filters, or why the stage cannot be sharded.
@@ -186,49 +234,6 @@ fn shard_of(tag: &str, n: usize) -> usize {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     (h % n as u64) as usize
-}
-
-/// Runs one shard per filter set and hands each chunk to its tag's shard; returns once every
-/// shard has drained.
-async fn dispatch(
-    mut rx: mpsc::Receiver<Inbound>,
-    inputs: usize,
-    filters: Vec<FilterInstance>,
-    forks: Vec<Vec<FilterInstance>>,
-    routes: Vec<Route>,
-) {
-    let mut txs = Vec::with_capacity(forks.len() + 1);
-    let mut shards = Vec::with_capacity(forks.len() + 1);
-    for set in std::iter::once(filters).chain(forks) {
-        let (tx, shard_rx) = mpsc::channel(SHARD_QUEUE);
-        let stages = (0..inputs)
-            .map(|_| InputStage {
-                processors: Vec::new(),
-                routes: None,
-            })
-            .collect();
-        shards.push(tokio::spawn(shard_task(
-            shard_rx,
-            stages,
-            set,
-            routes.clone(),
-        )));
-        txs.push(tx);
-    }
-    drop(routes);
-    while let Some(inbound) = rx.recv().await {
-        let k = shard_of(&inbound.chunk.tag, txs.len());
-        if txs[k].send(inbound).await.is_err() {
-            tracing::error!("a filter shard stopped; the router stops");
-            break;
-        }
-    }
-    drop(txs);
-    for shard in shards {
-        if let Err(e) = shard.await {
-            tracing::error!(error = %e, "a filter shard failed");
-        }
-    }
 }
 
 /// One task of the filter stage: every chunk it is given goes through the processors, routes
