@@ -353,6 +353,11 @@ impl Pipeline {
         if let Ok(mut n) = env.plugin_notes.lock() {
             notes.append(&mut n);
         }
+        if let Some(note) =
+            filter_workers_note(service.as_ref(), &service_entries, &inputs, &filters)
+        {
+            notes.push(note);
+        }
         if errors.is_empty() && inputs.is_empty() {
             let span = config
                 .path
@@ -385,6 +390,33 @@ impl Pipeline {
             self.outputs.iter().map(|o| o.name.clone()).collect(),
         )
     }
+}
+
+/// A note when `[SERVICE] logferry.filter_workers` asks for more than one task and the filters
+/// cannot be sharded (see [`crate::router::unshardable`]): logged at start and by `--dry-run`.
+fn filter_workers_note(
+    service: Option<&ServiceOptions>,
+    entries: &[&Entry],
+    inputs: &[InputInstance],
+    filters: &[FilterInstance],
+) -> Option<ConfigError> {
+    let want = service?.filter_workers?;
+    if want <= 1 {
+        return None;
+    }
+    let procs = inputs
+        .iter()
+        .any(|i| !i.processors.is_empty() || i.routes.is_some());
+    let why = crate::router::unshardable(procs, filters)?;
+    let entry = entries
+        .iter()
+        .rev()
+        .find(|e| e.key.trim().eq_ignore_ascii_case("logferry.filter_workers"))?;
+    Some(ConfigError::key(
+        &entry.span,
+        &entry.key,
+        format!("{want} is not applied: {why}; the filters run on one task"),
+    ))
 }
 
 fn section_name(section: &Section) -> Result<&str, ConfigError> {

@@ -141,7 +141,10 @@ pub(crate) fn start(
     let forks = if shards.want <= 1 {
         Vec::new()
     } else {
-        match fork_stage(&inputs, &filters, shards.want - 1) {
+        let procs = inputs
+            .iter()
+            .any(|i| !i.processors.is_empty() || i.routes.is_some());
+        match fork_stage(procs, &filters, shards.want - 1) {
             Ok(forks) => {
                 tracing::info!(
                     "the filters run on {} tasks, each taking the chunks of its own tags",
@@ -150,14 +153,12 @@ pub(crate) fn start(
                 forks
             }
             Err(why) => {
-                if shards.explicit {
-                    tracing::warn!(
-                        "logferry.filter_workers {} is not applied: {why}; the filters run on one task",
-                        shards.want
-                    );
-                } else {
-                    tracing::debug!("the filters run on one task: {why}");
-                }
+                // A setting that cannot apply is a note of the pipeline's build (at start and
+                // in --dry-run); the default just stays on one task.
+                tracing::debug!(
+                    explicit = shards.explicit,
+                    "the filters run on one task: {why}"
+                );
                 Vec::new()
             }
         }
@@ -192,25 +193,39 @@ pub(crate) fn start(
     (RouterTx(Arc::from(txs)), task)
 }
 
+/// Why the filter stage cannot be sharded, if it cannot: an input has processors or routes
+/// (`processors_or_routes`), or a filter has a condition or does not fork.
+pub(crate) fn unshardable(
+    processors_or_routes: bool,
+    filters: &[FilterInstance],
+) -> Option<String> {
+    if processors_or_routes {
+        return Some("an input has processors or routes".into());
+    }
+    filters.iter().find_map(|f| {
+        if f.condition.is_some() {
+            Some(format!("filter {} has a condition", f.name))
+        } else if f.plugin.fork().is_none() {
+            Some(format!("filter {} keeps state across tags", f.name))
+        } else {
+            None
+        }
+    })
+}
+
 /// `n` more instances of the filters, or why the stage cannot be sharded.
 fn fork_stage(
-    inputs: &[InputStage],
+    processors_or_routes: bool,
     filters: &[FilterInstance],
     n: usize,
 ) -> Result<Vec<Vec<FilterInstance>>, String> {
-    if inputs
-        .iter()
-        .any(|i| !i.processors.is_empty() || i.routes.is_some())
-    {
-        return Err("an input has processors or routes".into());
+    if let Some(why) = unshardable(processors_or_routes, filters) {
+        return Err(why);
     }
     let mut sets = Vec::with_capacity(n);
     for _ in 0..n {
         let mut set = Vec::with_capacity(filters.len());
         for f in filters {
-            if f.condition.is_some() {
-                return Err(format!("filter {} has a condition", f.name));
-            }
             let Some(plugin) = f.plugin.fork() else {
                 return Err(format!("filter {} keeps state across tags", f.name));
             };
@@ -726,20 +741,13 @@ mod tests {
         }
     }
 
-    fn plain_input() -> InputStage {
-        InputStage {
-            processors: Vec::new(),
-            routes: None,
-        }
-    }
-
     #[test]
     fn the_stage_forks_only_when_every_filter_does_and_no_input_has_processors() {
         let filters = vec![
             instance("a.0", Box::new(Forks)),
             instance("b.0", Box::new(Forks)),
         ];
-        let sets = fork_stage(&[plain_input()], &filters, 3).unwrap();
+        let sets = fork_stage(false, &filters, 3).unwrap();
         assert_eq!(sets.len(), 3);
         assert!(sets.iter().all(|s| s.len() == 2 && s[1].name == "b.0"));
         // The forks count into the same metrics.
@@ -749,15 +757,13 @@ mod tests {
             instance("a.0", Box::new(Forks)),
             instance("throttle.0", Box::new(Keeps)),
         ];
-        let why = fork_stage(&[plain_input()], &filters, 1).err().unwrap();
+        let why = fork_stage(false, &filters, 1).err().unwrap();
         assert!(why.contains("throttle.0"), "{why}");
 
-        let with_processor = InputStage {
-            processors: vec![instance("p.0", Box::new(Forks))],
-            routes: None,
-        };
         let filters = vec![instance("a.0", Box::new(Forks))];
-        assert!(fork_stage(&[plain_input(), with_processor], &filters, 1).is_err());
+        assert_eq!(unshardable(false, &filters), None);
+        assert!(unshardable(true, &filters).is_some_and(|w| w.contains("processors")));
+        assert!(fork_stage(true, &filters, 1).is_err());
     }
 
     /// The container log files of a node spread over the shards: each gets between half and

@@ -119,13 +119,20 @@ fn a_filter_with_state_across_tags_keeps_one_task_and_is_warned_about() {
         "    logferry.filter_workers 3\n",
         "[FILTER]\n    Name throttle\n    Match *\n    Rate 1000000\n    Window 5\n    Interval 1s\n",
     );
+    // The file, line and key, at start and in --dry-run.
+    let note = "agent.conf:4: logferry.filter_workers: 3 is not applied: \
+                filter throttle.1 keeps state across tags; the filters run on one task";
+    let dry = std::process::Command::new(env!("CARGO_BIN_EXE_logferry"))
+        .arg("--dry-run")
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let dry_err = String::from_utf8_lossy(&dry.stderr);
+    assert!(dry.status.success(), "{dry_err}");
+    assert!(dry_err.contains(note), "--dry-run notes it:\n{dry_err}");
     let (log, records) = run(dir.path(), &conf);
-    assert!(
-        log.contains(
-            "logferry.filter_workers 3 is not applied: filter throttle.1 keeps state across tags"
-        ),
-        "the agent warns:\n{log}"
-    );
+    assert!(log.contains(note), "the agent warns:\n{log}");
     assert!(!log.contains("the filters run on 3 tasks"), "{log}");
     assert_every_pod_whole(&records);
 }
