@@ -319,6 +319,8 @@ fn build(
         ns_annotations: o.namespace_annotations,
         background: AtomicBool::new(false),
         stop: CancellationToken::new(),
+        instances: std::sync::atomic::AtomicUsize::new(1),
+        open_keys: std::sync::Mutex::new(Vec::new()),
     });
     Ok(Box::new(Kubernetes {
         tags,
@@ -349,6 +351,8 @@ fn build(
         retired: logferry_engine::retired_tags::Cursor::new(),
         aws,
         stats,
+        instance: 0,
+        tags_counted: 0,
         o,
     }))
 }
@@ -391,6 +395,10 @@ struct Shared {
     background: AtomicBool,
     /// Stops them when the last instance and lookup are gone.
     stop: CancellationToken,
+    /// Instances of the filter ([`Filter::fork`]).
+    instances: std::sync::atomic::AtomicUsize,
+    /// With several instances: the pod keys each has tags of, as of its last sweep.
+    open_keys: std::sync::Mutex<Vec<std::collections::HashSet<String>>>,
 }
 
 impl Drop for Shared {
@@ -489,6 +497,10 @@ struct Kubernetes {
     retired: logferry_engine::retired_tags::Cursor,
     aws: Option<AwsState>,
     stats: Arc<KubeStats>,
+    /// This instance's number among the filter's instances (0: the one built from the config).
+    instance: usize,
+    /// Its share of the `tags` gauge.
+    tags_counted: u64,
 }
 
 /// Reads a preload file; `None` when absent or not JSON (then the API is asked).
@@ -797,9 +809,7 @@ impl Kubernetes {
                 built: None,
             },
         );
-        self.stats
-            .tags
-            .store(self.by_tag.len() as u64, Ordering::Relaxed);
+        self.count_tags();
         pod
     }
 
@@ -1017,7 +1027,23 @@ impl Kubernetes {
                 }
             }
         }
-        if !released.is_empty() {
+        if self.shared.instances.load(Ordering::Relaxed) > 1 {
+            // Other instances may read another file of the same pod: publish what this one
+            // has open, and release a pod only when no instance has it open.
+            let open: std::collections::HashSet<String> =
+                self.by_tag.values().map(|s| s.key.clone()).collect();
+            if let Ok(mut all) = self.shared.open_keys.lock() {
+                if all.len() <= self.instance {
+                    all.resize_with(self.instance + 1, Default::default);
+                }
+                all[self.instance] = open;
+                for key in &released {
+                    if !all.iter().any(|o| o.contains(key)) {
+                        self.shared.cache.release(key);
+                    }
+                }
+            }
+        } else if !released.is_empty() {
             let open: std::collections::HashSet<&str> =
                 self.by_tag.values().map(|s| s.key.as_str()).collect();
             for key in released.iter().filter(|k| !open.contains(k.as_str())) {
@@ -1041,9 +1067,23 @@ impl Kubernetes {
                 self.by_tag.remove(&t);
             }
         }
-        self.stats
-            .tags
-            .store(self.by_tag.len() as u64, Ordering::Relaxed);
+        self.count_tags();
+    }
+
+    /// Brings the `tags` gauge up to date with this instance's share (every instance of the
+    /// filter adds its own).
+    fn count_tags(&mut self) {
+        let now = self.by_tag.len() as u64;
+        if now >= self.tags_counted {
+            self.stats
+                .tags
+                .fetch_add(now - self.tags_counted, Ordering::Relaxed);
+        } else {
+            self.stats
+                .tags
+                .fetch_sub(self.tags_counted - now, Ordering::Relaxed);
+        }
+        self.tags_counted = now;
     }
 
     /// At shutdown, gives lookups that records wait for the rest of their bound (blocking this
@@ -1178,9 +1218,9 @@ impl Filter for Kubernetes {
     }
 
     /// Another instance with the same pod caches, API access, watch and metrics, and no tags
-    /// of its own: the router gives each instance the chunks of its own tags. One cost: when
-    /// one instance sees a pod's last file close, it does not see the pod's files that another
-    /// instance reads, so an unwatched pod's entry may go and be looked up again.
+    /// of its own: the router gives each instance the chunks of its own tags. A pod whose
+    /// files are read by several instances leaves the cache only when none of them has one
+    /// open (each publishes its open pods at its sweep, every [`SWEEP_EVERY`]).
     fn fork(&self) -> Option<Box<dyn Filter>> {
         Some(Box::new(Kubernetes {
             o: self.o.clone(),
@@ -1200,6 +1240,8 @@ impl Filter for Kubernetes {
             retired: logferry_engine::retired_tags::Cursor::new(),
             aws: self.aws.clone(),
             stats: Arc::clone(&self.stats),
+            instance: self.shared.instances.fetch_add(1, Ordering::Relaxed),
+            tags_counted: 0,
         }))
     }
 

@@ -501,6 +501,82 @@ async fn state_of_deleted_files_goes_when_tail_closes_them() {
     assert_eq!(pods, 1, "metadata kept for pods whose files are gone");
 }
 
+/// With the filter stage on 8 shards, one pod's six files are read by several instances of the
+/// filter. When five of them are deleted and closed, the pod stays in the cache (the one file
+/// left is open on another instance) and is not asked for again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_stays_cached_while_any_instance_reads_one_of_its_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("c");
+    std::fs::create_dir_all(&logs).unwrap();
+    let server = KubeApiServer::start(tmp.path()).await;
+    server.add_pod(pod("multi", "default", "n1", json!({})));
+    let files: Vec<_> = (0..6)
+        .map(|i| {
+            let f = logs.join(log_name("multi", "default", 100 + i));
+            std::fs::write(&f, docker_line("hello\n", "stdout", "2024-05-01T10:00:00Z")).unwrap();
+            f
+        })
+        .collect();
+    let p = pipeline_with(
+        &logs,
+        &server,
+        &[],
+        "multi",
+        false,
+        &[("logferry.filter_workers", "8")],
+    );
+    let metrics = std::sync::Arc::clone(&p.metrics);
+    let stop = logferry_engine::CancellationToken::new();
+    let run = tokio::spawn(p.run(stop.clone()));
+    assert!(until_collected("multi", 6).await);
+    assert_eq!(
+        filter_metric(&metrics, "kubernetes_tags"),
+        6,
+        "summed over the instances"
+    );
+    assert_eq!(server.total_requests(), 1);
+    for f in &files[1..] {
+        std::fs::remove_file(f).unwrap();
+    }
+    // Tail closes a deleted file after Rotate_Wait (5 s); each instance sweeps every 5 s.
+    let mut tags = 6;
+    for _ in 0..80 {
+        append(
+            &files[0],
+            &docker_line("still here\n", "stdout", "2024-05-01T10:00:01Z"),
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        tags = filter_metric(&metrics, "kubernetes_tags");
+        if tags == 1 {
+            break;
+        }
+    }
+    // Two more sweeps with the last file still written to.
+    for _ in 0..24 {
+        append(
+            &files[0],
+            &docker_line("still here\n", "stdout", "2024-05-01T10:00:02Z"),
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let pods = filter_metric(&metrics, "kubernetes_cache_pods");
+    let requests = server.total_requests();
+    stop_and_join(stop, run).await;
+    assert_eq!(tags, 1, "the deleted files' state went");
+    assert_eq!(
+        pods, 1,
+        "the pod stays cached while one of its files is open"
+    );
+    assert_eq!(requests, 1, "and is not asked for again");
+    let got = collected("multi");
+    assert!(
+        got.iter()
+            .all(|r| as_json(r)["kubernetes"]["pod_name"] == "multi"),
+        "every record has its metadata"
+    );
+}
+
 /// TLS verification is on by default; `tls.verify Off` works but is warned about at start
 /// (and in `--dry-run`), never taken silently.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
