@@ -159,7 +159,7 @@ options! {
         /// one JSON object per line (time, level, component, message, fields).
         pub log_format: String = ["logferry.log_format"] Some("fluent-bit"),
         /// logferry only: how many tasks the filter stage runs on, each taking the chunks of
-        /// its own tags (default: one per core, at most 8; `1`: one task). Applies when every
+        /// its own tags (default: one per core but one, at least 1 and at most 8; `1`: one task). Applies when every
         /// filter keeps per-tag state only (not `throttle`, `lua`, `rewrite_tag`, `aws`) and no
         /// input has processors or routes; a warning says when it cannot.
         pub filter_workers: Option<u64> = ["logferry.filter_workers"] None,

@@ -36,14 +36,16 @@ pub use crate::output::{FLUSH_AT_BYTES, MAX_RETRYING, PROBE_EVERY};
 const ROUTER_QUEUE: usize = 2;
 
 /// Shards of the filter stage by default: one per core the agent may use (its CPU affinity and
-/// cgroup quota count), at most [`MAX_DEFAULT_FILTER_WORKERS`]. Measured on two cores (P2's
-/// workload over 8 files into `null`): two shards took 3.96–4.23 s of wall time against
-/// 4.24–5.16 s for one, at the same CPU time; on one file, callgrind counted 0.2% more
-/// instructions with two.
+/// cgroup quota count) but one, which reading the files and sending need, at most
+/// [`MAX_DEFAULT_FILTER_WORKERS`]. So one on two cores, where a second shard only competes with
+/// tail and the outputs: P6 (500 files) on two cores took 4.99–5.20 CPU s per million lines
+/// with two shards against 4.58–5.06 with one, and a p99 lag of 1.71–1.91 s against
+/// 1.49–1.62 s (docs/performance.md, "Scaling with cores").
 fn default_filter_workers() -> usize {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(MAX_DEFAULT_FILTER_WORKERS)
+        .saturating_sub(1)
+        .clamp(1, MAX_DEFAULT_FILTER_WORKERS)
 }
 
 /// Beyond this, more shards by default would mostly add idle tasks: set
