@@ -264,11 +264,15 @@ async fn splits_calls_spanning_24_hours_and_sorts_events() {
         ("endpoint", &proxy.endpoint()),
     ]);
     let h = Duration::from_secs(3600);
+    // One clock reading for all three: c must be exactly 24 h after a. With a reading per
+    // record, a millisecond passing between them made the span 24 h minus 1 ms, one call.
+    let now = EventTime::now().0;
+    let at = |d: Duration| EventTime(now - d.as_nanos() as i64);
     // Out of order on purpose: moto refuses unsorted calls.
     let records = vec![
-        record(now_minus(h), "c"),
-        record(now_minus(25 * h), "a"),
-        record(now_minus(2 * h), "b"),
+        record(at(h), "c"),
+        record(at(25 * h), "a"),
+        record(at(2 * h), "b"),
     ];
     assert_eq!(out.flush(&batch("t", records)).await, FlushResult::Ok);
     assert_eq!(
