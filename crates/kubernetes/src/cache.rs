@@ -129,63 +129,59 @@ impl<T> Cache<T> {
     /// Looks a pod up at `now`; a miss marks it pending (the caller starts the lookup).
     pub fn lookup(&self, key: &str, now: Instant) -> Lookup<T> {
         let ttl = self.ttl;
-        let found = self.with(|m| {
-            let e = m.get_mut(key)?;
-            e.used = now;
-            Some(match &mut e.state {
-                State::Known {
-                    meta,
-                    watched,
-                    fetched,
-                    deleted,
-                    refreshing,
-                } => {
-                    let stale = !*watched
-                        && deleted.is_none()
-                        && ttl.is_some_and(|t| now.saturating_duration_since(*fetched) >= t);
-                    if stale && !*refreshing {
-                        *refreshing = true;
-                        Lookup::Stale(Arc::clone(meta))
-                    } else {
-                        Lookup::Hit(Arc::clone(meta))
+        // One lock for the look and the insert: instances of the filter on other shards ask
+        // at the same time, and only one of them may start the lookup.
+        self.with(|m| {
+            if let Some(e) = m.get_mut(key) {
+                e.used = now;
+                return match &mut e.state {
+                    State::Known {
+                        meta,
+                        watched,
+                        fetched,
+                        deleted,
+                        refreshing,
+                    } => {
+                        let stale = !*watched
+                            && deleted.is_none()
+                            && ttl.is_some_and(|t| now.saturating_duration_since(*fetched) >= t);
+                        if stale && !*refreshing {
+                            *refreshing = true;
+                            Lookup::Stale(Arc::clone(meta))
+                        } else {
+                            Lookup::Hit(Arc::clone(meta))
+                        }
                     }
-                }
-                State::Pending { since, .. } => Lookup::Pending(*since),
-                State::Missing {
-                    retry_at, tag_only, ..
-                } if now < *retry_at => Lookup::Absent {
-                    tag_only: *tag_only,
-                },
-                State::Missing { failures, .. } => {
-                    // The back-off passed: ask again, remembering the failures.
-                    let failures = *failures;
-                    e.state = State::Pending {
-                        since: now,
-                        failures,
-                    };
-                    Lookup::Miss
-                }
-            })
-        });
-        match found {
-            Some(l) => l,
-            None => {
-                self.with(|m| {
-                    m.insert(
-                        key.to_string(),
-                        Entry {
-                            state: State::Pending {
-                                since: now,
-                                failures: 0,
-                            },
-                            used: now,
-                        },
-                    );
-                    self.enforce(m, now);
-                });
-                Lookup::Miss
+                    State::Pending { since, .. } => Lookup::Pending(*since),
+                    State::Missing {
+                        retry_at, tag_only, ..
+                    } if now < *retry_at => Lookup::Absent {
+                        tag_only: *tag_only,
+                    },
+                    State::Missing { failures, .. } => {
+                        // The back-off passed: ask again, remembering the failures.
+                        let failures = *failures;
+                        e.state = State::Pending {
+                            since: now,
+                            failures,
+                        };
+                        Lookup::Miss
+                    }
+                };
             }
-        }
+            m.insert(
+                key.to_string(),
+                Entry {
+                    state: State::Pending {
+                        since: now,
+                        failures: 0,
+                    },
+                    used: now,
+                },
+            );
+            self.enforce(m, now);
+            Lookup::Miss
+        })
     }
 
     /// The metadata of a pod, if known (no side effect).
@@ -443,6 +439,29 @@ mod tests {
     }
 
     type Cache = super::Cache<PodMeta>;
+
+    /// Instances of the filter on several shards ask for the same new pod at once: exactly
+    /// one of them is told to look it up, the others that it is pending.
+    #[test]
+    fn concurrent_first_lookups_start_one_lookup() {
+        for _ in 0..50 {
+            let c = Cache::new(Duration::ZERO);
+            let start = Arc::new(std::sync::Barrier::new(8));
+            let misses: usize = (0..8)
+                .map(|_| {
+                    let (c, start) = (Arc::clone(&c), Arc::clone(&start));
+                    std::thread::spawn(move || {
+                        start.wait();
+                        matches!(c.lookup("ns/p", Instant::now()), Lookup::Miss)
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|t| usize::from(t.join().unwrap()))
+                .sum();
+            assert_eq!(misses, 1);
+        }
+    }
 
     #[test]
     fn miss_pending_backoff_and_hit() {
