@@ -14,6 +14,23 @@ fn dir() -> PathBuf {
         .join("tests/fixtures/fluent-bit-configs")
 }
 
+/// Copies the fixture files and `include/` into `to`. Each config runs from such a copy, so
+/// what it writes under relative paths (`store_dir s3buffer`, `storage.path state/...`) lands in
+/// the test's temporary directory, not in the source tree.
+fn copy_fixtures(to: &Path) {
+    let copy_files = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+            }
+        }
+    };
+    copy_files(&dir(), to);
+    copy_files(&dir().join("include"), &to.join("include"));
+}
+
 /// The plugins each config names that logferry does not have yet.
 const UNAVAILABLE: &[(&str, &[&str])] = &[
     ("11-docs-http-server.conf", &["input cpu"]),
@@ -155,9 +172,10 @@ fn real_world_configs_with_logferrys_plugins_run() {
             continue;
         }
         let cwd = tempfile::tempdir().unwrap();
+        copy_fixtures(cwd.path());
         let mut child = logferry(cwd.path())
             .arg("-c")
-            .arg(&conf)
+            .arg(cwd.path().join(&name))
             .env("AWS_ENDPOINT_URL", moto.endpoint())
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
