@@ -96,14 +96,6 @@ struct Gathered {
     born: Option<std::time::Instant>,
 }
 
-/// How many shards the filter stage runs on (`[SERVICE] logferry.filter_workers`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Shards {
-    pub want: usize,
-    /// Set in the configuration (a warning when it cannot apply), not the default.
-    pub explicit: bool,
-}
-
 /// Where inputs send their chunks: the router's one queue, or with a sharded filter stage the
 /// queue of the shard that owns the chunk's tag. The queues close when every clone is gone.
 #[derive(Clone)]
@@ -124,7 +116,7 @@ impl RouterTx {
     }
 }
 
-/// Starts the filter stage: on one task, or on [`Shards::want`] tasks ("shards") when every
+/// Starts the filter stage: on one task, or on `shards` tasks when every
 /// filter can [`crate::plugin::Filter::fork`] and no input has processors or routes. Each
 /// input sends every chunk of one tag to the same shard ([`RouterTx`]), so each tag's records
 /// keep their order and each filter's per-tag state lives in one instance; chunks of different
@@ -135,16 +127,16 @@ pub(crate) fn start(
     inputs: Vec<InputStage>,
     filters: Vec<FilterInstance>,
     routes: Vec<Route>,
-    shards: Shards,
+    shards: usize,
     queue: usize,
 ) -> (RouterTx, tokio::task::JoinHandle<()>) {
-    let forks = if shards.want <= 1 {
+    let forks = if shards <= 1 {
         Vec::new()
     } else {
         let procs = inputs
             .iter()
             .any(|i| !i.processors.is_empty() || i.routes.is_some());
-        match fork_stage(procs, &filters, shards.want - 1) {
+        match fork_stage(procs, &filters, shards - 1) {
             Ok(forks) => {
                 tracing::info!(
                     "the filters run on {} tasks, each taking the chunks of its own tags",
@@ -155,10 +147,7 @@ pub(crate) fn start(
             Err(why) => {
                 // A setting that cannot apply is a note of the pipeline's build (at start and
                 // in --dry-run); the default just stays on one task.
-                tracing::debug!(
-                    explicit = shards.explicit,
-                    "the filters run on one task: {why}"
-                );
+                tracing::debug!("the filters run on one task: {why}");
                 Vec::new()
             }
         }
@@ -194,23 +183,29 @@ pub(crate) fn start(
 }
 
 /// Why the filter stage cannot be sharded, if it cannot: an input has processors or routes
-/// (`processors_or_routes`), or a filter has a condition or does not fork.
+/// (`processors_or_routes`), or a filter has a condition or does not fork (found by asking it
+/// for a fork, dropped again).
 pub(crate) fn unshardable(
     processors_or_routes: bool,
     filters: &[FilterInstance],
 ) -> Option<String> {
+    blocker(processors_or_routes, filters).or_else(|| {
+        filters
+            .iter()
+            .find(|f| f.plugin.fork().is_none())
+            .map(|f| format!("filter {} keeps state across tags", f.name))
+    })
+}
+
+/// [`unshardable`]'s reasons that need no fork.
+fn blocker(processors_or_routes: bool, filters: &[FilterInstance]) -> Option<String> {
     if processors_or_routes {
         return Some("an input has processors or routes".into());
     }
-    filters.iter().find_map(|f| {
-        if f.condition.is_some() {
-            Some(format!("filter {} has a condition", f.name))
-        } else if f.plugin.fork().is_none() {
-            Some(format!("filter {} keeps state across tags", f.name))
-        } else {
-            None
-        }
-    })
+    filters
+        .iter()
+        .find(|f| f.condition.is_some())
+        .map(|f| format!("filter {} has a condition", f.name))
 }
 
 /// `n` more instances of the filters, or why the stage cannot be sharded.
@@ -219,7 +214,8 @@ fn fork_stage(
     filters: &[FilterInstance],
     n: usize,
 ) -> Result<Vec<Vec<FilterInstance>>, String> {
-    if let Some(why) = unshardable(processors_or_routes, filters) {
+    // Whether each filter forks shows in the first round of forks.
+    if let Some(why) = blocker(processors_or_routes, filters) {
         return Err(why);
     }
     let mut sets = Vec::with_capacity(n);

@@ -24,7 +24,7 @@ use crate::emitter::Emitter;
 use crate::output::{output_task, Backoff, Routed, Shared};
 use crate::pipeline::Pipeline;
 use crate::plugin::{InputContext, InputExit};
-use crate::router::{InputStage, InputStore, Route, Shards};
+use crate::router::{InputStage, InputStore, Route};
 use crate::storage::InputGauges;
 
 pub use crate::output::{FLUSH_AT_BYTES, MAX_RETRYING, PROBE_EVERY};
@@ -131,12 +131,9 @@ impl Pipeline {
                 routes: i.routes.take(),
             })
             .collect();
-        let shards = Shards {
-            want: service
-                .filter_workers
-                .map_or_else(default_filter_workers, |n| n as usize),
-            explicit: service.filter_workers.is_some(),
-        };
+        let shards = service
+            .filter_workers
+            .map_or_else(default_filter_workers, |n| n as usize);
         let (router_tx, router) =
             crate::router::start(stages, filters, routes, shards, ROUTER_QUEUE);
 
