@@ -397,7 +397,7 @@ struct Shared {
     stop: CancellationToken,
     /// Instances of the filter ([`Filter::fork`]).
     instances: std::sync::atomic::AtomicUsize,
-    /// With several instances: the pod keys each has tags of, as of its last sweep.
+    /// The pod keys each instance has tags of, as of its last sweep that published them.
     open_keys: std::sync::Mutex<Vec<std::collections::HashSet<String>>>,
 }
 
@@ -1027,9 +1027,10 @@ impl Kubernetes {
                 }
             }
         }
-        if self.shared.instances.load(Ordering::Relaxed) > 1 {
-            // Other instances may read another file of the same pod: publish what this one
-            // has open, and release a pod only when no instance has it open.
+        // A pod goes only when no instance has a file of it open. Each instance publishes its
+        // open pods here at its sweep when there are others (they may read another file of the
+        // same pod); alone, it does so only when it has pods to release.
+        if !released.is_empty() || self.shared.instances.load(Ordering::Relaxed) > 1 {
             let open: std::collections::HashSet<String> =
                 self.by_tag.values().map(|s| s.key.clone()).collect();
             if let Ok(mut all) = self.shared.open_keys.lock() {
@@ -1042,12 +1043,6 @@ impl Kubernetes {
                         self.shared.cache.release(key);
                     }
                 }
-            }
-        } else if !released.is_empty() {
-            let open: std::collections::HashSet<&str> =
-                self.by_tag.values().map(|s| s.key.as_str()).collect();
-            for key in released.iter().filter(|k| !open.contains(k.as_str())) {
-                self.shared.cache.release(key);
             }
         }
         let waiting = &self.waiting;
@@ -1074,15 +1069,10 @@ impl Kubernetes {
     /// filter adds its own).
     fn count_tags(&mut self) {
         let now = self.by_tag.len() as u64;
-        if now >= self.tags_counted {
-            self.stats
-                .tags
-                .fetch_add(now - self.tags_counted, Ordering::Relaxed);
-        } else {
-            self.stats
-                .tags
-                .fetch_sub(self.tags_counted - now, Ordering::Relaxed);
-        }
+        // The change may be negative: atomic addition wraps, so its two's complement subtracts.
+        self.stats
+            .tags
+            .fetch_add(now.wrapping_sub(self.tags_counted), Ordering::Relaxed);
         self.tags_counted = now;
     }
 
