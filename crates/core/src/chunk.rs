@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use crate::event::Record;
 use crate::msgpack::{event_size_memo, mem_and_event_size, MapHeaders};
+use crate::packed::{PackedRecords, UnpackError};
 use crate::tag::Tag;
 
 /// The size of `records` in Fluent Bit's event encoding.
@@ -183,7 +184,11 @@ pub trait MemCharge: Send + Sync {
 /// Records that share a tag, produced by one input.
 pub struct Chunk {
     pub tag: Tag,
+    /// The records, unless they are [`Chunk::packed`] (then this is empty).
     pub records: Vec<Record>,
+    /// The records packed while they wait for the outputs ([`Chunk::pack`]); outputs flush
+    /// an unpacked copy ([`Chunk::unpacked`]).
+    pub packed: Option<PackedRecords>,
     /// Bytes this chunk counts against its input's `Mem_Buf_Limit` ([`Record::mem_size`]).
     pub size: usize,
     /// Its size in Fluent Bit's event encoding ([`crate::msgpack::event_size`]): what the byte
@@ -214,6 +219,7 @@ impl Chunk {
         Chunk {
             tag,
             records,
+            packed: None,
             size,
             wire_size,
             headers: MapHeaders::Compact,
@@ -242,6 +248,51 @@ impl Chunk {
             }
         }
         self.size = now;
+    }
+
+    /// How many records it carries, packed or not.
+    pub fn len(&self) -> usize {
+        self.records.len() + self.packed.as_ref().map_or(0, PackedRecords::len)
+    }
+
+    /// Whether it carries no record.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Packs the records ([`crate::packed`]) for their wait in the outputs' queues. The charge
+    /// on the input's `Mem_Buf_Limit` stays what the records cost unpacked, so the limit
+    /// still counts every record as it will be again during its flush, and the memory the
+    /// queued records really take is a fraction of the limit.
+    pub fn pack(&mut self) {
+        if self.packed.is_none() && !self.records.is_empty() {
+            self.packed = Some(PackedRecords::pack(&self.records));
+            self.records = Vec::new();
+        }
+    }
+
+    /// A chunk with this one's records unpacked, for one flush: it shares this chunk's
+    /// delivery tracking and budget charge, so it settles this chunk's share and keeps its
+    /// charge held while it lives. Its records are freed when the flush lets it go.
+    pub fn unpacked(&self) -> Result<Chunk, UnpackError> {
+        let mut records = match &self.packed {
+            Some(p) => p.unpack()?,
+            None => Vec::new(),
+        };
+        records.extend(self.records.iter().cloned());
+        Ok(Chunk {
+            tag: Arc::clone(&self.tag),
+            records,
+            packed: None,
+            size: self.size,
+            wire_size: self.wire_size,
+            headers: self.headers,
+            source: self.source.clone(),
+            origin: self.origin,
+            born: self.born,
+            delivery: self.delivery.clone(),
+            charge: self.charge.clone(),
+        })
     }
 
     /// Whether the input that made this chunk is short of buffer ([`MemCharge::pressing`]).
@@ -287,7 +338,8 @@ impl std::fmt::Debug for Chunk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Chunk")
             .field("tag", &self.tag)
-            .field("records", &self.records.len())
+            .field("records", &self.len())
+            .field("packed", &self.packed.is_some())
             .field("size", &self.size)
             .finish()
     }

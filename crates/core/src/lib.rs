@@ -8,6 +8,7 @@ pub mod fb_regex;
 pub mod forward;
 pub mod json_fast;
 pub mod msgpack;
+pub mod packed;
 pub mod record_accessor;
 pub mod tag;
 

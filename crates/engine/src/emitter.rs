@@ -159,6 +159,7 @@ impl Emitter {
         let chunk = Chunk {
             tag,
             records,
+            packed: None,
             size,
             wire_size: wire,
             headers: self.headers,

@@ -25,5 +25,6 @@ pub use plugin::{
     Batch, BuildContext, Carrier, Filter, FilterPlugin, FlushResult, Hold, Input, InputContext,
     InputExit, InputPlugin, Output, OutputPlugin, PluginError, Registry, Released,
 };
+pub use router::PACK_AT_BYTES;
 pub use run::StopReason;
 pub use tokio_util::sync::CancellationToken;

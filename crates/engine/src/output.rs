@@ -22,7 +22,7 @@
 //!   one) is kept in the dead-letter store.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,16 +62,79 @@ pub const MAX_RETRYING: usize = 4;
 /// its destination fails) they wait on disk only.
 const UP_WINDOW: usize = 2 * FLUSH_AT_BYTES;
 
+/// The sending end of an output's queue. It counts the bytes sent that the output has not
+/// taken in yet: an output takes chunks in while it has a worker free, so bytes waiting here
+/// mean its destination is slower than its inputs, and the router packs what it sends next
+/// ([`crate::router::PACK_AT_BYTES`]).
+#[derive(Clone)]
+pub(crate) struct OutputTx {
+    tx: mpsc::UnboundedSender<Routed>,
+    waiting: Arc<AtomicUsize>,
+}
+
+/// The receiving end of an output's queue ([`OutputTx`]).
+pub(crate) struct OutputRx {
+    rx: mpsc::UnboundedReceiver<Routed>,
+    waiting: Arc<AtomicUsize>,
+}
+
+/// Takes `n` off `a`, stopping at zero.
+fn sub(a: &AtomicUsize, n: usize) {
+    let _ = a.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+        Some(v.saturating_sub(n))
+    });
+}
+
+/// A new output queue.
+pub(crate) fn output_channel() -> (OutputTx, OutputRx) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let waiting = Arc::new(AtomicUsize::new(0));
+    (
+        OutputTx {
+            tx,
+            waiting: Arc::clone(&waiting),
+        },
+        OutputRx { rx, waiting },
+    )
+}
+
+impl OutputTx {
+    /// Queues `item` for the output; false when the output is gone.
+    pub(crate) fn send(&self, item: Routed) -> bool {
+        let bytes = item.bytes;
+        self.waiting.fetch_add(bytes, Ordering::AcqRel);
+        if self.tx.send(item).is_err() {
+            sub(&self.waiting, bytes);
+            return false;
+        }
+        true
+    }
+
+    /// Bytes sent that the output has not taken in yet.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+}
+
+impl OutputRx {
+    /// The next item, once the output takes it in.
+    pub(crate) async fn recv(&mut self) -> Option<Routed> {
+        let item = self.rx.recv().await?;
+        sub(&self.waiting, item.bytes);
+        Some(item)
+    }
+}
+
 /// What reaches an output: a chunk in memory, a chunk file, or both (a filesystem chunk whose
 /// records are still in memory).
 #[derive(Clone)]
 pub(crate) struct Routed {
-    chunk: Option<Arc<Chunk>>,
+    pub(crate) chunk: Option<Arc<Chunk>>,
     stored: Option<Arc<StoredChunk>>,
     /// The input's budget, when an output over its limit pauses it instead of dropping.
     pause: Option<Arc<MemBudget>>,
     tag: Tag,
-    bytes: usize,
+    pub(crate) bytes: usize,
 }
 
 impl Routed {
@@ -117,7 +180,7 @@ impl Routed {
     /// Records in it (for a file never read, what is known of it: 0).
     fn records(&self) -> u64 {
         match (&self.chunk, &self.stored) {
-            (Some(c), _) => c.records.len() as u64,
+            (Some(c), _) => c.len() as u64,
             (None, Some(s)) => s.records(),
             (None, None) => 0,
         }
@@ -375,12 +438,7 @@ impl Queue {
 }
 
 /// The output task (see the module docs).
-pub(crate) async fn output_task(
-    out: OutputInstance,
-    id: usize,
-    mut rx: mpsc::UnboundedReceiver<Routed>,
-    shared: Shared,
-) {
+pub(crate) async fn output_task(out: OutputInstance, id: usize, mut rx: OutputRx, shared: Shared) {
     let sem = Arc::new(Semaphore::new(out.workers));
     let recovery = Recovery::new();
     let flusher = Flusher {
@@ -646,6 +704,17 @@ async fn load(f: &Flusher, tag: &Tag, items: Vec<Routed>) -> (Vec<Arc<Chunk>>, u
     let mut loaded = 0;
     for item in items {
         match (item.chunk, item.stored) {
+            (Some(c), _) if c.packed.is_some() => match c.unpacked() {
+                Ok(view) => chunks.push(Arc::new(view)),
+                Err(e) => {
+                    // Only a bug gets here: the packed bytes never leave the process.
+                    let n = c.len() as u64;
+                    f.metrics.dropped(n);
+                    tracing::error!(output = %f.name, %tag, records = n, error = %e,
+                        "queued records cannot be unpacked; they are counted as dropped");
+                    c.mark(DeliveryStatus::Rejected);
+                }
+            },
             (Some(c), _) => chunks.push(c),
             (None, Some(stored)) => {
                 f.shared.load_budget.acquire(item.bytes).await;
@@ -663,6 +732,7 @@ async fn load(f: &Flusher, tag: &Tag, items: Vec<Routed>) -> (Vec<Arc<Chunk>>, u
                         chunks.push(Arc::new(Chunk {
                             tag: Arc::clone(tag),
                             records,
+                            packed: None,
                             size: item.bytes,
                             wire_size,
                             headers: MapHeaders::Compact,
@@ -887,7 +957,7 @@ fn count_routes(pipeline: &crate::metrics::Metrics, output: &str, batch: &Batch,
             continue;
         };
         let r = pipeline.route(source, output);
-        let (records, bytes) = (c.records.len() as u64, c.wire_size as u64);
+        let (records, bytes) = (c.len() as u64, c.wire_size as u64);
         if delivered {
             PluginMetrics::add(&r.records, records);
             PluginMetrics::add(&r.bytes, bytes);

@@ -288,14 +288,18 @@ impl Batch {
         )
     }
 
-    /// Every record, in order.
+    /// Every record, in order. The engine unpacks packed chunks before a flush
+    /// ([`Chunk::unpacked`]), so an output always finds its records here.
     pub fn records(&self) -> impl Iterator<Item = &Record> {
-        self.chunks.iter().flat_map(|c| c.records.iter())
+        self.chunks.iter().flat_map(|c| {
+            debug_assert!(c.packed.is_none(), "a flushed batch holds a packed chunk");
+            c.records.iter()
+        })
     }
 
     /// How many records.
     pub fn len(&self) -> usize {
-        self.chunks.iter().map(|c| c.records.len()).sum()
+        self.chunks.iter().map(|c| c.len()).sum()
     }
 
     /// Whether there are no records.

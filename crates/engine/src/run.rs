@@ -14,7 +14,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -112,7 +111,7 @@ impl Pipeline {
         let mut output_tasks = JoinSet::new();
         let mut routes: Vec<Route> = Vec::with_capacity(outputs.len());
         for (id, out) in outputs.into_iter().enumerate() {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = crate::output::output_channel();
             routes.push((out.matcher.clone(), tx));
             output_tasks.spawn(output_task(out, id, rx, shared.clone()));
         }
@@ -285,7 +284,7 @@ fn replay_backlog(storage: &Arc<crate::storage::Storage>, routes: &[Route]) {
         let routed = Routed::stored(None, stored, None);
         routed.expect(targets.len());
         for tx in targets {
-            let _ = tx.send(routed.clone());
+            tx.send(routed.clone());
         }
         routed.settle_router();
         files += 1;

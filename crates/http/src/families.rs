@@ -275,6 +275,16 @@ pub(crate) fn v2(source: &Source) -> Vec<Family> {
     );
     out.push(f);
     let mut f = Family::new(
+        "logferry_packed_records_total",
+        "Records packed while they waited for an output whose destination was slower than the inputs.",
+        Kind::Counter,
+    );
+    f.push(
+        Vec::new(),
+        logferry_core::packed::PACKED_RECORDS.load(Relaxed),
+    );
+    out.push(f);
+    let mut f = Family::new(
         "fluentbit_logger_logs_total",
         "Total number of logs",
         Kind::Counter,

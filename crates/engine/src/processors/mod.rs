@@ -321,6 +321,7 @@ impl OutputProcessors {
             // bytes after its processors).
             let chunk = Chunk {
                 tag: chunk_tag,
+                packed: None,
                 size: records.iter().map(Record::mem_size).sum(),
                 wire_size: logferry_core::chunk::wire_size(&records, headers),
                 headers,

@@ -1,0 +1,595 @@
+//! Records packed into one byte buffer while they wait for an output.
+//!
+//! A [`Record`] in memory is a tree: a vector of 56-byte pairs per map and a heap string per long
+//! value, each allocation rounded up by the allocator. Records waiting in an output's queue for
+//! a slow destination (the common case of an outage or throttling) hold the input's whole
+//! `Mem_Buf_Limit` in that form. Packed, the same records are one allocation with each value's
+//! bytes back to back, and the maps the kubernetes filter shares between a pod's records
+//! ([`Value::SharedMap`]) stay shared: one reference per chunk, not a copy per record. The
+//! engine packs a chunk on its way to the outputs and each output unpacks it for the flush that
+//! sends it, so queued records cost a fraction of what they cost as trees.
+//!
+//! The form is private to one process (never written to disk or sent): a tag byte per value,
+//! LEB128 lengths and counts, zigzag integers, floats as their bits; the text of every key and
+//! string goes to a `String` of its own, so reading it back takes a slice of text already
+//! known to be UTF-8 instead of checking each string again. Unpacking gives back the
+//! records exactly: the same value kinds (`Int` stays `Int`, a shared map stays the same `Arc`),
+//! the same key order and duplicate keys, the same float bits.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::event::{EventTime, Map, Record, Str, Value};
+
+const NULL: u8 = 0;
+const FALSE: u8 = 1;
+const TRUE: u8 = 2;
+const INT: u8 = 3;
+const UINT: u8 = 4;
+const FLOAT: u8 = 5;
+const STR: u8 = 6;
+const ARRAY: u8 = 7;
+const MAP: u8 = 8;
+const SHARED: u8 = 9;
+/// A map with the same keys, in the same order, as a map written before with `MAP` (its
+/// shape, by number): only its values follow. A chunk's records mostly share a few shapes (a
+/// file's lines through the same parser, with the same nested object), so each key is written
+/// and read back once per chunk, not once per record.
+const SAME_KEYS: u8 = 10;
+
+/// Shapes remembered per chunk: each map written with `MAP` becomes the next shape while
+/// there is room (both sides follow this rule, so they number shapes alike).
+const MAX_SHAPES: usize = 16;
+
+/// Deepest nesting [`PackedRecords::unpack`] follows (records are never this deep: parsers stop
+/// well before it); past it the data is reported as damaged rather than overflowing the stack.
+const MAX_DEPTH: usize = 512;
+
+/// Records packed since start (`logferry_packed_records_total`): a sign that an output's
+/// destination was slower than the inputs.
+pub static PACKED_RECORDS: AtomicU64 = AtomicU64::new(0);
+
+/// Why packed bytes could not be read back. Only a bug can cause it: the bytes never leave
+/// the process.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UnpackError {
+    #[error("packed records end early at byte {0}")]
+    Truncated(usize),
+    #[error("packed records hold an unknown value kind {kind} at byte {at}")]
+    Kind { kind: u8, at: usize },
+    #[error("packed records refer to shared map {0}, which is not there")]
+    Shared(usize),
+    #[error(
+        "packed records hold a string length past the text or off a character boundary at byte {0}"
+    )]
+    Utf8(usize),
+    #[error("packed records refer to map shape {0}, which is not there")]
+    Shape(usize),
+    #[error("packed records nest deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+}
+
+/// Records in the packed form (see the module's documentation).
+#[derive(Clone, Default)]
+pub struct PackedRecords {
+    bytes: Vec<u8>,
+    text: String,
+    shared: Vec<Arc<Map>>,
+    count: usize,
+}
+
+impl std::fmt::Debug for PackedRecords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedRecords")
+            .field("records", &self.count)
+            .field("bytes", &self.bytes.len())
+            .field("text", &self.text.len())
+            .field("shared", &self.shared.len())
+            .finish()
+    }
+}
+
+impl PackedRecords {
+    /// Packs `records`.
+    pub fn pack(records: &[Record]) -> Self {
+        PACKED_RECORDS.fetch_add(records.len() as u64, Ordering::Relaxed);
+        thread_local! {
+            /// Packing happens on the filter tasks' threads, chunk after chunk: the buffer
+            /// grows once, and each chunk gets an exact-size copy of its bytes.
+            static SCRATCH: std::cell::RefCell<(Vec<u8>, String)> =
+                const { std::cell::RefCell::new((Vec::new(), String::new())) };
+        }
+        SCRATCH.with(|scratch| {
+            let mut scratch = match scratch.try_borrow_mut() {
+                Ok(s) => s,
+                // Never reentered; fresh buffers are the safe answer if it were.
+                Err(_) => return Self::pack_into(Default::default(), records).0,
+            };
+            let (packed, bufs) = Self::pack_into(std::mem::take(&mut *scratch), records);
+            *scratch = bufs;
+            packed
+        })
+    }
+
+    /// Packs into `bufs` (cleared first); gives them back for reuse.
+    fn pack_into(
+        (mut out, mut text): (Vec<u8>, String),
+        records: &[Record],
+    ) -> (Self, (Vec<u8>, String)) {
+        out.clear();
+        text.clear();
+        let mut p = Packer {
+            out,
+            text,
+            shared: Vec::new(),
+            shapes: Vec::new(),
+        };
+        for r in records {
+            p.out.extend_from_slice(&r.time.0.to_le_bytes());
+            p.map(&r.body);
+        }
+        let packed = PackedRecords {
+            bytes: p.out.as_slice().to_vec(),
+            text: p.text.as_str().to_owned(),
+            shared: p.shared,
+            count: records.len(),
+        };
+        // A chunk far larger than usual is not kept around.
+        if p.out.capacity() + p.text.capacity() > 8 << 20 {
+            p.out = Vec::new();
+            p.text = String::new();
+        }
+        (packed, (p.out, p.text))
+    }
+
+    /// How many records are packed.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether no record is packed.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes this form holds in memory (the shared maps are counted where they live: with the
+    /// kubernetes filter's cache, as [`Record::mem_size`] counts them).
+    pub fn mem_size(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.bytes.capacity()
+            + self.text.capacity()
+            + self.shared.capacity() * std::mem::size_of::<Arc<Map>>()
+    }
+
+    /// The records back, as they were packed.
+    pub fn unpack(&self) -> Result<Vec<Record>, UnpackError> {
+        let mut r = Reader {
+            buf: &self.bytes,
+            at: 0,
+            text: &self.text,
+            text_at: 0,
+            shared: &self.shared,
+            shapes: Vec::new(),
+        };
+        let mut out = Vec::with_capacity(self.count);
+        for _ in 0..self.count {
+            let time = EventTime(i64::from_le_bytes(r.array::<8>()?));
+            let at = r.at;
+            let body = match r.value(0)? {
+                Value::Map(m) => m,
+                _ => return Err(UnpackError::Kind { kind: MAP, at }),
+            };
+            out.push(Record { time, body });
+        }
+        Ok(out)
+    }
+}
+
+struct Packer {
+    out: Vec<u8>,
+    text: String,
+    shared: Vec<Arc<Map>>,
+    /// Shapes so far: where each one's keys are in `text`.
+    shapes: Vec<Vec<std::ops::Range<usize>>>,
+}
+
+impl Packer {
+    fn len(&mut self, mut n: usize) {
+        while n >= 0x80 {
+            self.out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        self.out.push(n as u8);
+    }
+
+    fn u64(&mut self, mut n: u64) {
+        while n >= 0x80 {
+            self.out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        self.out.push(n as u8);
+    }
+
+    /// A key or string: its length here, its text in `text`.
+    fn str(&mut self, s: &str) {
+        self.len(s.len());
+        self.text.push_str(s);
+    }
+
+    /// `SAME_KEYS`, a shape's number and the values when the keys are a known shape's;
+    /// else `MAP` with the keys, which becomes a shape while there is room.
+    fn map(&mut self, m: &Map) {
+        let text = &self.text;
+        let known = self.shapes.iter().position(|shape| {
+            shape.len() == m.0.len()
+                && m.0
+                    .iter()
+                    .zip(shape)
+                    .all(|((k, _), at)| text.get(at.clone()) == Some(k.as_str()))
+        });
+        if let Some(i) = known {
+            self.out.push(SAME_KEYS);
+            self.len(i);
+            for (_, v) in &m.0 {
+                self.value(v);
+            }
+            return;
+        }
+        let remember = self.shapes.len() < MAX_SHAPES;
+        let mut shape = Vec::new();
+        self.out.push(MAP);
+        self.len(m.0.len());
+        for (k, v) in &m.0 {
+            let from = self.text.len();
+            self.str(k);
+            if remember {
+                shape.push(from..self.text.len());
+            }
+            self.value(v);
+        }
+        if remember {
+            self.shapes.push(shape);
+        }
+    }
+
+    fn value(&mut self, v: &Value) {
+        match v {
+            Value::Null => self.out.push(NULL),
+            Value::Bool(false) => self.out.push(FALSE),
+            Value::Bool(true) => self.out.push(TRUE),
+            Value::Int(i) => {
+                self.out.push(INT);
+                self.u64(((i << 1) ^ (i >> 63)) as u64);
+            }
+            Value::UInt(u) => {
+                self.out.push(UINT);
+                self.u64(*u);
+            }
+            Value::Float(f) => {
+                self.out.push(FLOAT);
+                self.out.extend_from_slice(&f.to_bits().to_le_bytes());
+            }
+            Value::Str(s) => {
+                self.out.push(STR);
+                self.str(s);
+            }
+            Value::Array(a) => {
+                self.out.push(ARRAY);
+                self.len(a.len());
+                for v in a {
+                    self.value(v);
+                }
+            }
+            Value::Map(m) => self.map(m),
+            Value::SharedMap(m) => {
+                // A chunk's records come from a few pods: the last one is the usual hit.
+                let i = match self.shared.iter().rposition(|s| Arc::ptr_eq(s, m)) {
+                    Some(i) => i,
+                    None => {
+                        self.shared.push(Arc::clone(m));
+                        self.shared.len() - 1
+                    }
+                };
+                self.out.push(SHARED);
+                self.len(i);
+            }
+        }
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+    text: &'a str,
+    text_at: usize,
+    shared: &'a [Arc<Map>],
+    shapes: Vec<Vec<Str>>,
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Result<u8, UnpackError> {
+        let b = *self
+            .buf
+            .get(self.at)
+            .ok_or(UnpackError::Truncated(self.at))?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], UnpackError> {
+        let s = self
+            .buf
+            .get(self.at..self.at + N)
+            .ok_or(UnpackError::Truncated(self.at))?;
+        self.at += N;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    fn u64(&mut self) -> Result<u64, UnpackError> {
+        let mut n = 0u64;
+        let mut shift = 0;
+        loop {
+            let b = self.byte()?;
+            if shift < 64 {
+                n |= u64::from(b & 0x7f) << shift;
+            }
+            if b < 0x80 {
+                return Ok(n);
+            }
+            shift += 7;
+        }
+    }
+
+    fn len(&mut self) -> Result<usize, UnpackError> {
+        let at = self.at;
+        let n = self.u64()? as usize;
+        // Every item takes at least one byte: a count past the data is damage, refused before
+        // anything is allocated for it.
+        if n > self.buf.len() - self.at.min(self.buf.len()) {
+            return Err(UnpackError::Truncated(at));
+        }
+        Ok(n)
+    }
+
+    fn str(&mut self) -> Result<&'a str, UnpackError> {
+        let at = self.at;
+        let n = self.u64()? as usize;
+        let end = self
+            .text_at
+            .checked_add(n)
+            .ok_or(UnpackError::Truncated(at))?;
+        // A slice of text that is UTF-8 already: `get` only checks that both ends fall on
+        // character boundaries (and within the text).
+        let s = self
+            .text
+            .get(self.text_at..end)
+            .ok_or(UnpackError::Utf8(at))?;
+        self.text_at = end;
+        Ok(s)
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value, UnpackError> {
+        if depth > MAX_DEPTH {
+            return Err(UnpackError::TooDeep);
+        }
+        let at = self.at;
+        Ok(match self.byte()? {
+            NULL => Value::Null,
+            FALSE => Value::Bool(false),
+            TRUE => Value::Bool(true),
+            INT => {
+                let z = self.u64()?;
+                Value::Int(((z >> 1) as i64) ^ -((z & 1) as i64))
+            }
+            UINT => Value::UInt(self.u64()?),
+            FLOAT => Value::Float(f64::from_bits(u64::from_le_bytes(self.array::<8>()?))),
+            STR => Value::Str(Str::from(self.str()?)),
+            ARRAY => {
+                let n = self.len()?;
+                let mut a = Vec::with_capacity(n);
+                for _ in 0..n {
+                    a.push(self.value(depth + 1)?);
+                }
+                Value::Array(a)
+            }
+            MAP => {
+                let n = self.len()?;
+                let remember = self.shapes.len() < MAX_SHAPES;
+                let mut shape = Vec::new();
+                let mut pairs = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let k = Str::from(self.str()?);
+                    if remember {
+                        shape.push(k.clone());
+                    }
+                    pairs.push((k, self.value(depth + 1)?));
+                }
+                if remember {
+                    self.shapes.push(shape);
+                }
+                Value::Map(Map(pairs))
+            }
+            SAME_KEYS => {
+                let i = self.len()?;
+                let n = self.shapes.get(i).ok_or(UnpackError::Shape(i))?.len();
+                let mut pairs = Vec::with_capacity(n);
+                for j in 0..n {
+                    let k = self.shapes.get(i).and_then(|s| s.get(j)).cloned();
+                    let k = k.ok_or(UnpackError::Shape(i))?;
+                    pairs.push((k, self.value(depth + 1)?));
+                }
+                Value::Map(Map(pairs))
+            }
+            SHARED => {
+                let i = self.len()?;
+                let m = self.shared.get(i).ok_or(UnpackError::Shared(i))?;
+                Value::SharedMap(Arc::clone(m))
+            }
+            kind => return Err(UnpackError::Kind { kind, at }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> Value {
+        Value::Str(Str::from(v))
+    }
+
+    /// Every value kind, nested, with duplicate keys, edge numbers and long and short strings.
+    fn varied(i: i64, pod: &Arc<Map>) -> Record {
+        let mut nested = Map::with_capacity(3);
+        nested.push(
+            "a",
+            Value::Array(vec![Value::Null, Value::Bool(true), s("x")]),
+        );
+        nested.push("a", Value::Int(-1)); // a duplicate key stays
+        nested.push("é", Value::Float(-0.0));
+        let mut body = Map::with_capacity(12);
+        body.push("log", s(&"line ".repeat(i as usize % 40)));
+        body.push("int", Value::Int(i64::MIN + i));
+        body.push("max", Value::Int(i64::MAX - i));
+        body.push("uint", Value::UInt(u64::MAX - i as u64));
+        body.push("small", Value::Int(i - 3));
+        body.push("nan", Value::Float(f64::NAN));
+        body.push("inf", Value::Float(f64::NEG_INFINITY));
+        body.push("f", Value::Float(1.5e300));
+        body.push("bools", Value::Array(vec![Value::Bool(false)]));
+        body.push("nested", Value::Map(nested));
+        body.push("kubernetes", Value::SharedMap(Arc::clone(pod)));
+        body.push("", s("日本語 and a \u{0} byte"));
+        Record::new(EventTime(i * 1_000_000_007 - 5), body)
+    }
+
+    fn same(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits(),
+            (Value::Array(x), Value::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
+            }
+            (Value::Map(x), Value::Map(y)) => same_map(x, y),
+            (Value::SharedMap(x), Value::SharedMap(y)) => Arc::ptr_eq(x, y),
+            (x, y) => std::mem::discriminant(x) == std::mem::discriminant(y) && x == y,
+        }
+    }
+
+    fn same_map(x: &Map, y: &Map) -> bool {
+        x.0.len() == y.0.len()
+            && x.0
+                .iter()
+                .zip(&y.0)
+                .all(|((kx, vx), (ky, vy))| kx == ky && same(vx, vy))
+    }
+
+    #[test]
+    fn unpack_gives_back_exactly_what_was_packed() {
+        let mut pod = Map::with_capacity(2);
+        pod.push("pod_name", s("web-1"));
+        pod.push("labels", Value::Map(Map::with_capacity(0)));
+        let pod = Arc::new(pod);
+        let other = Arc::new(Map::with_capacity(0));
+        let mut records: Vec<Record> = (0..300).map(|i| varied(i, &pod)).collect();
+        records[7]
+            .body
+            .push("kubernetes", Value::SharedMap(Arc::clone(&other)));
+        // Bodies of other shapes between bodies of the same shape: same keys in another
+        // order, one key renamed, an empty body.
+        records[20].body.0.swap(0, 1);
+        records[21].body.0[3].0 = Str::from("uinT");
+        records.push(Record::default());
+        records.push(varied(5, &pod));
+        // More shapes than are remembered, nested, each seen again later.
+        for i in 0..(3 * MAX_SHAPES) {
+            let mut inner = Map::with_capacity(1);
+            inner.push(
+                format!("inner{}", i % (MAX_SHAPES + 3)),
+                Value::Int(i as i64),
+            );
+            let mut body = Map::with_capacity(2);
+            body.push(format!("k{}", i % (2 * MAX_SHAPES)), Value::Map(inner));
+            body.push("z", s("z"));
+            records.push(Record::new(EventTime(i as i64), body));
+        }
+        let p = PackedRecords::pack(&records);
+        assert_eq!(p.len(), records.len());
+        let back = p.unpack().unwrap();
+        assert_eq!(back.len(), records.len());
+        for (a, b) in records.iter().zip(&back) {
+            assert_eq!(a.time, b.time);
+            assert!(same_map(&a.body, &b.body), "{a:?}\n!=\n{b:?}");
+        }
+        // Two shared maps, each stored once, each handed back as the same allocation.
+        assert_eq!(p.shared.len(), 2);
+        assert_eq!(Arc::strong_count(&pod), 1 + 301 + 301 + 1);
+    }
+
+    #[test]
+    fn packed_records_take_less_memory_than_the_records() {
+        let pod = Arc::new(Map::with_capacity(0));
+        let records: Vec<Record> = (0..100).map(|i| varied(i, &pod)).collect();
+        let tree: usize = records.iter().map(Record::mem_size).sum();
+        let p = PackedRecords::pack(&records);
+        assert!(p.mem_size() * 2 < tree, "{} vs {tree}", p.mem_size());
+    }
+
+    #[test]
+    fn damaged_bytes_are_an_error_not_a_panic() {
+        let pod = Arc::new(Map::with_capacity(0));
+        let records: Vec<Record> = (0..3).map(|i| varied(i, &pod)).collect();
+        let p = PackedRecords::pack(&records);
+        for cut in 0..p.bytes.len() {
+            let mut q = p.clone();
+            q.bytes.truncate(cut);
+            assert!(q.unpack().is_err(), "cut at {cut}");
+        }
+        for cut in (0..p.text.len()).filter(|&c| p.text.is_char_boundary(c)) {
+            let mut q = p.clone();
+            q.text.truncate(cut);
+            assert!(q.unpack().is_err(), "text cut at {cut}");
+        }
+        // A string that would end inside a character is refused, not sliced.
+        let mut body = Map::with_capacity(1);
+        body.push("k", s("é"));
+        let mut q = PackedRecords::pack(&[Record::new(EventTime(0), body)]);
+        assert_eq!(q.text, "ké");
+        q.text = "kxé".into();
+        // time (8 bytes), `MAP`, 1 pair, the key's length, `STR`: the string's length is at byte 12.
+        assert_eq!(q.unpack().unwrap_err(), UnpackError::Utf8(12));
+        let mut q = p.clone();
+        q.shared.clear();
+        assert_eq!(q.unpack().unwrap_err(), UnpackError::Shared(0));
+        let mut q = p.clone();
+        q.bytes[8] = 77;
+        assert_eq!(
+            q.unpack().unwrap_err(),
+            UnpackError::Kind { kind: 77, at: 8 }
+        );
+        // The second and third bodies have the first one's keys, so they are written without
+        // them; a `SAME_KEYS` first, with no shape known, cannot be read.
+        let mut q = p.clone();
+        q.bytes[8] = SAME_KEYS;
+        assert!(q.unpack().is_err());
+        // Every single-byte change either reads back or fails cleanly.
+        for i in 0..p.bytes.len() {
+            let mut q = p.clone();
+            q.bytes[i] ^= 0xff;
+            let _ = q.unpack();
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_on_unpack() {
+        let mut v = Value::Null;
+        for _ in 0..(MAX_DEPTH + 2) {
+            v = Value::Array(vec![v]);
+        }
+        let mut body = Map::with_capacity(1);
+        body.push("deep", v);
+        let p = PackedRecords::pack(&[Record::new(EventTime(0), body)]);
+        assert_eq!(p.unpack().unwrap_err(), UnpackError::TooDeep);
+    }
+}
