@@ -63,6 +63,8 @@ pub enum UnpackError {
         "packed records hold a string length past the text or off a character boundary at byte {0}"
     )]
     Utf8(usize),
+    #[error("packed records go on past their last record, at byte {0}")]
+    Trailing(usize),
     #[error("packed records refer to map shape {0}, which is not there")]
     Shape(usize),
     #[error("packed records nest deeper than {MAX_DEPTH} levels")]
@@ -180,6 +182,9 @@ impl PackedRecords {
                 _ => return Err(UnpackError::Kind { kind: MAP, at }),
             };
             out.push(Record { time, body });
+        }
+        if r.at != self.bytes.len() || r.text_at != self.text.len() {
+            return Err(UnpackError::Trailing(r.at));
         }
         Ok(out)
     }
@@ -559,6 +564,15 @@ mod tests {
         q.text = "kxé".into();
         // time (8 bytes), `MAP`, 1 pair, the key's length, `STR`: the string's length is at byte 12.
         assert_eq!(q.unpack().unwrap_err(), UnpackError::Utf8(12));
+        let mut q = p.clone();
+        q.bytes.push(NULL);
+        assert_eq!(
+            q.unpack().unwrap_err(),
+            UnpackError::Trailing(p.bytes.len())
+        );
+        let mut q = p.clone();
+        q.text.push('x');
+        assert!(matches!(q.unpack(), Err(UnpackError::Trailing(_))));
         let mut q = p.clone();
         q.shared.clear();
         assert_eq!(q.unpack().unwrap_err(), UnpackError::Shared(0));

@@ -177,6 +177,14 @@ impl Routed {
         }
     }
 
+    /// Packs its chunk's records ([`Chunk::pack`]) when this output is the chunk's only
+    /// holder (another output may be reading them).
+    fn pack_if_alone(&mut self) {
+        if let Some(c) = self.chunk.as_mut().and_then(Arc::get_mut) {
+            c.pack();
+        }
+    }
+
     /// Records in it (for a file never read, what is known of it: 0).
     fn records(&self) -> u64 {
         match (&self.chunk, &self.stored) {
@@ -469,6 +477,11 @@ pub(crate) async fn output_task(out: OutputInstance, id: usize, mut rx: OutputRx
                             item.chunk = None;
                         }
                         let pressing = item.chunk.as_ref().is_some_and(|c| c.pressing());
+                        // Batches this output cannot send yet (its destination is down or
+                        // slow, and its retries fill its slots) pile up here: pack them.
+                        if queue.pending_up >= crate::router::PACK_AT_BYTES {
+                            item.pack_if_alone();
+                        }
                         let tag = Arc::clone(&item.tag);
                         let pause = item.pause.clone();
                         let tag_bytes = queue.push(item);

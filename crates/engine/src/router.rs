@@ -605,9 +605,10 @@ impl Router<'_> {
 /// Chunks are packed on their way to the outputs ([`Chunk::pack`]) when one of those outputs
 /// has this much sent to it that it has not taken in: four full batches (`FLUSH_AT_BYTES`).
 /// An output takes chunks in while it has a worker free, so that happens when its
-/// destination is slower than the inputs (an outage, throttling, a backlog), and the records
-/// will wait. An output that keeps up takes each chunk at once, and packing would only cost
-/// CPU. One batch was too little: a pipeline running at 500,000 lines/s into `null` left that
+/// destination is slower than the inputs (throttling, a backlog), and the records will wait.
+/// An output whose destination is down takes chunks in while its retries wait, and packs
+/// what it queues past this much itself. An output that keeps up takes each chunk at once
+/// and flushes it within a batch, and packing would only cost CPU. One batch was too little: a pipeline running at 500,000 lines/s into `null` left that
 /// much waiting in a scheduling hiccup, and packed 3–5% of its records for nothing (P2, P3).
 pub const PACK_AT_BYTES: usize = 4 * crate::output::FLUSH_AT_BYTES;
 

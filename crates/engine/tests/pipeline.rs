@@ -425,83 +425,140 @@ async fn input_pauses_at_mem_buf_limit_and_resumes_when_drained() {
     );
 }
 
-/// Records sent to a stalled output once it has `PACK_AT_BYTES` it has not taken in are
-/// packed in its queue and unpacked for the flush: every record arrives, in order, unchanged,
-/// and every chunk's outcome reaches the input. (Checked to fail when unpacking loses a
-/// record: 99 of the 600 chunks went packed in that run.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_packed_while_an_output_is_stalled_arrive_unchanged() {
-    // 2,000 chunks of 10 records with ~1 KB of padding: ~24 MB held before the gate opens,
-    // well past the PACK_AT_BYTES (8 MB) the stalled output leaves waiting.
+/// The tests that count packed records (a process-wide counter) run one at a time.
+static PACKING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn packed_records() -> u64 {
+    logferry_core::packed::PACKED_RECORDS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// 2,000 chunks of 10 records with ~1 KB of padding under `tag` (~24 MB held, well past the
+/// PACK_AT_BYTES, 8 MB, that a stalled output leaves waiting) into a `collect` output with
+/// sink `tag` and `out`'s options.
+fn packing_pipeline(tag: &str, service: &[(&str, &str)], out: &[(&str, &str)]) -> Pipeline {
+    let mut output = vec![("Name", "collect"), ("Match", tag), ("sink", tag)];
+    output.extend_from_slice(out);
     let c = config(vec![
-        section(SectionKind::Service, &[FAST]),
+        section(SectionKind::Service, service),
         section(
             SectionKind::Input,
             &[
                 ("Name", "seq"),
-                ("Tag", "pk"),
+                ("Tag", tag),
                 ("count", "20000"),
                 ("per_chunk", "10"),
                 ("size", "1000"),
                 ("Mem_Buf_Limit", "64M"),
             ],
         ),
-        section(
-            SectionKind::Output,
-            &[
-                ("Name", "collect"),
-                ("Match", "pk"),
-                ("sink", "pk"),
-                ("gate", "pk"),
-            ],
-        ),
+        section(SectionKind::Output, &output),
     ]);
-    let packed =
-        || logferry_core::packed::PACKED_RECORDS.load(std::sync::atomic::Ordering::Relaxed);
-    let packed_before = packed();
-    let p = Pipeline::build(c, &registry()).unwrap();
+    Pipeline::build(c, &registry()).unwrap()
+}
+
+/// Every one of `packing_pipeline`'s records reached sink `tag` once and unchanged (in order
+/// when `ordered`), and each of its 2,000 chunks was acknowledged as delivered.
+fn assert_each_record_once(tag: &str, ordered: bool) {
+    let got = sink(tag).lock().unwrap().clone();
+    let mut seen = Vec::with_capacity(got.len());
+    for (t, r) in &got {
+        assert_eq!(t, tag);
+        assert_eq!(r.body.get("pad"), Some(&Value::from("x".repeat(1000))));
+        let n = match r.body.get("n") {
+            Some(Value::Int(n)) => *n,
+            other => panic!("n is {other:?}"),
+        };
+        let time = logferry_core::EventTime::from_parts(1_700_000_000 + n, 0);
+        assert_eq!(r.time, time, "record {n}");
+        seen.push(n);
+    }
+    if !ordered {
+        seen.sort_unstable();
+    }
+    assert_eq!(seen, (0..20000).collect::<Vec<_>>(), "each record once");
+    let outcomes = outcomes_for(&format!("{tag}:"));
+    assert_eq!(outcomes.len(), 2000);
+    assert!(outcomes.iter().all(|s| *s == DeliveryStatus::Delivered));
+}
+
+/// Records sent to a stalled output once it has `PACK_AT_BYTES` it has not taken in are
+/// packed in its queue and unpacked for the flush: every record arrives, in order, unchanged,
+/// and every chunk's outcome reaches the input. (Checked to fail when unpacking loses a
+/// record.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_packed_while_an_output_is_stalled_arrive_unchanged() {
+    let _alone = PACKING.lock().await;
+    let packed_before = packed_records();
+    let p = packing_pipeline("pk", &[FAST], &[("gate", "pk")]);
     let metrics = Arc::clone(&p.metrics);
     let run = tokio::spawn(p.run(CancellationToken::new()));
     let input = logferry_engine::metrics::Metrics::list(&metrics.inputs)[0].clone();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while PluginMetrics::get(&input.records) < 20000 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the input did not emit everything"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(
+        logferry_engine::testing::wait_until(Duration::from_secs(20), || {
+            PluginMetrics::get(&input.records) == 20000
+        })
+        .await,
+        "the input did not emit everything"
+    );
     // Everything is held: the packed chunks still count what the records cost unpacked.
     let held = PluginMetrics::get(&input.buffer_bytes) as usize;
     assert!(held >= 20000 * 1000, "{held} bytes held");
     assert!(sink("pk").lock().unwrap().is_empty());
     // What came after the first ~12 MB (8 MB waiting, a batch queued, one in flight) went
-    // packed; no other test here leaves 8 MB waiting.
-    assert!(
-        packed() - packed_before >= 6000,
-        "{} records packed",
-        packed() - packed_before
-    );
+    // packed.
+    let packed = packed_records() - packed_before;
+    assert!(packed >= 6000, "{packed} records packed");
     gate("pk").add_permits(100_000);
     let reason = tokio::time::timeout(Duration::from_secs(30), run)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(reason, StopReason::InputsDone);
-    let got = sink("pk").lock().unwrap().clone();
-    assert_eq!(got.len(), 20000);
-    for (i, (tag, r)) in got.iter().enumerate() {
-        assert_eq!(tag, "pk");
-        assert_eq!(r.body.get("n"), Some(&Value::Int(i as i64)), "record {i}");
-        assert_eq!(r.body.get("pad"), Some(&Value::from("x".repeat(1000))));
-        assert_eq!(
-            r.time,
-            logferry_core::EventTime::from_parts(1_700_000_000 + i as i64, 0)
-        );
-    }
-    let outcomes = outcomes_for("pk:");
-    assert_eq!(outcomes.len(), 2000);
-    assert!(outcomes.iter().all(|s| *s == DeliveryStatus::Delivered));
+    assert_each_record_once("pk", true);
+    assert_eq!(PluginMetrics::get(&input.buffer_bytes), 0);
+}
+
+/// An outage with a backlog large enough to be packed: batches fail and are retried (each
+/// flush works on its unpacked copy), the rest wait packed; once the destination is back,
+/// every record arrives exactly once and every chunk is acknowledged as delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packed_records_survive_an_outage_exactly_once() {
+    use logferry_engine::testing::{attempts, outage};
+    let _alone = PACKING.lock().await;
+    let down = outage("pko");
+    down.on.store(true, std::sync::atomic::Ordering::SeqCst);
+    let packed_before = packed_records();
+    let p = packing_pipeline(
+        "pko",
+        &[FAST, ("scheduler.base", "1"), ("scheduler.cap", "1")],
+        &[("outage", "pko"), ("Retry_Limit", "no_limits")],
+    );
+    let metrics = Arc::clone(&p.metrics);
+    let run = tokio::spawn(p.run(CancellationToken::new()));
+    let input = logferry_engine::metrics::Metrics::list(&metrics.inputs)[0].clone();
+    assert!(
+        logferry_engine::testing::wait_until(Duration::from_secs(20), || {
+            PluginMetrics::get(&input.records) == 20000 && attempts("pko") >= 2
+        })
+        .await,
+        "the input emitted everything while the destination was down"
+    );
+    assert!(sink("pko").lock().unwrap().is_empty());
+    // The output took every chunk in while its retries waited; past the first 8 MB queued
+    // (and the batches out on retry, up to 5) it packed them itself: ~6,000 records here.
+    let packed = packed_records() - packed_before;
+    assert!(packed >= 3000, "{packed} records packed");
+    down.on.store(false, std::sync::atomic::Ordering::SeqCst);
+    let reason = tokio::time::timeout(Duration::from_secs(40), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reason, StopReason::InputsDone);
+    // A retried batch may be overtaken by later ones: each record once, in any order.
+    assert_each_record_once("pko", false);
+    let outs = logferry_engine::metrics::Metrics::list(&metrics.outputs);
+    assert_eq!(PluginMetrics::get(&outs[0].dropped_records), 0);
+    assert!(PluginMetrics::get(&outs[0].retries) >= 1);
     assert_eq!(PluginMetrics::get(&input.buffer_bytes), 0);
 }
 
