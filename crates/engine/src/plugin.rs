@@ -367,7 +367,17 @@ pub struct BuildContext {
     pub extra_inputs: Arc<std::sync::Mutex<Vec<Arc<PluginMetrics>>>>,
 }
 
+/// Set when the process only checks its configuration (`--dry-run`): plugins then build
+/// without touching what they keep on disk (a running agent may be using it), and start
+/// nothing.
+pub static CHECK_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 impl BuildContext {
+    /// Whether this build is only a configuration check ([`CHECK_ONLY`]).
+    pub fn check_only(&self) -> bool {
+        CHECK_ONLY.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Records that `key` (at `entry`) is accepted but not applied, and why: `--dry-run` prints
     /// it and the agent logs it at start (logging starts after the pipeline is built).
     pub fn note(&self, entry: &Entry, reason: impl Into<String>) {

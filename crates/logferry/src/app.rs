@@ -329,6 +329,10 @@ pub fn main() -> ExitCode {
         eprintln!("\n[error] no configuration: give -c FILE or -i/-o plugins (try: -c examples/quickstart/fluent-bit.conf)");
         return ExitCode::FAILURE;
     }
+    if cli.dry_run {
+        // Build as the agent would, but leave what plugins keep on disk untouched.
+        logferry_engine::plugin::CHECK_ONLY.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let pipeline = match build(&cli, &reg) {
         Ok(p) => p,
         Err(errors) => {

@@ -124,6 +124,36 @@ fn dry_run_of_a_good_config_succeeds() {
     assert_eq!(text(&out.stdout).trim(), "configuration test is successful");
 }
 
+/// A configuration check changes nothing on disk: an agent running with the same
+/// configuration may be writing to the s3 output's `store_dir` (a real start there removes
+/// upload leftovers and cuts partial lines), and a missing `store_dir` is not created.
+#[test]
+fn dry_run_leaves_the_s3_store_dir_as_it_found_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("buf").join("my-bucket");
+    std::fs::create_dir_all(&store).unwrap();
+    let leftover = store.join(format!("x{}", ".upload.tmp"));
+    std::fs::write(&leftover, b"half an upload").unwrap();
+    let conf = |store_dir: &str| {
+        format!(
+            "[INPUT]\n    Name dummy\n[OUTPUT]\n    Name s3\n    Match *\n    bucket my-bucket\n    region us-east-1\n    store_dir {store_dir}\n    total_file_size 1M\n"
+        )
+    };
+    let f = dir.path().join("s3.conf");
+    std::fs::write(&f, conf("buf")).unwrap();
+    let out = run(logferry().arg("--dry-run").arg("-c").arg(&f));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(&leftover).unwrap(), b"half an upload");
+
+    std::fs::write(&f, conf("missing")).unwrap();
+    let out = run(logferry().arg("--dry-run").arg("-c").arg(&f));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !dir.path().join("missing").exists(),
+        "store_dir created by a dry run"
+    );
+}
+
 /// What is accepted but not applied is said, with file, line and key, and is no error.
 #[test]
 fn dry_run_warns_of_what_is_accepted_but_not_applied() {

@@ -55,6 +55,13 @@ fn build(
 ) -> Result<Arc<dyn Output>, ConfigError> {
     let settings = config::settings_from_entries(section, entries, &ctx.base_dir)?;
     ctx.not_applied(config::NOT_APPLIED, entries);
+    if ctx.check_only() {
+        return Ok(Arc::new(S3Output::unopened(
+            settings,
+            Arc::clone(&ctx.metrics),
+            ctx.instance.clone(),
+        )));
+    }
     let out = S3Output::new(settings, Arc::clone(&ctx.metrics), ctx.instance.clone())
         .map_err(|e| ConfigError::at(&section.span, format!("store_dir: {e}")))?;
     Ok(Arc::new(out))

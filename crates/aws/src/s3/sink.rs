@@ -95,8 +95,27 @@ impl S3Output {
         if left > 0 {
             tracing::info!(output = %name, files = left, dir = %dir.display(), "buffered files from a previous run will be uploaded");
         }
+        let out = Self::with_store(settings, metrics, name, store);
+        out.ensure_ticker();
+        Ok(out)
+    }
+
+    /// The output as configured, for a configuration check (`--dry-run`): `store_dir` is not
+    /// opened, so nothing in it is created, sealed, cut or removed (an agent running on the
+    /// same directory may be writing to it), and no upload starts.
+    pub fn unopened(settings: S3Settings, metrics: Arc<PluginMetrics>, name: String) -> Self {
+        let dir = settings.store_dir.join(&settings.bucket);
+        Self::with_store(settings, metrics, name, Store::unopened(&dir))
+    }
+
+    fn with_store(
+        settings: S3Settings,
+        metrics: Arc<PluginMetrics>,
+        name: String,
+        store: Store,
+    ) -> Self {
         let settings = Arc::new(settings);
-        let out = S3Output {
+        S3Output {
             inner: Arc::new(Inner {
                 service: S3Service::new(Arc::clone(&settings)),
                 settings,
@@ -108,9 +127,7 @@ impl S3Output {
                 buffers: Mutex::new(Vec::new()),
             }),
             ticker: AtomicBool::new(false),
-        };
-        out.ensure_ticker();
-        Ok(out)
+        }
     }
 
     /// Objects uploaded since start.

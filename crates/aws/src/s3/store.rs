@@ -220,6 +220,17 @@ fn scan(file: &mut File, offset: u64) -> std::io::Result<(u64, u64)> {
 }
 
 impl Store {
+    /// A store for `dir` that has not looked at it: no files, nothing created.
+    pub fn unopened(dir: &Path) -> Store {
+        Store {
+            dir: dir.to_path_buf(),
+            open: HashMap::new(),
+            sealed: Vec::new(),
+            in_flight: 0,
+            seq: 0,
+        }
+    }
+
     /// Opens (creating) `dir` and seals the files a previous run left.
     pub fn open(dir: &Path) -> std::io::Result<Store> {
         std::fs::create_dir_all(dir)?;
