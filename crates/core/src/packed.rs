@@ -358,6 +358,12 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
+    /// A shape's or a shared map's number: checked against what it numbers, not against the
+    /// bytes left (it can be the last thing in the chunk).
+    fn index(&mut self) -> Result<usize, UnpackError> {
+        Ok(usize::try_from(self.u64()?).unwrap_or(usize::MAX))
+    }
+
     fn str(&mut self) -> Result<&'a str, UnpackError> {
         let at = self.at;
         let n = self.u64()? as usize;
@@ -417,7 +423,7 @@ impl<'a> Reader<'a> {
                 Value::Map(Map(pairs))
             }
             SAME_KEYS => {
-                let i = self.len()?;
+                let i = self.index()?;
                 let n = self.shapes.get(i).ok_or(UnpackError::Shape(i))?.len();
                 let mut pairs = Vec::with_capacity(n);
                 for j in 0..n {
@@ -428,7 +434,7 @@ impl<'a> Reader<'a> {
                 Value::Map(Map(pairs))
             }
             SHARED => {
-                let i = self.len()?;
+                let i = self.index()?;
                 let m = self.shared.get(i).ok_or(UnpackError::Shared(i))?;
                 Value::SharedMap(Arc::clone(m))
             }
@@ -530,6 +536,42 @@ mod tests {
         // Two shared maps, each stored once, each handed back as the same allocation.
         assert_eq!(p.shared.len(), 2);
         assert_eq!(Arc::strong_count(&pod), 1 + 301 + 301 + 1);
+    }
+
+    /// A shared map's or a shape's number is an index, not a count of what follows: the last
+    /// value of a chunk can be the second pod's map, or a map of the third shape.
+    #[test]
+    fn numbers_at_the_very_end_are_read_back() {
+        let pods: Vec<Arc<Map>> = (0..3).map(|_| Arc::new(Map::with_capacity(0))).collect();
+        let records: Vec<Record> = (0..6)
+            .map(|i| {
+                let mut body = Map::with_capacity(2);
+                body.push(format!("k{}", i % 3), Value::Null);
+                body.push("kubernetes", Value::SharedMap(Arc::clone(&pods[i % 3])));
+                Record::new(EventTime(i as i64), body)
+            })
+            .collect();
+        let back = PackedRecords::pack(&records).unpack().unwrap();
+        assert!(records
+            .iter()
+            .zip(&back)
+            .all(|(a, b)| same_map(&a.body, &b.body)));
+        let mut one = Map::with_capacity(1);
+        one.push("only", Value::Null);
+        let mut records: Vec<Record> = (0..3)
+            .map(|i| {
+                let mut body = Map::with_capacity(1);
+                body.push(format!("k{i}"), Value::Null);
+                Record::new(EventTime(0), body)
+            })
+            .collect();
+        records.push(Record::new(EventTime(0), one.clone()));
+        records.push(Record::new(EventTime(0), one));
+        let back = PackedRecords::pack(&records).unpack().unwrap();
+        assert!(records
+            .iter()
+            .zip(&back)
+            .all(|(a, b)| same_map(&a.body, &b.body)));
     }
 
     #[test]
