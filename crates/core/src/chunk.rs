@@ -275,11 +275,10 @@ impl Chunk {
     /// delivery tracking and budget charge, so it settles this chunk's share and keeps its
     /// charge held while it lives. Its records are freed when the flush lets it go.
     pub fn unpacked(&self) -> Result<Chunk, UnpackError> {
-        let mut records = match &self.packed {
+        let records = match &self.packed {
             Some(p) => p.unpack()?,
-            None => Vec::new(),
+            None => self.records.clone(),
         };
-        records.extend(self.records.iter().cloned());
         Ok(Chunk {
             tag: Arc::clone(&self.tag),
             records,

@@ -199,14 +199,11 @@ struct Packer {
 }
 
 impl Packer {
-    fn len(&mut self, mut n: usize) {
-        while n >= 0x80 {
-            self.out.push((n as u8) | 0x80);
-            n >>= 7;
-        }
-        self.out.push(n as u8);
+    fn len(&mut self, n: usize) {
+        self.u64(n as u64);
     }
 
+    /// LEB128: seven bits a byte, the high bit set on all but the last.
     fn u64(&mut self, mut n: u64) {
         while n >= 0x80 {
             self.out.push((n as u8) | 0x80);

@@ -22,7 +22,7 @@
 //!   one) is kept in the dead-letter store.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,26 +69,19 @@ const UP_WINDOW: usize = 2 * FLUSH_AT_BYTES;
 #[derive(Clone)]
 pub(crate) struct OutputTx {
     tx: mpsc::UnboundedSender<Routed>,
-    waiting: Arc<AtomicUsize>,
+    waiting: Arc<AtomicU64>,
 }
 
 /// The receiving end of an output's queue ([`OutputTx`]).
 pub(crate) struct OutputRx {
     rx: mpsc::UnboundedReceiver<Routed>,
-    waiting: Arc<AtomicUsize>,
-}
-
-/// Takes `n` off `a`, stopping at zero.
-fn sub(a: &AtomicUsize, n: usize) {
-    let _ = a.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-        Some(v.saturating_sub(n))
-    });
+    waiting: Arc<AtomicU64>,
 }
 
 /// A new output queue.
 pub(crate) fn output_channel() -> (OutputTx, OutputRx) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let waiting = Arc::new(AtomicUsize::new(0));
+    let waiting = Arc::new(AtomicU64::new(0));
     (
         OutputTx {
             tx,
@@ -99,20 +92,18 @@ pub(crate) fn output_channel() -> (OutputTx, OutputRx) {
 }
 
 impl OutputTx {
-    /// Queues `item` for the output; false when the output is gone.
-    pub(crate) fn send(&self, item: Routed) -> bool {
-        let bytes = item.bytes;
-        self.waiting.fetch_add(bytes, Ordering::AcqRel);
+    /// Queues `item` for the output (dropped when the output is gone).
+    pub(crate) fn send(&self, item: Routed) {
+        let bytes = item.bytes as u64;
+        self.waiting.fetch_add(bytes, Ordering::Relaxed);
         if self.tx.send(item).is_err() {
-            sub(&self.waiting, bytes);
-            return false;
+            crate::storage::dec(&self.waiting, bytes);
         }
-        true
     }
 
     /// Bytes sent that the output has not taken in yet.
     pub(crate) fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::Acquire)
+        self.waiting.load(Ordering::Relaxed) as usize
     }
 }
 
@@ -120,7 +111,7 @@ impl OutputRx {
     /// The next item, once the output takes it in.
     pub(crate) async fn recv(&mut self) -> Option<Routed> {
         let item = self.rx.recv().await?;
-        sub(&self.waiting, item.bytes);
+        crate::storage::dec(&self.waiting, item.bytes as u64);
         Some(item)
     }
 }

@@ -608,14 +608,15 @@ impl Router<'_> {
 /// destination is slower than the inputs (throttling, a backlog), and the records will wait.
 /// An output whose destination is down takes chunks in while its retries wait, and packs
 /// what it queues past this much itself. An output that keeps up takes each chunk at once
-/// and flushes it within a batch, and packing would only cost CPU. One batch was too little: a pipeline running at 500,000 lines/s into `null` left that
-/// much waiting in a scheduling hiccup, and packed 3–5% of its records for nothing (P2, P3).
+/// and flushes it within a batch, and packing would only cost CPU. One batch was too little:
+/// a pipeline running at 500,000 lines/s into `null` left that much waiting in a scheduling
+/// hiccup, and packed 3–5% of its records for nothing (P2, P3).
 pub const PACK_AT_BYTES: usize = 4 * crate::output::FLUSH_AT_BYTES;
 
 /// Hands a chunk in memory to the outputs: each owes its outcome on the chunk's delivery, and
 /// the router's own share is settled (no route, or all records filtered out, is delivered:
 /// Fluent Bit deletes data no output matches).
-fn send(chunk: Chunk, targets: &[&OutputTx]) {
+fn send(mut chunk: Chunk, targets: &[&OutputTx]) {
     if let Some(d) = &chunk.delivery {
         d.expect(targets.len());
     }
@@ -623,7 +624,6 @@ fn send(chunk: Chunk, targets: &[&OutputTx]) {
     if targets.is_empty() {
         return;
     }
-    let mut chunk = chunk;
     if targets.iter().any(|t| t.waiting() >= PACK_AT_BYTES) {
         chunk.pack();
     }
