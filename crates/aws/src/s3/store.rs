@@ -264,11 +264,8 @@ impl Store {
         }
         sealed.sort_by_key(|f| (f.started_ns, f.path.clone()));
         Ok(Store {
-            dir: dir.to_path_buf(),
-            open: HashMap::new(),
             sealed,
-            in_flight: 0,
-            seq: 0,
+            ..Store::unopened(dir)
         })
     }
 
