@@ -4,6 +4,7 @@
 //! key repeats, the last value wins, as Fluent Bit's maps read). With `log_key`, only that
 //! key's value is sent: a string raw (no quotes), anything else as JSON — Fluent Bit's rule.
 
+use logferry_core::packed::{Cursor, Item, UnpackError, MAX_DEPTH};
 use logferry_core::{Map, Value};
 use logferry_filters::record_accessor::RecordAccessor;
 use serde::ser::{SerializeMap, SerializeSeq};
@@ -167,15 +168,124 @@ pub fn escape_json_str(out: &mut Vec<u8>, raw: &[u8]) {
 /// Shared maps (the kubernetes filter's per-pod metadata, [`Value::SharedMap`]) are encoded
 /// once per encoder and copied after that: an encoder must not outlive the records it
 /// encodes, since the cache is keyed by the map's address.
+///
+/// A batch's records mostly have the same keys in the same order (one parser's fields), so
+/// the encoder remembers the last few key lists it saw ([`KeyList`]): for a map with one of
+/// them, each key is copied already escaped and which duplicates to skip is known, instead of
+/// escaping every key and looking for duplicates in every record.
 #[derive(Default)]
 pub struct EscapedJson {
     shared: std::collections::HashMap<usize, (std::ops::Range<usize>, usize)>,
     cache: Vec<u8>,
+    key_lists: Vec<KeyList>,
+    /// The next entry of `key_lists` to replace once it is full.
+    evict: usize,
+    /// The key lists of the packed chunk being encoded, by its numbers ([`Item::Map`]).
+    packed_lists: Vec<Option<KeyList>>,
+}
+
+/// Key lists remembered per encoder; maps with more keys than [`KEY_LIST_MAX`] are not
+/// remembered (rare, and comparing them would cost what it saves).
+const KEY_LISTS: usize = 8;
+const KEY_LIST_MAX: usize = 64;
+
+/// One map's keys, in order, with what the encoder writes for each.
+struct KeyList {
+    keys: Vec<logferry_core::Str>,
+    /// Escaped `\"key\":` text (with the `,` before it for all but the first written pair).
+    text: Vec<u8>,
+    /// Per pair: its span in `text` and its raw (once-escaped) length, or `None` when a later
+    /// pair has the same key (the last duplicate wins).
+    pairs: Vec<Option<(std::ops::Range<usize>, usize)>>,
+}
+
+impl KeyList {
+    fn new(m: &Map) -> Self {
+        let keys: Vec<&str> = m.0.iter().map(|(k, _)| k.as_str()).collect();
+        let mut list = Self::of_keys(&keys);
+        list.keys = m.0.iter().map(|(k, _)| k.clone()).collect();
+        list
+    }
+
+    /// The escaped keys of `keys` (its `keys` field left empty: for packed key lists, which
+    /// are found by number, not compared).
+    fn of_keys(keys: &[&str]) -> Self {
+        let mut list = KeyList {
+            keys: Vec::new(),
+            text: Vec::new(),
+            pairs: Vec::with_capacity(keys.len()),
+        };
+        let mut first = true;
+        for (i, k) in keys.iter().enumerate() {
+            if keys[i + 1..].contains(k) {
+                list.pairs.push(None);
+                continue;
+            }
+            let from = list.text.len();
+            let mut raw = 1;
+            if !first {
+                list.text.push(b',');
+                raw += 1;
+            }
+            first = false;
+            raw += EscapedJson::str(&mut list.text, k.as_bytes());
+            list.text.push(b':');
+            list.pairs.push(Some((from..list.text.len(), raw)));
+        }
+        list
+    }
+
+    fn empty() -> Self {
+        KeyList {
+            keys: Vec::new(),
+            text: Vec::new(),
+            pairs: Vec::new(),
+        }
+    }
+
+    fn matches(&self, m: &Map) -> bool {
+        self.keys.len() == m.0.len() && self.keys.iter().zip(&m.0).all(|(a, (b, _))| a == b)
+    }
 }
 
 impl EscapedJson {
     /// Appends `m` as a JSON object (the last duplicate of a key wins).
     pub fn map(&mut self, out: &mut Vec<u8>, m: &Map) -> usize {
+        if m.0.len() > KEY_LIST_MAX {
+            return self.map_uncached(out, m);
+        }
+        let hit = match self.key_lists.iter().position(|l| l.matches(m)) {
+            Some(i) => i,
+            None => {
+                let list = KeyList::new(m);
+                if self.key_lists.len() < KEY_LISTS {
+                    self.key_lists.push(list);
+                    self.key_lists.len() - 1
+                } else {
+                    let i = self.evict;
+                    self.evict = (i + 1) % KEY_LISTS;
+                    self.key_lists[i] = list;
+                    i
+                }
+            }
+        };
+        // Taken out while its values are written (they may be maps that use the cache too).
+        let list = std::mem::replace(&mut self.key_lists[hit], KeyList::empty());
+        let mut raw = 2;
+        out.push(b'{');
+        for ((_, v), pair) in m.0.iter().zip(&list.pairs) {
+            if let Some((span, key_raw)) = pair {
+                out.extend_from_slice(list.text.get(span.clone()).unwrap_or_default());
+                raw += key_raw + self.value(out, v);
+            }
+        }
+        out.push(b'}');
+        self.key_lists[hit] = list;
+        raw
+    }
+
+    /// [`Self::map`] without the key-list cache.
+    fn map_uncached(&mut self, out: &mut Vec<u8>, m: &Map) -> usize {
         let mut raw = 2;
         out.extend_from_slice(b"{");
         for (i, (k, v)) in m.iter_last_wins().enumerate() {
@@ -193,21 +303,13 @@ impl EscapedJson {
 
     /// Appends `v` as JSON.
     pub fn value(&mut self, out: &mut Vec<u8>, v: &Value) -> usize {
-        let start = out.len();
         match v {
-            Value::Null => out.extend_from_slice(b"null"),
-            Value::Bool(true) => out.extend_from_slice(b"true"),
-            Value::Bool(false) => out.extend_from_slice(b"false"),
-            Value::Int(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
-            Value::UInt(u) => out.extend_from_slice(itoa::Buffer::new().format(*u).as_bytes()),
-            Value::Float(f) if f.is_finite() => {
-                // serde_json's own float format (`1e+20`), so the two encodings agree.
-                if serde_json::to_writer(&mut *out, f).is_err() {
-                    out.extend_from_slice(b"null");
-                }
-            }
-            Value::Float(_) => out.extend_from_slice(b"null"),
-            Value::Str(s) => return Self::str(out, s.as_bytes()),
+            Value::Null => Self::literal(out, b"null"),
+            Value::Bool(b) => Self::bool(out, *b),
+            Value::Int(i) => Self::literal(out, itoa::Buffer::new().format(*i).as_bytes()),
+            Value::UInt(u) => Self::literal(out, itoa::Buffer::new().format(*u).as_bytes()),
+            Value::Float(f) => Self::float(out, *f),
+            Value::Str(s) => Self::str(out, s.as_bytes()),
             Value::Array(a) => {
                 let mut raw = 2;
                 out.push(b'[');
@@ -219,50 +321,214 @@ impl EscapedJson {
                     raw += self.value(out, v);
                 }
                 out.push(b']');
-                return raw;
+                raw
             }
-            Value::Map(m) => return self.map(out, m),
-            Value::SharedMap(m) => {
-                let key = std::sync::Arc::as_ptr(m) as usize;
-                let (span, raw) = match self.shared.get(&key) {
-                    Some(hit) => hit.clone(),
-                    None => {
-                        let mut cache = std::mem::take(&mut self.cache);
-                        let from = cache.len();
-                        let raw = self.map(&mut cache, m);
-                        let span = from..cache.len();
-                        self.cache = cache;
-                        self.shared.insert(key, (span.clone(), raw));
-                        (span, raw)
+            Value::Map(m) => self.map(out, m),
+            Value::SharedMap(m) => self.shared(out, m),
+        }
+    }
+
+    /// Numbers and literals have nothing to escape.
+    fn literal(out: &mut Vec<u8>, text: &[u8]) -> usize {
+        out.extend_from_slice(text);
+        text.len()
+    }
+
+    fn bool(out: &mut Vec<u8>, b: bool) -> usize {
+        Self::literal(out, if b { b"true" } else { b"false" })
+    }
+
+    fn float(out: &mut Vec<u8>, f: f64) -> usize {
+        let start = out.len();
+        // serde_json's own float format (`1e+20`), so the two encodings agree; JSON has no
+        // NaN or infinity, so those are `null`, as serde_json writes them.
+        if !f.is_finite() || serde_json::to_writer(&mut *out, &f).is_err() {
+            out.truncate(start);
+            out.extend_from_slice(b"null");
+        }
+        out.len() - start
+    }
+
+    /// A shared map: encoded once, copied after that.
+    fn shared(&mut self, out: &mut Vec<u8>, m: &std::sync::Arc<Map>) -> usize {
+        let key = std::sync::Arc::as_ptr(m) as usize;
+        let (span, raw) = match self.shared.get(&key) {
+            Some(hit) => hit.clone(),
+            None => {
+                let mut cache = std::mem::take(&mut self.cache);
+                let from = cache.len();
+                let raw = self.map(&mut cache, m);
+                let span = from..cache.len();
+                self.cache = cache;
+                self.shared.insert(key, (span.clone(), raw));
+                (span, raw)
+            }
+        };
+        out.extend_from_slice(self.cache.get(span).unwrap_or_default());
+        raw
+    }
+
+    /// Starts a packed chunk: its key lists are numbered afresh.
+    pub fn start_packed(&mut self) {
+        self.packed_lists.clear();
+    }
+
+    /// Appends a packed map (key list `keys`, its values next in `c`) as a JSON object, the
+    /// same bytes [`Self::map`] writes for the map unpacked. The shared-map cache holds
+    /// `Arc`s the chunk keeps alive, so the chunk must outlive the encoder.
+    pub fn packed_map(
+        &mut self,
+        c: &mut Cursor<'_>,
+        out: &mut Vec<u8>,
+        keys: usize,
+        depth: usize,
+    ) -> Result<usize, UnpackError> {
+        if depth > MAX_DEPTH {
+            return Err(UnpackError::TooDeep);
+        }
+        if self.packed_lists.len() <= keys {
+            self.packed_lists.resize_with(keys + 1, || None);
+        }
+        let list = match self.packed_lists[keys].take() {
+            Some(l) => l,
+            None => KeyList::of_keys(c.keys(keys)),
+        };
+        let mut raw = 2;
+        out.push(b'{');
+        let mut result = Ok(());
+        for pair in &list.pairs {
+            let item = match c.item() {
+                Ok(item) => item,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            match pair {
+                Some((span, key_raw)) => {
+                    out.extend_from_slice(list.text.get(span.clone()).unwrap_or_default());
+                    match self.packed_value(c, out, item, depth + 1) {
+                        Ok(n) => raw += key_raw + n,
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
                     }
-                };
-                out.extend_from_slice(self.cache.get(span).unwrap_or_default());
-                return raw;
+                }
+                // An earlier duplicate of a key: read past, not written.
+                None => {
+                    if let Err(e) = self.packed_value(c, &mut Vec::new(), item, depth + 1) {
+                        result = Err(e);
+                        break;
+                    }
+                }
             }
         }
-        // Numbers and literals have nothing to escape.
-        out.len() - start
+        out.push(b'}');
+        self.packed_lists[keys] = Some(list);
+        result.map(|()| raw)
+    }
+
+    /// Appends a packed value (its contents, if any, next in `c`) as JSON.
+    fn packed_value(
+        &mut self,
+        c: &mut Cursor<'_>,
+        out: &mut Vec<u8>,
+        item: Item<'_>,
+        depth: usize,
+    ) -> Result<usize, UnpackError> {
+        Ok(match item {
+            Item::Null => Self::literal(out, b"null"),
+            Item::Bool(b) => Self::bool(out, b),
+            Item::Int(i) => Self::literal(out, itoa::Buffer::new().format(i).as_bytes()),
+            Item::UInt(u) => Self::literal(out, itoa::Buffer::new().format(u).as_bytes()),
+            Item::Float(f) => Self::float(out, f),
+            Item::Str(s) => Self::str(out, s.as_bytes()),
+            Item::Array(n) => {
+                if depth > MAX_DEPTH {
+                    return Err(UnpackError::TooDeep);
+                }
+                let mut raw = 2;
+                out.push(b'[');
+                for i in 0..n {
+                    if i > 0 {
+                        out.push(b',');
+                        raw += 1;
+                    }
+                    let item = c.item()?;
+                    raw += self.packed_value(c, out, item, depth + 1)?;
+                }
+                out.push(b']');
+                raw
+            }
+            Item::Map(keys) => self.packed_map(c, out, keys, depth)?,
+            Item::Shared(m) => self.shared(out, m),
+        })
     }
 
     /// Appends the JSON string of `s`, escaped again; returns its length as JSON.
     fn str(out: &mut Vec<u8>, s: &[u8]) -> usize {
-        let mut raw = 2;
+        out.reserve(s.len() + 4);
         out.extend_from_slice(b"\\\"");
-        scan_escapes(s, |piece| match piece {
-            Err(run) => {
-                raw += run.len();
-                out.extend_from_slice(run);
-            }
-            Ok(b) => {
-                if let Some((e, n)) = json_escape(b) {
-                    raw += n;
-                    // The escape's own `\` (and a `"` or `\` it names) escaped again.
-                    escape_json_str(out, &e[..n]);
+        let mut raw = 2 + s.len();
+        let mut start = 0;
+        let mut i = 0;
+        while i < s.len() {
+            if let Some(word) = s.get(i..i + 8) {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(word);
+                if !word_needs_escape(u64::from_le_bytes(w)) {
+                    i += 8;
+                    continue;
                 }
             }
-        });
+            let end = (i + 8).min(s.len());
+            for (j, &b) in s.iter().enumerate().take(end).skip(i) {
+                if b < 0x20 || b == b'"' || b == b'\\' {
+                    out.extend_from_slice(&s[start..j]);
+                    raw += double_escape(out, b);
+                    start = j + 1;
+                }
+            }
+            i = end;
+        }
+        out.extend_from_slice(&s[start..]);
         out.extend_from_slice(b"\\\"");
         raw
+    }
+}
+
+/// Appends JSON's escape of `b` (see [`json_escape`]) escaped again, as the inside of a JSON
+/// string; returns how many bytes the escape adds to the once-escaped JSON (beyond `b`).
+#[inline]
+fn double_escape(out: &mut Vec<u8>, b: u8) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // `\"` → `\\\"`, `\\` → `\\\\`, `\n` → `\\n`, `\u001f` → `\\u001f`.
+    let short = |out: &mut Vec<u8>, c: &[u8]| {
+        out.extend_from_slice(b"\\\\");
+        out.extend_from_slice(c);
+        1
+    };
+    match b {
+        b'"' => short(out, b"\\\""),
+        b'\\' => short(out, b"\\\\"),
+        b'\n' => short(out, b"n"),
+        b'\r' => short(out, b"r"),
+        b'\t' => short(out, b"t"),
+        0x08 => short(out, b"b"),
+        0x0c => short(out, b"f"),
+        _ => {
+            out.extend_from_slice(&[
+                b'\\',
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 15) as usize],
+            ]);
+            5
+        }
     }
 }
 
@@ -435,6 +701,75 @@ mod tests {
             assert_eq!(raw, plain.len());
         }
         assert_eq!(enc.shared.len(), 1, "the shared map is encoded once");
+    }
+
+    /// The key-list cache against serde_json: random maps whose keys repeat between maps
+    /// (more lists than are remembered, so entries are replaced), with duplicate keys, nested
+    /// maps, a map too long to remember, and strings with every kind of escape.
+    #[test]
+    fn remembered_key_lists_give_serde_jsons_output() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(20);
+        let keys = [
+            "a",
+            "b",
+            "log",
+            "k\"q",
+            "é",
+            "ctl\u{1}",
+            "a long key past eight bytes",
+        ];
+        let texts = [
+            "",
+            "x",
+            "say \"hi\"\n",
+            "tab\tback\\slash",
+            "\u{0}\u{1f}\u{7f}",
+            "plain text longer than one word",
+        ];
+        fn random_map(
+            rng: &mut rand::rngs::StdRng,
+            keys: &[&str],
+            texts: &[&str],
+            depth: usize,
+        ) -> Map {
+            let n = rng.random_range(0..6);
+            let mut m = Map::new();
+            for _ in 0..n {
+                let k = keys[rng.random_range(0..keys.len())];
+                let v = match rng.random_range(0..5) {
+                    0 if depth < 2 => Value::Map(random_map(rng, keys, texts, depth + 1)),
+                    1 => Value::Int(rng.random_range(-5..5)),
+                    _ => Value::from(texts[rng.random_range(0..texts.len())]),
+                };
+                m.0.push((k.into(), v));
+            }
+            m
+        }
+        let mut enc = EscapedJson::default();
+        let mut long = Map::new();
+        for i in 0..(KEY_LIST_MAX + 3) {
+            long.0.push((
+                format!("k{}", i % (KEY_LIST_MAX + 1)).into(),
+                Value::Int(i as i64),
+            ));
+        }
+        for round in 0..2000 {
+            let m = if round % 97 == 0 {
+                long.clone()
+            } else {
+                random_map(&mut rng, &keys, &texts, 0)
+            };
+            let mut plain = Vec::new();
+            write_json(&mut plain, &m).unwrap();
+            let mut escaped = b"\"".to_vec();
+            let raw = enc.map(&mut escaped, &m);
+            escaped.push(b'"');
+            let back: String = serde_json::from_slice(&escaped).unwrap();
+            assert_eq!(back.as_bytes(), plain.as_slice(), "{m:?}");
+            assert_eq!(raw, plain.len(), "{m:?}");
+        }
+        assert_eq!(enc.key_lists.len(), KEY_LISTS);
     }
 
     #[test]

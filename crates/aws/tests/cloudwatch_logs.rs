@@ -555,3 +555,70 @@ async fn role_arn_is_assumed_through_sts_endpoint() {
         "signed with the assumed role's key, got {key}"
     );
 }
+
+/// Chunks packed while they waited are sent straight from their packed bytes: moto stores the
+/// same messages as for records never packed, and an event the service refuses (too old) is
+/// handed back as its record, read back from the packed chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packed_chunks_are_delivered_as_their_records_and_refusals_handed_back() {
+    use logferry_core::{Chunk, Tag};
+    let moto = Moto::start();
+    let group = unique("packed");
+    let (out, m) = output(&[
+        ("region", REGION),
+        ("log_group_name", &group),
+        ("log_stream_name", "s"),
+        ("auto_create_group", "true"),
+        ("endpoint", &moto.endpoint()),
+    ]);
+    assert!(out.reads_packed());
+    let base = now_minus(Duration::from_secs(60)).0;
+    let records: Vec<Record> = (0..300)
+        .map(|i| {
+            let mut body = Map::new();
+            body.insert("log", format!("line {i} \"quoted\" é"));
+            body.insert("n", i as i64);
+            body.insert(
+                "k8s",
+                Value::Map(Map(vec![("pod".into(), Value::from("web-1"))])),
+            );
+            // Record 150 is past CloudWatch's 14 days: refused by the service.
+            let t = if i == 150 {
+                now_minus(Duration::from_secs(15 * 86_400)).0
+            } else {
+                base + i as i64 * 1_000_000
+            };
+            Record::new(EventTime(t), body)
+        })
+        .collect();
+    let tag = Tag::from("app");
+    let chunks = records
+        .chunks(100)
+        .enumerate()
+        .map(|(i, part)| {
+            let mut c = Chunk::new(tag.clone(), part.to_vec());
+            if i != 2 {
+                c.pack();
+            }
+            Arc::new(c)
+        })
+        .collect();
+    let b = logferry_engine::Batch::new(tag, chunks).keeping_rejected();
+    assert_eq!(out.flush(&b).await, FlushResult::Ok);
+    assert_eq!(PluginMetrics::get(&m.dropped_records), 1);
+    let rejected = b.take_rejected();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(
+        rejected[0].body.get("log"),
+        Some(&Value::from("line 150 \"quoted\" é"))
+    );
+    let events = read_events(&logs_client(&moto.endpoint()), &group, "s").await;
+    let want: Vec<String> = records
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 150)
+        .map(|(_, r)| serde_json::to_string(&r.body).unwrap())
+        .collect();
+    let got: Vec<&str> = events.iter().map(|(_, m)| m.as_str()).collect();
+    assert_eq!(got, want);
+}

@@ -41,9 +41,10 @@ const SAME_KEYS: u8 = 10;
 /// there is room (both sides follow this rule, so they number shapes alike).
 const MAX_SHAPES: usize = 16;
 
-/// Deepest nesting [`PackedRecords::unpack`] follows (records are never this deep: parsers stop
-/// well before it); past it the data is reported as damaged rather than overflowing the stack.
-const MAX_DEPTH: usize = 512;
+/// Deepest nesting [`PackedRecords::unpack`] (and any reader of a [`Cursor`]) follows (records
+/// are never this deep: parsers stop well before it); past it the data is reported as damaged
+/// rather than overflowing the stack.
+pub const MAX_DEPTH: usize = 512;
 
 /// Records packed since start (`logferry_packed_records_total`): a sign that an output's
 /// destination was slower than the inputs.
@@ -165,29 +166,61 @@ impl PackedRecords {
 
     /// The records back, as they were packed.
     pub fn unpack(&self) -> Result<Vec<Record>, UnpackError> {
-        let mut r = Reader {
+        let mut c = self.cursor();
+        let mut out = Vec::with_capacity(self.count);
+        while let Some((time, keys)) = c.next_record()? {
+            let body = unpack_map(&mut c, keys, 0)?;
+            out.push(Record { time, body });
+        }
+        c.finish()?;
+        Ok(out)
+    }
+
+    /// Reads the records one value at a time, without building them (see [`Cursor`]).
+    pub fn cursor(&self) -> Cursor<'_> {
+        Cursor {
             buf: &self.bytes,
             at: 0,
             text: &self.text,
             text_at: 0,
             shared: &self.shared,
-            shapes: Vec::new(),
-        };
-        let mut out = Vec::with_capacity(self.count);
-        for _ in 0..self.count {
-            let time = EventTime(i64::from_le_bytes(r.array::<8>()?));
-            let at = r.at;
-            let body = match r.value(0)? {
-                Value::Map(m) => m,
-                _ => return Err(UnpackError::Kind { kind: MAP, at }),
-            };
-            out.push(Record { time, body });
+            lists: Vec::new(),
+            left: self.count,
         }
-        if r.at != self.bytes.len() || r.text_at != self.text.len() {
-            return Err(UnpackError::Trailing(r.at));
-        }
-        Ok(out)
     }
+}
+
+fn unpack_map(c: &mut Cursor<'_>, keys: usize, depth: usize) -> Result<Map, UnpackError> {
+    let n = c.keys(keys).len();
+    let mut pairs = Vec::with_capacity(n);
+    for j in 0..n {
+        let k = Str::from(c.keys(keys).get(j).copied().unwrap_or_default());
+        pairs.push((k, unpack_value(c, depth + 1)?));
+    }
+    Ok(Map(pairs))
+}
+
+fn unpack_value(c: &mut Cursor<'_>, depth: usize) -> Result<Value, UnpackError> {
+    if depth > MAX_DEPTH {
+        return Err(UnpackError::TooDeep);
+    }
+    Ok(match c.item()? {
+        Item::Null => Value::Null,
+        Item::Bool(b) => Value::Bool(b),
+        Item::Int(i) => Value::Int(i),
+        Item::UInt(u) => Value::UInt(u),
+        Item::Float(f) => Value::Float(f),
+        Item::Str(s) => Value::Str(Str::from(s)),
+        Item::Array(n) => {
+            let mut a = Vec::with_capacity(n);
+            for _ in 0..n {
+                a.push(unpack_value(c, depth + 1)?);
+            }
+            Value::Array(a)
+        }
+        Item::Map(keys) => Value::Map(unpack_map(c, keys, depth)?),
+        Item::Shared(m) => Value::SharedMap(Arc::clone(m)),
+    })
 }
 
 struct Packer {
@@ -237,20 +270,25 @@ impl Packer {
             }
             return;
         }
+        // Keys first, then the values: a reader knows every key of the map before its first
+        // value (what an encoder needs to let the last duplicate win without a tree).
         let remember = self.shapes.len() < MAX_SHAPES;
         let mut shape = Vec::new();
         self.out.push(MAP);
         self.len(m.0.len());
-        for (k, v) in &m.0 {
+        for (k, _) in &m.0 {
             let from = self.text.len();
             self.str(k);
             if remember {
                 shape.push(from..self.text.len());
             }
-            self.value(v);
         }
+        // Numbered before its values, as the reader numbers it when it has read the keys.
         if remember {
             self.shapes.push(shape);
+        }
+        for (_, v) in &m.0 {
+            self.value(v);
         }
     }
 
@@ -299,16 +337,111 @@ impl Packer {
     }
 }
 
-struct Reader<'a> {
+/// One value read from packed records ([`Cursor::item`]). A container's contents follow it:
+/// an array's values, a map's values (one per key of its key list, in order).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Item<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Str(&'a str),
+    /// An array of this many values.
+    Array(usize),
+    /// A map; its keys are [`Cursor::keys`] of this number. Maps with the same keys in a
+    /// chunk mostly share one number, so what a reader works out per key list (escaped keys,
+    /// which duplicate wins) it can work out once per chunk.
+    Map(usize),
+    /// A map shared between records ([`Value::SharedMap`]): the same `Arc` as was packed.
+    Shared(&'a Arc<Map>),
+}
+
+/// Reads packed records in order, one value at a time, borrowing keys and strings from the
+/// packed text: for an output that encodes records straight from the packed form instead of
+/// building them again ([`PackedRecords::unpack`] is built on it). Damaged bytes (only a bug
+/// can cause them) give an [`UnpackError`], never a panic. Callers that recurse into nested
+/// values stop at [`MAX_DEPTH`].
+pub struct Cursor<'a> {
     buf: &'a [u8],
     at: usize,
     text: &'a str,
     text_at: usize,
     shared: &'a [Arc<Map>],
-    shapes: Vec<Vec<Str>>,
+    /// Every key list read so far; the first [`MAX_SHAPES`] are the shapes `SAME_KEYS` names.
+    lists: Vec<Vec<&'a str>>,
+    /// Records not yet started.
+    left: usize,
 }
 
-impl<'a> Reader<'a> {
+impl<'a> Cursor<'a> {
+    /// Starts the next record: its time and its body's key list (the body's values follow).
+    /// `None` after the last record.
+    pub fn next_record(&mut self) -> Result<Option<(EventTime, usize)>, UnpackError> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        self.left -= 1;
+        let time = EventTime(i64::from_le_bytes(self.array::<8>()?));
+        let at = self.at;
+        match self.item()? {
+            Item::Map(keys) => Ok(Some((time, keys))),
+            _ => Err(UnpackError::Kind { kind: MAP, at }),
+        }
+    }
+
+    /// The keys of key list `n` (as [`Item::Map`] numbers it); empty for a number never given.
+    pub fn keys(&self, n: usize) -> &[&'a str] {
+        self.lists.get(n).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// After the last record: an error when bytes or text are left over.
+    pub fn finish(&self) -> Result<(), UnpackError> {
+        if self.left != 0 || self.at != self.buf.len() || self.text_at != self.text.len() {
+            return Err(UnpackError::Trailing(self.at));
+        }
+        Ok(())
+    }
+
+    /// The next value.
+    pub fn item(&mut self) -> Result<Item<'a>, UnpackError> {
+        let at = self.at;
+        Ok(match self.byte()? {
+            NULL => Item::Null,
+            FALSE => Item::Bool(false),
+            TRUE => Item::Bool(true),
+            INT => {
+                let z = self.u64()?;
+                Item::Int(((z >> 1) as i64) ^ -((z & 1) as i64))
+            }
+            UINT => Item::UInt(self.u64()?),
+            FLOAT => Item::Float(f64::from_bits(u64::from_le_bytes(self.array::<8>()?))),
+            STR => Item::Str(self.str()?),
+            ARRAY => Item::Array(self.len()?),
+            MAP => {
+                let n = self.len()?;
+                let mut keys = Vec::with_capacity(n);
+                for _ in 0..n {
+                    keys.push(self.str()?);
+                }
+                self.lists.push(keys);
+                Item::Map(self.lists.len() - 1)
+            }
+            SAME_KEYS => {
+                let i = self.index()?;
+                if i >= MAX_SHAPES.min(self.lists.len()) {
+                    return Err(UnpackError::Shape(i));
+                }
+                Item::Map(i)
+            }
+            SHARED => {
+                let i = self.index()?;
+                Item::Shared(self.shared.get(i).ok_or(UnpackError::Shared(i))?)
+            }
+            kind => return Err(UnpackError::Kind { kind, at }),
+        })
+    }
+
     fn byte(&mut self) -> Result<u8, UnpackError> {
         let b = *self
             .buf
@@ -347,8 +480,8 @@ impl<'a> Reader<'a> {
     fn len(&mut self) -> Result<usize, UnpackError> {
         let at = self.at;
         let n = self.u64()? as usize;
-        // Every item takes at least one byte: a count past the data is damage, refused before
-        // anything is allocated for it.
+        // Every item takes at least one byte (a key at least its length byte): a count past
+        // the data is damage, refused before anything is allocated for it.
         if n > self.buf.len() - self.at.min(self.buf.len()) {
             return Err(UnpackError::Truncated(at));
         }
@@ -376,67 +509,6 @@ impl<'a> Reader<'a> {
             .ok_or(UnpackError::Utf8(at))?;
         self.text_at = end;
         Ok(s)
-    }
-
-    fn value(&mut self, depth: usize) -> Result<Value, UnpackError> {
-        if depth > MAX_DEPTH {
-            return Err(UnpackError::TooDeep);
-        }
-        let at = self.at;
-        Ok(match self.byte()? {
-            NULL => Value::Null,
-            FALSE => Value::Bool(false),
-            TRUE => Value::Bool(true),
-            INT => {
-                let z = self.u64()?;
-                Value::Int(((z >> 1) as i64) ^ -((z & 1) as i64))
-            }
-            UINT => Value::UInt(self.u64()?),
-            FLOAT => Value::Float(f64::from_bits(u64::from_le_bytes(self.array::<8>()?))),
-            STR => Value::Str(Str::from(self.str()?)),
-            ARRAY => {
-                let n = self.len()?;
-                let mut a = Vec::with_capacity(n);
-                for _ in 0..n {
-                    a.push(self.value(depth + 1)?);
-                }
-                Value::Array(a)
-            }
-            MAP => {
-                let n = self.len()?;
-                let remember = self.shapes.len() < MAX_SHAPES;
-                let mut shape = Vec::new();
-                let mut pairs = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let k = Str::from(self.str()?);
-                    if remember {
-                        shape.push(k.clone());
-                    }
-                    pairs.push((k, self.value(depth + 1)?));
-                }
-                if remember {
-                    self.shapes.push(shape);
-                }
-                Value::Map(Map(pairs))
-            }
-            SAME_KEYS => {
-                let i = self.index()?;
-                let n = self.shapes.get(i).ok_or(UnpackError::Shape(i))?.len();
-                let mut pairs = Vec::with_capacity(n);
-                for j in 0..n {
-                    let k = self.shapes.get(i).and_then(|s| s.get(j)).cloned();
-                    let k = k.ok_or(UnpackError::Shape(i))?;
-                    pairs.push((k, self.value(depth + 1)?));
-                }
-                Value::Map(Map(pairs))
-            }
-            SHARED => {
-                let i = self.index()?;
-                let m = self.shared.get(i).ok_or(UnpackError::Shared(i))?;
-                Value::SharedMap(Arc::clone(m))
-            }
-            kind => return Err(UnpackError::Kind { kind, at }),
-        })
     }
 }
 
@@ -537,6 +609,31 @@ mod tests {
 
     /// A shared map's or a shape's number is an index, not a count of what follows: the last
     /// value of a chunk can be the second pod's map, or a map of the third shape.
+    /// A map numbers its key list before its values on both sides, so a nested map with its
+    /// parent's keys, or with keys seen later, reads back (a numbering off by one gave the
+    /// wrong keys to the wrong maps).
+    #[test]
+    fn nested_maps_with_their_parents_keys_read_back() {
+        let inner = |v: Value| Value::Map(Map(vec![("a".into(), v), ("b".into(), s("x"))]));
+        let mut records = Vec::new();
+        for i in 0..3 {
+            let mut body = Map(vec![
+                ("a".into(), inner(inner(Value::Int(i)))),
+                ("b".into(), s("y")),
+            ]);
+            body.push("c", Value::Map(Map(vec![("z".into(), Value::Int(i))])));
+            records.push(Record {
+                time: EventTime(i),
+                body,
+            });
+        }
+        let back = PackedRecords::pack(&records).unpack().unwrap();
+        assert_eq!(back.len(), 3);
+        for (a, b) in records.iter().zip(&back) {
+            assert!(same_map(&a.body, &b.body), "{:?} != {:?}", a.body, b.body);
+        }
+    }
+
     #[test]
     fn numbers_at_the_very_end_are_read_back() {
         let pods: Vec<Arc<Map>> = (0..3).map(|_| Arc::new(Map::with_capacity(0))).collect();

@@ -708,17 +708,23 @@ async fn load(f: &Flusher, tag: &Tag, items: Vec<Routed>) -> (Vec<Arc<Chunk>>, u
     let mut loaded = 0;
     for item in items {
         match (item.chunk, item.stored) {
-            (Some(c), _) if c.packed.is_some() => match c.unpacked() {
-                Ok(view) => chunks.push(Arc::new(view)),
-                Err(e) => {
-                    // Only a bug gets here: the packed bytes never leave the process.
-                    let n = c.len() as u64;
-                    f.metrics.dropped(n);
-                    tracing::error!(output = %f.name, %tag, records = n, error = %e,
+            // An output that reads packed chunks gets them as they are, unless YAML
+            // processors, which work on records, run first.
+            (Some(c), _)
+                if c.packed.is_some() && (f.processors.is_some() || !f.plugin.reads_packed()) =>
+            {
+                match c.unpacked() {
+                    Ok(view) => chunks.push(Arc::new(view)),
+                    Err(e) => {
+                        // Only a bug gets here: the packed bytes never leave the process.
+                        let n = c.len() as u64;
+                        f.metrics.dropped(n);
+                        tracing::error!(output = %f.name, %tag, records = n, error = %e,
                         "queued records cannot be unpacked; they are counted as dropped");
-                    c.mark(DeliveryStatus::Rejected);
+                        c.mark(DeliveryStatus::Rejected);
+                    }
                 }
-            },
+            }
             (Some(c), _) => chunks.push(c),
             (None, Some(stored)) => {
                 f.shared.load_budget.acquire(item.bytes).await;
@@ -910,7 +916,7 @@ async fn retry_until_settled(
 /// Fluent Bit copies the whole chunk), and its chunks are settled as rejected.
 async fn give_up(f: &Flusher, batch: &Batch, reason: &str) {
     if f.shared.dead_letters.is_some() {
-        let records = batch.records().cloned().collect();
+        let records = batch.cloned_records();
         keep_dead_letters(f, batch, records, reason).await;
     }
     settle(batch, DeliveryStatus::Rejected);

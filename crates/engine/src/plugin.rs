@@ -210,6 +210,70 @@ pub struct Batch {
     rejected: Option<std::sync::Mutex<Vec<Record>>>,
 }
 
+/// A batch's records in order, chunk by chunk, with packed chunks left packed ([`Batch::view`]).
+/// Numbering runs over the whole batch, as [`Batch::records`] numbers them. A packed chunk is
+/// unpacked only when one of its records is asked for by number ([`BatchRecords::get`]: a
+/// record the destination refused), once.
+pub struct BatchRecords<'a> {
+    parts: Vec<Part<'a>>,
+    starts: Vec<usize>,
+    n: usize,
+}
+
+/// One chunk of a [`BatchRecords`].
+pub enum Part<'a> {
+    Records(&'a [Record]),
+    /// Packed records, and their unpacked copy once one was asked for (`None` if they cannot
+    /// be unpacked, which only a bug causes).
+    Packed(
+        &'a logferry_core::packed::PackedRecords,
+        std::sync::OnceLock<Option<Vec<Record>>>,
+    ),
+}
+
+impl<'a> BatchRecords<'a> {
+    /// The chunks, each with the number of its first record.
+    pub fn parts(&self) -> impl Iterator<Item = (usize, &Part<'a>)> {
+        self.starts.iter().copied().zip(&self.parts)
+    }
+
+    /// Records in all.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Record `i`, unpacking its chunk if it is packed; `None` past the end or when a packed
+    /// chunk cannot be unpacked.
+    pub fn get(&self, i: usize) -> Option<&Record> {
+        let k = self.starts.partition_point(|&s| s <= i).checked_sub(1)?;
+        self.parts.get(k)?.records()?.get(i - self.starts[k])
+    }
+}
+
+impl Part<'_> {
+    /// The records of this chunk, unpacked if it is packed (see [`BatchRecords::get`]).
+    pub fn records(&self) -> Option<&[Record]> {
+        match self {
+            Part::Records(r) => Some(r),
+            Part::Packed(p, once) => once
+                .get_or_init(|| match p.unpack() {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::error!(records = p.len(), error = %e,
+                            "queued records cannot be unpacked");
+                        None
+                    }
+                })
+                .as_deref(),
+        }
+    }
+}
+
 /// Records of one batch an output has already accounted for.
 #[derive(Debug, Default)]
 struct BatchCounts {
@@ -289,12 +353,47 @@ impl Batch {
     }
 
     /// Every record, in order. The engine unpacks packed chunks before a flush
-    /// ([`Chunk::unpacked`]), so an output always finds its records here.
+    /// ([`Chunk::unpacked`]) unless the output reads them itself ([`Output::reads_packed`]),
+    /// so an output that does not finds all its records here.
     pub fn records(&self) -> impl Iterator<Item = &Record> {
         self.chunks.iter().flat_map(|c| {
             debug_assert!(c.packed.is_none(), "a flushed batch holds a packed chunk");
             c.records.iter()
         })
+    }
+
+    /// The records by chunk, packed chunks as they are: for an output that reads packed
+    /// chunks ([`Output::reads_packed`]).
+    pub fn view(&self) -> BatchRecords<'_> {
+        let mut parts = Vec::with_capacity(self.chunks.len());
+        let mut starts = Vec::with_capacity(self.chunks.len());
+        let mut n = 0;
+        for c in &self.chunks {
+            starts.push(n);
+            n += c.len();
+            parts.push(match &c.packed {
+                Some(p) => Part::Packed(p, std::sync::OnceLock::new()),
+                None => Part::Records(&c.records),
+            });
+        }
+        BatchRecords { parts, starts, n }
+    }
+
+    /// Copies of every record, in order, packed chunks unpacked: for the dead-letter store.
+    /// A packed chunk that cannot be unpacked (only a bug can do that) is left out and logged.
+    pub fn cloned_records(&self) -> Vec<Record> {
+        let mut out = Vec::with_capacity(self.len());
+        for c in &self.chunks {
+            match &c.packed {
+                Some(p) => match p.unpack() {
+                    Ok(records) => out.extend(records),
+                    Err(e) => tracing::error!(tag = %self.tag, records = p.len(), error = %e,
+                        "queued records cannot be unpacked for the dead-letter store"),
+                },
+                None => out.extend(c.records.iter().cloned()),
+            }
+        }
+        out
     }
 
     /// How many records.
@@ -336,6 +435,11 @@ pub enum FlushResult {
 pub trait Output: Send + Sync + 'static {
     /// Sends one batch.
     async fn flush(&self, batch: &Batch) -> FlushResult;
+    /// Whether `flush` reads packed chunks ([`Chunk::packed`]) itself, encoding straight from
+    /// them; otherwise the engine hands it an unpacked copy of each ([`Batch::records`]).
+    fn reads_packed(&self) -> bool {
+        false
+    }
     /// Called once when the pipeline starts running, inside the runtime, before any flush:
     /// for outputs with work of their own (timers, uploads of what a previous run left).
     async fn start(&self) {}

@@ -127,6 +127,9 @@ struct CollectOutput {
     /// Records whose `n` is a multiple of this are refused one by one ([`Batch::reject`]).
     reject_every: Option<i64>,
     metrics: Arc<crate::metrics::PluginMetrics>,
+    /// Whether it reads packed chunks itself, and how many it was handed ([`packed_chunks`]).
+    reads_packed: bool,
+    packed_chunks: Arc<AtomicUsize>,
 }
 
 /// A named on/off switch with a count of the flushes that saw it (see [`outage`]).
@@ -161,6 +164,14 @@ pub fn attempts(name: &str) -> usize {
 pub fn chunks(name: &str) -> usize {
     count(&CHUNKS, name)
 }
+
+/// Packed chunks the `collect` output with sink `name` was handed (only one built with
+/// `reads_packed` is handed any).
+pub fn packed_chunks(name: &str) -> usize {
+    count(&PACKED_CHUNKS, name)
+}
+
+static PACKED_CHUNKS: Counters = Mutex::new(Vec::new());
 
 /// Per-sink counters of the `collect` output ([`attempts`], [`chunks`]).
 type Counters = Mutex<Vec<(String, Arc<AtomicUsize>)>>;
@@ -237,13 +248,27 @@ impl Output for CollectOutput {
                     .is_some_and(|n| n % k == 0)
             })
         };
-        batch.reject(&self.metrics, batch.records().filter(refused));
+        // Read as an output that reads packed chunks reads them (the engine unpacks them
+        // first for one that does not).
+        let view = batch.view();
+        let mut records: Vec<&Record> = Vec::with_capacity(view.len());
+        for (_, part) in view.parts() {
+            if matches!(part, crate::Part::Packed(..)) {
+                self.packed_chunks.fetch_add(1, Ordering::SeqCst);
+            }
+            records.extend(part.records().unwrap());
+        }
+        batch.reject(&self.metrics, records.iter().copied().filter(refused));
         let mut s = self.sink.lock().unwrap();
-        for r in batch.records().filter(|r| !refused(r)) {
+        for r in records.iter().copied().filter(|r| !refused(r)) {
             s.push((batch.tag.to_string(), r.clone()));
         }
         self.chunks.fetch_add(batch.chunks.len(), Ordering::SeqCst);
         FlushResult::Ok
+    }
+
+    fn reads_packed(&self) -> bool {
+        self.reads_packed
     }
 }
 
@@ -262,6 +287,8 @@ fn build_collect(
     let chunks = counter(&CHUNKS, &name);
     Ok(Arc::new(CollectOutput {
         chunks,
+        packed_chunks: counter(&PACKED_CHUNKS, &name),
+        reads_packed: entry_value(e, "reads_packed").is_some(),
         reject_every: entry_value(e, "reject_every").map(|v| v.parse().unwrap()),
         metrics: Arc::clone(&ctx.metrics),
         outage: entry_value(e, "outage").map(|o| outage(&o)),
@@ -276,7 +303,8 @@ fn build_collect(
 /// `collect` output: options `sink` (name), `fail` (first N flushes fail), `permanent`
 /// (failures are errors, not retries), `gate` (flushes wait for permits on that gate),
 /// `outage` (flushes fail with `Retry` while that [`outage`] switch is on), `reject_every`
-/// (records whose `n` is a multiple of it are refused one by one).
+/// (records whose `n` is a multiple of it are refused one by one), `reads_packed` (it reads
+/// packed chunks itself, [`Output::reads_packed`]; see [`packed_chunks`]).
 pub static COLLECT: OutputPlugin = OutputPlugin {
     name: "collect",
     aliases: &[],

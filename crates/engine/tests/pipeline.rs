@@ -518,6 +518,41 @@ async fn records_packed_while_an_output_is_stalled_arrive_unchanged() {
     assert_eq!(PluginMetrics::get(&input.buffer_bytes), 0);
 }
 
+/// An output that reads packed chunks itself ([`Output::reads_packed`], as `cloudwatch_logs`
+/// does) is handed them packed, not an unpacked copy; every record still arrives once, in
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_that_reads_packed_chunks_gets_them_packed() {
+    use logferry_engine::testing::packed_chunks;
+    let _alone = PACKING.lock().await;
+    let p = packing_pipeline("pkr", &[FAST], &[("gate", "pkr"), ("reads_packed", "on")]);
+    let metrics = Arc::clone(&p.metrics);
+    let run = tokio::spawn(p.run(CancellationToken::new()));
+    let input = logferry_engine::metrics::Metrics::list(&metrics.inputs)[0].clone();
+    assert!(
+        logferry_engine::testing::wait_until(Duration::from_secs(20), || {
+            PluginMetrics::get(&input.records) == 20000
+        })
+        .await,
+        "the input did not emit everything"
+    );
+    gate("pkr").add_permits(100_000);
+    let reason = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reason, StopReason::InputsDone);
+    assert_each_record_once("pkr", true);
+    // ~6,000 records packed, 10 per chunk.
+    let handed = packed_chunks("pkr");
+    assert!(handed >= 600, "{handed} packed chunks handed to the output");
+    assert_eq!(
+        packed_chunks("pk"),
+        0,
+        "the stalled test's output reads no packed chunk"
+    );
+}
+
 /// An outage with a backlog large enough to be packed: batches fail and are retried (each
 /// flush works on its unpacked copy), the rest wait packed; once the destination is back,
 /// every record arrives exactly once and every chunk is acknowledged as delivered.

@@ -48,4 +48,9 @@ impl Output for NullOutput {
     async fn flush(&self, _batch: &Batch) -> FlushResult {
         FlushResult::Ok
     }
+
+    /// Nothing is read, so packed chunks need no unpacking.
+    fn reads_packed(&self) -> bool {
+        true
+    }
 }

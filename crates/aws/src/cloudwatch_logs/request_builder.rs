@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::ops::Range;
 
+use logferry_core::packed::PackedRecords;
 use logferry_core::{Map, Record, Value};
+use logferry_engine::{BatchRecords, Part};
 
 use super::batch::MAX_MESSAGE_BYTES;
 use super::config::{CloudWatchLogsSettings, EmfMetrics, StreamName};
@@ -238,36 +240,134 @@ pub fn build_into<'a>(
     s: &CloudWatchLogsSettings,
     tag: &str,
     records: impl Iterator<Item = &'a Record>,
-    mut text: Vec<u8>,
+    text: Vec<u8>,
 ) -> Encoded {
-    text.clear();
-    let mut enc = Encoded {
-        text,
-        ..Encoded::default()
-    };
-    let mut index: HashMap<Destination, usize> = HashMap::new();
-    let mut raw = Vec::new();
-    let mut json = EscapedJson::default();
-    // Without templates the destination depends on the tag only: worked out once.
-    let fixed = (s.group.template.is_none() && s.stream.template.is_none())
-        .then(|| destination(s, tag, &Map::new(), &mut 0));
-    for (record, r) in records.enumerate() {
-        // `None`: the fixed destination, already the first (and only) stream.
-        let dest = match &fixed {
-            Some(Ok(_)) if !enc.streams.is_empty() => None,
-            Some(d) => Some(d.clone()),
-            None => Some(destination(s, tag, &r.body, &mut enc.template_fallbacks)),
+    let mut b = Builder::new(s, tag, text);
+    for (i, r) in records.enumerate() {
+        b.record(i, r);
+    }
+    b.enc
+}
+
+/// [`build_into`] for a batch whose chunks may be packed ([`BatchRecords`]). A packed chunk is
+/// encoded straight from its packed bytes when the message is the whole record under a fixed
+/// group and stream (no templates, `log_key` or EMF metrics: the seed's configuration), and
+/// from its unpacked records otherwise. Both give the same bytes.
+pub fn build_view(
+    s: &CloudWatchLogsSettings,
+    tag: &str,
+    view: &BatchRecords<'_>,
+    text: Vec<u8>,
+) -> Encoded {
+    let mut b = Builder::new(s, tag, text);
+    let straight = s.log_key.is_none()
+        && s.metrics.is_none()
+        && s.group.template.is_none()
+        && s.stream.template.is_none();
+    for (first, part) in view.parts() {
+        match part {
+            Part::Packed(p, _) if straight => b.packed(first, p, part),
+            part => match part.records() {
+                Some(records) => {
+                    for (k, r) in records.iter().enumerate() {
+                        b.record(first + k, r);
+                    }
+                }
+                None => {
+                    let n = match part {
+                        Part::Packed(p, _) => p.len(),
+                        Part::Records(r) => r.len(),
+                    };
+                    for k in 0..n {
+                        b.enc.skip(Dropped::Message(Skip::Encoding), first + k);
+                    }
+                }
+            },
+        }
+    }
+    b.enc
+}
+
+/// Events being built for one flush.
+struct Builder<'s> {
+    s: &'s CloudWatchLogsSettings,
+    tag: &'s str,
+    enc: Encoded,
+    index: HashMap<Destination, usize>,
+    raw: Vec<u8>,
+    json: EscapedJson,
+    /// Without templates the destination depends on the tag only: worked out once.
+    fixed: Option<Result<Destination, Dropped>>,
+}
+
+impl<'s> Builder<'s> {
+    fn new(s: &'s CloudWatchLogsSettings, tag: &'s str, mut text: Vec<u8>) -> Self {
+        text.clear();
+        Builder {
+            s,
+            tag,
+            enc: Encoded {
+                text,
+                ..Encoded::default()
+            },
+            index: HashMap::new(),
+            raw: Vec::new(),
+            json: EscapedJson::default(),
+            fixed: (s.group.template.is_none() && s.stream.template.is_none())
+                .then(|| destination(s, tag, &Map::new(), &mut 0)),
+        }
+    }
+
+    /// Where record `record` goes: `Ok(None)` for the fixed destination once it is the first
+    /// (and only) stream.
+    fn destination(&mut self, body: &Map) -> Result<Option<Destination>, Dropped> {
+        match &self.fixed {
+            Some(Ok(_)) if !self.enc.streams.is_empty() => Ok(None),
+            Some(d) => d.clone().map(Some),
+            None => destination(self.s, self.tag, body, &mut self.enc.template_fallbacks).map(Some),
+        }
+    }
+
+    /// Adds the event whose message was just written from `start` on.
+    fn push(
+        &mut self,
+        dest: Option<Destination>,
+        record: usize,
+        timestamp: i64,
+        start: usize,
+        size: usize,
+    ) {
+        let span = start..self.enc.text.len();
+        let i = match dest {
+            None => 0,
+            Some(dest) => match self.index.get(&dest) {
+                Some(&i) => i,
+                None => {
+                    self.enc.streams.push((dest.clone(), Vec::new()));
+                    self.index.insert(dest, self.enc.streams.len() - 1);
+                    self.enc.streams.len() - 1
+                }
+            },
         };
-        let dest = match dest {
-            None => None,
-            Some(Ok(d)) => Some(d),
-            Some(Err(why)) => {
-                enc.skip(why, record);
-                continue;
+        self.enc.streams[i].1.push(Event {
+            timestamp,
+            size,
+            span,
+            record,
+        });
+    }
+
+    fn record(&mut self, record: usize, r: &Record) {
+        let s = self.s;
+        let dest = match self.destination(&r.body) {
+            Ok(d) => d,
+            Err(why) => {
+                self.enc.skip(why, record);
+                return;
             }
         };
         let timestamp = r.time.as_millis();
-        let start = enc.text.len();
+        let start = self.enc.text.len();
         let emf;
         let body = match &s.metrics {
             Some(m) => {
@@ -276,49 +376,93 @@ pub fn build_into<'a>(
             }
             None => &r.body,
         };
-        let mut size =
-            match write_message_escaped(&mut json, &mut enc.text, body, s.log_key.as_ref()) {
-                Ok(n) => n,
-                Err(skip) => {
-                    enc.text.truncate(start);
-                    enc.skip(Dropped::Message(skip), record);
-                    continue;
-                }
-            };
+        let mut size = match write_message_escaped(
+            &mut self.json,
+            &mut self.enc.text,
+            body,
+            s.log_key.as_ref(),
+        ) {
+            Ok(n) => n,
+            Err(skip) => {
+                self.enc.text.truncate(start);
+                self.enc.skip(Dropped::Message(skip), record);
+                return;
+            }
+        };
         if size > MAX_MESSAGE_BYTES {
             // Rare: encode it plain, cut it at a character boundary, escape the rest.
-            enc.truncated += 1;
-            enc.text.truncate(start);
-            raw.clear();
-            let cut = match write_message(&mut raw, body, s.log_key.as_ref()) {
-                Ok(()) => std::str::from_utf8(&raw).map(|t| truncate_utf8(t, MAX_MESSAGE_BYTES)),
+            self.enc.truncated += 1;
+            self.enc.text.truncate(start);
+            self.raw.clear();
+            let cut = match write_message(&mut self.raw, body, s.log_key.as_ref()) {
+                Ok(()) => {
+                    std::str::from_utf8(&self.raw).map(|t| truncate_utf8(t, MAX_MESSAGE_BYTES))
+                }
                 Err(_) => Ok(""),
             };
             let Ok(cut) = cut else {
-                enc.skip(Dropped::Message(Skip::Encoding), record);
-                continue;
+                self.enc.skip(Dropped::Message(Skip::Encoding), record);
+                return;
             };
-            escape_json_str(&mut enc.text, cut.as_bytes());
+            escape_json_str(&mut self.enc.text, cut.as_bytes());
             size = cut.len();
         }
-        let span = start..enc.text.len();
-        let i = match dest {
-            None => 0,
-            Some(dest) => match index.get(&dest) {
-                Some(&i) => i,
-                None => {
-                    enc.streams.push((dest.clone(), Vec::new()));
-                    index.insert(dest, enc.streams.len() - 1);
-                    enc.streams.len() - 1
-                }
-            },
-        };
-        enc.streams[i].1.push(Event {
-            timestamp,
-            size,
-            span,
-            record,
-        });
+        self.push(dest, record, timestamp, start, size);
     }
-    enc
+
+    /// The records of packed chunk `p` (the first numbered `first`), encoded from its bytes;
+    /// only with a fixed destination and the whole record as the message. A message too
+    /// large is built again from the unpacked record ([`Self::record`] truncates it).
+    fn packed(&mut self, first: usize, p: &PackedRecords, part: &Part<'_>) {
+        let mut c = p.cursor();
+        self.json.start_packed();
+        let mut k = 0;
+        let failed = loop {
+            let (time, keys) = match c.next_record() {
+                Ok(Some(next)) => next,
+                Ok(None) => break c.finish().err(),
+                Err(e) => break Some(e),
+            };
+            let dest = match self.destination(&Map::new()) {
+                Ok(d) => d,
+                Err(why) => {
+                    // Read past its values all the same, to reach the next record.
+                    let mut scratch = Vec::new();
+                    if let Err(e) = self.json.packed_map(&mut c, &mut scratch, keys, 0) {
+                        break Some(e);
+                    }
+                    self.enc.skip(why, first + k);
+                    k += 1;
+                    continue;
+                }
+            };
+            let start = self.enc.text.len();
+            let size = match self.json.packed_map(&mut c, &mut self.enc.text, keys, 0) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.enc.text.truncate(start);
+                    break Some(e);
+                }
+            };
+            if size > MAX_MESSAGE_BYTES {
+                self.enc.text.truncate(start);
+                match part.records().and_then(|r| r.get(k)) {
+                    Some(r) => self.record(first + k, r),
+                    None => self.enc.skip(Dropped::Message(Skip::Encoding), first + k),
+                }
+            } else {
+                self.push(dest, first + k, time.as_millis(), start, size);
+            }
+            k += 1;
+        };
+        if let Some(e) = failed {
+            // Only a bug gets here: the packed bytes never leave the process. What was read
+            // before the damage stays; the rest of the chunk is dropped, counted and logged.
+            tracing::error!(records = p.len() - k.min(p.len()), error = %e,
+                "queued records cannot be read back; they are dropped");
+            for k in k..p.len() {
+                self.enc.skip(Dropped::Message(Skip::Encoding), first + k);
+            }
+        }
+    }
 }

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use logferry_core::Record;
 use logferry_engine::metrics::PluginMetrics;
-use logferry_engine::{Batch, FlushResult, Output};
+use logferry_engine::{Batch, BatchRecords, FlushResult, Output};
 
 use super::batch;
 use super::config::CloudWatchLogsSettings;
@@ -115,13 +115,13 @@ impl CloudWatchLogsOutput {
         self.memo.len()
     }
 
-    fn count_encoding(&self, b: &Batch, records: &[&Record], enc: &Encoded) {
+    fn count_encoding(&self, b: &Batch, records: &BatchRecords<'_>, enc: &Encoded) {
         let tag = &b.tag;
         for (why, idx) in &enc.skipped {
-            b.reject(
-                &self.metrics,
-                idx.iter().filter_map(|&i| records.get(i).copied()),
-            );
+            let found: Vec<&Record> = idx.iter().filter_map(|&i| records.get(i)).collect();
+            // Records that cannot be read back (only a bug) are counted all the same.
+            b.count_dropped(&self.metrics, (idx.len() - found.len()) as u64);
+            b.reject(&self.metrics, found);
             tracing::warn!(output = %self.name, %tag, records = idx.len(), reason = why.reason(), "records dropped");
         }
         if enc.truncated > 0 {
@@ -140,15 +140,15 @@ impl CloudWatchLogsOutput {
 impl Output for CloudWatchLogsOutput {
     async fn flush(&self, b: &Batch) -> FlushResult {
         let mut progress = self.memo.take(b).unwrap_or_default();
-        let records: Vec<&Record> = b.records().collect();
+        // Packed chunks stay packed: their records are encoded from the packed bytes.
+        let records = b.view();
         let text = lock_pool(&self.texts).pop().unwrap_or_default();
-        let mut enc =
-            request_builder::build_into(&self.settings, &b.tag, records.iter().copied(), text);
+        let mut enc = request_builder::build_view(&self.settings, &b.tag, &records, text);
         if !progress.encode_counted {
             self.count_encoding(b, &records, &enc);
             progress.encode_counted = true;
         }
-        let record_of = |i: usize| records.get(i).copied();
+        let record_of = |i: usize| records.get(i);
         let mut retry: Option<String> = None;
         // Per stream given up: the records of its remaining events, and why.
         let mut failed: Vec<(Destination, Vec<usize>, String)> = Vec::new();
@@ -235,5 +235,10 @@ impl Output for CloudWatchLogsOutput {
             }
             None => FlushResult::Ok,
         }
+    }
+
+    /// Packed chunks are encoded straight from their bytes ([`request_builder::build_view`]).
+    fn reads_packed(&self) -> bool {
+        true
     }
 }
