@@ -76,16 +76,23 @@ impl Skip {
     }
 }
 
-/// Whether any of the 8 bytes of `w` is `"`, `\` or a control character (below 0x20): the
-/// bytes JSON must escape. Exact as a yes/no (the classic "has zero byte" and "has less than"
-/// word tricks), so runs of plain text are skipped 8 bytes at a time.
+/// The high bit of each byte of `w` that is `"`, `\` or a control character (below 0x20): the
+/// bytes JSON must escape. The classic "has zero byte" and "has less than" word tricks, so runs
+/// of plain text are skipped 8 bytes at a time. Bits above the lowest one may be set by a
+/// borrow, but the lowest is exact: `trailing_zeros() / 8` is the first byte to escape.
 #[inline]
-fn word_needs_escape(w: u64) -> bool {
+fn escape_mask(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS != 0;
-    let below_0x20 = w.wrapping_sub(ONES * 0x20) & !w & HIGHS != 0;
-    below_0x20 || has_zero(w ^ (ONES * b'"' as u64)) || has_zero(w ^ (ONES * b'\\' as u64))
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let below_0x20 = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+    below_0x20 | zero(w ^ (ONES * b'"' as u64)) | zero(w ^ (ONES * b'\\' as u64))
+}
+
+/// Whether any of the 8 bytes of `w` is one JSON must escape (exact as a yes/no).
+#[inline]
+fn word_needs_escape(w: u64) -> bool {
+    escape_mask(w) != 0
 }
 
 /// JSON's escape of one byte (serde_json's: `\"`, `\\`, `\b \f \n \r \t`, else `\u00XX` for
@@ -466,36 +473,66 @@ impl EscapedJson {
         })
     }
 
-    /// Appends the JSON string of `s`, escaped again; returns its length as JSON.
+    /// Appends the JSON string of `s`, escaped again; returns its length as JSON. Most values
+    /// have nothing to escape: they are checked a word at a time (the last one padded or
+    /// overlapping) and copied in one piece; otherwise each byte to escape is found from the
+    /// word's mask.
     fn str(out: &mut Vec<u8>, s: &[u8]) -> usize {
         out.reserve(s.len() + 4);
         out.extend_from_slice(b"\\\"");
-        let mut raw = 2 + s.len();
-        let mut start = 0;
+        let n = s.len();
         let mut i = 0;
-        while i < s.len() {
+        let clean = loop {
             if let Some(word) = s.get(i..i + 8) {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(word);
-                if !word_needs_escape(u64::from_le_bytes(w)) {
-                    i += 8;
-                    continue;
+                if word_needs_escape(u64::from_le_bytes(word.try_into().unwrap_or([0; 8]))) {
+                    break false;
                 }
+                i += 8;
+            } else if let Some(last) = n.checked_sub(8).and_then(|from| s.get(from..)) {
+                // The last word, overlapping what was checked already.
+                break !word_needs_escape(u64::from_le_bytes(last.try_into().unwrap_or([0; 8])));
+            } else {
+                break !word_needs_escape(padded(s));
             }
-            let end = (i + 8).min(s.len());
-            for (j, &b) in s.iter().enumerate().take(end).skip(i) {
-                if b < 0x20 || b == b'"' || b == b'\\' {
-                    out.extend_from_slice(&s[start..j]);
-                    raw += double_escape(out, b);
-                    start = j + 1;
-                }
+        };
+        if clean {
+            out.extend_from_slice(s);
+            out.extend_from_slice(b"\\\"");
+            return n + 2;
+        }
+        let mut raw = 2 + n;
+        let mut start = 0;
+        loop {
+            let w = match s.get(i..i + 8) {
+                Some(word) => u64::from_le_bytes(word.try_into().unwrap_or([0; 8])),
+                None if i >= n => break,
+                None => padded(&s[i..]),
+            };
+            let mask = escape_mask(w);
+            if mask == 0 {
+                i += 8;
+                continue;
             }
-            i = end;
+            let at = i + (mask.trailing_zeros() / 8) as usize;
+            out.extend_from_slice(&s[start..at]);
+            raw += double_escape(out, s[at]);
+            start = at + 1;
+            i = at + 1;
         }
         out.extend_from_slice(&s[start..]);
         out.extend_from_slice(b"\\\"");
         raw
     }
+}
+
+/// Up to 8 bytes as a word, padded with a byte that needs no escape.
+#[inline]
+fn padded(s: &[u8]) -> u64 {
+    let mut w = [b'a'; 8];
+    for (k, &b) in s.iter().take(8).enumerate() {
+        w[k] = b;
+    }
+    u64::from_le_bytes(w)
 }
 
 /// Appends JSON's escape of `b` (see [`json_escape`]) escaped again, as the inside of a JSON
@@ -784,6 +821,39 @@ mod tests {
                     want,
                     "byte {b:#x} at {pos}"
                 );
+            }
+        }
+    }
+
+    /// The mask's lowest bit is the first byte to escape, whatever follows it.
+    #[test]
+    fn the_mask_finds_the_first_byte_to_escape() {
+        for pos in 0..8 {
+            for b in [b'"', b'\\', 0u8, 0x1f, b'\n'] {
+                for after in [b'a', b'"', 0u8, 0xff, 0x20, b'\\'] {
+                    let mut w = [b'a'; 8];
+                    w[pos] = b;
+                    for x in w.iter_mut().skip(pos + 1) {
+                        *x = after;
+                    }
+                    let mask = escape_mask(u64::from_le_bytes(w));
+                    assert_eq!(mask.trailing_zeros() / 8, pos as u32, "{w:?}");
+                }
+            }
+        }
+        // Strings of every length around the word size, escapes anywhere: as serde_json.
+        for len in 0..20 {
+            for at in 0..len {
+                for special in ["\"", "\\", "\n", "\u{1}"] {
+                    let mut t: String = "x".repeat(len);
+                    t.replace_range(at..at + 1, special);
+                    let mut out = b"\"".to_vec();
+                    let raw = EscapedJson::str(&mut out, t.as_bytes());
+                    out.push(b'"');
+                    let once: String = serde_json::from_slice(&out).unwrap();
+                    assert_eq!(once, serde_json::to_string(&t).unwrap());
+                    assert_eq!(raw, once.len());
+                }
             }
         }
     }
