@@ -197,6 +197,12 @@ impl TimeFormat {
         let mut pos = 0usize;
         for item in &self.items {
             let ok = match item {
+                // The usual literal (`/`, `:`, `-`, `T`) is one byte: compared as one.
+                Item::Literal(c) if c.is_ascii() => {
+                    let hit = s.get(pos) == Some(&(*c as u8));
+                    pos += usize::from(hit);
+                    hit
+                }
                 Item::Literal(c) => {
                     let mut buf = [0u8; 4];
                     let lit = c.encode_utf8(&mut buf).as_bytes();
@@ -222,7 +228,7 @@ impl TimeFormat {
                 Item::Month => range(num(s, &mut pos, 2, false), 1, 12)
                     .map(|v| p.month = Some(v))
                     .is_some(),
-                Item::MonthName => name(s, &mut pos, &MONTHS)
+                Item::MonthName => name(s, &mut pos, &MONTHS, &MONTH_KEYS)
                     .map(|v| p.month = Some(v + 1))
                     .is_some(),
                 Item::Day => range(num(s, &mut pos, 2, false), 1, 31)
@@ -231,14 +237,14 @@ impl TimeFormat {
                 Item::YearDay => range(num(s, &mut pos, 3, false), 1, 366)
                     .map(|v| p.yday = Some(v))
                     .is_some(),
-                Item::WeekdayName => name(s, &mut pos, &WEEKDAYS).is_some(),
+                Item::WeekdayName => name(s, &mut pos, &WEEKDAYS, &WEEKDAY_KEYS).is_some(),
                 Item::Hour => range(num(s, &mut pos, 2, false), 0, 23)
                     .map(|v| p.hour = v)
                     .is_some(),
                 Item::Hour12 => range(num(s, &mut pos, 2, false), 1, 12)
                     .map(|v| p.hour12 = Some(v))
                     .is_some(),
-                Item::AmPm => name(s, &mut pos, &AMPM)
+                Item::AmPm => name(s, &mut pos, &AMPM, &AMPM_KEYS)
                     .map(|v| p.pm = Some(v == 1))
                     .is_some(),
                 Item::Minute => range(num(s, &mut pos, 2, false), 0, 59)
@@ -434,22 +440,19 @@ const AMPM: [&str; 2] = ["am", "pm"];
 /// returns its index. The full name is taken when it is there; only names whose first three
 /// letters match are compared in full (a full name starts with its short form). The input's
 /// first three letters are lowercased once, so each candidate costs one short compare.
-fn name(s: &[u8], pos: &mut usize, names: &[&str]) -> Option<u32> {
+fn name(s: &[u8], pos: &mut usize, names: &[&str], keys: &[(u32, u32)]) -> Option<u32> {
     let rest = s.get(*pos..)?;
-    let mut key = [0u8; 3];
+    let mut key = [0u8; 4];
     let k = rest.len().min(3);
     for (d, b) in key.iter_mut().zip(&rest[..k]) {
         *d = b.to_ascii_lowercase();
     }
-    for (i, n) in names.iter().enumerate() {
+    let key = u32::from_le_bytes(key);
+    for (i, (n, &(short_key, mask))) in names.iter().zip(keys).enumerate() {
         let n = n.as_bytes();
         let short = n.len().min(3);
-        // Fixed-size arrays compare inline; slices would call memcmp per candidate.
-        let hit = match n {
-            [a, b, c, ..] => k == 3 && key == [*a, *b, *c],
-            _ => short <= k && key[..short] == n[..short],
-        };
-        if hit {
+        // The first letters as one number: one compare per candidate.
+        if short <= k && key & mask == short_key {
             let full = rest.len() >= n.len() && rest[..n.len()].eq_ignore_ascii_case(n);
             *pos += if full { n.len() } else { short };
             return Some(i as u32);
@@ -457,6 +460,28 @@ fn name(s: &[u8], pos: &mut usize, names: &[&str]) -> Option<u32> {
     }
     None
 }
+
+/// Each name's first three letters (fewer for a shorter name) as a little-endian number, with
+/// the mask of the bytes they fill: what [`name`] compares the input's first letters with.
+const fn short_keys<const N: usize>(names: [&str; N]) -> [(u32, u32); N] {
+    let mut out = [(0u32, 0u32); N];
+    let mut i = 0;
+    while i < N {
+        let n = names[i].as_bytes();
+        let mut j = 0;
+        while j < 3 && j < n.len() {
+            out[i].0 |= (n[j] as u32) << (8 * j);
+            out[i].1 |= 0xff << (8 * j);
+            j += 1;
+        }
+        i += 1;
+    }
+    out
+}
+
+const MONTH_KEYS: [(u32, u32); 12] = short_keys(MONTHS);
+const WEEKDAY_KEYS: [(u32, u32); 7] = short_keys(WEEKDAYS);
+const AMPM_KEYS: [(u32, u32); 2] = short_keys(AMPM);
 
 /// Reads up to `max` digits (after optional leading blanks, and a sign when `signed`).
 fn num(s: &[u8], pos: &mut usize, max: usize, signed: bool) -> Option<i64> {
@@ -578,35 +603,64 @@ mod tests {
         TimeFormat::new(fmt).unwrap().parse(text).map(|t| t.0)
     }
 
+    /// One-byte literals compare as a byte, others as text; a literal past the end of the
+    /// input, or a different byte, is no match.
+    #[test]
+    fn literals_ascii_and_not() {
+        assert_eq!(
+            at("%Y年%m月%d日", "2024年05月06日"),
+            at("%Y-%m-%d", "2024-05-06")
+        );
+        assert!(at("%Y年%m月", "2024-05").is_none());
+        assert!(at("%d/%b/%Y", "24/Nov").is_none());
+        assert!(at("%d/%b/%Y", "24/Nov-2026").is_none());
+        assert_eq!(
+            at("%d/%b/%Y:%H:%M:%S %z", "24/Nov/2026:10:03:07 +0000"),
+            Some(1_795_514_587_000_000_000)
+        );
+        for (i, m) in MONTHS.iter().enumerate() {
+            let text = format!("01/{}/2026", &m[..3].to_uppercase());
+            let want = at("%d/%m/%Y", &format!("01/{:02}/2026", i + 1));
+            assert_eq!(at("%d/%b/%Y", &text), want, "{text}");
+        }
+    }
+
     #[test]
     fn month_and_day_names_full_short_any_case() {
         let mut pos = 0;
-        assert_eq!(name(b"September 3", &mut pos, &MONTHS), Some(8));
+        assert_eq!(
+            name(b"September 3", &mut pos, &MONTHS, &MONTH_KEYS),
+            Some(8)
+        );
         assert_eq!(pos, 9, "the full name is consumed");
         pos = 0;
-        assert_eq!(name(b"sep 3", &mut pos, &MONTHS), Some(8));
+        assert_eq!(name(b"sep 3", &mut pos, &MONTHS, &MONTH_KEYS), Some(8));
         assert_eq!(pos, 3);
         pos = 0;
-        assert_eq!(name(b"NOV", &mut pos, &MONTHS), Some(10));
+        assert_eq!(name(b"NOV", &mut pos, &MONTHS, &MONTH_KEYS), Some(10));
         pos = 0;
-        assert_eq!(name(b"Ju", &mut pos, &MONTHS), None);
+        assert_eq!(name(b"Ju", &mut pos, &MONTHS, &MONTH_KEYS), None);
         pos = 0;
         assert_eq!(
-            name(b"Junk", &mut pos, &MONTHS),
+            name(b"Junk", &mut pos, &MONTHS, &MONTH_KEYS),
             Some(5),
             "Jun, as strptime"
         );
         assert_eq!(pos, 3);
         pos = 0;
-        assert_eq!(name(b"PM", &mut pos, &AMPM), Some(1));
+        assert_eq!(name(b"PM", &mut pos, &AMPM, &AMPM_KEYS), Some(1));
         pos = 1;
         assert_eq!(
-            name(b"xaM", &mut pos, &AMPM),
+            name(b"xaM", &mut pos, &AMPM, &AMPM_KEYS),
             Some(0),
             "from the position on"
         );
         pos = 5;
-        assert_eq!(name(b"Nov", &mut pos, &MONTHS), None, "past the end");
+        assert_eq!(
+            name(b"Nov", &mut pos, &MONTHS, &MONTH_KEYS),
+            None,
+            "past the end"
+        );
         // `name` lowercases the input only: the tables must be lowercase.
         for n in MONTHS.iter().chain(&WEEKDAYS).chain(&AMPM) {
             assert_eq!(*n, n.to_ascii_lowercase());
