@@ -5,6 +5,8 @@
 //! key's value is sent: a string raw (no quotes), anything else as JSON — Fluent Bit's rule.
 
 use logferry_core::packed::{Cursor, Item, UnpackError, MAX_DEPTH};
+use std::collections::HashMap;
+
 use logferry_core::{Map, Value};
 use logferry_filters::record_accessor::RecordAccessor;
 use serde::ser::{SerializeMap, SerializeSeq};
@@ -187,6 +189,10 @@ pub struct EscapedJson {
     key_lists: Vec<KeyList>,
     /// The next entry of `key_lists` to replace once it is full.
     evict: usize,
+    /// Maps found and not found in `key_lists`: when the records' keys vary too much for
+    /// the cache to pay (each miss builds an entry), maps are written without it.
+    hits: u32,
+    misses: u32,
     /// The key lists of the packed chunk being encoded, by its numbers ([`Item::Map`]).
     packed_lists: Vec<Option<KeyList>>,
 }
@@ -222,9 +228,17 @@ impl KeyList {
             text: Vec::new(),
             pairs: Vec::with_capacity(keys.len()),
         };
+        // Which pair is the last of its key: by scanning for a small map, by index for a
+        // larger one (as `Map::iter_last_wins` does).
+        let last: Option<HashMap<&str, usize>> = (keys.len() > logferry_core::event::SMALL_MAP)
+            .then(|| keys.iter().enumerate().map(|(i, k)| (*k, i)).collect());
         let mut first = true;
         for (i, k) in keys.iter().enumerate() {
-            if keys[i + 1..].contains(k) {
+            let later = match &last {
+                Some(last) => last.get(k) != Some(&i),
+                None => keys[i + 1..].contains(k),
+            };
+            if later {
                 list.pairs.push(None);
                 continue;
             }
@@ -258,12 +272,16 @@ impl KeyList {
 impl EscapedJson {
     /// Appends `m` as a JSON object (the last duplicate of a key wins).
     pub fn map(&mut self, out: &mut Vec<u8>, m: &Map) -> usize {
-        if m.0.len() > KEY_LIST_MAX {
+        if m.0.len() > KEY_LIST_MAX || (self.misses > 32 && self.misses > 2 * self.hits) {
             return self.map_uncached(out, m);
         }
         let hit = match self.key_lists.iter().position(|l| l.matches(m)) {
-            Some(i) => i,
+            Some(i) => {
+                self.hits += 1;
+                i
+            }
             None => {
+                self.misses += 1;
                 let list = KeyList::new(m);
                 if self.key_lists.len() < KEY_LISTS {
                     self.key_lists.push(list);
@@ -791,11 +809,16 @@ mod tests {
                 Value::Int(i as i64),
             ));
         }
+        // Past `SMALL_MAP` keys, duplicates are found by index.
+        let mut wide = Map::new();
+        for i in 0..45 {
+            wide.0.push((format!("w{}", i % 37).into(), Value::Int(i)));
+        }
         for round in 0..2000 {
-            let m = if round % 97 == 0 {
-                long.clone()
-            } else {
-                random_map(&mut rng, &keys, &texts, 0)
+            let m = match round % 97 {
+                0 => long.clone(),
+                1 => wide.clone(),
+                _ => random_map(&mut rng, &keys, &texts, 0),
             };
             let mut plain = Vec::new();
             write_json(&mut plain, &m).unwrap();
@@ -807,6 +830,33 @@ mod tests {
             assert_eq!(raw, plain.len(), "{m:?}");
         }
         assert_eq!(enc.key_lists.len(), KEY_LISTS);
+        assert!(enc.hits > 0, "random maps repeat key lists");
+    }
+
+    /// Records whose keys vary too much for the cache are written without it, and still as
+    /// serde_json writes them.
+    #[test]
+    fn key_lists_that_never_repeat_turn_the_cache_off() {
+        let mut enc = EscapedJson::default();
+        for i in 0..200 {
+            let m = Map(vec![
+                (format!("k{i}").into(), Value::Int(i)),
+                ("x".into(), Value::from("y")),
+            ]);
+            let mut plain = Vec::new();
+            write_json(&mut plain, &m).unwrap();
+            let mut escaped = b"\"".to_vec();
+            let raw = enc.map(&mut escaped, &m);
+            escaped.push(b'"');
+            let back: String = serde_json::from_slice(&escaped).unwrap();
+            assert_eq!(back.as_bytes(), plain.as_slice());
+            assert_eq!(raw, plain.len());
+        }
+        assert_eq!(enc.hits, 0);
+        assert_eq!(
+            enc.misses, 33,
+            "the cache is left alone after 33 misses in a row"
+        );
     }
 
     #[test]
