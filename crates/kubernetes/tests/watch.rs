@@ -294,8 +294,11 @@ async fn after_an_api_restart_reconnects_spread_out_and_do_not_relist() {
     server.delete_pod_quietly("default", "p-0");
     server.compact();
     server.restart().await;
+    // Bounded by the watch's longest back-off (30 s) and then some: under a loaded CI an
+    // agent's reconnects can fail a few times in a row while the server comes back, and
+    // each failure doubles its back-off (a 30 s bound failed once in a CI run).
     assert!(
-        wait_until(Duration::from_secs(30), || stats
+        wait_until(Duration::from_secs(70), || stats
             .iter()
             .all(|s| s.relists.load(Ordering::Relaxed) == 1))
         .await,
