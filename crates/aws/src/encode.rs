@@ -203,6 +203,7 @@ const KEY_LISTS: usize = 8;
 const KEY_LIST_MAX: usize = 64;
 
 /// One map's keys, in order, with what the encoder writes for each.
+#[derive(Default)]
 struct KeyList {
     keys: Vec<logferry_core::Str>,
     /// Escaped `\"key\":` text (with the `,` before it for all but the first written pair).
@@ -256,14 +257,6 @@ impl KeyList {
         list
     }
 
-    fn empty() -> Self {
-        KeyList {
-            keys: Vec::new(),
-            text: Vec::new(),
-            pairs: Vec::new(),
-        }
-    }
-
     fn matches(&self, m: &Map) -> bool {
         self.keys.len() == m.0.len() && self.keys.iter().zip(&m.0).all(|(a, (b, _))| a == b)
     }
@@ -295,7 +288,7 @@ impl EscapedJson {
             }
         };
         // Taken out while its values are written (they may be maps that use the cache too).
-        let list = std::mem::replace(&mut self.key_lists[hit], KeyList::empty());
+        let list = std::mem::take(&mut self.key_lists[hit]);
         let mut raw = 2;
         out.push(b'{');
         for ((_, v), pair) in m.0.iter().zip(&list.pairs) {
@@ -553,38 +546,25 @@ fn padded(s: &[u8]) -> u64 {
     u64::from_le_bytes(w)
 }
 
-/// Appends JSON's escape of `b` (see [`json_escape`]) escaped again, as the inside of a JSON
-/// string; returns how many bytes the escape adds to the once-escaped JSON (beyond `b`).
+/// Appends JSON's escape of `b` ([`json_escape`]) escaped again, as the inside of a JSON
+/// string (`\"` → `\\\"`, `\n` → `\\n`, `\u001f` → `\\u001f`); returns how many bytes the
+/// escape adds to the once-escaped JSON (beyond `b`).
 #[inline]
 fn double_escape(out: &mut Vec<u8>, b: u8) -> usize {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    // `\"` → `\\\"`, `\\` → `\\\\`, `\n` → `\\n`, `\u001f` → `\\u001f`.
-    let short = |out: &mut Vec<u8>, c: &[u8]| {
-        out.extend_from_slice(b"\\\\");
-        out.extend_from_slice(c);
-        1
+    let Some((e, n)) = json_escape(b) else {
+        out.push(b);
+        return 0;
     };
-    match b {
-        b'"' => short(out, b"\\\""),
-        b'\\' => short(out, b"\\\\"),
-        b'\n' => short(out, b"n"),
-        b'\r' => short(out, b"r"),
-        b'\t' => short(out, b"t"),
-        0x08 => short(out, b"b"),
-        0x0c => short(out, b"f"),
-        _ => {
-            out.extend_from_slice(&[
-                b'\\',
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 15) as usize],
-            ]);
-            5
+    // The escape's own `\`, escaped; then its letters, of which only a `"` or `\` it names
+    // needs escaping again.
+    out.extend_from_slice(b"\\\\");
+    for &c in &e[1..n] {
+        if c == b'"' || c == b'\\' {
+            out.push(b'\\');
         }
+        out.push(c);
     }
+    n - 1
 }
 
 /// Appends the message for `body` escaped as the inside of a JSON string ([`write_message`]'s
