@@ -248,52 +248,61 @@ pub fn mem_and_event_size(
     headers: MapHeaders,
     memo: &mut SharedSizeMemo,
 ) -> (usize, usize) {
-    let (mut heap, mut body) = (r.body.0.capacity() * std::mem::size_of::<(Str, Value)>(), 0);
+    let mut acc = Sizes {
+        heap: r.body.0.capacity() * std::mem::size_of::<(Str, Value)>(),
+        wire: 0,
+    };
     for (k, v) in r.body.iter() {
-        heap += crate::event::str_heap(k);
-        body += str_size(k);
+        acc.str(k);
         match v {
-            Value::SharedMap(m) => body += shared_map_size(m, memo),
-            v => {
-                let (h, w) = value_sizes(v);
-                heap += h;
-                body += w;
-            }
+            Value::SharedMap(m) => acc.wire += shared_map_size(m, memo),
+            v => acc.value(v),
         }
     }
-    let wire = event_wrapping(headers, r.body.len()) + body;
-    (std::mem::size_of::<Record>() + heap, wire)
+    let wire = event_wrapping(headers, r.body.len()) + acc.wire;
+    (std::mem::size_of::<Record>() + acc.heap, wire)
 }
 
-/// A value's heap bytes ([`Value::heap_size`]) and encoded size ([`value_size`]).
-fn value_sizes(v: &Value) -> (usize, usize) {
-    match v {
-        Value::Str(s) => (crate::event::str_heap(s), str_size(s)),
-        Value::Array(a) => {
-            let (mut h, mut w) = (
-                a.capacity() * std::mem::size_of::<Value>(),
-                len_header(a.len(), 16),
-            );
-            for x in a {
-                let (xh, xw) = value_sizes(x);
-                h += xh;
-                w += xw;
+/// Heap bytes ([`Value::heap_size`]) and encoded size ([`value_size`]) summed over a walk.
+/// One accumulator passed down instead of a pair returned from each value: the walk runs over
+/// every value of every record after the filters, so its per-value cost counts.
+struct Sizes {
+    heap: usize,
+    wire: usize,
+}
+
+impl Sizes {
+    #[inline(always)]
+    fn str(&mut self, s: &Str) {
+        self.wire += str_size(s);
+        self.heap += crate::event::str_heap(s);
+    }
+
+    fn value(&mut self, v: &Value) {
+        match v {
+            Value::Str(s) => self.str(s),
+            Value::Int(i) => self.wire += int_size(*i),
+            Value::Float(_) => self.wire += 9,
+            Value::Null | Value::Bool(_) => self.wire += 1,
+            Value::UInt(u) => self.wire += uint_size(*u),
+            Value::Map(m) => {
+                self.heap += m.0.capacity() * std::mem::size_of::<(Str, Value)>();
+                self.wire += len_header(m.len(), 16);
+                for (k, x) in m.iter() {
+                    self.str(k);
+                    self.value(x);
+                }
             }
-            (h, w)
-        }
-        Value::Map(m) => {
-            let (mut h, mut w) = (
-                m.0.capacity() * std::mem::size_of::<(Str, Value)>(),
-                len_header(m.len(), 16),
-            );
-            for (k, x) in m.iter() {
-                let (xh, xw) = value_sizes(x);
-                h += crate::event::str_heap(k) + xh;
-                w += str_size(k) + xw;
+            Value::Array(a) => {
+                self.heap += a.capacity() * std::mem::size_of::<Value>();
+                self.wire += len_header(a.len(), 16);
+                for x in a {
+                    self.value(x);
+                }
             }
-            (h, w)
+            // Shared: its heap is not the record's (see `Value::heap_size`).
+            Value::SharedMap(m) => self.wire += map_size(m),
         }
-        v => (v.heap_size(), value_size(v)),
     }
 }
 
