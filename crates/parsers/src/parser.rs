@@ -58,8 +58,8 @@ pub struct Parsed {
 enum Kind {
     Regex {
         pattern: Pattern,
-        /// (capture index, field name) for every named group, in pattern order.
-        groups: Vec<(usize, Str)>,
+        /// Every named group, in pattern order.
+        groups: Vec<Group>,
     },
     Json,
     Logfmt {
@@ -67,6 +67,27 @@ enum Kind {
     },
     Ltsv,
     Tskv,
+}
+
+/// A named group of a regex parser, with what its value becomes worked out once when the
+/// parser is built instead of comparing its name with `Time_Key` and `Types` on every line.
+#[derive(Debug)]
+struct Group {
+    /// Capture index.
+    idx: usize,
+    /// Field name.
+    key: Str,
+    role: Role,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    /// A string field.
+    Plain,
+    /// Cast by `Types`.
+    Cast(TypeKind),
+    /// The `Time_Key` field of a parser with a `Time_Format`.
+    Time,
 }
 
 /// A compiled parser. Cheap to share (`Arc`); `parse` takes `&self`.
@@ -154,7 +175,11 @@ impl Parser {
                         let groups = pattern
                             .names()
                             .into_iter()
-                            .map(|(i, n)| (i, Str::from(n)))
+                            .map(|(idx, n)| Group {
+                                idx,
+                                key: Str::from(n),
+                                role: Role::Plain,
+                            })
                             .collect();
                         Some(Kind::Regex { pattern, groups })
                     }
@@ -282,16 +307,28 @@ impl Parser {
                 ));
             }
         }
-        let Some(kind) = kind else {
+        let Some(mut kind) = kind else {
             return Err(errors);
         };
         if !errors.is_empty() {
             return Err(errors);
         }
+        let time_key = Str::from(opts.time_key.as_deref().map(str::trim).unwrap_or("time"));
+        if let Kind::Regex { groups, .. } = &mut kind {
+            for g in groups {
+                g.role = if time.is_some() && g.key == time_key {
+                    Role::Time
+                } else if let Some((_, t)) = types.iter().find(|(k, _)| *k == g.key) {
+                    Role::Cast(*t)
+                } else {
+                    Role::Plain
+                };
+            }
+        }
         Ok(Parser {
             name,
             kind,
-            time_key: Str::from(opts.time_key.as_deref().map(str::trim).unwrap_or("time")),
+            time_key,
             time,
             time_keep: opts.time_keep,
             types,
@@ -340,26 +377,28 @@ impl Parser {
         }
     }
 
-    fn parse_regex(
-        &self,
-        pattern: &Pattern,
-        groups: &[(usize, Str)],
-        text: &str,
-    ) -> Option<Parsed> {
+    fn parse_regex(&self, pattern: &Pattern, groups: &[Group], text: &str) -> Option<Parsed> {
         pattern.captures(text, |slots| {
             let mut body = Map::with_capacity(groups.len());
             let mut time = None;
-            for (idx, key) in groups {
-                let Some((s, e)) = slots.get(*idx) else {
+            for g in groups {
+                let Some(value) = slots.get(g.idx).and_then(|(s, e)| text.get(s..e)) else {
                     continue;
                 };
-                let value = &text[s..e];
                 if value.is_empty() && self.skip_empty {
                     continue;
                 }
-                if self.time_field(key, value, &mut time) {
-                    body.0.push((key.clone(), self.field(key, value)));
-                }
+                let v = match g.role {
+                    Role::Plain => Value::Str(Str::from(value)),
+                    Role::Cast(kind) => convert::cast(kind, value),
+                    Role::Time => {
+                        if !self.time_field(&g.key, value, &mut time) {
+                            continue;
+                        }
+                        self.field(&g.key, value)
+                    }
+                };
+                body.0.push((g.key.clone(), v));
             }
             Parsed { time, body }
         })

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{check, classic_config};
+use logferry_core::EventTime;
 use logferry_parsers::Parsers;
 use serde_json::json;
 
@@ -14,6 +15,23 @@ const PARSERS: &str = r#"
     Format  regex
     Regex   ^(?<i>\S*) (?<f>\S*) (?<b>\S*) (?<h>\S*) (?<s>\S*) (?<plain>\S*)$
     Types   i:integer f:float b:bool h:hex s:string
+
+[PARSER]
+    Name    typed_time_kept
+    Format  regex
+    Regex   ^(?<t>\S+) (?<n>\S+) (?<t2>\S+)$
+    Time_Key t
+    Time_Format %s
+    Time_Keep On
+    Types   t:integer n:integer t2:integer
+
+[PARSER]
+    Name    typed_time_dropped
+    Format  regex
+    Regex   ^(?<t>\S+) (?<n>\S+)$
+    Time_Key t
+    Time_Format %s
+    Types   t:integer n:float
 
 [PARSER]
     Name    typed_logfmt
@@ -97,6 +115,29 @@ fn types_cast_fields() {
         "n=12 ok=true ratio=0.5 other=1",
         Some(json!({"n": 12, "ok": true, "ratio": 0.5, "other": "1"})),
         None,
+    );
+}
+
+/// Each regex group's role (the time field, a `Types` cast, plain text) is worked out when the
+/// parser is built; the results are what comparing names on every line gave.
+#[test]
+fn the_time_key_with_types() {
+    let p = parsers().get("typed_time_kept").unwrap();
+    // Time_Keep On: the time field stays, cast by Types like any other field.
+    check(
+        &p,
+        "1700000000 5 6",
+        Some(json!({"t": 1700000000, "n": 5, "t2": 6})),
+        Some(EventTime(1_700_000_000_000_000_000)),
+    );
+    // A time that does not read drops the field and leaves the time unset.
+    check(&p, "never 5 6", Some(json!({"n": 5, "t2": 6})), None);
+    let p = parsers().get("typed_time_dropped").unwrap();
+    check(
+        &p,
+        "1700000000 2",
+        Some(json!({"n": 2.0})),
+        Some(EventTime(1_700_000_000_000_000_000)),
     );
 }
 
