@@ -780,6 +780,22 @@ mod tests {
             assert!(docker_fast(line.as_bytes()).is_none(), "{line}");
         }
         assert!(docker_fast(b"{\"log\":\"\xff\",\"stream\":\"s\",\"time\":\"t\"}").is_none());
+        // Invalid UTF-8 in any string, before or after an escape (the word loop), or a
+        // character cut by an escape: the fast path steps aside, and serde_json refuses the
+        // line too (it is then passed on raw).
+        let bad: [&[u8]; 7] = [
+            b"{\"log\":\"ok \\\"q\\\" \xff after\",\"stream\":\"s\",\"time\":\"t\"}",
+            b"{\"log\":\"\xc3\\\"\",\"stream\":\"s\",\"time\":\"t\"}",
+            b"{\"log\":\"\\\"0123456789abcdef\xe2\x9c\",\"stream\":\"s\",\"time\":\"t\"}",
+            b"{\"log\":\"x\",\"stream\":\"s\xff\",\"time\":\"t\"}",
+            b"{\"log\":\"x\",\"stream\":\"s\",\"time\":\"\xc3\"}",
+            b"{\"log\":\"\xed\xa0\x80\",\"stream\":\"s\",\"time\":\"t\"}",
+            b"{\"log\":\"x\",\"stream\":\"s\",\"time\":\"t\"\xff}",
+        ];
+        for line in bad {
+            assert!(docker_fast(line).is_none(), "{line:?}");
+            assert!(decode_docker(line).is_none(), "{line:?}");
+        }
         // Escapes at every distance from each other and from the end (the 8-byte scan).
         for n in 0..40 {
             for gap in 0..12 {
