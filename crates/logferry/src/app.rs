@@ -385,6 +385,14 @@ pub fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// [`crate::memory::release_startup_pages`], logged at debug level.
+fn release_startup_pages(when: &'static str) {
+    match crate::memory::release_startup_pages() {
+        Ok(bytes) => tracing::debug!(bytes, when, "start-up pages of the binary released"),
+        Err(e) => tracing::debug!(error = %e, when, "start-up pages of the binary not released"),
+    }
+}
+
 /// "logferry stopped" with the reason in words.
 fn log_stopped(reason: Option<logferry_engine::StopReason>) {
     match reason {
@@ -423,13 +431,13 @@ async fn run(cli: &Cli, registry: &Registry, first: Pipeline) {
         }
     }
 
-    // The binary's start-up pages go once the first pipeline is up (src/memory.rs).
+    // The binary's start-up pages go before the first pipeline runs, so a backlog read at
+    // start does not carry them at its peak, and again once it is up, for what its plugins'
+    // start ran (src/memory.rs).
+    release_startup_pages("before the pipeline runs");
     tokio::spawn(async {
         tokio::time::sleep(crate::memory::RELEASE_AFTER).await;
-        match crate::memory::release_startup_pages() {
-            Ok(bytes) => tracing::debug!(bytes, "start-up pages of the binary released"),
-            Err(e) => tracing::debug!(error = %e, "start-up pages of the binary not released"),
-        }
+        release_startup_pages("the pipeline is up");
     });
     let mut next = Some(first);
     'pipelines: while let Some(pipeline) = next.take() {

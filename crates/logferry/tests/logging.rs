@@ -180,3 +180,50 @@ fn own_log_lines_become_records_with_the_agents_pod() {
         "the agent's pod map, as Fluent Bit 5.1.1 writes it:\n{line}\n{want}"
     );
 }
+
+/// The binary's start-up pages are handed back before the pipeline runs (src/memory.rs), so
+/// a backlog read right at start does not carry them at its peak: the release is logged, with
+/// the bytes advised, before "logferry started". The stdin pipeline ends at once, before the
+/// second release (2 s in) would come.
+#[test]
+fn start_up_pages_are_released_before_the_pipeline_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("agent.log");
+    let conf = dir.path().join("a.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[SERVICE]\n    Log_File {}\n    Log_Level debug\n    logferry.log_format json\n\
+             [INPUT]\n    Name stdin\n[OUTPUT]\n    Name null\n    Match *\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let out = logferry(&conf);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let at = |message: &str| lines.iter().position(|l| l["message"] == message);
+    let released = at("start-up pages of the binary released")
+        .unwrap_or_else(|| panic!("no release logged:\n{text}"));
+    assert_eq!(
+        lines[released]["when"], "before the pipeline runs",
+        "{text}"
+    );
+    assert!(
+        lines[released]["bytes"]
+            .as_str()
+            .and_then(|b| b.parse::<u64>().ok())
+            .is_some_and(|b| b > 0),
+        "{text}"
+    );
+    let started = at("logferry started").unwrap_or_else(|| panic!("{text}"));
+    assert!(released < started, "{text}");
+}
