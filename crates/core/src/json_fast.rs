@@ -212,8 +212,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// JSON's number grammar; integers of up to 18 digits here, anything else through
-    /// serde_json's own number reader so the value is bit for bit the same.
+    /// JSON's number grammar; integers of up to 18 digits and floats on Clinger's fast path
+    /// ([`Decimal::exact`]) here, anything else through serde_json's own number reader, so the
+    /// value is bit for bit the same.
     fn number(&mut self) -> Option<Value> {
         let b = self.s.as_bytes();
         let start = self.i;
