@@ -47,7 +47,7 @@ use crate::aws::{self, PodServiceMap};
 use crate::cache::{Cache, Lookup, SWEEP_EVERY};
 use crate::config::KubeOptions;
 use crate::local::LocalPod;
-use crate::merge::{merge_log, put_last, MergeOptions};
+use crate::merge::{merge_log, put_last, MergeOptions, KUBERNETES, KUBERNETES_NAMESPACE};
 use crate::meta::{
     kubernetes_map, local_map, namespace_map, tag_only_map, MetaShape, PodMeta, Properties, Stream,
 };
@@ -961,10 +961,10 @@ impl Kubernetes {
                 );
             }
             if let Some(m) = &map {
-                put_last(&mut rec.body, "kubernetes", Value::SharedMap(Arc::clone(m)));
+                put_last(&mut rec.body, KUBERNETES, Value::SharedMap(Arc::clone(m)));
             }
             if let Some(ns) = &ns {
-                put_last(&mut rec.body, "kubernetes_namespace", ns.clone());
+                put_last(&mut rec.body, KUBERNETES_NAMESPACE, ns.clone());
             }
         }
     }
@@ -999,11 +999,7 @@ impl Kubernetes {
         }
         if let Some((_, _, map)) = &self.local_built {
             for rec in records.iter_mut() {
-                put_last(
-                    &mut rec.body,
-                    "kubernetes",
-                    Value::SharedMap(Arc::clone(map)),
-                );
+                put_last(&mut rec.body, KUBERNETES, Value::SharedMap(Arc::clone(map)));
             }
         }
     }

@@ -211,9 +211,15 @@ pub fn merge_log(
     }
 }
 
-/// Sets `k` at the end of the record (the filter's `kubernetes` and `kubernetes_namespace`).
-pub fn put_last(m: &mut Map, k: &str, v: Value) {
-    append(m, Str::from(k), v);
+/// The filter's own keys, made once at compile time rather than copied into a new
+/// `CompactString` for every record.
+pub const KUBERNETES: Str = Str::const_new("kubernetes");
+pub const KUBERNETES_NAMESPACE: Str = Str::const_new("kubernetes_namespace");
+
+/// Sets `k` at the end of the record (the filter's [`KUBERNETES`] and
+/// [`KUBERNETES_NAMESPACE`]).
+pub fn put_last(m: &mut Map, k: Str, v: Value) {
+    append(m, k, v);
 }
 
 #[cfg(test)]

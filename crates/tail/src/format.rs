@@ -161,11 +161,18 @@ fn docker_fast(line: &[u8]) -> Option<Map> {
     // One spare pair: the kubernetes filter appends `kubernetes` to nearly every container
     // record, and a full 3-pair map would grow to 6 (a realloc, and 112 bytes per record held).
     let mut body = Map::with_capacity(4);
-    body.push("log", Value::Str(log));
-    body.push("stream", Value::Str(stream));
-    body.push("time", Value::Str(time));
+    body.0.push((LOG, Value::Str(log)));
+    body.0.push((STREAM, Value::Str(stream)));
+    body.0.push((TIME, Value::Str(time)));
     Some(body)
 }
+
+/// The keys of a container log record, made once at compile time rather than copied into a
+/// new `CompactString` for every line.
+const LOG: Str = Str::const_new("log");
+const STREAM: Str = Str::const_new("stream");
+const TIME: Str = Str::const_new("time");
+const PARTIAL: Str = Str::const_new("_p");
 
 /// JSON's own whitespace only (space, tab, CR, LF): `<[u8]>::trim_ascii_end` would also take a
 /// form feed, which serde_json rejects after the object, and the two paths must agree.
@@ -265,10 +272,10 @@ pub fn decode_cri(line: &[u8]) -> Option<Decoded> {
     }
     // One spare pair for the kubernetes filter's `kubernetes` (see `docker_fast`).
     let mut body = Map::with_capacity(5);
-    body.push("time", time_s);
-    body.push("stream", stream);
-    body.push("_p", p);
-    body.push("log", log);
+    body.0.push((TIME, Value::from(time_s)));
+    body.0.push((STREAM, Value::from(stream)));
+    body.0.push((PARTIAL, Value::from(p)));
+    body.0.push((LOG, Value::from(log)));
     Some(Decoded {
         record: Record::new(time, body),
         partial: p == "P",
