@@ -724,18 +724,24 @@ mod tests {
             ("again".into(), shared),
             ("a".into(), Value::from("last wins")),
         ]);
-        let mut plain = Vec::new();
-        write_json(&mut plain, &m).unwrap();
         let mut enc = EscapedJson::default();
         for _ in 0..2 {
-            let mut escaped = b"\"".to_vec();
-            let raw = enc.map(&mut escaped, &m);
-            escaped.push(b'"');
-            let back: String = serde_json::from_slice(&escaped).unwrap();
-            assert_eq!(back, String::from_utf8(plain.clone()).unwrap());
-            assert_eq!(raw, plain.len());
+            assert_escapes_serde_jsons_text(&mut enc, &m);
         }
         assert_eq!(enc.shared.len(), 1, "the shared map is encoded once");
+    }
+
+    /// `enc` writes `m` escaped so that reading the JSON string back gives serde_json's text
+    /// of `m`, and returns that text's length.
+    fn assert_escapes_serde_jsons_text(enc: &mut EscapedJson, m: &Map) {
+        let mut plain = Vec::new();
+        write_json(&mut plain, m).unwrap();
+        let mut escaped = b"\"".to_vec();
+        let raw = enc.map(&mut escaped, m);
+        escaped.push(b'"');
+        let back: String = serde_json::from_slice(&escaped).unwrap();
+        assert_eq!(back.as_bytes(), plain.as_slice(), "{m:?}");
+        assert_eq!(raw, plain.len(), "{m:?}");
     }
 
     /// The key-list cache against serde_json: random maps whose keys repeat between maps
@@ -800,14 +806,7 @@ mod tests {
                 1 => wide.clone(),
                 _ => random_map(&mut rng, &keys, &texts, 0),
             };
-            let mut plain = Vec::new();
-            write_json(&mut plain, &m).unwrap();
-            let mut escaped = b"\"".to_vec();
-            let raw = enc.map(&mut escaped, &m);
-            escaped.push(b'"');
-            let back: String = serde_json::from_slice(&escaped).unwrap();
-            assert_eq!(back.as_bytes(), plain.as_slice(), "{m:?}");
-            assert_eq!(raw, plain.len(), "{m:?}");
+            assert_escapes_serde_jsons_text(&mut enc, &m);
         }
         assert_eq!(enc.key_lists.len(), KEY_LISTS);
         assert!(enc.hits > 0, "random maps repeat key lists");
@@ -823,14 +822,7 @@ mod tests {
                 (format!("k{i}").into(), Value::Int(i)),
                 ("x".into(), Value::from("y")),
             ]);
-            let mut plain = Vec::new();
-            write_json(&mut plain, &m).unwrap();
-            let mut escaped = b"\"".to_vec();
-            let raw = enc.map(&mut escaped, &m);
-            escaped.push(b'"');
-            let back: String = serde_json::from_slice(&escaped).unwrap();
-            assert_eq!(back.as_bytes(), plain.as_slice());
-            assert_eq!(raw, plain.len());
+            assert_escapes_serde_jsons_text(&mut enc, &m);
         }
         assert_eq!(enc.hits, 0);
         assert_eq!(

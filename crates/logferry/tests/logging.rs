@@ -14,16 +14,17 @@ fn logferry(conf: &std::path::Path) -> std::process::Output {
         .expect("logferry runs")
 }
 
-#[test]
-fn json_log_lines_go_to_log_file() {
+/// Runs stdin → null with `service` added to `[SERVICE]` and the agent's log as JSON lines in
+/// `Log_File`; returns those lines, parsed, and the file's text. stdin ends at once (null),
+/// and logferry exits as Fluent Bit does at the end of stdin.
+fn json_log_of_a_run(service: &str) -> (Vec<serde_json::Value>, String) {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("agent.log");
     let conf = dir.path().join("a.conf");
-    // stdin ends at once (null), and logferry exits as Fluent Bit does at the end of stdin.
     std::fs::write(
         &conf,
         format!(
-            "[SERVICE]\n    Log_File {}\n    logferry.log_format json\n\
+            "[SERVICE]\n    Log_File {}\n{service}    logferry.log_format json\n\
              [INPUT]\n    Name stdin\n[OUTPUT]\n    Name null\n    Match *\n",
             log.display()
         ),
@@ -36,10 +37,16 @@ fn json_log_lines_go_to_log_file() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = std::fs::read_to_string(&log).unwrap();
-    let lines: Vec<serde_json::Value> = text
+    let lines = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
+    (lines, text)
+}
+
+#[test]
+fn json_log_lines_go_to_log_file() {
+    let (lines, text) = json_log_of_a_run("");
     assert!(!lines.is_empty());
     for l in &lines {
         for key in ["time", "level", "component", "message"] {
@@ -187,29 +194,7 @@ fn own_log_lines_become_records_with_the_agents_pod() {
 /// second release (2 s in) would come.
 #[test]
 fn start_up_pages_are_released_before_the_pipeline_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("agent.log");
-    let conf = dir.path().join("a.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "[SERVICE]\n    Log_File {}\n    Log_Level debug\n    logferry.log_format json\n\
-             [INPUT]\n    Name stdin\n[OUTPUT]\n    Name null\n    Match *\n",
-            log.display()
-        ),
-    )
-    .unwrap();
-    let out = logferry(&conf);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = std::fs::read_to_string(&log).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    let (lines, text) = json_log_of_a_run("    Log_Level debug\n");
     let at = |message: &str| lines.iter().position(|l| l["message"] == message);
     let released = at("start-up pages of the binary released")
         .unwrap_or_else(|| panic!("no release logged:\n{text}"));
