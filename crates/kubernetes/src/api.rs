@@ -36,6 +36,10 @@ use crate::meta::{MetaShape, PodMeta};
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a list, or the start of a watch, may take.
 pub const WATCH_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pods per page of the node's pod list (`limit`): a page's Pod objects are held at once
+/// while they are read, so this bounds the list's memory (client-go pages by 500; a page of
+/// 100 real Pods is 1–2 MB of JSON).
+pub const LIST_PAGE: usize = 100;
 /// The server ends a watch after a random time between this many seconds and twice as many
 /// (as client-go asks), so agents that started together do not come back together; the watch
 /// then resumes from where it was.
@@ -319,14 +323,21 @@ impl ApiAccess {
         Err(ApiError::Unauthorized)
     }
 
-    /// Lists the pods on `node` (following `continue` pages): the pods and the list's resource
-    /// version, to watch from.
-    pub async fn list_pods(&self, node: &str) -> Result<(Vec<Json>, String), ApiError> {
-        let mut items = Vec::new();
+    /// Lists the pods on `node`, [`LIST_PAGE`] at a time (following `continue` pages): what
+    /// `each` makes of each pod, and the list's resource version, to watch from. Each page's
+    /// objects are handed to `each` as they are and freed before the next page is asked for,
+    /// so a list never holds more than one page of full Pod objects (with their
+    /// `managedFields`, 10–20 KB each on a real cluster) at once.
+    pub async fn list_pods<T>(
+        &self,
+        node: &str,
+        mut each: impl FnMut(Json) -> Option<T>,
+    ) -> Result<(Vec<T>, String), ApiError> {
+        let mut out = Vec::new();
         let mut cont: Option<String> = None;
         loop {
             let mut path = format!(
-                "/api/v1/pods?fieldSelector=spec.nodeName%3D{}&limit=500",
+                "/api/v1/pods?fieldSelector=spec.nodeName%3D{}&limit={LIST_PAGE}",
                 encode(node)
             );
             if let Some(c) = &cont {
@@ -336,7 +347,7 @@ impl ApiAccess {
                 .body(Vec::new())
                 .map_err(|e| ApiError::Request(e.to_string()))?;
             self.count();
-            let list: Json = self.client()?.request(req).await.map_err(api_error)?;
+            let mut list: Json = self.client()?.request(req).await.map_err(api_error)?;
             let md = list.get("metadata");
             let rv = md
                 .and_then(|m| m.get("resourceVersion"))
@@ -348,11 +359,11 @@ impl ApiAccess {
                 .and_then(Json::as_str)
                 .filter(|c| !c.is_empty())
                 .map(str::to_string);
-            if let Some(Json::Array(a)) = list.get("items") {
-                items.extend(a.iter().cloned());
+            if let Some(Json::Array(items)) = list.get_mut("items").map(Json::take) {
+                out.extend(items.into_iter().filter_map(&mut each));
             }
             if cont.is_none() {
-                return Ok((items, rv));
+                return Ok((out, rv));
             }
         }
     }
@@ -503,17 +514,19 @@ pub async fn watch_node(
                 lists += 1;
                 let listed = tokio::select! {
                     _ = stop.cancelled() => return,
-                    r = tokio::time::timeout(WATCH_REQUEST_TIMEOUT, api.list_pods(&node)) => r,
+                    r = tokio::time::timeout(WATCH_REQUEST_TIMEOUT, api.list_pods(&node, |p| {
+                        let (key, name) = key_of(&p)?;
+                        let meta = PodMeta::from_json(&p, name, shape);
+                        Some((key, meta))
+                    })) => r,
                 };
                 match listed {
-                    Ok(Ok((items, version))) => {
+                    Ok(Ok((pods, version))) => {
                         let now = Instant::now();
-                        let mut keys = HashSet::with_capacity(items.len());
-                        for p in &items {
-                            if let Some((key, name)) = key_of(p) {
-                                cache.put_watched(&key, PodMeta::from_json(p, name, shape), now);
-                                keys.insert(key);
-                            }
+                        let mut keys = HashSet::with_capacity(pods.len());
+                        for (key, meta) in pods {
+                            cache.put_watched(&key, meta, now);
+                            keys.insert(key);
                         }
                         let gone = cache.reconcile(&keys, now);
                         tracing::info!(node = %node, pods = keys.len(), deleted_meanwhile = gone, "kubernetes: listed this node's pods");

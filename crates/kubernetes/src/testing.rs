@@ -1,7 +1,8 @@
 //! A small Kubernetes API server for tests and the benchmark (feature `testing`): HTTPS on
 //! 127.0.0.1 with a CA it generates (written to `ca.crt` for `Kube_CA_File`), a bearer token it
 //! checks (written to `token` for `Kube_Token_File`), and real Pod and Namespace JSON for GET,
-//! list and watch (`/api/v1/pods?fieldSelector=spec.nodeName=…&watch=1`), plus the kubelet's
+//! list (in pages, with `limit` and `continue`) and watch
+//! (`/api/v1/pods?fieldSelector=spec.nodeName=…&watch=1`), plus the kubelet's
 //! `/pods` and the CloudWatch agent's pod-to-service map.
 //!
 //! Watches behave as the API server's: every change gets a resource version; a watch from a
@@ -550,9 +551,24 @@ fn handle(state: &Arc<State>, req: Request<Incoming>, stop: CancellationToken) -
                     .collect();
                 items.sort_by_key(|p| p["metadata"]["name"].as_str().unwrap_or("").to_string());
                 let rv = inner.version.to_string();
+                // Pages as the API server gives them: `limit` pods, and a `continue` token
+                // for the rest (here the offset of the next page) while some are left.
+                let from: usize = q.get("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
+                let limit: usize = q
+                    .get("limit")
+                    .and_then(|l| l.parse().ok())
+                    .filter(|&l| l > 0)
+                    .unwrap_or(usize::MAX);
+                let total = items.len();
+                let page: Vec<Json> = items.into_iter().skip(from).take(limit).collect();
+                let next = from.saturating_add(page.len());
+                let mut md = json!({"resourceVersion": rv});
+                if next < total {
+                    md["continue"] = json!(next.to_string());
+                }
                 full(
                     StatusCode::OK,
-                    json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": rv}, "items": items}),
+                    json!({"kind": "PodList", "apiVersion": "v1", "metadata": md, "items": page}),
                 )
             }
         }

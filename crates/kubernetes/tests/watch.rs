@@ -334,3 +334,84 @@ async fn after_an_api_restart_reconnects_spread_out_and_do_not_relist() {
     );
     assert_eq!(caches[1].sweep(later), 0, "running pods stay");
 }
+
+/// The node's pods are listed a page at a time (`limit`, then `continue`), so a list never
+/// holds more than one page of Pod objects: 250 pods come in three requests, every one of
+/// them reaches the cache, none of another node's, and the watch starts from the list's
+/// version (a pod added after it is seen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_list_comes_in_pages() {
+    use logferry_kubernetes::api::{
+        watch_node, ApiAccess, ApiSettings, TokenSource, WatchStats, LIST_PAGE,
+    };
+    use logferry_kubernetes::cache::Cache;
+    use logferry_kubernetes::meta::MetaShape;
+    use std::sync::Arc;
+
+    const PODS: usize = 250;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = KubeApiServer::start(tmp.path()).await;
+    for i in 0..PODS {
+        server.add_pod(pod(&format!("p-{i:03}"), "default", "node-x", json!({})));
+    }
+    for i in 0..30 {
+        server.add_pod(pod(&format!("other-{i}"), "default", "node-y", json!({})));
+    }
+    let settings = ApiSettings {
+        url: server.url(),
+        ca_file: Some(server.ca_file.clone()),
+        ca_path: None,
+        verify: true,
+        token: TokenSource::File(server.token_file.clone()),
+        token_ttl: Duration::from_secs(600),
+    };
+    let api = Arc::new(ApiAccess::new(&settings, Arc::default()).unwrap());
+    let cache = Cache::new(Duration::ZERO);
+    let stats = WatchStats::default();
+    let stop = logferry_engine::CancellationToken::new();
+    let task = tokio::spawn(watch_node(
+        api,
+        "node-x".to_string(),
+        Arc::clone(&cache),
+        MetaShape::default(),
+        stats.clone(),
+        stop.clone(),
+    ));
+    assert!(
+        wait_until(Duration::from_secs(20), || server.requests("watch") >= 1).await,
+        "the watch started after the list; lists: {}",
+        server.requests("list")
+    );
+    assert_eq!(cache.len(), PODS, "every listed pod is cached");
+    for i in 0..PODS {
+        assert!(
+            cache.peek(&format!("default/p-{i:03}")).is_some(),
+            "p-{i:03}"
+        );
+    }
+    assert!(
+        cache.peek("default/other-0").is_none(),
+        "another node's pod"
+    );
+    assert_eq!(
+        server.requests("list"),
+        PODS.div_ceil(LIST_PAGE) as u64,
+        "one request per page of {LIST_PAGE}"
+    );
+    // The watch runs from the list's version: a pod added now reaches the cache through it.
+    server.add_pod(pod("late", "default", "node-x", json!({})));
+    assert!(
+        wait_until(Duration::from_secs(20), || cache
+            .peek("default/late")
+            .is_some())
+        .await,
+        "the pod added after the list came through the watch"
+    );
+    assert_eq!(
+        stats.relists.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "no relist"
+    );
+    stop.cancel();
+    task.await.unwrap();
+}
