@@ -503,20 +503,10 @@ impl Followed {
         }
     }
 
-    /// Whether the bytes before our offset are no longer the ones we read.
-    fn rewritten(&self) -> bool {
-        let n = self.mark.len();
-        if n == 0 || (self.read_offset as usize) < n {
-            return false;
-        }
-        let mut now = [0u8; MARK];
-        match self
-            .file
-            .read_at(&mut now[..n], self.read_offset - n as u64)
-        {
-            Ok(got) => got < n || now[..n] != self.mark[..],
-            Err(_) => false,
-        }
+    /// Whether the remembered bytes can be checked: they all lie before the offset (after a
+    /// truncation the mark is empty until bytes are read again).
+    fn mark_fits(&self) -> bool {
+        !self.mark.is_empty() && self.mark.len() as u64 <= self.read_offset
     }
 
     /// Whether the file is read to its current end, asked of the open descriptor now rather
@@ -1038,27 +1028,40 @@ impl Tail {
         let mut out: Vec<(Record, u64)> = Vec::new();
         let mut out_bytes = 0usize;
         let mut read_total = 0u64;
-        if f.eof && f.read_offset > 0 && f.rewritten() {
-            tracing::info!(input = %ctx.name, file = %f.path.display(), offset = f.read_offset, "file truncated and rewritten; reading from the start");
-            f.truncated(tracker);
-        }
+        // A round that starts where the last one found the end first checks that the bytes
+        // just before the offset are still the ones read there (`Followed::mark`): a file
+        // truncated and written again past the offset between two looks (copytruncate under
+        // a fast writer) fails it. The check is part of the round's first read, which starts
+        // `MARK` bytes early, so a wake-up costs one read instead of two.
+        let mut check_mark = f.eof && f.read_offset > 0 && f.mark_fits();
         while read_total < ROUND_BYTES {
             if ctx.emitter.is_paused() || !held.is_empty() {
                 break;
             }
-            let n = match f.file.read_at(buf, f.read_offset) {
-                Ok(n) => n,
+            let back = if check_mark { f.mark.len() } else { 0 };
+            let got = match f.file.read_at(buf, f.read_offset - back as u64) {
+                Ok(got) => got,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     tracing::warn!(input = %ctx.name, file = %f.path.display(), error = %e, "read failed");
                     break;
                 }
             };
+            if check_mark {
+                check_mark = false;
+                if got < back || buf[..back] != f.mark[..] {
+                    tracing::info!(input = %ctx.name, file = %f.path.display(), offset = f.read_offset, "file truncated and rewritten; reading from the start");
+                    f.truncated(tracker);
+                    continue;
+                }
+            }
+            let n = got - back;
             if n == 0 {
                 // At the end: a file now shorter than our offset was truncated (copytruncate).
                 // Checking here, on every EOF, narrows the window in which a writer could
-                // refill it past our offset unnoticed.
-                if f.file.metadata().is_ok_and(|m| m.len() < f.read_offset) {
+                // refill it past our offset unnoticed. A read that began `back` bytes early
+                // and got them has shown the file reaches the offset: no need to ask its size.
+                if back == 0 && f.file.metadata().is_ok_and(|m| m.len() < f.read_offset) {
                     tracing::info!(input = %ctx.name, file = %f.path.display(), offset = f.read_offset, "file truncated; reading from the start");
                     f.truncated(tracker);
                     continue;
@@ -1067,16 +1070,26 @@ impl Tail {
                 break;
             }
             f.eof = false;
-            f.remember_tail(&buf[..n]);
+            let data = &buf[back..got];
+            f.remember_tail(data);
             let block_start = f.read_offset;
             f.read_offset += n as u64;
             read_total += n as u64;
             out_bytes += n;
-            self.split_lines(ctx, f, &buf[..n], block_start, &mut out);
+            self.split_lines(ctx, f, data, block_start, &mut out);
             if out_bytes >= EMIT_BYTES {
                 self.hand_off(ctx, tracker, held, f, std::mem::take(&mut out), out_bytes)
                     .await?;
                 out_bytes = 0;
+            }
+            if got < buf.len() {
+                // A regular file reads short only at its end: this is where it ends now. A
+                // second read would return nothing and cost two system calls (the read and
+                // the size check above) on every round of a file written a line at a time.
+                // What a writer appends after this read wakes the loop (inotify, or the next
+                // poll) and is read then; a truncation shows in that round's first read.
+                f.eof = true;
+                break;
             }
         }
         if self.join {
