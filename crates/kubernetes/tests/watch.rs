@@ -186,7 +186,7 @@ async fn ten_thousand_pods_through_the_watch_leave_the_cache_at_its_bound() {
 /// again only when the server says that version is gone (410).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_an_api_restart_reconnects_spread_out_and_do_not_relist() {
-    use logferry_kubernetes::api::{watch_node, ApiAccess, ApiSettings, TokenSource, WatchStats};
+    use logferry_kubernetes::api::{watch_node, ApiAccess, WatchStats};
     use logferry_kubernetes::cache::Cache;
     use logferry_kubernetes::meta::MetaShape;
     use std::sync::atomic::Ordering;
@@ -196,14 +196,7 @@ async fn after_an_api_restart_reconnects_spread_out_and_do_not_relist() {
     const AGENTS: usize = 20;
     let tmp = tempfile::tempdir().unwrap();
     let mut server = KubeApiServer::start(tmp.path()).await;
-    let settings = ApiSettings {
-        url: server.url(),
-        ca_file: Some(server.ca_file.clone()),
-        ca_path: None,
-        verify: true,
-        token: TokenSource::File(server.token_file.clone()),
-        token_ttl: Duration::from_secs(600),
-    };
+    let settings = api_settings(&server);
     let stop = logferry_engine::CancellationToken::new();
     let (mut stats, mut caches) = (Vec::new(), Vec::new());
     let t0 = Instant::now();
@@ -341,9 +334,7 @@ async fn after_an_api_restart_reconnects_spread_out_and_do_not_relist() {
 /// version (a pod added after it is seen).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_list_comes_in_pages() {
-    use logferry_kubernetes::api::{
-        watch_node, ApiAccess, ApiSettings, TokenSource, WatchStats, LIST_PAGE,
-    };
+    use logferry_kubernetes::api::{watch_node, ApiAccess, WatchStats, LIST_PAGE};
     use logferry_kubernetes::cache::Cache;
     use logferry_kubernetes::meta::MetaShape;
     use std::sync::Arc;
@@ -357,14 +348,7 @@ async fn the_node_list_comes_in_pages() {
     for i in 0..30 {
         server.add_pod(pod(&format!("other-{i}"), "default", "node-y", json!({})));
     }
-    let settings = ApiSettings {
-        url: server.url(),
-        ca_file: Some(server.ca_file.clone()),
-        ca_path: None,
-        verify: true,
-        token: TokenSource::File(server.token_file.clone()),
-        token_ttl: Duration::from_secs(600),
-    };
+    let settings = api_settings(&server);
     let api = Arc::new(ApiAccess::new(&settings, Arc::default()).unwrap());
     let cache = Cache::new(Duration::ZERO);
     let stats = WatchStats::default();
@@ -414,4 +398,16 @@ async fn the_node_list_comes_in_pages() {
     );
     stop.cancel();
     task.await.unwrap();
+}
+
+/// API access to `server` as a DaemonSet's agent has it: its CA file and its token file.
+fn api_settings(server: &KubeApiServer) -> logferry_kubernetes::api::ApiSettings {
+    logferry_kubernetes::api::ApiSettings {
+        url: server.url(),
+        ca_file: Some(server.ca_file.clone()),
+        ca_path: None,
+        verify: true,
+        token: logferry_kubernetes::api::TokenSource::File(server.token_file.clone()),
+        token_ttl: Duration::from_secs(600),
+    }
 }
