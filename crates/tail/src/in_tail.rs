@@ -401,7 +401,8 @@ struct Followed {
     joiner: Joiner,
     rotated_at: Option<Instant>,
     last_check: Instant,
-    /// The last read returned nothing. Only a hint: closing re-checks the size (`drained`).
+    /// The last read reached the end (it returned nothing, or fewer bytes than asked). Only a
+    /// hint: closing re-checks the size (`drained`).
     eof: bool,
     /// The last bytes read (see [`MARK`]).
     mark: Vec<u8>,
