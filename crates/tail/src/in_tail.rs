@@ -1034,7 +1034,7 @@ impl Tail {
         // truncated and written again past the offset between two looks (copytruncate under
         // a fast writer) fails it. The check is part of the round's first read, which starts
         // `MARK` bytes early, so a wake-up costs one read instead of two.
-        let mut check_mark = f.eof && f.read_offset > 0 && f.mark_fits();
+        let mut check_mark = f.eof && f.mark_fits();
         while read_total < ROUND_BYTES {
             if ctx.emitter.is_paused() || !held.is_empty() {
                 break;
