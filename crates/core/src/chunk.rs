@@ -179,6 +179,11 @@ pub trait MemCharge: Send + Sync {
     /// batch at once instead of waiting for the Flush tick, which the input would otherwise
     /// wait for too.
     fn pressing(&self) -> bool;
+
+    /// The input's `Mem_Buf_Limit` in bytes, when this charge counts against one.
+    fn limit(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Records that share a tag, produced by one input.

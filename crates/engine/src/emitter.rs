@@ -232,4 +232,8 @@ impl MemCharge for Charge {
     fn pressing(&self) -> bool {
         self.budget.is_full()
     }
+
+    fn limit(&self) -> Option<usize> {
+        Some(self.budget.limit())
+    }
 }

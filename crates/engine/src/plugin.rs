@@ -93,6 +93,15 @@ pub trait Filter: Send + 'static {
         Vec::new()
     }
 
+    /// Records held back before the chunk just filtered that became ready with it (the
+    /// kubernetes filter's records that waited for their pod's first lookup). The router takes
+    /// them right after each chunk and sends them on, each as its own chunk, before that chunk
+    /// goes on: they keep their order, and no flush gets one chunk as large as everything that
+    /// waited. What is not taken here must come back from [`Filter::flush_due`].
+    fn take_ready(&mut self) -> Vec<Released> {
+        Vec::new()
+    }
+
     /// Another instance of this filter for another shard of the filter stage (see
     /// [`crate::router`]): the router sends every chunk of one tag through the same shard, so a
     /// filter may fork when what it keeps between chunks is per tag, or shared between its
@@ -137,6 +146,7 @@ pub struct Carrier<'a> {
     seq: u64,
     carried: Vec<Hold>,
     origin: Option<&'static str>,
+    limit: Option<usize>,
 }
 
 impl<'a> Carrier<'a> {
@@ -149,7 +159,20 @@ impl<'a> Carrier<'a> {
             seq,
             carried: Vec::new(),
             origin: None,
+            limit: None,
         }
+    }
+
+    /// Gives the `Mem_Buf_Limit` of the input the chunk came from ([`Carrier::input_limit`]).
+    pub fn with_limit(mut self, limit: Option<usize>) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// The `Mem_Buf_Limit` (bytes) of the input this chunk came from, which also bounds what a
+    /// filter holds of its records (they stay charged to it); `None` when not known.
+    pub fn input_limit(&self) -> Option<usize> {
+        self.limit
     }
 
     /// Names the plugin of the input the chunk came from ([`Carrier::origin`]).

@@ -309,7 +309,8 @@ async fn run_unit(
     let carried = {
         let mut carrier = Carrier::new(chunk.delivery.as_ref(), seq)
             .with_store(store)
-            .with_origin(chunk.origin);
+            .with_origin(chunk.origin)
+            .with_limit(chunk.charge.as_ref().and_then(|c| c.limit()));
         crate::processors::apply(f, &chunk.tag, &mut chunk.records, &mut carrier).await;
         carrier.into_carried()
     };
@@ -477,14 +478,23 @@ impl Router<'_> {
         let seq = self.seq;
         // The size the last filter's run measured: nothing changes the records after it.
         let mut measured = None;
-        for f in self.filters.iter_mut().skip(first) {
+        for i in first..self.filters.len() {
             if chunk.records.is_empty() {
                 break;
             }
+            let f = &mut self.filters[i];
             if !f.matcher.as_ref().is_some_and(|m| m.matches(&chunk.tag)) {
                 continue;
             }
             measured = Some(run_unit(f, &mut chunk, store.as_ref(), seq).await);
+            // Records the filter held from before this chunk go on first, in their own chunks.
+            // They count as added, as they did when they went on inside this chunk.
+            let ready = f.plugin.take_ready();
+            let added: usize = ready.iter().map(|r| r.records.len()).sum();
+            PluginMetrics::add(&f.metrics.retried_records, added as u64);
+            for released in ready {
+                Box::pin(self.release(released, usize::MAX, Start::Filters(i + 1))).await;
+            }
         }
         if let Some(now) = measured {
             chunk.recharge_measured(now);
@@ -603,14 +613,11 @@ impl Router<'_> {
 }
 
 /// Chunks are packed on their way to the outputs ([`Chunk::pack`]) when one of those outputs
-/// has this much sent to it that it has not taken in: four full batches (`FLUSH_AT_BYTES`).
-/// An output takes chunks in while it has a worker free, so that happens when its
-/// destination is slower than the inputs (throttling, a backlog), and the records will wait.
-/// An output whose destination is down takes chunks in while its retries wait, and packs
-/// what it queues past this much itself. An output that keeps up takes each chunk at once
-/// and flushes it within a batch, and packing would only cost CPU. One batch was too little:
-/// a pipeline running at 500,000 lines/s into `null` left that much waiting in a scheduling
-/// hiccup, and packed 3–5% of its records for nothing (P2, P3).
+/// has this much sent to it that it has not taken in: four full batches (`FLUSH_AT_BYTES`), or
+/// one while its workers are all busy ([`crate::output::Backlog::falls_behind`]). An output
+/// whose destination is down takes chunks in while its retries wait, and packs what it queues
+/// past this much itself. An output that keeps up takes each chunk at once and flushes it
+/// within a batch, and packing would only cost CPU.
 pub const PACK_AT_BYTES: usize = 4 * crate::output::FLUSH_AT_BYTES;
 
 /// Hands a chunk in memory to the outputs: each owes its outcome on the chunk's delivery, and
@@ -624,7 +631,7 @@ fn send(mut chunk: Chunk, targets: &[&OutputTx]) {
     if targets.is_empty() {
         return;
     }
-    if targets.iter().any(|t| t.waiting() >= PACK_AT_BYTES) {
+    if targets.iter().any(|t| t.backlog().falls_behind()) {
         chunk.pack();
     }
     let routed = Routed::memory(Arc::new(chunk));
@@ -777,7 +784,7 @@ mod tests {
         let mut chunk = Chunk::new(Arc::from("t"), records.clone());
         chunk.size = PACK_AT_BYTES;
         send(chunk, &[&a_tx]);
-        assert_eq!(a_tx.waiting(), PACK_AT_BYTES);
+        assert_eq!(a_tx.backlog().bytes(), PACK_AT_BYTES);
 
         let (status_tx, status_rx) = std::sync::mpsc::channel();
         let delivery = logferry_core::Delivery::new();
@@ -791,7 +798,7 @@ mod tests {
         let first = a_rx.recv().await.unwrap().chunk.unwrap();
         assert!(first.packed.is_none() && first.records == records);
         let (a, b) = (a_rx.recv().await.unwrap(), b_rx.recv().await.unwrap());
-        assert_eq!((a_tx.waiting(), b_tx.waiting()), (0, 0));
+        assert_eq!((a_tx.backlog().bytes(), b_tx.backlog().bytes()), (0, 0));
         let queued = a.chunk.clone().unwrap();
         assert!(
             Arc::ptr_eq(&queued, b.chunk.as_ref().unwrap()),

@@ -9,12 +9,14 @@
 //! - records of a pod whose metadata is known are enriched at once, whatever the API server
 //!   does (a refresh after `Kube_Meta_Cache_TTL` runs in the background);
 //! - records of a pod being looked up wait in a queue per container (the chunk's delivery held
-//!   open, so their input commits nothing yet), and go on once the answer is in, checked every
+//!   open, so their input commits nothing yet), and go on once the answer is in, each as the
+//!   chunk it came in ([`Filter::take_ready`]: a pod's whole backlog as one chunk was what one
+//!   flush then held as records), checked every
 //!   [`logferry_engine::plugin::FILTER_TICK`] — or after [`QUEUE_WAIT`] without metadata, which
 //!   is what Fluent Bit does when the API server fails; later chunks of the container queue
 //!   behind them, so order is kept;
-//! - a queue holds at most [`QUEUE_MAX_RECORDS`] records and [`QUEUE_MAX_BYTES`]; past that its
-//!   oldest chunks go on at once without metadata (counted in
+//! - a queue holds at most half its input's `Mem_Buf_Limit` (at least [`QUEUE_MIN_BYTES`]); past
+//!   that its oldest chunks go on at once without metadata (counted in
 //!   `logferry_kubernetes_records_without_metadata_total`). Waiting records stay charged to their
 //!   input's `Mem_Buf_Limit`, which bounds them all;
 //! - lookups run in the background, at most [`MAX_LOOKUPS`] at a time, each bounded by
@@ -65,10 +67,12 @@ pub static PLUGIN: FilterPlugin = FilterPlugin {
 
 /// Longest a record waits for its pod's metadata before going on without it.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(3);
-/// Most records waiting per container.
-pub const QUEUE_MAX_RECORDS: usize = 10_000;
-/// Most bytes (memory held) waiting per container.
-pub const QUEUE_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// Most bytes (memory held) waiting per container: half its input's `Mem_Buf_Limit`, and at
+/// least this much. A fixed bound of 10,000 records and 8 MiB sent the oldest records of a
+/// pod's backlog on without metadata whenever its first lookup took more than ~20 ms, since
+/// tail reads up to ~500,000 lines/s (P5: 2,125 of its first records in one run of three).
+/// Half the limit leaves the input's other files room to flow while one pod is looked up.
+pub const QUEUE_MIN_BYTES: usize = 8 * 1024 * 1024;
 /// Most lookups in flight at once.
 pub const MAX_LOOKUPS: usize = 8;
 /// How long a lookup gives a connected watch to show a new pod before a GET.
@@ -345,6 +349,7 @@ fn build(
         started: false,
         by_tag: HashMap::new(),
         waiting: HashMap::new(),
+        ready: Vec::new(),
         swept: Instant::now(),
         local,
         local_built: None,
@@ -488,6 +493,9 @@ struct Kubernetes {
     started: bool,
     by_tag: HashMap<Tag, TagState>,
     waiting: HashMap<Tag, Waiting>,
+    /// Waiting chunks whose metadata came in with a later chunk, processed, for the router to
+    /// send on before that chunk ([`Filter::take_ready`]).
+    ready: Vec<Released>,
     swept: Instant,
     local: Option<LocalPod>,
     /// The agent's own pod's map, with the metadata and pod-to-service map generation it was
@@ -1115,12 +1123,20 @@ impl Filter for Kubernetes {
     async fn filter(&mut self, tag: &str, records: &mut Vec<Record>) {
         let mut carrier = Carrier::new(None, 0);
         self.filter_carried(tag, records, &mut carrier).await;
-        // Without a carrier nothing may stay behind: what waits goes on now.
+        // Without a carrier nothing may stay behind: what waits goes on now, and what was
+        // ready goes first.
+        let mut out: Vec<Record> = std::mem::take(&mut self.ready)
+            .into_iter()
+            .flat_map(|r| r.records)
+            .collect();
         if let Some(w) = self.waiting.remove(tag) {
-            let mut out: Vec<Record> = w.segments.into_iter().flat_map(|s| s.records).collect();
+            let mut waited: Vec<Record> = w.segments.into_iter().flat_map(|s| s.records).collect();
             if let Some(r) = self.by_tag.get(tag).and_then(|s| s.pod.clone()) {
-                self.process(tag, &r, &Resolved::Wait, &mut out);
+                self.process(tag, &r, &Resolved::Wait, &mut waited);
             }
+            out.append(&mut waited);
+        }
+        if !out.is_empty() {
             out.append(records);
             *records = out;
         }
@@ -1153,17 +1169,21 @@ impl Filter for Kubernetes {
         let resolved = self.resolve(tag, &r, now);
         match resolved {
             Resolved::Ready { .. } => {
-                // Earlier chunks of this container that waited go first.
+                // Earlier chunks of this container that waited go first, each as the chunk it
+                // came in: merged, a pod's first lookup made one chunk of all that the input
+                // read meanwhile (11.6 MB in P5), and a flush that large held it all as
+                // records while the output started.
                 if let Some(w) = self.waiting.remove(tag) {
-                    let mut out = Vec::with_capacity(w.records + records.len());
-                    let mut held = Vec::new();
-                    for s in w.segments {
-                        out.extend(s.records);
-                        held.extend(s.hold);
+                    let t = Tag::from(tag);
+                    for mut s in w.segments {
+                        self.process(tag, &r, &resolved, &mut s.records);
+                        self.ready.push(Released {
+                            tag: Arc::clone(&t),
+                            records: s.records,
+                            held: s.hold.into_iter().collect(),
+                            restart: false,
+                        });
                     }
-                    out.append(records);
-                    *records = out;
-                    carrier.carry(held);
                 }
                 self.process(tag, &r, &resolved, records);
             }
@@ -1183,9 +1203,12 @@ impl Filter for Kubernetes {
                     arrived: now,
                 });
                 // Past the bound, the oldest chunks go on now, without metadata.
+                let max = carrier
+                    .input_limit()
+                    .map_or(QUEUE_MIN_BYTES, |l| (l / 2).max(QUEUE_MIN_BYTES));
                 let mut overflow = Vec::new();
                 let mut held = Vec::new();
-                while w.records > QUEUE_MAX_RECORDS || w.bytes > QUEUE_MAX_BYTES {
+                while w.bytes > max {
                     let Some(s) = w.pop() else { break };
                     overflow.extend(s.records);
                     held.extend(s.hold);
@@ -1220,6 +1243,7 @@ impl Filter for Kubernetes {
             started: false,
             by_tag: HashMap::new(),
             waiting: HashMap::new(),
+            ready: Vec::new(),
             swept: Instant::now(),
             local: self.local.clone(),
             local_built: None,
@@ -1231,18 +1255,23 @@ impl Filter for Kubernetes {
         }))
     }
 
+    fn take_ready(&mut self) -> Vec<Released> {
+        std::mem::take(&mut self.ready)
+    }
+
     fn flush_due(&mut self, all: bool) -> Vec<Released> {
         let now = Instant::now();
         self.housekeeping(now);
+        // Ready ones the router did not take after their chunk (this filter as a processor).
+        let mut out = std::mem::take(&mut self.ready);
         if self.waiting.is_empty() {
-            return Vec::new();
+            return out;
         }
         if all {
             self.await_lookups();
         }
         let now = Instant::now();
         let tags: Vec<Tag> = self.waiting.keys().cloned().collect();
-        let mut out = Vec::new();
         for tag in tags {
             let Some(r) = self.by_tag.get(&tag).and_then(|s| s.pod.clone()) else {
                 continue;
@@ -1263,22 +1292,16 @@ impl Filter for Kubernetes {
             if w.segments.is_empty() {
                 self.waiting.remove(&tag);
             }
-            if segments.is_empty() {
-                continue;
+            // Each as the chunk it came in (see `filter_carried`).
+            for mut s in segments {
+                self.process(&tag, &r, &resolved, &mut s.records);
+                out.push(Released {
+                    tag: Arc::clone(&tag),
+                    records: s.records,
+                    held: s.hold.into_iter().collect(),
+                    restart: false,
+                });
             }
-            let mut records = Vec::new();
-            let mut held = Vec::new();
-            for s in segments {
-                records.extend(s.records);
-                held.extend(s.hold);
-            }
-            self.process(&tag, &r, &resolved, &mut records);
-            out.push(Released {
-                tag,
-                records,
-                held,
-                restart: false,
-            });
         }
         out
     }

@@ -77,6 +77,8 @@ struct State {
     counts: Mutex<HashMap<&'static str, u64>>,
     log: Mutex<Vec<Seen>>,
     black_hole: AtomicBool,
+    /// How long every answer takes, in milliseconds ([`KubeApiServer::set_delay`]).
+    delay_ms: std::sync::atomic::AtomicU64,
     /// Connections the black hole swallowed.
     parked: Mutex<Vec<TcpStream>>,
 }
@@ -210,6 +212,10 @@ impl KubeApiServer {
                                 // A connection opened before the hole: it goes silent too.
                                 stop.cancelled().await;
                             }
+                            let delay = state.delay_ms.load(Ordering::SeqCst);
+                            if delay > 0 {
+                                tokio::time::sleep(Duration::from_millis(delay)).await;
+                            }
                             Ok::<_, Infallible>(handle(&state, req, stop))
                         }
                     });
@@ -325,6 +331,13 @@ impl KubeApiServer {
         if !on {
             self.state.parked.lock().unwrap().clear();
         }
+    }
+
+    /// A slow server: every request is answered `delay` late (0: at once).
+    pub fn set_delay(&self, delay: Duration) {
+        self.state
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Connections the black hole holds.

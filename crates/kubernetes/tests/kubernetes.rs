@@ -203,6 +203,59 @@ async fn a_thousand_records_from_one_pod_cost_one_request() {
     );
 }
 
+/// Records that waited for their pod's first lookup (a slow API server) go on as the chunks
+/// tail read them in, each with the pod's metadata, in order. Merged with the chunk that found
+/// the metadata, as they were, everything the input read during the lookup went on as one
+/// chunk (11.6 MB in the first 0.1 s of `logferry-bench`'s P5), which the output then held
+/// whole while its first flush started. And more than 10,000 of them wait: the queue's old
+/// bound (10,000 records) sent the oldest on without metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_that_waited_for_a_lookup_go_on_in_the_chunks_they_came_in() {
+    const LINES: usize = 12_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("c");
+    std::fs::create_dir_all(&logs).unwrap();
+    let server = KubeApiServer::start(tmp.path()).await;
+    server.add_pod(pod("slow", "default", "n1", json!({})));
+    server.set_delay(Duration::from_millis(1500));
+    // ~860 KB: tail hands it on in chunks of at most 128 KB of lines.
+    let text: String = (0..LINES)
+        .map(|i| docker_line(&format!("line {i}\n"), "stdout", "2024-05-01T10:00:00Z"))
+        .collect();
+    std::fs::write(logs.join(log_name("slow", "default", 5)), text).unwrap();
+    let p = pipeline(&logs, &server, &[], "waited", false);
+    let metrics = std::sync::Arc::clone(&p.metrics);
+    let stop = logferry_engine::CancellationToken::new();
+    let run = tokio::spawn(p.run(stop.clone()));
+    assert!(
+        wait_until(Duration::from_secs(20), || sink("waited")
+            .lock()
+            .unwrap()
+            .len()
+            == LINES)
+        .await,
+        "every line came out"
+    );
+    stop_and_join(stop, run).await;
+    let got = collected("waited");
+    let lines: Vec<String> = got
+        .iter()
+        .map(|r| as_json(r)["log"].as_str().unwrap_or("").to_string())
+        .collect();
+    let want: Vec<String> = (0..LINES).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(lines, want, "each line once, in order");
+    assert!(got
+        .iter()
+        .all(|r| as_json(r)["kubernetes"]["pod_name"] == "slow"));
+    assert_eq!(
+        filter_metric(&metrics, "kubernetes_records_waited"),
+        LINES as u64,
+        "all of them waited for the lookup"
+    );
+    let chunks = logferry_engine::testing::chunks("waited");
+    assert!(chunks >= 3, "{chunks} chunks reached the output");
+}
+
 /// With the filter stage on four shards (`logferry.filter_workers 4`), twelve pods' files:
 /// every record gets its own pod's metadata, each file's lines stay in order, and the
 /// instances share one cache (one request per pod at most).
