@@ -22,9 +22,9 @@ pub mod testing;
 pub use emitter::Emitter;
 pub use pipeline::{BuildErrors, Pipeline};
 pub use plugin::{
-    Batch, BatchRecords, BuildContext, Carrier, Filter, FilterPlugin, FlushResult, Hold, Input,
-    InputContext, InputExit, InputPlugin, Output, OutputPlugin, Part, PluginError, Registry,
-    Released,
+    Batch, BatchRecords, BuildContext, Carrier, Filter, FilterPlugin, FlushResult, HeldCharge,
+    Hold, Input, InputContext, InputExit, InputPlugin, Output, OutputPlugin, Part, PluginError,
+    Registry, Released,
 };
 pub use router::PACK_AT_BYTES;
 pub use run::StopReason;

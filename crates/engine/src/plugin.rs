@@ -122,6 +122,26 @@ pub struct Released {
     /// They enter the pipeline again at the first filter (records `rewrite_tag` re-emits under
     /// a new tag), instead of going on after the filter that held them.
     pub restart: bool,
+    /// The `Mem_Buf_Limit` charge of the chunk they came from ([`Carrier::charge`]): what they
+    /// grew by since is charged to it when they go on, as it would have been had they stayed
+    /// in their chunk.
+    pub charge: Option<HeldCharge>,
+}
+
+/// A chunk's `Mem_Buf_Limit` charge, kept with records of it a filter holds, and their size
+/// ([`logferry_core::Record::mem_size`]) when it took them.
+#[derive(Clone)]
+pub struct HeldCharge {
+    pub(crate) charge: Arc<dyn logferry_core::MemCharge>,
+    pub(crate) bytes: usize,
+}
+
+impl std::fmt::Debug for HeldCharge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldCharge")
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A share of a chunk's delivery kept with records a filter holds ([`Carrier::hold`]), and
@@ -146,7 +166,7 @@ pub struct Carrier<'a> {
     seq: u64,
     carried: Vec<Hold>,
     origin: Option<&'static str>,
-    limit: Option<usize>,
+    charge: Option<&'a Arc<dyn logferry_core::MemCharge>>,
 }
 
 impl<'a> Carrier<'a> {
@@ -159,20 +179,32 @@ impl<'a> Carrier<'a> {
             seq,
             carried: Vec::new(),
             origin: None,
-            limit: None,
+            charge: None,
         }
     }
 
-    /// Gives the `Mem_Buf_Limit` of the input the chunk came from ([`Carrier::input_limit`]).
-    pub fn with_limit(mut self, limit: Option<usize>) -> Self {
-        self.limit = limit;
+    /// Gives the chunk's `Mem_Buf_Limit` charge ([`Carrier::charge`]).
+    pub(crate) fn with_charge(
+        mut self,
+        charge: Option<&'a Arc<dyn logferry_core::MemCharge>>,
+    ) -> Self {
+        self.charge = charge;
         self
     }
 
     /// The `Mem_Buf_Limit` (bytes) of the input this chunk came from, which also bounds what a
     /// filter holds of its records (they stay charged to it); `None` when not known.
     pub fn input_limit(&self) -> Option<usize> {
-        self.limit
+        self.charge.and_then(|c| c.limit())
+    }
+
+    /// The chunk's charge, for records of it of `bytes` ([`logferry_core::Record::mem_size`])
+    /// that a filter keeps and hands back later ([`Released::charge`]).
+    pub fn charge(&self, bytes: usize) -> Option<HeldCharge> {
+        self.charge.map(|c| HeldCharge {
+            charge: Arc::clone(c),
+            bytes,
+        })
     }
 
     /// Names the plugin of the input the chunk came from ([`Carrier::origin`]).

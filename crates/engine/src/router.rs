@@ -310,7 +310,7 @@ async fn run_unit(
         let mut carrier = Carrier::new(chunk.delivery.as_ref(), seq)
             .with_store(store)
             .with_origin(chunk.origin)
-            .with_limit(chunk.charge.as_ref().and_then(|c| c.limit()));
+            .with_charge(chunk.charge.as_ref());
         crate::processors::apply(f, &chunk.tag, &mut chunk.records, &mut carrier).await;
         carrier.into_carried()
     };
@@ -365,6 +365,14 @@ impl Router<'_> {
         let store = released.held.iter().find_map(|h| h.store.clone());
         let mut chunk = Chunk::new(released.tag, released.records);
         chunk.carry(released.held.into_iter().map(|h| h.held).collect());
+        if let Some(c) = released.charge {
+            // What the records grew by while held (a filter enriched them) counts as it would
+            // have in their own chunk.
+            if chunk.size > c.bytes {
+                c.charge.grow(chunk.size - c.bytes);
+            }
+            chunk.charge = Some(c.charge);
+        }
         if chunk.records.is_empty() {
             // Nothing to send: the shares settle as the router's own does.
             chunk.mark(DeliveryStatus::Delivered);

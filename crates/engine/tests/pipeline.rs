@@ -123,6 +123,9 @@ static STAMP: logferry_engine::FilterPlugin = logferry_engine::FilterPlugin {
     build: build_stamp,
 };
 
+/// Bytes each record a `hold` filter held grows by.
+const GROWN: usize = 10_000;
+
 /// Holds the first `hold` chunks it is given (with a share of each one's delivery), and lets
 /// them go through [`logferry_engine::Filter::take_ready`] with the next chunk, each as its
 /// own: what the kubernetes filter does with records that waited for a pod's first lookup.
@@ -146,13 +149,20 @@ impl logferry_engine::Filter for HoldFilter {
     ) {
         if self.hold > 0 {
             self.hold -= 1;
+            let taken = std::mem::take(records);
+            let bytes = taken.iter().map(logferry_core::Record::mem_size).sum();
             self.held.push(logferry_engine::Released {
                 tag: Arc::from(tag),
-                records: std::mem::take(records),
+                records: taken,
                 held: carrier.hold().into_iter().collect(),
                 restart: false,
+                charge: carrier.charge(bytes),
             });
             return;
+        }
+        // They grow while held (as the kubernetes filter's records get their metadata).
+        for r in self.held.iter_mut().flat_map(|h| h.records.iter_mut()) {
+            r.body.insert("grown", "g".repeat(GROWN));
         }
         self.ready.append(&mut self.held);
     }
@@ -319,12 +329,13 @@ async fn routes_by_match_and_regex_and_applies_filters_in_order() {
 
 /// Chunks a filter held and lets go with a later chunk ([`logferry_engine::Filter::take_ready`])
 /// go on before it, each as the chunk it came in, through the filters after it: every record
-/// arrives once, in order, every chunk's delivery settles, and the filter counts the records
-/// it held as dropped and those it let go as added.
+/// arrives once, in order, every chunk's delivery settles, what they grew by while held is
+/// charged to their input's `Mem_Buf_Limit` until they are delivered, and the filter counts
+/// the records it held as dropped and those it let go as added.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunks_a_filter_held_go_on_before_the_chunk_that_freed_them_each_on_its_own() {
     let c = config(vec![
-        section(SectionKind::Service, &[FAST, ("Grace", "5")]),
+        section(SectionKind::Service, &[FAST, ("Grace", "30")]),
         section(
             SectionKind::Input,
             &[
@@ -344,12 +355,36 @@ async fn chunks_a_filter_held_go_on_before_the_chunk_that_freed_them_each_on_its
         ),
         section(
             SectionKind::Output,
-            &[("Name", "collect"), ("Match", "*"), ("sink", "held")],
+            &[
+                ("Name", "collect"),
+                ("Match", "*"),
+                ("sink", "held"),
+                ("gate", "held"),
+            ],
         ),
     ]);
     let p = Pipeline::build(c, &registry()).unwrap();
     let metrics = Arc::clone(&p.metrics);
-    assert_eq!(run_until_done(p).await, StopReason::InputsDone);
+    let run = tokio::spawn(p.run(CancellationToken::new()));
+    // While the output is held, the input's charge covers the 8 records' growth.
+    let input = Metrics::list(&metrics.inputs)[0].clone();
+    let grown = 8 * GROWN as u64;
+    let charged = logferry_engine::testing::wait_until(Duration::from_secs(10), || {
+        PluginMetrics::get(&input.buffer_bytes) >= grown
+    })
+    .await;
+    let held_bytes = PluginMetrics::get(&input.buffer_bytes);
+    gate("held").add_permits(1000);
+    let reason = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reason, StopReason::InputsDone);
+    assert!(
+        charged,
+        "{held_bytes} bytes charged, the growth alone is {grown}"
+    );
+    assert_eq!(PluginMetrics::get(&input.buffer_bytes), 0);
     let got = sink("held").lock().unwrap().clone();
     let ns: Vec<i64> = got
         .iter()

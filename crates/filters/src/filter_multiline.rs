@@ -610,6 +610,7 @@ impl Filter for MultilineFilter {
                     records,
                     held,
                     restart: false,
+                    charge: None,
                 });
             }
         }

@@ -282,6 +282,7 @@ impl Filter for RewriteTag {
                         records: vec![rec],
                         held: carrier.hold().into_iter().collect(),
                         restart: true,
+                        charge: None,
                     });
                     mine.push(self.waiting.len() - 1);
                 }

@@ -38,7 +38,7 @@ use async_trait::async_trait;
 use logferry_core::config::{ConfigError, Entry, Section};
 use logferry_core::{Map, Record, Str, Tag, Value};
 use logferry_engine::{
-    BuildContext, CancellationToken, Carrier, Filter, FilterPlugin, Hold, Released,
+    BuildContext, CancellationToken, Carrier, Filter, FilterPlugin, HeldCharge, Hold, Released,
 };
 use logferry_parsers::{Parser, Parsers};
 use serde_json::Value as Json;
@@ -446,6 +446,8 @@ struct Segment {
     records: Vec<Record>,
     bytes: usize,
     hold: Option<Hold>,
+    /// The chunk's `Mem_Buf_Limit` charge: what the records grow by here is charged to it.
+    charge: Option<HeldCharge>,
     arrived: Instant,
 }
 
@@ -1182,6 +1184,7 @@ impl Filter for Kubernetes {
                             records: s.records,
                             held: s.hold.into_iter().collect(),
                             restart: false,
+                            charge: s.charge,
                         });
                     }
                 }
@@ -1200,6 +1203,7 @@ impl Filter for Kubernetes {
                     records: taken,
                     bytes,
                     hold: carrier.hold(),
+                    charge: carrier.charge(bytes),
                     arrived: now,
                 });
                 // Past the bound, the oldest chunks go on now, without metadata.
@@ -1300,6 +1304,7 @@ impl Filter for Kubernetes {
                     records: s.records,
                     held: s.hold.into_iter().collect(),
                     restart: false,
+                    charge: s.charge,
                 });
             }
         }
