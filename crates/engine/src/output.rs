@@ -64,7 +64,8 @@ const UP_WINDOW: usize = 2 * FLUSH_AT_BYTES;
 
 /// A batch must have waited this long for a worker before it says that the output falls
 /// behind ([`Backlog::falls_behind`]): a worker of an output that keeps up is busy for a
-/// moment, freeing the batch it sent (one or two milliseconds for 2MB of records).
+/// moment too (it frees the batch it sent), and counting any wait packed 2.4–2.8% of P2's and
+/// P3's records into `null` for nothing; 10 ms packed 0.04–1.1%.
 const BLOCKED_FOR: Duration = Duration::from_millis(10);
 
 /// What an output has not taken in: the bytes sent to it that it has not received yet, plus

@@ -333,6 +333,16 @@ async fn run_unit(
     mem_now
 }
 
+/// What `f` held from before the chunk it just filtered and lets go now
+/// ([`crate::plugin::Filter::take_ready`]), counted as added, as those records were when they
+/// went on inside that chunk.
+fn take_ready(f: &mut FilterInstance) -> Vec<crate::plugin::Released> {
+    let ready = f.plugin.take_ready();
+    let added: usize = ready.iter().map(|r| r.records.len()).sum();
+    PluginMetrics::add(&f.metrics.retried_records, added as u64);
+    ready
+}
+
 impl Router<'_> {
     /// Sends records filters held back through the filters after them, then to the outputs.
     /// They carry the delivery shares of the chunks they came from, so those chunks settle
@@ -396,21 +406,30 @@ impl Router<'_> {
                 let Some(stage) = self.inputs.get_mut(input) else {
                     return self.filter_and_send(chunk, store, 0, Targets::Tag).await;
                 };
-                if j < stage.processors.len() {
+                let n = stage.processors.len();
+                if j < n {
                     self.seq += 1;
                     let seq = self.seq;
                     let mut measured = None;
-                    for p in stage.processors.iter_mut().skip(j) {
+                    for k in j..n {
                         if chunk.records.is_empty() {
                             break;
                         }
+                        let p = &mut self.inputs[input].processors[k];
                         measured = Some(run_unit(p, &mut chunk, store.as_ref(), seq).await);
+                        // As after a filter (see `filter_and_send`).
+                        for released in take_ready(p) {
+                            Box::pin(self.release(released, input, Start::Processors(k + 1))).await;
+                        }
                     }
                     match measured {
                         Some(now) => chunk.recharge_measured(now),
                         None => chunk.recharge(),
                     }
                 }
+                let Some(stage) = self.inputs.get(input) else {
+                    return self.filter_and_send(chunk, store, 0, Targets::Tag).await;
+                };
                 let Some(routes) = &stage.routes else {
                     return self.filter_and_send(chunk, store, 0, Targets::Tag).await;
                 };
@@ -496,11 +515,7 @@ impl Router<'_> {
             }
             measured = Some(run_unit(f, &mut chunk, store.as_ref(), seq).await);
             // Records the filter held from before this chunk go on first, in their own chunks.
-            // They count as added, as they did when they went on inside this chunk.
-            let ready = f.plugin.take_ready();
-            let added: usize = ready.iter().map(|r| r.records.len()).sum();
-            PluginMetrics::add(&f.metrics.retried_records, added as u64);
-            for released in ready {
+            for released in take_ready(f) {
                 Box::pin(self.release(released, usize::MAX, Start::Filters(i + 1))).await;
             }
         }

@@ -350,6 +350,84 @@ pub static MARK: crate::FilterPlugin = crate::FilterPlugin {
     build: build_mark,
 };
 
+/// Bytes each record a `hold` filter held grows by.
+pub const GROWN: usize = 10_000;
+
+/// Holds the first `hold` chunks it is given (with a share of each one's delivery), and lets
+/// them go through [`crate::Filter::take_ready`] with the next chunk, each as its
+/// own: what the kubernetes filter does with records that waited for a pod's first lookup.
+pub struct HoldFilter {
+    hold: usize,
+    held: Vec<crate::Released>,
+    ready: Vec<crate::Released>,
+}
+
+#[async_trait]
+impl crate::Filter for HoldFilter {
+    async fn filter(&mut self, _: &str, _: &mut Vec<Record>) {
+        unreachable!("the router calls filter_carried");
+    }
+
+    async fn filter_carried(
+        &mut self,
+        tag: &str,
+        records: &mut Vec<Record>,
+        carrier: &mut crate::Carrier<'_>,
+    ) {
+        if self.hold > 0 {
+            self.hold -= 1;
+            let taken = std::mem::take(records);
+            let bytes = taken.iter().map(Record::mem_size).sum();
+            self.held.push(crate::Released {
+                tag: Arc::from(tag),
+                records: taken,
+                held: carrier.hold().into_iter().collect(),
+                restart: false,
+                charge: carrier.charge(bytes),
+            });
+            return;
+        }
+        // They grow while held (as the kubernetes filter's records get their metadata).
+        for r in self.held.iter_mut().flat_map(|h| h.records.iter_mut()) {
+            r.body.insert("grown", "g".repeat(GROWN));
+        }
+        self.ready.append(&mut self.held);
+    }
+
+    fn take_ready(&mut self) -> Vec<crate::Released> {
+        std::mem::take(&mut self.ready)
+    }
+
+    fn flush_due(&mut self, _: bool) -> Vec<crate::Released> {
+        // Only at shutdown would anything be left here; `take_ready` takes the rest.
+        let mut out = std::mem::take(&mut self.ready);
+        out.append(&mut self.held);
+        out
+    }
+}
+
+fn build_hold(
+    _: &BuildContext,
+    _: &Section,
+    e: &[&Entry],
+) -> Result<Box<dyn crate::Filter>, ConfigError> {
+    Ok(Box::new(HoldFilter {
+        hold: entry_value(e, "hold").unwrap().parse().unwrap(),
+        held: Vec::new(),
+        ready: Vec::new(),
+    }))
+}
+
+/// `hold` filter: option `hold`, the number of chunks it holds (see [`HoldFilter`]).
+pub static HOLD: crate::FilterPlugin = crate::FilterPlugin {
+    name: "hold",
+    aliases: &[],
+    description: "test filter that holds its first chunks",
+    options: &[],
+    default_workers: 1,
+    build: build_hold,
+};
+
 /// The gate a `collect` output was built with (`gate` option); add permits to let flushes go.
 pub fn gate(name: &str) -> Arc<Semaphore> {
     GATES

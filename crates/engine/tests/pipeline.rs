@@ -11,7 +11,9 @@ use logferry_core::config::{ConfigError, Entry, Section, SectionKind};
 use logferry_core::msgpack::{event_size, MapHeaders};
 use logferry_core::{DeliveryStatus, Value};
 use logferry_engine::metrics::{Metrics, PluginMetrics};
-use logferry_engine::testing::{config, entry_value, gate, section, sink, COLLECT, MARK, SEQ};
+use logferry_engine::testing::{
+    config, entry_value, gate, section, sink, COLLECT, GROWN, HOLD, MARK, SEQ,
+};
 use logferry_engine::{
     Batch, BuildContext, CancellationToken, FlushResult, Output, OutputPlugin, Pipeline, Registry,
     StopReason,
@@ -121,83 +123,6 @@ static STAMP: logferry_engine::FilterPlugin = logferry_engine::FilterPlugin {
     options: &[],
     default_workers: 1,
     build: build_stamp,
-};
-
-/// Bytes each record a `hold` filter held grows by.
-const GROWN: usize = 10_000;
-
-/// Holds the first `hold` chunks it is given (with a share of each one's delivery), and lets
-/// them go through [`logferry_engine::Filter::take_ready`] with the next chunk, each as its
-/// own: what the kubernetes filter does with records that waited for a pod's first lookup.
-struct HoldFilter {
-    hold: usize,
-    held: Vec<logferry_engine::Released>,
-    ready: Vec<logferry_engine::Released>,
-}
-
-#[async_trait]
-impl logferry_engine::Filter for HoldFilter {
-    async fn filter(&mut self, _: &str, _: &mut Vec<logferry_core::Record>) {
-        unreachable!("the router calls filter_carried");
-    }
-
-    async fn filter_carried(
-        &mut self,
-        tag: &str,
-        records: &mut Vec<logferry_core::Record>,
-        carrier: &mut logferry_engine::Carrier<'_>,
-    ) {
-        if self.hold > 0 {
-            self.hold -= 1;
-            let taken = std::mem::take(records);
-            let bytes = taken.iter().map(logferry_core::Record::mem_size).sum();
-            self.held.push(logferry_engine::Released {
-                tag: Arc::from(tag),
-                records: taken,
-                held: carrier.hold().into_iter().collect(),
-                restart: false,
-                charge: carrier.charge(bytes),
-            });
-            return;
-        }
-        // They grow while held (as the kubernetes filter's records get their metadata).
-        for r in self.held.iter_mut().flat_map(|h| h.records.iter_mut()) {
-            r.body.insert("grown", "g".repeat(GROWN));
-        }
-        self.ready.append(&mut self.held);
-    }
-
-    fn take_ready(&mut self) -> Vec<logferry_engine::Released> {
-        std::mem::take(&mut self.ready)
-    }
-
-    fn flush_due(&mut self, _: bool) -> Vec<logferry_engine::Released> {
-        // Only at shutdown would anything be left here; `take_ready` takes the rest.
-        let mut out = std::mem::take(&mut self.ready);
-        out.append(&mut self.held);
-        out
-    }
-}
-
-fn build_hold(
-    _: &BuildContext,
-    _: &Section,
-    e: &[&Entry],
-) -> Result<Box<dyn logferry_engine::Filter>, ConfigError> {
-    Ok(Box::new(HoldFilter {
-        hold: entry_value(e, "hold").unwrap().parse().unwrap(),
-        held: Vec::new(),
-        ready: Vec::new(),
-    }))
-}
-
-static HOLD: logferry_engine::FilterPlugin = logferry_engine::FilterPlugin {
-    name: "hold",
-    aliases: &[],
-    description: "test filter that holds its first chunks",
-    options: &[],
-    default_workers: 1,
-    build: build_hold,
 };
 
 fn registry() -> Registry {

@@ -12,7 +12,7 @@ use logferry_engine::{CancellationToken, Pipeline, Registry, StopReason};
 fn registry() -> Registry {
     Registry {
         inputs: vec![&SEQ],
-        filters: vec![&MARK],
+        filters: vec![&MARK, &logferry_engine::testing::HOLD],
         outputs: vec![&COLLECT],
         planned: &[],
     }
@@ -223,4 +223,62 @@ pipeline:
         })
         .collect();
     assert_eq!(none, vec![None, Some("big".into()), Some("big".into())]);
+}
+
+/// An input processor that holds chunks and lets them go with a later one
+/// ([`logferry_engine::Filter::take_ready`]): they go on first, through the processors after
+/// it, each on its own; every record arrives once, in order, and every chunk is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_an_input_processor_held_go_on_first_and_in_order() {
+    let (_dir, config) = load(
+        "\
+service:
+  flush: 0.05
+  grace: 30
+pipeline:
+  inputs:
+    - name: seq
+      tag: proc.held
+      count: 20
+      per_chunk: 2
+      processors:
+        logs:
+          - name: hold
+            hold: 4
+          - name: mark
+            label: P
+  outputs:
+    - name: collect
+      match: '*'
+      sink: proc_held
+",
+    );
+    let p = Pipeline::build(config, &registry()).unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(30), p.run(CancellationToken::new()))
+        .await
+        .expect("finished in time");
+    assert_eq!(reason, StopReason::InputsDone);
+    let got: Vec<(i64, String)> = sink("proc_held")
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, r)| {
+            let n = match r.body.get("n") {
+                Some(Value::Int(i)) => *i,
+                other => panic!("n: {other:?}"),
+            };
+            let path = r.body.get("path").and_then(Value::as_str).unwrap_or("");
+            (n, path.to_string())
+        })
+        .collect();
+    let want: Vec<(i64, String)> = (0..20).map(|n| (n, "P".to_string())).collect();
+    assert_eq!(
+        got, want,
+        "each once, in order, through the processor after"
+    );
+    assert_eq!(logferry_engine::testing::chunks("proc_held"), 10);
+    assert_eq!(
+        logferry_engine::testing::outcomes("proc.held:"),
+        vec![DeliveryStatus::Delivered; 10]
+    );
 }

@@ -70,7 +70,8 @@ pub const QUEUE_WAIT: Duration = Duration::from_secs(3);
 /// Most bytes (memory held) waiting per container: half its input's `Mem_Buf_Limit`, and at
 /// least this much. A fixed bound of 10,000 records and 8 MiB sent the oldest records of a
 /// pod's backlog on without metadata whenever its first lookup took more than ~20 ms, since
-/// tail reads up to ~500,000 lines/s (P5: 2,125 of its first records in one run of three).
+/// tail reads up to ~500,000 lines/s (P5 lost it in 3 of 8 runs; 2,125 of its first records in
+/// the one checked).
 /// Half the limit leaves the input's other files room to flow while one pod is looked up.
 pub const QUEUE_MIN_BYTES: usize = 8 * 1024 * 1024;
 /// Most lookups in flight at once.

@@ -300,6 +300,20 @@ impl OutputProcessors {
                 let before = records.len() as u64;
                 let mut carrier = Carrier::new(None, 0);
                 apply(&mut units[i], tag, &mut records, &mut carrier).await;
+                // What it held from before these records and lets go now goes first, through
+                // the processors after it (`Filter::take_ready`).
+                let ready = units[i].plugin.take_ready();
+                if !ready.is_empty() {
+                    let mut front = Vec::new();
+                    for released in ready {
+                        for h in released.held {
+                            h.settle(DeliveryStatus::Delivered);
+                        }
+                        front.extend(released.records);
+                    }
+                    front.append(&mut records);
+                    records = front;
+                }
                 count(&units[i].metrics, before, records.len() as u64);
             }
             // What a holding filter keeps goes out with this batch, through the processors
