@@ -26,8 +26,16 @@ fn load(yaml: &str) -> (tempfile::TempDir, Config) {
     (dir, c)
 }
 
+/// What sink `name` got, by `n`: (tag, `n`, `path`).
 fn got(name: &str) -> Vec<(String, i64, String)> {
-    let mut v: Vec<(String, i64, String)> = sink(name)
+    let mut v = got_in_order(name);
+    v.sort_by_key(|x| x.1);
+    v
+}
+
+/// What sink `name` got, in the order it got it: (tag, `n`, `path`).
+fn got_in_order(name: &str) -> Vec<(String, i64, String)> {
+    sink(name)
         .lock()
         .unwrap()
         .iter()
@@ -39,9 +47,7 @@ fn got(name: &str) -> Vec<(String, i64, String)> {
             let path = r.body.get("path").and_then(Value::as_str).unwrap_or("");
             (tag.clone(), n, path.to_string())
         })
-        .collect();
-    v.sort_by_key(|x| x.1);
-    v
+        .collect()
 }
 
 /// One chunk of four records is split by routes: the routed records reach only their route's
@@ -258,22 +264,12 @@ pipeline:
         .await
         .expect("finished in time");
     assert_eq!(reason, StopReason::InputsDone);
-    let got: Vec<(i64, String)> = sink("proc_held")
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, r)| {
-            let n = match r.body.get("n") {
-                Some(Value::Int(i)) => *i,
-                other => panic!("n: {other:?}"),
-            };
-            let path = r.body.get("path").and_then(Value::as_str).unwrap_or("");
-            (n, path.to_string())
-        })
+    let want: Vec<(String, i64, String)> = (0..20)
+        .map(|n| ("proc.held".to_string(), n, "P".to_string()))
         .collect();
-    let want: Vec<(i64, String)> = (0..20).map(|n| (n, "P".to_string())).collect();
     assert_eq!(
-        got, want,
+        got_in_order("proc_held"),
+        want,
         "each once, in order, through the processor after"
     );
     assert_eq!(logferry_engine::testing::chunks("proc_held"), 10);

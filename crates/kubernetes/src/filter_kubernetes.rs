@@ -456,14 +456,12 @@ struct Segment {
 #[derive(Default)]
 struct Waiting {
     segments: VecDeque<Segment>,
-    records: usize,
     bytes: usize,
 }
 
 impl Waiting {
     fn pop(&mut self) -> Option<Segment> {
         let s = self.segments.pop_front()?;
-        self.records -= s.records.len();
         self.bytes -= s.bytes;
         Some(s)
     }
@@ -1198,7 +1196,6 @@ impl Filter for Kubernetes {
                     .records_waited
                     .fetch_add(taken.len() as u64, Ordering::Relaxed);
                 let w = self.waiting.entry(Tag::from(tag)).or_default();
-                w.records += taken.len();
                 w.bytes += bytes;
                 w.segments.push_back(Segment {
                     records: taken,
