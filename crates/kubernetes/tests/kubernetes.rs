@@ -228,12 +228,7 @@ async fn records_that_waited_for_a_lookup_go_on_in_the_chunks_they_came_in() {
     let stop = logferry_engine::CancellationToken::new();
     let run = tokio::spawn(p.run(stop.clone()));
     assert!(
-        wait_until(Duration::from_secs(20), || sink("waited")
-            .lock()
-            .unwrap()
-            .len()
-            == LINES)
-        .await,
+        until_collected("waited", LINES).await,
         "every line came out"
     );
     stop_and_join(stop, run).await;
