@@ -188,61 +188,73 @@ fn trim_ascii_end(mut b: &[u8]) -> &[u8] {
 /// unknown escape), which the general parser handles (or rejects) instead.
 ///
 /// Application JSON inside `log` has an escaped quote every few bytes, so after the first
-/// escape the scan goes 8 bytes at a time (a word compare, no call per escape) and copies the
-/// plain bytes in between; the output is sized once for the whole rest of the line.
+/// escape the scan goes 8 bytes at a time (a word compare, no call per escape). The output is
+/// made once at the rest of the line's length (unescaping only shrinks) and written by index:
+/// each word is stored whole and the write position moves only over its plain bytes, so no
+/// store checks for room or grows.
 fn json_string(s: &str) -> Option<(Str, &str)> {
     let b = s.as_bytes();
     let first = memchr::memchr2(b'"', b'\\', b)?;
     if b[first] == b'"' {
         return Some((Str::from(&s[..first]), &s[first + 1..]));
     }
-    // +8: the word loop below may write up to 7 bytes past the end before truncating.
-    let mut out: Vec<u8> = Vec::with_capacity(s.len() + 8);
-    out.extend_from_slice(&b[..first]);
-    let mut i = first;
+    // +8: a word is stored whole even where the text ends inside it.
+    let mut out = vec![0u8; b.len() + 8];
+    out.get_mut(..first)?.copy_from_slice(&b[..first]);
+    let (mut i, mut o) = (first, first);
     loop {
         // b[i] is a quote or a backslash.
         if b[i] == b'"' {
+            out.truncate(o);
             // Only ASCII was cut at or put in, so the text is still UTF-8.
             let text = String::from_utf8(out).ok()?;
             return Some((Str::from(text), &s[i + 1..]));
         }
-        out.push(match b.get(i + 1)? {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            b'/' => b'/',
-            b'n' => b'\n',
-            b't' => b'\t',
-            b'r' => b'\r',
-            b'b' => 0x08,
-            b'f' => 0x0c,
-            _ => return None,
-        });
+        let c = UNESCAPE[usize::from(*b.get(i + 1)?)];
+        if c == 0 {
+            return None;
+        }
+        *out.get_mut(o)? = c;
         i += 2;
+        o += 1;
         loop {
-            if let Some(w) = b.get(i..i + 8) {
-                // Copy the whole word (a fixed-size store, no memcpy call), then cut it back
-                // to the plain bytes before the quote or backslash.
-                let word = <[u8; 8]>::try_from(w).ok()?;
-                out.extend_from_slice(&word);
-                let word = u64::from_le_bytes(word);
-                let hits = zero_bytes(word ^ QUOTES) | zero_bytes(word ^ BACKSLASHES);
-                if hits == 0 {
-                    i += 8;
-                    continue;
-                }
-                let k = (hits.trailing_zeros() / 8) as usize;
-                out.truncate(out.len() - 8 + k);
+            let Some(w) = b.get(i..i + 8) else {
+                let k = b.get(i..)?.iter().position(|&c| c == b'"' || c == b'\\')?;
+                out.get_mut(o..o + k)?.copy_from_slice(&b[i..i + k]);
                 i += k;
+                o += k;
                 break;
+            };
+            out.get_mut(o..o + 8)?.copy_from_slice(w);
+            let word = u64::from_le_bytes(<[u8; 8]>::try_from(w).ok()?);
+            let hits = zero_bytes(word ^ QUOTES) | zero_bytes(word ^ BACKSLASHES);
+            if hits == 0 {
+                i += 8;
+                o += 8;
+                continue;
             }
-            let k = b[i..].iter().position(|&c| c == b'"' || c == b'\\')?;
-            out.extend_from_slice(&b[i..i + k]);
+            let k = (hits.trailing_zeros() / 8) as usize;
             i += k;
+            o += k;
             break;
         }
     }
 }
+
+/// What each byte after a backslash stands for; 0 where JSON has no such short escape (`\u`
+/// goes to the general parser).
+const UNESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t[b'/' as usize] = b'/';
+    t[b'n' as usize] = b'\n';
+    t[b't' as usize] = b'\t';
+    t[b'r' as usize] = b'\r';
+    t[b'b' as usize] = 0x08;
+    t[b'f' as usize] = 0x0c;
+    t
+};
 
 const QUOTES: u64 = 0x2222_2222_2222_2222;
 const BACKSLASHES: u64 = 0x5c5c_5c5c_5c5c_5c5c;
