@@ -361,6 +361,21 @@ impl Map {
         }
     }
 
+    /// [`Map::append_replacing`] of the pairs `pairs` holds, leaving it empty (its buffer is
+    /// kept for the next record). When no key comes twice, which a 64-bit set of key
+    /// fingerprints shows without comparing keys (a scan only on a fingerprint hit), the pairs
+    /// move in with one reservation of exactly what they need plus `room` for pairs the
+    /// caller adds next.
+    pub fn append_moving(&mut self, pairs: &mut Vec<(Str, Value)>, room: usize) {
+        if self.0.len() + pairs.len() <= SMALL_MAP && !repeats(&self.0, pairs) {
+            self.0.reserve_exact(pairs.len() + room);
+            self.0.append(pairs);
+            return;
+        }
+        self.append_replacing(std::mem::take(pairs));
+        self.0.reserve_exact(room);
+    }
+
     /// Heap bytes the map owns: its pairs plus what their keys and values own.
     pub fn heap_size(&self) -> usize {
         self.0.capacity() * std::mem::size_of::<(Str, Value)>()
@@ -379,6 +394,36 @@ impl Map {
             .map(|(k, v)| k.len() + 1 + v.approx_size())
             .sum::<usize>()
     }
+}
+
+/// One bit of 64 for a key, from its length and its first and last bytes: keys that differ
+/// there (nearly all keys of one record) never need comparing.
+fn key_bit(k: &str) -> u64 {
+    let b = k.as_bytes();
+    let (first, last) = match b {
+        [] => (0, 0),
+        [f, .., l] => (*f, *l),
+        [f] => (*f, *f),
+    };
+    let h = (b.len() as u32).wrapping_mul(0x9e37_79b1)
+        ^ u32::from(first).wrapping_mul(0x85eb_ca6b)
+        ^ u32::from(last).wrapping_mul(0xc2b2_ae35);
+    1 << (h >> 26)
+}
+
+/// Whether a key of `new` is also in `old` or earlier in `new`.
+fn repeats(old: &[(Str, Value)], new: &[(Str, Value)]) -> bool {
+    let mut seen = old.iter().fold(0u64, |s, (k, _)| s | key_bit(k));
+    for (i, (k, _)) in new.iter().enumerate() {
+        let bit = key_bit(k);
+        if seen & bit != 0
+            && (old.iter().any(|(o, _)| o == k) || new[..i].iter().any(|(o, _)| o == k))
+        {
+            return true;
+        }
+        seen |= bit;
+    }
+    false
 }
 
 /// Maps up to this many pairs are searched by scanning; larger ones get a hash index for
@@ -723,13 +768,48 @@ mod tests {
                 let mut a = m.clone();
                 a.append_replacing(pairs.clone());
                 let mut b = m.clone();
-                naive_append(&mut b, pairs);
+                naive_append(&mut b, pairs.clone());
                 assert_eq!(
                     a, b,
                     "n={n} period={period} add={add} add_period={add_period}"
                 );
+                let mut c = m.clone();
+                let mut moving = pairs;
+                c.append_moving(&mut moving, 2);
+                assert_eq!(c, b, "moving: n={n} period={period} add={add}");
+                assert!(moving.is_empty());
+                assert!(c.0.capacity() >= c.len() + 2, "room for two more");
             }
         }
+    }
+
+    /// Keys alike in length and first and last byte share a fingerprint bit: they are then
+    /// compared, and only a real repeat takes the replacing path.
+    #[test]
+    fn append_moving_tells_a_shared_fingerprint_from_a_repeat() {
+        let pairs = |keys: &[&str]| -> Vec<(Str, Value)> {
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| (Str::from(*k), Value::Int(i as i64)))
+                .collect()
+        };
+        let mut m = Map(pairs(&["log", "stream", "time"]));
+        let mut add = pairs(&["lag", "tame", "level", "lag2", ""]);
+        m.append_moving(&mut add, 1);
+        let keys: Vec<&str> = m.0.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["log", "stream", "time", "lag", "tame", "level", "lag2", ""]
+        );
+        assert_eq!(m.0.capacity(), 9, "exactly the pairs and the room");
+        let mut add = pairs(&["a", "time", "b", "a"]);
+        m.append_moving(&mut add, 0);
+        let keys: Vec<&str> = m.0.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["log", "stream", "lag", "tame", "level", "lag2", "", "time", "b", "a"]
+        );
+        assert_eq!(m.get("a"), Some(&Value::Int(3)), "the last one wins");
     }
 
     /// 100,000 keys: the scans would take 5·10^9 key comparisons each (minutes); the hash

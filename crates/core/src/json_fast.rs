@@ -59,6 +59,17 @@ pub fn object(text: &str) -> Option<(Map, &str)> {
     Some((m, &text[r.i..]))
 }
 
+/// [`object`], with the object's pairs appended to `out` instead of a new map (`Merge_Log`
+/// moves them into the record and reuses one buffer). On `None`, `out` may hold some of them.
+pub fn object_into<'t>(text: &'t str, out: &mut Vec<(Str, Value)>) -> Option<&'t str> {
+    let mut r = Reader { s: text, i: 0 };
+    if r.peek()? != b'{' {
+        return None;
+    }
+    r.pairs(0, out)?;
+    Some(&text[r.i..])
+}
+
 struct Reader<'a> {
     s: &'a str,
     i: usize,
@@ -87,28 +98,34 @@ impl<'a> Reader<'a> {
 
     /// At `{`.
     fn object(&mut self, depth: usize) -> Option<Map> {
+        let mut pairs: Vec<(Str, Value)> = Vec::with_capacity(8);
+        self.pairs(depth, &mut pairs)?;
+        Some(Map(pairs))
+    }
+
+    /// At `{`: the object's pairs, appended to `out`.
+    fn pairs(&mut self, depth: usize, out: &mut Vec<(Str, Value)>) -> Option<()> {
         if depth >= MAX_DEPTH {
             return None;
         }
         self.i += 1;
-        let mut pairs: Vec<(Str, Value)> = Vec::with_capacity(8);
         self.skip_ws();
         if self.peek()? == b'}' {
             self.i += 1;
-            return Some(Map(pairs));
+            return Some(());
         }
         loop {
             self.eat(b'"')?;
             let k = self.string()?;
             self.eat(b':')?;
             let v = self.value(depth)?;
-            pairs.push((k, v));
+            out.push((k, v));
             self.skip_ws();
             match self.peek()? {
                 b',' => self.i += 1,
                 b'}' => {
                     self.i += 1;
-                    return Some(Map(pairs));
+                    return Some(());
                 }
                 _ => return None,
             }

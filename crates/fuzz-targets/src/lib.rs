@@ -127,7 +127,36 @@ pub fn merge_log(data: &[u8]) {
     body.push("log", Value::Str(Str::from(log.as_ref())));
     let mut rec = Record::new(NOW, body);
     let p = (first & 8 != 0).then(|| parsers().get("logfmt")).flatten();
-    merge::merge_log(&mut rec, p.as_deref(), None, &o, "kubernetes");
+    let before = rec.clone();
+    merge::merge_log(
+        &mut rec,
+        p.as_deref(),
+        None,
+        &o,
+        "kubernetes",
+        &mut Vec::new(),
+        1,
+    );
+    // Pairs moved in without a key comparison where no key repeats: the same record as
+    // replacing them one at a time.
+    if p.is_none() && o.key.is_none() {
+        if let Some(mut m) = merge::json_object(&log) {
+            m.0.retain(|(k, _)| k != "kubernetes");
+            let mut expect = before.body;
+            if !o.keep_log {
+                expect.0.retain(|(k, _)| k != "log");
+            }
+            if o.trim {
+                for (_, v) in m.0.iter_mut() {
+                    if let Value::Str(s) = v {
+                        *s = Str::from(merge::trim_value(s));
+                    }
+                }
+            }
+            expect.append_replacing(m.0);
+            assert_eq!(rec.body, expect);
+        }
+    }
     assert!(
         !rec.body.contains_key("kubernetes"),
         "a log's own kubernetes key was merged"

@@ -351,6 +351,7 @@ fn build(
         by_tag: HashMap::new(),
         waiting: HashMap::new(),
         ready: Vec::new(),
+        merge_scratch: Vec::new(),
         swept: Instant::now(),
         local,
         local_built: None,
@@ -497,6 +498,8 @@ struct Kubernetes {
     /// Waiting chunks whose metadata came in with a later chunk, processed, for the router to
     /// send on before that chunk ([`Filter::take_ready`]).
     ready: Vec<Released>,
+    /// `Merge_Log`'s pairs on their way into each record, one buffer for all of them.
+    merge_scratch: Vec<(Str, Value)>,
     swept: Instant,
     local: Option<LocalPod>,
     /// The agent's own pod's map, with the metadata and pod-to-service map generation it was
@@ -936,7 +939,7 @@ impl Kubernetes {
 
     /// Exclusion, `Merge_Log`, then `kubernetes` and `kubernetes_namespace` last.
     fn apply(
-        &self,
+        &mut self,
         map: Option<Arc<Map>>,
         props: &Properties,
         ns: Option<Value>,
@@ -950,15 +953,11 @@ impl Kubernetes {
                 .records_excluded
                 .fetch_add((before - records.len()) as u64, Ordering::Relaxed);
         }
-        // The pairs this adds, reserved exactly: a Docker record has room for one, and letting
-        // `push` double a full map keeps up to three unused pairs (56 bytes each) per record
-        // held in memory.
-        let merge_key = self.merge.key.as_ref().is_some_and(|k| !k.is_empty());
-        let extra = usize::from(self.o.merge_log && merge_key)
-            + usize::from(map.is_some())
-            + usize::from(ns.is_some());
+        // The pairs this adds, reserved exactly (with the merged ones, by `merge_log`): a
+        // Docker record has room for one, and letting `push` double a full map keeps up to
+        // seven unused pairs (56 bytes each) per record held in memory.
+        let extra = usize::from(map.is_some()) + usize::from(ns.is_some());
         for rec in records.iter_mut() {
-            rec.body.0.reserve_exact(extra);
             if self.o.merge_log {
                 let parser = props.parser(stream_of(rec)).cloned();
                 merge_log(
@@ -967,8 +966,11 @@ impl Kubernetes {
                     self.merge_parser.as_deref(),
                     &self.merge,
                     "kubernetes",
+                    &mut self.merge_scratch,
+                    extra,
                 );
             }
+            rec.body.0.reserve_exact(extra);
             if let Some(m) = &map {
                 put_last(&mut rec.body, KUBERNETES, Value::SharedMap(Arc::clone(m)));
             }
@@ -1246,6 +1248,7 @@ impl Filter for Kubernetes {
             by_tag: HashMap::new(),
             waiting: HashMap::new(),
             ready: Vec::new(),
+            merge_scratch: Vec::new(),
             swept: Instant::now(),
             local: self.local.clone(),
             local_built: None,

@@ -16,7 +16,7 @@
 //!   reads none sets it to the current time, as Fluent Bit does; JSON leaves it.
 
 use logferry_core::{EventTime, Map, Record, Str, Value};
-use logferry_parsers::Parser;
+use logferry_parsers::{Parsed, Parser};
 
 /// The `Merge_Log` options.
 #[derive(Clone, Debug)]
@@ -101,77 +101,96 @@ fn first_value(text: &str) -> Option<(Value, bool)> {
 
 /// The `log` as one JSON object, read as Fluent Bit's JSON reader reads it.
 pub fn json_object(text: &str) -> Option<Map> {
+    let mut pairs = Vec::with_capacity(8);
+    json_object_into(text, &mut pairs).then_some(Map(pairs))
+}
+
+/// [`json_object`], its pairs appended to `out`; `false` (and `out` as it was) when `text` is
+/// not one object.
+fn json_object_into(text: &str, out: &mut Vec<(Str, Value)>) -> bool {
     let t = text.trim_start_matches([' ', '\t', '\n', '\r']);
     // Only an object merges: any other text is left as it is without a parse (and without
     // the escape-and-retry below, which copied every non-JSON line that ends in Docker's
     // newline: 11-14% of a busy node's CPU with `Merge_Log On` over plain-text logs).
     if !t.starts_with('{') {
-        return None;
+        return false;
     }
     // The common shape, read without serde (the same map: see `json_fast`); a text after the
     // object, or anything it does not handle, takes the general path below.
-    if let Some((m, rest)) = logferry_core::json_fast::object(t) {
+    let base = out.len();
+    if let Some(rest) = logferry_core::json_fast::object_into(t, out) {
         if rest.trim_start_matches([' ', '\t', '\n', '\r']).is_empty() {
-            return Some(m);
+            return true;
         }
     }
-    let (v, more) = match first_value(t) {
-        Some(x) => x,
-        None => {
-            let escaped = escape_raw_controls(t)?;
-            first_value(&escaped)?
+    out.truncate(base);
+    let first = first_value(t).or_else(|| first_value(&escape_raw_controls(t)?));
+    match first {
+        Some((Value::Map(mut m), false)) => {
+            out.append(&mut m.0);
+            true
         }
-    };
-    if more {
-        return None;
+        _ => false,
     }
-    match v {
-        Value::Map(m) => Some(m),
-        _ => None,
-    }
-}
-
-/// What a merge found.
-enum Merged {
-    /// Nothing merged: the record stays (with `Keep_Log Off`, `log` stays too).
-    None,
-    /// Fields to add; `time` when a parser set one.
-    Fields(Map, Option<EventTime>, bool),
 }
 
 /// Applies `Merge_Log` to one record. `parser` is the pod's suggestion, `merge_parser` the
 /// option's; `drop_key` removes a merged key of that name first (the filter's own
-/// `kubernetes`).
+/// `kubernetes`). `scratch` holds the merged pairs on their way into the record (one buffer
+/// for every record, not a map made and freed for each); `room` is how many pairs the caller
+/// adds after, reserved with the merged ones so the record's pairs grow once.
 pub fn merge_log(
     rec: &mut Record,
     parser: Option<&Parser>,
     merge_parser: Option<&Parser>,
     o: &MergeOptions,
     drop_key: &str,
+    scratch: &mut Vec<(Str, Value)>,
+    room: usize,
 ) {
     let Some(at) = rec.body.position("log") else {
         return;
     };
-    let merged = match &rec.body.0[at].1 {
-        Value::Map(m) => Merged::Fields(m.clone(), None, false),
-        Value::SharedMap(m) => Merged::Fields((**m).clone(), None, false),
-        Value::Str(s) => {
-            let text = s.as_str();
-            match parser.or(merge_parser) {
-                Some(p) => match p.parse(text) {
-                    Some(parsed) => Merged::Fields(
-                        parsed.body,
-                        Some(parsed.time.unwrap_or_else(EventTime::now)),
-                        o.trim,
-                    ),
-                    None => Merged::None,
-                },
-                None => match json_object(text) {
-                    Some(m) => Merged::Fields(m, None, o.trim),
-                    None => Merged::None,
-                },
-            }
+    // Under `Merge_Log_Key` the pairs become the new map's own; else they move into the
+    // record through the reused buffer.
+    let key = o.key.as_ref().filter(|k| !k.is_empty());
+    let mut own = Vec::new();
+    let fields = if key.is_some() {
+        &mut own
+    } else {
+        scratch.clear();
+        scratch
+    };
+    let (merged, time, trim) = match &rec.body.0[at].1 {
+        Value::Map(m) => {
+            fields.extend_from_slice(&m.0);
+            (true, None, false)
         }
+        Value::SharedMap(m) => {
+            fields.extend_from_slice(&m.0);
+            (true, None, false)
+        }
+        Value::Str(s) => match parser.or(merge_parser) {
+            Some(p) => match p.parse(s.as_str()) {
+                Some(Parsed { time, body }) => {
+                    // A new map takes the parser's pairs as they are.
+                    if fields.capacity() == 0 {
+                        *fields = body.0;
+                    } else {
+                        fields.extend(body.0);
+                    }
+                    (true, Some(time.unwrap_or_else(EventTime::now)), o.trim)
+                }
+                None => (false, None, false),
+            },
+            None => {
+                if fields.capacity() == 0 {
+                    // Room for a typical application object without regrowing.
+                    fields.reserve_exact(8);
+                }
+                (json_object_into(s.as_str(), fields), None, o.trim)
+            }
+        },
         // Neither a string nor a map: nothing to merge, but Keep_Log Off still drops it.
         _ => {
             if !o.keep_log {
@@ -180,17 +199,17 @@ pub fn merge_log(
             return;
         }
     };
-    let Merged::Fields(mut fields, time, trim) = merged else {
+    if !merged {
         return;
-    };
+    }
     if !o.keep_log {
         rec.body.0.remove(at);
     }
-    if fields.0.iter().any(|(k, _)| k == drop_key) {
-        fields.0.retain(|(k, _)| k != drop_key);
+    if fields.iter().any(|(k, _)| k == drop_key) {
+        fields.retain(|(k, _)| k != drop_key);
     }
     if trim {
-        for (_, v) in fields.0.iter_mut() {
+        for (_, v) in fields.iter_mut() {
             if let Value::Str(s) = v {
                 let t = trim_value(s);
                 if t.len() != s.len() {
@@ -202,12 +221,15 @@ pub fn merge_log(
     if let Some(t) = time {
         rec.time = t;
     }
-    match o.key.as_ref().filter(|k| !k.is_empty()) {
-        Some(k) if !fields.is_empty() => append(&mut rec.body, k.clone(), Value::Map(fields)),
+    match key {
+        Some(k) if !fields.is_empty() => {
+            rec.body.0.reserve_exact(1 + room);
+            append(&mut rec.body, k.clone(), Value::Map(Map(own)));
+        }
         Some(_) => {}
         // One pass with a hash index when the record or the merged object is large: an
         // application's object of 100,000 keys costs linear time, not 10^10 comparisons.
-        None => rec.body.append_replacing(fields.0),
+        None => rec.body.append_moving(fields, room),
     }
 }
 
@@ -269,10 +291,53 @@ mod tests {
             trim: true,
             keep_log: false,
         };
-        merge_log(&mut rec, None, None, &o, "kubernetes");
+        let mut scratch = Vec::new();
+        merge_log(&mut rec, None, None, &o, "kubernetes", &mut scratch, 1);
         let keys: Vec<_> = rec.body.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["time", "stream", "x"]);
         assert_eq!(rec.body.get("stream"), Some(&Value::from("fake")));
         assert_eq!(rec.time, EventTime(5), "JSON sets no time");
+        assert!(scratch.is_empty());
+    }
+
+    /// Merged pairs move into the record once, reserved with the caller's `room` exactly (a
+    /// record held in memory keeps no doubled capacity), and the buffer is reused.
+    #[test]
+    fn merged_pairs_move_in_with_exactly_the_room_asked_for() {
+        let o = MergeOptions {
+            key: None,
+            trim: false,
+            keep_log: true,
+        };
+        let mut scratch = Vec::new();
+        for (log, room) in [(r#"{"a":1,"b":{"c":"d"},"e":"f"}"#, 1), (r#"{"g":2}"#, 2)] {
+            let mut body = Map::with_capacity(4);
+            body.push("log", log);
+            body.push("stream", "stdout");
+            body.push("time", "t");
+            let mut rec = Record::new(EventTime(5), body);
+            merge_log(&mut rec, None, None, &o, "kubernetes", &mut scratch, room);
+            let merged = json_object(log).unwrap();
+            assert_eq!(&rec.body.0[3..], &merged.0[..], "{log}");
+            assert_eq!(rec.body.0.capacity(), rec.body.len() + room, "{log}");
+            assert!(scratch.is_empty());
+        }
+        assert!(scratch.capacity() >= 3, "the buffer is kept");
+        // Under a key the pairs are the new map's, and the record grows once.
+        let o = MergeOptions {
+            key: Some(Str::from("data")),
+            ..o
+        };
+        let mut body = Map::with_capacity(4);
+        body.push("log", r#"{"a":1,"b":2}"#);
+        body.push("stream", "stdout");
+        body.push("time", "t");
+        let mut rec = Record::new(EventTime(5), body);
+        merge_log(&mut rec, None, None, &o, "kubernetes", &mut scratch, 1);
+        assert_eq!(
+            rec.body.get("data"),
+            Some(&Value::Map(json_object(r#"{"a":1,"b":2}"#).unwrap()))
+        );
+        assert_eq!(rec.body.0.capacity(), rec.body.len() + 1);
     }
 }
