@@ -97,6 +97,7 @@ impl<'a> Reader<'a> {
     }
 
     /// At `{`.
+    #[inline(always)]
     fn object(&mut self, depth: usize) -> Option<Map> {
         let mut pairs: Vec<(Str, Value)> = Vec::with_capacity(8);
         self.pairs(depth, &mut pairs)?;

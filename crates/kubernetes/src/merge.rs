@@ -186,7 +186,7 @@ pub fn merge_log(
             None => {
                 if fields.capacity() == 0 {
                     // Room for a typical application object without regrowing.
-                    fields.reserve_exact(8);
+                    *fields = Vec::with_capacity(8);
                 }
                 (json_object_into(s.as_str(), fields), None, o.trim)
             }
@@ -210,10 +210,14 @@ pub fn merge_log(
     }
     if trim {
         for (_, v) in fields.iter_mut() {
+            // Only a value ending in a newline, `\n` or `\r` can lose anything: one byte
+            // tells, for the many that do not.
             if let Value::Str(s) = v {
-                let t = trim_value(s);
-                if t.len() != s.len() {
-                    *s = Str::from(t);
+                if matches!(s.as_bytes().last(), Some(b'\n' | b'n' | b'r')) {
+                    let t = trim_value(s);
+                    if t.len() != s.len() {
+                        *s = Str::from(t);
+                    }
                 }
             }
         }
