@@ -35,13 +35,14 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Pipelines to run (comma-separated): p1 docker → null, p2 docker JSON → kubernetes merge
-    /// → null, p3 the seed (docker nginx → kubernetes + nginx annotation parser → null), p4 CRI →
-    /// null, p5 the seed into cloudwatch_logs (moto, through a proxy that counts the bytes
-    /// sent), p5fh/p5ks/p5s3 the same into kinesis_firehose, kinesis_streams and s3
-    /// (aws_outputs.rs), cw docker nginx → cloudwatch (moto). p2/p3/p5 start the test Kubernetes API
-    /// server; cw and p5 need moto in the workspace's Python. idle: the seed's configuration
-    /// (tail with a DB on an empty directory, kubernetes, cloudwatch_logs, HTTP server) with no
-    /// traffic, its RSS read from /proc after --idle-secs. p6 a busy node: --p6-files files of
+    /// (under `Merge_Log_Key data`) → null, p2t the same merged at the top level, p3 the seed
+    /// (docker nginx → kubernetes + nginx annotation parser → null), p4 CRI → null, p5 the
+    /// seed into cloudwatch_logs (moto, through a proxy that counts the bytes sent),
+    /// p5fh/p5ks/p5s3 the same into kinesis_firehose, kinesis_streams and s3 (aws_outputs.rs),
+    /// cw docker nginx → cloudwatch (moto). p2/p2t/p3/p5 start the test Kubernetes API server;
+    /// cw and p5 need moto in the workspace's Python. idle: the seed's configuration (tail with
+    /// a DB on an empty directory, kubernetes, cloudwatch_logs, HTTP server) with no traffic,
+    /// its RSS read from /proc after --idle-secs. p6 a busy node: --p6-files files of
     /// --p6-lines lines written at once, then steady appends, through kubernetes into a file;
     /// reports CPU per million lines, RSS per file and the write-to-output lag. churn:
     /// --churn-pods pods come and go in waves (tail → kubernetes → file), RSS at start, peak and
@@ -620,18 +621,21 @@ fn main() -> ExitCode {
         .filter(|s| !s.is_empty())
         .collect();
     if let Some(w) = wanted.iter().find(|w| {
-        !["p1", "p2", "p3", "p4", "p5", "p6", "cw", "idle", "churn"].contains(&w.as_str())
+        ![
+            "p1", "p2", "p2t", "p3", "p4", "p5", "p6", "cw", "idle", "churn",
+        ]
+        .contains(&w.as_str())
             && !aws_outputs::NAMES.contains(&w.as_str())
     }) {
         eprintln!(
-            "unknown pipeline {w:?}: use p1, p2, p3, p4, p5, p5fh, p5ks, p5s3, p6, cw, idle or churn"
+            "unknown pipeline {w:?}: use p1, p2, p2t, p3, p4, p5, p5fh, p5ks, p5s3, p6, cw, idle or churn"
         );
         return ExitCode::FAILURE;
     }
     let want = |name: &str| wanted.iter().any(|w| w == name);
     let aws = aws_outputs::NAMES.iter().any(|p| want(p));
     let kube = if aws
-        || ["p2", "p3", "p5", "p6", "idle", "churn"]
+        || ["p2", "p2t", "p3", "p5", "p6", "idle", "churn"]
             .iter()
             .any(|p| want(p))
     {
@@ -697,8 +701,26 @@ fn main() -> ExitCode {
             });
         }
         if let Some(k) = &kube {
-            if want("p2") {
-                let (pod, ns, container) = ("orders-api-7d9f8b6c5-k2x9p", "shop", "app");
+            // P2 merges under `Merge_Log_Key data`, as the seed does; P2t at the top level
+            // (Fluent Bit's default, no key), which takes another path through `Merge_Log`.
+            for (want_it, name, what, pod) in [
+                (
+                    want("p2"),
+                    "P2",
+                    "docker JSON → kubernetes merge → null",
+                    "orders-api-7d9f8b6c5-k2x9p",
+                ),
+                (
+                    want("p2t"),
+                    "P2t",
+                    "docker JSON → kubernetes merge at the top level → null",
+                    "orders-api-7d9f8b6c5-t0p7l",
+                ),
+            ] {
+                if !want_it {
+                    continue;
+                }
+                let (ns, container) = ("shop", "app");
                 let f = containers.join(format!("{pod}_{ns}_{container}-{hex}.log"));
                 let bytes = write_docker_json(&f, args.lines)?;
                 k.server.add_pod(pod_json(
@@ -709,10 +731,14 @@ fn main() -> ExitCode {
                     hex,
                     serde_json::json!({"kubernetes.io/psp": "eks.privileged"}),
                 ));
+                let mut filter = k.filter("");
+                if name == "P2t" {
+                    filter = filter.replace("    Merge_Log_Key data\n", "");
+                }
                 v.push(Pipeline {
-                    name: "P2",
-                    what: "docker JSON → kubernetes merge → null",
-                    config: config(&f, &tail, docker, 5, &k.filter("")),
+                    name,
+                    what,
+                    config: config(&f, &tail, docker, 5, &filter),
                     file: f,
                     bytes,
                     lines: args.lines,

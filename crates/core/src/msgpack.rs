@@ -255,6 +255,7 @@ pub fn mem_and_event_size(
     for (k, v) in r.body.iter() {
         acc.str(k);
         match v {
+            Value::Str(s) => acc.str(s),
             Value::SharedMap(m) => acc.wire += shared_map_size(m, memo),
             v => acc.value(v),
         }
@@ -290,7 +291,11 @@ impl Sizes {
                 self.wire += len_header(m.len(), 16);
                 for (k, x) in m.iter() {
                     self.str(k);
-                    self.value(x);
+                    // Strings, most values, without the recursive call's frame.
+                    match x {
+                        Value::Str(s) => self.str(s),
+                        x => self.value(x),
+                    }
                 }
             }
             Value::Array(a) => {
