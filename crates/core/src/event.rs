@@ -362,7 +362,7 @@ impl Map {
     }
 
     /// [`Map::append_replacing`] of the pairs `pairs` holds, leaving it empty (its buffer is
-    /// kept for the next record). When no key comes twice, which a 64-bit set of key
+    /// kept for the next record, except when a key repeats). When no key comes twice, which a 64-bit set of key
     /// fingerprints shows without comparing keys (a scan only on a fingerprint hit), the pairs
     /// move in with one reservation of exactly what they need plus `room` for pairs the
     /// caller adds next.

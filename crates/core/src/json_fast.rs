@@ -25,6 +25,21 @@ static STOP: [bool; 256] = {
     t
 };
 
+/// What each byte after a backslash stands for in a JSON string; 0 where JSON has no such
+/// short escape (`\u`, which the general parsers handle, or an invalid one).
+pub static SHORT_ESCAPES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t[b'/' as usize] = b'/';
+    t[b'n' as usize] = b'\n';
+    t[b't' as usize] = b'\t';
+    t[b'r' as usize] = b'\r';
+    t[b'b' as usize] = 0x08;
+    t[b'f' as usize] = 0x0c;
+    t
+};
+
 /// The index of the first byte at or after `i` that ends a plain run ([`STOP`]): 8 bytes at a
 /// time with the "has a zero byte" and "has a byte less than" word tricks, whose lowest hit is
 /// exact (borrows only disturb the bits above it), then byte by byte for the last few.
@@ -51,12 +66,9 @@ fn plain_end(b: &[u8], mut i: usize) -> Option<usize> {
 
 /// The object at the start of `text` (no leading whitespace) and the text after it.
 pub fn object(text: &str) -> Option<(Map, &str)> {
-    let mut r = Reader { s: text, i: 0 };
-    if r.peek()? != b'{' {
-        return None;
-    }
-    let m = r.object(0)?;
-    Some((m, &text[r.i..]))
+    let mut pairs = Vec::with_capacity(8);
+    let rest = object_into(text, &mut pairs)?;
+    Some((Map(pairs), rest))
 }
 
 /// [`object`], with the object's pairs appended to `out` instead of a new map (`Merge_Log`
@@ -203,18 +215,11 @@ impl<'a> Reader<'a> {
         out.push_str(self.s.get(start..i)?);
         loop {
             // b[i] is a backslash.
-            out.push(match b.get(i + 1)? {
-                b'"' => '"',
-                b'\\' => '\\',
-                b'/' => '/',
-                b'n' => '\n',
-                b't' => '\t',
-                b'r' => '\r',
-                b'b' => '\u{8}',
-                b'f' => '\u{c}',
-                // `\u`: serde_json's path (surrogate pairs, lone surrogates).
-                _ => return None,
-            });
+            // `\u` (0 in the table): serde_json's path (surrogate pairs, lone surrogates).
+            match SHORT_ESCAPES[usize::from(*b.get(i + 1)?)] {
+                0 => return None,
+                c => out.push(char::from(c)),
+            }
             i += 2;
             let run = i;
             i = plain_end(b, i)?;

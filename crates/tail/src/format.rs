@@ -4,6 +4,7 @@
 //!
 //! A line that does not decode is never dropped: it becomes `{"log": <line>}`.
 
+use logferry_core::json_fast::SHORT_ESCAPES;
 use logferry_core::{EventTime, Map, Record, Str, Value};
 
 /// How a line becomes a record.
@@ -228,7 +229,7 @@ fn json_string(s: &str) -> Option<(Str, &str)> {
             } else {
                 *b.get(i + 1)?
             };
-            let c = UNESCAPE[usize::from(e)];
+            let c = SHORT_ESCAPES[usize::from(e)];
             if c == 0 {
                 return None;
             }
@@ -249,7 +250,7 @@ fn json_string(s: &str) -> Option<(Str, &str)> {
         match *b.get(i)? {
             b'"' => return finish(out, o, s, i),
             b'\\' => {
-                let c = UNESCAPE[usize::from(*b.get(i + 1)?)];
+                let c = SHORT_ESCAPES[usize::from(*b.get(i + 1)?)];
                 if c == 0 {
                     return None;
                 }
@@ -282,21 +283,6 @@ fn specials(w: u64) -> u64 {
     let zero = |x: u64| !(((x & LOW7) + LOW7) | x | LOW7);
     zero(w ^ QUOTES) | zero(w ^ BACKSLASHES)
 }
-
-/// What each byte after a backslash stands for; 0 where JSON has no such short escape (`\u`
-/// goes to the general parser).
-const UNESCAPE: [u8; 256] = {
-    let mut t = [0u8; 256];
-    t[b'"' as usize] = b'"';
-    t[b'\\' as usize] = b'\\';
-    t[b'/' as usize] = b'/';
-    t[b'n' as usize] = b'\n';
-    t[b't' as usize] = b'\t';
-    t[b'r' as usize] = b'\r';
-    t[b'b' as usize] = 0x08;
-    t[b'f' as usize] = 0x0c;
-    t
-};
 
 const QUOTES: u64 = 0x2222_2222_2222_2222;
 const BACKSLASHES: u64 = 0x5c5c_5c5c_5c5c_5c5c;
