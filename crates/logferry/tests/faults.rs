@@ -89,6 +89,17 @@ impl World {
         path
     }
 
+    /// Starts the agent on `conf` with the pod's log file there (empty) and waits until the
+    /// tail input follows it. The seed has no `Read_from_Head`, so a file its first scan finds
+    /// is read from its end, as in Fluent Bit: a line written between "logferry started" and
+    /// that scan is skipped by design, and a case must not count it as lost.
+    fn start_following(&self, conf: &Path) -> Agent {
+        drop(ContainerLog::create(&self.log_file()));
+        Agent::start(conf, &[])
+            .started()
+            .following(&self.log_file())
+    }
+
     /// The ids CloudWatch Logs holds.
     fn cloudwatch_ids(&self) -> Vec<String> {
         ids_of_json(log_messages(self.moto.port, REGION, GROUP))
@@ -129,7 +140,7 @@ fn write_lines(
 async fn outage_case(case: &'static str, output: &str) {
     let w = World::start().await;
     let conf = w.seed_config("", "", output, "");
-    let agent = Agent::start(&conf, &[]).started();
+    let agent = w.start_following(&conf);
     const N: usize = 12_000;
     // 12,000 lines of ~600 bytes: more than the input's 5MB Mem_Buf_Limit holds, so it pauses
     // during the outage and the log files are the buffer.
@@ -218,9 +229,8 @@ async fn kill_9_at_random_moments_loses_nothing() {
     let _one = SERIAL.lock().await;
     let w = World::start().await;
     let conf = w.seed_config("", "", "", "");
-    // The pod starts logging once the agent runs (the seed reads files found at its first
-    // start from their end).
-    let agent = Agent::start(&conf, &[]).started();
+    // The pod starts logging once the agent follows its file (see `start_following`).
+    let agent = w.start_following(&conf);
     const N: usize = 30_000;
     let writer = write_lines(w.log_file(), "kill9", N, 200, 800, |i, log| {
         if i % 8_000 == 7_999 {
@@ -277,7 +287,7 @@ async fn deleted_files_with_filesystem_storage_lose_nothing() {
         "",
     );
     w.proxy.set_mode(Mode::Unavailable);
-    let agent = Agent::start(&conf, &[]).started();
+    let agent = w.start_following(&conf);
     const N: usize = 6_000;
     let writer = write_lines(w.log_file(), "fs-deleted", N, 300, 1_000, |i, log| {
         if i > 0 && i % 1_500 == 0 {
@@ -347,7 +357,7 @@ async fn total_limit_size_drops_the_oldest_and_counts_them_while_others_keep_up(
         ),
     );
     w.proxy.set_mode(Mode::Unavailable);
-    let agent = Agent::start(&conf, &[]).started();
+    let agent = w.start_following(&conf);
     const N: usize = 5_000;
     let written = write_lines(w.log_file(), "limit", N, 300, 1_000, |_, _| {})
         .join()
@@ -567,7 +577,7 @@ async fn a_record_cloudwatch_refuses_is_kept_as_a_dead_letter() {
         "",
         "",
     );
-    let agent = Agent::start(&conf, &[]).started();
+    let agent = w.start_following(&conf);
     let mut log = ContainerLog::create(&w.log_file());
     // The seed fixture's time: 2019, far older than 14 days.
     log.write_raw(&format!(

@@ -55,6 +55,24 @@ impl Agent {
         self
     }
 
+    /// Waits (bounded) until the tail input logs that it follows `file`. A file found at the
+    /// first scan without `Read_from_Head` is read from its end (Fluent Bit's documented
+    /// default), so a case writing to such a file must wait for this before its first line.
+    pub fn following(self, file: &Path) -> Agent {
+        let name = file.display().to_string();
+        assert!(
+            wait(30, || self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("following file") && l.contains(&name))),
+            "the agent did not follow {name}:\n{}",
+            self.log.lock().unwrap().join("\n")
+        );
+        self
+    }
+
     /// SIGKILL, as a crash or an OOM kill.
     pub fn kill9(mut self) -> Vec<String> {
         let _ = self.child.kill();
