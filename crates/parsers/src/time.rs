@@ -311,12 +311,10 @@ impl TimeFormat {
                 p.day.or(Some(today.day())),
             )
         };
-        let year = i32::try_from(year).ok()?;
-        let date = match (month, day, p.yday) {
-            (None, None, Some(yday)) => NaiveDate::from_yo_opt(year, yday)?,
-            (m, d, _) => NaiveDate::from_ymd_opt(year, m.unwrap_or(1), d.unwrap_or(1))?,
+        let days = match (month, day, p.yday) {
+            (None, None, Some(yday)) => days_from_ordinal(year, yday)?,
+            (m, d, _) => days_from_civil(year, m.unwrap_or(1), d.unwrap_or(1))?,
         };
-        let days = i64::from(date.num_days_from_ce()) - DAYS_CE_TO_EPOCH;
         let local =
             days * 86_400 + i64::from(hour) * 3600 + i64::from(p.minute) * 60 + i64::from(p.second);
         let offset = match p.offset {
@@ -350,8 +348,44 @@ impl TimeFormat {
     }
 }
 
-/// Days from 0001-01-01 (day 1 of the common era) to 1970-01-01.
-const DAYS_CE_TO_EPOCH: i64 = 719_163;
+/// The dates `NaiveDate` can hold (chrono's range, which this code used before): a year
+/// outside it is no time, as it was.
+const YEARS: std::ops::RangeInclusive<i64> = -262_143..=262_142;
+
+fn is_leap(year: i64) -> bool {
+    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+}
+
+/// Days from 1970-01-01 to `year-month-day` of the proleptic Gregorian calendar; `None` for a
+/// day the month does not have (Feb 30), as `NaiveDate::from_ymd_opt` gives. The count is
+/// Howard Hinnant's `days_from_civil` (years counted from March, so the leap day is last):
+/// a few multiplies instead of chrono's table walk and its `NaiveDate` on every line.
+fn days_from_civil(year: i64, month: u32, day: u32) -> Option<i64> {
+    const DAYS: [u32; 12] = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !YEARS.contains(&year) || !(1..=12).contains(&month) || day == 0 {
+        return None;
+    }
+    let last = DAYS[month as usize - 1] + u32::from(month == 2 && is_leap(year));
+    if day > last {
+        return None;
+    }
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (i64::from(month) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
+/// Days from 1970-01-01 to day `yday` (1-based) of `year`; `None` past the year's last day.
+fn days_from_ordinal(year: i64, yday: u32) -> Option<i64> {
+    let len = 365 + u32::from(is_leap(year));
+    if yday == 0 || yday > len {
+        return None;
+    }
+    Some(days_from_civil(year, 1, 1)? + i64::from(yday) - 1)
+}
 
 /// The local zone's offset (seconds east of UTC) for a local wall-clock time, as mktime(3)
 /// with `tm_isdst = -1` would pick it: the earlier of two readings in a fold, and the offset
@@ -437,9 +471,10 @@ const WEEKDAYS: [&str; 7] = [
 const AMPM: [&str; 2] = ["am", "pm"];
 
 /// Reads a full or three-letter name from `names` (lowercase; matched case-insensitively);
-/// returns its index. The full name is taken when it is there; only names whose first three
-/// letters match are compared in full (a full name starts with its short form). The input's
-/// first three letters are lowercased once, so each candidate costs one short compare.
+/// returns its index. The input's first three letters are lowercased once into a number, so
+/// each candidate costs one masked compare (a name's first letters are unique in each table).
+/// The full name is taken when it is there (a full name starts with its short form); its next
+/// letter is checked before the whole name is compared, so "Nov/" costs one byte's look.
 fn name(s: &[u8], pos: &mut usize, names: &[&str], keys: &[(u32, u32)]) -> Option<u32> {
     let rest = s.get(*pos..)?;
     let mut key = [0u8; 4];
@@ -448,17 +483,18 @@ fn name(s: &[u8], pos: &mut usize, names: &[&str], keys: &[(u32, u32)]) -> Optio
         *d = b.to_ascii_lowercase();
     }
     let key = u32::from_le_bytes(key);
-    for (i, (n, &(short_key, mask))) in names.iter().zip(keys).enumerate() {
-        let n = n.as_bytes();
-        let short = n.len().min(3);
-        // The first letters as one number: one compare per candidate.
-        if short <= k && key & mask == short_key {
-            let full = rest.len() >= n.len() && rest[..n.len()].eq_ignore_ascii_case(n);
-            *pos += if full { n.len() } else { short };
-            return Some(i as u32);
-        }
-    }
-    None
+    // A name longer than the input has a letter where `key` has a zero: no match.
+    let i = keys
+        .iter()
+        .position(|&(short_key, mask)| key & mask == short_key)?;
+    let n = names[i].as_bytes();
+    let short = n.len().min(3);
+    let full = n.len() > short
+        && rest.get(short).map(u8::to_ascii_lowercase) == Some(n[short])
+        && rest.len() >= n.len()
+        && rest[..n.len()].eq_ignore_ascii_case(n);
+    *pos += if full { n.len() } else { short };
+    Some(i as u32)
 }
 
 /// Each name's first three letters (fewer for a shorter name) as a little-endian number, with
@@ -623,6 +659,44 @@ mod tests {
             let want = at("%d/%m/%Y", &format!("01/{:02}/2026", i + 1));
             assert_eq!(at("%d/%b/%Y", &text), want, "{text}");
         }
+    }
+
+    /// The day counts agree with chrono's `NaiveDate` (what this code used before) on every
+    /// month and day number, valid or not, across leap and century years and both eras, and
+    /// on the edges of chrono's range.
+    #[test]
+    fn day_counts_agree_with_chrono() {
+        let chrono_days = |y: i64, m: u32, d: u32| {
+            NaiveDate::from_ymd_opt(i32::try_from(y).ok()?, m, d)
+                .map(|n| i64::from(n.num_days_from_ce()) - 719_163)
+        };
+        let years = (-410..=410)
+            .chain(1590..=2410)
+            .chain([-262_144, -262_143, 262_142, 262_143, 99_999]);
+        let mut checked = 0;
+        for y in years {
+            for m in 0..=13 {
+                for d in 0..=32 {
+                    assert_eq!(
+                        days_from_civil(y, m, d),
+                        chrono_days(y, m, d),
+                        "{y}-{m}-{d}"
+                    );
+                    checked += 1;
+                }
+            }
+            for yd in [0, 1, 59, 60, 365, 366, 367] {
+                let want = i32::try_from(y)
+                    .ok()
+                    .and_then(|y32| NaiveDate::from_yo_opt(y32, yd))
+                    .map(|n| i64::from(n.num_days_from_ce()) - 719_163);
+                assert_eq!(days_from_ordinal(y, yd), want, "{y} day {yd}");
+            }
+        }
+        assert!(checked > 700_000);
+        assert_eq!(days_from_civil(1970, 1, 1), Some(0));
+        assert_eq!(days_from_civil(2000, 2, 29), Some(11_016));
+        assert_eq!(days_from_civil(1900, 2, 29), None);
     }
 
     #[test]

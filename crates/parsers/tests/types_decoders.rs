@@ -50,6 +50,14 @@ const PARSERS: &str = r#"
     Regex   ^(?<a>[^,]*),(?<b>[^,]*)$
 
 [PARSER]
+    Name    gaps
+    Format  regex
+    Regex   ^(?<t>[^,]*),(?<a>[^,]*),(?<b>[^,]*)(?:,(?<c>[^,]*))?,(?<n>[^,]*)$
+    Time_Key t
+    Time_Format %s
+    Types   n:integer
+
+[PARSER]
     Name    optional
     Format  regex
     Regex   ^(?<a>\w+)(?: (?<b>\w+))?$
@@ -169,6 +177,49 @@ fn empty_and_unmatched_groups() {
         None,
     );
     check(&ps.get("optional").unwrap(), "one two three", None, None);
+}
+
+/// Groups left out (an unreadable time, an empty value under `Skip_Empty_Values`, an
+/// optional group that did not take part) leave the others in the pattern's order, each under
+/// its own name and with its own value and type; the pairs are made in place, and a gap moves
+/// the later ones down.
+#[test]
+fn left_out_groups_keep_the_others_in_order() {
+    let p = parsers().get("gaps").unwrap();
+    let pairs = |line: &str| -> Vec<(String, serde_json::Value)> {
+        let parsed = p.parse(line).expect("matches");
+        parsed
+            .body
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::to_value(v).expect("serializes")))
+            .collect()
+    };
+    let s = |k: &str, v: &str| (k.to_string(), json!(v));
+    assert_eq!(
+        pairs("1700000000,x,y,z,7"),
+        vec![
+            s("a", "x"),
+            s("b", "y"),
+            s("c", "z"),
+            ("n".into(), json!(7))
+        ]
+    );
+    assert_eq!(
+        pairs("never,x,,z,7"),
+        vec![s("a", "x"), s("c", "z"), ("n".into(), json!(7))]
+    );
+    assert_eq!(
+        pairs("never,,y,8"),
+        vec![s("b", "y"), ("n".into(), json!(8))]
+    );
+    assert_eq!(
+        pairs("never,,,,"),
+        Vec::<(String, serde_json::Value)>::new()
+    );
+    assert_eq!(
+        pairs(",x,y,9"),
+        vec![s("a", "x"), s("b", "y"), ("n".into(), json!(9))]
+    );
 }
 
 #[test]
