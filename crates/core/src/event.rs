@@ -92,6 +92,17 @@ impl PartialEq for Value {
 }
 
 impl Value {
+    /// Writes `v` over this value, which must be a `Null` put there as a placeholder: parsers
+    /// make a pair where it stays and then fill it, because a pair made on the stack and
+    /// moved in is read back with wider loads than the stores that made it (store-forwarding
+    /// stalls; docs/performance.md). An assignment would call `drop_in_place` on the `Null`,
+    /// a call per field that frees nothing; forgetting a `Null` leaks nothing.
+    #[inline(always)]
+    pub fn fill_null(&mut self, v: Value) {
+        debug_assert!(matches!(self, Value::Null), "only a placeholder is filled");
+        std::mem::forget(std::mem::replace(self, v));
+    }
+
     /// The string inside, if this is a string.
     pub fn as_str(&self) -> Option<&str> {
         match self {

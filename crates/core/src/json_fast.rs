@@ -82,6 +82,9 @@ pub fn object_into<'t>(text: &'t str, out: &mut Vec<(Str, Value)>) -> Option<&'t
     Some(&text[r.i..])
 }
 
+/// The pair [`Reader::pairs`] pushes before reading a key and a value into it.
+const EMPTY_PAIR: (Str, Value) = (Str::const_new(""), Value::Null);
+
 struct Reader<'a> {
     s: &'a str,
     i: usize,
@@ -108,15 +111,10 @@ impl<'a> Reader<'a> {
         (self.peek()? == c).then(|| self.i += 1)
     }
 
-    /// At `{`.
-    #[inline(always)]
-    fn object(&mut self, depth: usize) -> Option<Map> {
-        let mut pairs: Vec<(Str, Value)> = Vec::with_capacity(8);
-        self.pairs(depth, &mut pairs)?;
-        Some(Map(pairs))
-    }
-
-    /// At `{`: the object's pairs, appended to `out`.
+    /// At `{`: the object's pairs, appended to `out`. Each pair is pushed empty first and its
+    /// key and value are then read into it where it stays: a pair made on the stack and
+    /// pushed was read back with wider loads than the stores that made it (store-forwarding
+    /// stalls, most of this reader's cpu-clock samples on P2; docs/performance.md).
     fn pairs(&mut self, depth: usize, out: &mut Vec<(Str, Value)>) -> Option<()> {
         if depth >= MAX_DEPTH {
             return None;
@@ -129,10 +127,13 @@ impl<'a> Reader<'a> {
         }
         loop {
             self.eat(b'"')?;
-            let k = self.string()?;
+            // From a constant: built in place, the pair's unset bytes were copied from a
+            // stack slot written at other widths (a stall of its own).
+            out.push(EMPTY_PAIR);
+            let (k, v) = out.last_mut()?;
+            self.string_into(k)?;
             self.eat(b':')?;
-            let v = self.value(depth)?;
-            out.push((k, v));
+            self.value_into(depth, v)?;
             self.skip_ws();
             match self.peek()? {
                 b',' => self.i += 1,
@@ -145,67 +146,89 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// At `[`.
-    fn array(&mut self, depth: usize) -> Option<Vec<Value>> {
+    /// At `[`: the array's values, read in place as [`Reader::pairs`] reads pairs.
+    fn array_into(&mut self, depth: usize, out: &mut Vec<Value>) -> Option<()> {
         if depth >= MAX_DEPTH {
             return None;
         }
         self.i += 1;
-        let mut out = Vec::new();
         self.skip_ws();
         if self.peek()? == b']' {
             self.i += 1;
-            return Some(out);
+            return Some(());
         }
         loop {
-            out.push(self.value(depth)?);
+            out.push(Value::Null);
+            self.value_into(depth, out.last_mut()?)?;
             self.skip_ws();
             match self.peek()? {
                 b',' => self.i += 1,
                 b']' => {
                     self.i += 1;
-                    return Some(out);
+                    return Some(());
                 }
                 _ => return None,
             }
         }
     }
 
-    fn value(&mut self, depth: usize) -> Option<Value> {
+    /// The value here, written over `dst` (a `Null` placeholder).
+    fn value_into(&mut self, depth: usize, dst: &mut Value) -> Option<()> {
         self.skip_ws();
         match self.peek()? {
             b'"' => {
                 self.i += 1;
-                self.string().map(Value::Str)
+                dst.fill_null(Value::Str(Str::default()));
+                match dst {
+                    Value::Str(s) => self.string_into(s),
+                    _ => None,
+                }
             }
-            b'{' => self.object(depth + 1).map(Value::Map),
-            b'[' => self.array(depth + 1).map(Value::Array),
-            b't' => self.word("true", Value::Bool(true)),
-            b'f' => self.word("false", Value::Bool(false)),
-            b'n' => self.word("null", Value::Null),
-            b'-' | b'0'..=b'9' => self.number(),
+            b'{' => {
+                dst.fill_null(Value::Map(Map(Vec::with_capacity(8))));
+                match dst {
+                    Value::Map(m) => self.pairs(depth + 1, &mut m.0),
+                    _ => None,
+                }
+            }
+            b'[' => {
+                dst.fill_null(Value::Array(Vec::new()));
+                match dst {
+                    Value::Array(a) => self.array_into(depth + 1, a),
+                    _ => None,
+                }
+            }
+            b't' => self.word("true", Value::Bool(true), dst),
+            b'f' => self.word("false", Value::Bool(false), dst),
+            b'n' => self.word("null", Value::Null, dst),
+            b'-' | b'0'..=b'9' => {
+                dst.fill_null(self.number()?);
+                Some(())
+            }
             _ => None,
         }
     }
 
-    fn word(&mut self, w: &str, v: Value) -> Option<Value> {
+    fn word(&mut self, w: &str, v: Value, dst: &mut Value) -> Option<()> {
         self.s[self.i..].starts_with(w).then(|| {
             self.i += w.len();
-            v
+            dst.fill_null(v);
         })
     }
 
-    /// After the opening quote; leaves `i` after the closing one. Plain runs are skipped 8
-    /// bytes at a time ([`plain_end`]): the strings of a log object are short, so a vectorized
-    /// search would cost more in its call than it saves.
-    fn string(&mut self) -> Option<Str> {
+    /// After the opening quote; appends the string to `dst` (empty) and leaves `i` after the
+    /// closing quote. Plain runs are skipped 8 bytes at a time ([`plain_end`]): the strings of
+    /// a log object are short, so a vectorized search would cost more in its call than it
+    /// saves. A plain string is copied straight into `dst` (inline when it fits).
+    fn string_into(&mut self, dst: &mut Str) -> Option<()> {
         let b = self.s.as_bytes();
         let start = self.i;
         let mut i = plain_end(b, start)?;
         match b[i] {
             b'"' => {
                 self.i = i + 1;
-                return Some(Str::from(self.s.get(start..i)?));
+                dst.push_str(self.s.get(start..i)?);
+                return Some(());
             }
             b'\\' => {}
             _ => return None,
@@ -227,7 +250,8 @@ impl<'a> Reader<'a> {
             match b[i] {
                 b'"' => {
                     self.i = i + 1;
-                    return Some(Str::from(out));
+                    *dst = Str::from(out);
+                    return Some(());
                 }
                 b'\\' => {}
                 _ => return None,
