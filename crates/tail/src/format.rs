@@ -151,22 +151,37 @@ fn docker_fast(line: &[u8]) -> Option<Map> {
     }
     let line = std::str::from_utf8(line).ok()?;
     let rest = line.strip_prefix(r#"{"log":""#)?;
-    let (log, rest) = json_string(rest)?;
+    // One spare pair: the kubernetes filter appends `kubernetes` to nearly every container
+    // record, and a full 3-pair map would grow to 6 (a realloc, and 112 bytes per record held).
+    // The pairs are pushed from constants and the strings read into them where they stay: a
+    // string made on the stack and moved in was read back with wider loads than the stores
+    // that made it (a store-forwarding stall per field; docs/performance.md).
+    let mut body = Map::with_capacity(4);
+    for pair in DOCKER_PAIRS {
+        body.0.push(pair);
+    }
+    let [(_, Value::Str(log)), (_, Value::Str(stream)), (_, Value::Str(time))] =
+        body.0.as_mut_slice()
+    else {
+        return None;
+    };
+    let rest = json_string(rest, log)?;
     let rest = rest.strip_prefix(r#","stream":""#)?;
-    let (stream, rest) = json_string(rest)?;
+    let rest = json_string(rest, stream)?;
     let rest = rest.strip_prefix(r#","time":""#)?;
-    let (time, rest) = json_string(rest)?;
+    let rest = json_string(rest, time)?;
     if rest != "}" {
         return None;
     }
-    // One spare pair: the kubernetes filter appends `kubernetes` to nearly every container
-    // record, and a full 3-pair map would grow to 6 (a realloc, and 112 bytes per record held).
-    let mut body = Map::with_capacity(4);
-    body.0.push((LOG, Value::Str(log)));
-    body.0.push((STREAM, Value::Str(stream)));
-    body.0.push((TIME, Value::Str(time)));
     Some(body)
 }
+
+/// A Docker record's pairs before [`docker_fast`] reads the values into them.
+const DOCKER_PAIRS: [(Str, Value); 3] = [
+    (LOG, Value::Str(Str::const_new(""))),
+    (STREAM, Value::Str(Str::const_new(""))),
+    (TIME, Value::Str(Str::const_new(""))),
+];
 
 /// The keys of a container log record, made once at compile time rather than copied into a
 /// new `CompactString` for every line.
@@ -184,8 +199,8 @@ fn trim_ascii_end(mut b: &[u8]) -> &[u8] {
     b
 }
 
-/// Reads a JSON string body up to its closing quote (the opening one is already consumed);
-/// returns the unescaped text and what follows the quote. `None` on `\u` escapes (and any
+/// Reads a JSON string body up to its closing quote (the opening one is already consumed)
+/// into `dst` (empty); returns what follows the quote. `None` on `\u` escapes (and any
 /// unknown escape), which the general parser handles (or rejects) instead.
 ///
 /// Application JSON inside `log` has an escaped quote every few bytes, so after the first
@@ -194,11 +209,12 @@ fn trim_ascii_end(mut b: &[u8]) -> &[u8] {
 /// call), and each word is stored whole at the write position, which moves only over the
 /// bytes that belong. The output is made once at the rest of the line's length (unescaping
 /// only shrinks).
-fn json_string(s: &str) -> Option<(Str, &str)> {
+fn json_string<'s>(s: &'s str, dst: &mut Str) -> Option<&'s str> {
     let b = s.as_bytes();
     let first = memchr::memchr2(b'"', b'\\', b)?;
     if b[first] == b'"' {
-        return Some((Str::from(&s[..first]), &s[first + 1..]));
+        set_str(dst, &s[..first]);
+        return s.get(first + 1..);
     }
     // +8: a word is stored whole even where the text ends inside it.
     let mut out = vec![0u8; b.len() + 8];
@@ -221,7 +237,7 @@ fn json_string(s: &str) -> Option<(Str, &str)> {
             i += k;
             o += k;
             if (w >> (8 * k)) as u8 == b'"' {
-                return finish(out, o, s, i);
+                return finish(out, o, s, i, dst);
             }
             // A backslash; the byte it escapes is the next one, in `w` unless it was last.
             let e = if k + 1 < left {
@@ -248,7 +264,7 @@ fn json_string(s: &str) -> Option<(Str, &str)> {
     // The last few bytes, one at a time.
     loop {
         match *b.get(i)? {
-            b'"' => return finish(out, o, s, i),
+            b'"' => return finish(out, o, s, i, dst),
             b'\\' => {
                 let c = SHORT_ESCAPES[usize::from(*b.get(i + 1)?)];
                 if c == 0 {
@@ -266,14 +282,47 @@ fn json_string(s: &str) -> Option<(Str, &str)> {
     }
 }
 
-/// `json_string`'s result: the first `len` bytes of `out`, and the text after the quote at
-/// `quote`.
-fn finish(mut out: Vec<u8>, len: usize, s: &str, quote: usize) -> Option<(Str, &str)> {
+/// `json_string`'s result: the first `len` bytes of `out` into `dst`, and the text after the
+/// quote at `quote`.
+fn finish<'s>(
+    mut out: Vec<u8>,
+    len: usize,
+    s: &'s str,
+    quote: usize,
+    dst: &mut Str,
+) -> Option<&'s str> {
     out.truncate(len);
     // Only ASCII was cut at or put in, so the text is still UTF-8.
     let text = String::from_utf8(out).ok()?;
-    Some((Str::from(text), s.get(quote + 1..)?))
+    if text.len() <= INLINE {
+        dst.push_str(&text);
+    } else {
+        // The buffer becomes the string's own.
+        *dst = Str::from(text);
+    }
+    s.get(quote + 1..)
 }
+
+/// A CRI record's pairs before [`decode_cri`] writes the values into them.
+const CRI_PAIRS: [(Str, Value); 4] = [
+    (TIME, Value::Str(Str::const_new(""))),
+    (STREAM, Value::Str(Str::const_new(""))),
+    (PARTIAL, Value::Str(Str::const_new(""))),
+    (LOG, Value::Str(Str::const_new(""))),
+];
+
+/// `text` into `dst` (empty): copied into `dst` itself when it fits inline (no string made
+/// on the stack to be read back with wider loads), else a heap string, three words.
+fn set_str(dst: &mut Str, text: &str) {
+    if text.len() <= INLINE {
+        dst.push_str(text);
+    } else {
+        *dst = Str::from(text);
+    }
+}
+
+/// The longest string a `Str` holds inline.
+const INLINE: usize = std::mem::size_of::<Str>();
 
 /// The high bit of each byte of `w` that is a quote or a backslash, and no other bit: exact
 /// for every byte (no borrow runs from one byte into the next), so every hit in a word can be
@@ -304,12 +353,20 @@ pub fn decode_cri(line: &[u8]) -> Option<Decoded> {
     if p != "P" && p != "F" {
         return None;
     }
-    // One spare pair for the kubernetes filter's `kubernetes` (see `docker_fast`).
+    // One spare pair for the kubernetes filter's `kubernetes`; the pairs made in place (both
+    // as in `docker_fast`).
     let mut body = Map::with_capacity(5);
-    body.0.push((TIME, Value::from(time_s)));
-    body.0.push((STREAM, Value::from(stream)));
-    body.0.push((PARTIAL, Value::from(p)));
-    body.0.push((LOG, Value::from(log)));
+    for pair in CRI_PAIRS {
+        body.0.push(pair);
+    }
+    if let [(_, Value::Str(t)), (_, Value::Str(st)), (_, Value::Str(pp)), (_, Value::Str(l))] =
+        body.0.as_mut_slice()
+    {
+        set_str(t, time_s);
+        set_str(st, stream);
+        set_str(pp, p);
+        set_str(l, log);
+    }
     Some(Decoded {
         record: Record::new(time, body),
         partial: p == "P",
