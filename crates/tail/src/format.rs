@@ -157,9 +157,11 @@ fn docker_fast(line: &[u8]) -> Option<Map> {
     // string made on the stack and moved in was read back with wider loads than the stores
     // that made it (a store-forwarding stall per field; docs/performance.md).
     let mut body = Map::with_capacity(4);
-    for pair in DOCKER_PAIRS {
-        body.0.push(pair);
-    }
+    // One push per constant: a loop over an array of them copied the array to the stack
+    // and each pair out of it at other widths, the very stall this avoids.
+    body.0.push(const { pair(LOG) });
+    body.0.push(const { pair(STREAM) });
+    body.0.push(const { pair(TIME) });
     let [(_, Value::Str(log)), (_, Value::Str(stream)), (_, Value::Str(time))] =
         body.0.as_mut_slice()
     else {
@@ -176,12 +178,11 @@ fn docker_fast(line: &[u8]) -> Option<Map> {
     Some(body)
 }
 
-/// A Docker record's pairs before [`docker_fast`] reads the values into them.
-const DOCKER_PAIRS: [(Str, Value); 3] = [
-    (LOG, Value::Str(Str::const_new(""))),
-    (STREAM, Value::Str(Str::const_new(""))),
-    (TIME, Value::Str(Str::const_new(""))),
-];
+/// A pair of a container record before its string is read into it: a constant, so the push
+/// copies it from read-only data rather than from a stack slot just written.
+const fn pair(key: Str) -> (Str, Value) {
+    (key, Value::Str(Str::const_new("")))
+}
 
 /// The keys of a container log record, made once at compile time rather than copied into a
 /// new `CompactString` for every line.
@@ -303,14 +304,6 @@ fn finish<'s>(
     s.get(quote + 1..)
 }
 
-/// A CRI record's pairs before [`decode_cri`] writes the values into them.
-const CRI_PAIRS: [(Str, Value); 4] = [
-    (TIME, Value::Str(Str::const_new(""))),
-    (STREAM, Value::Str(Str::const_new(""))),
-    (PARTIAL, Value::Str(Str::const_new(""))),
-    (LOG, Value::Str(Str::const_new(""))),
-];
-
 /// `text` into `dst` (empty): copied into `dst` itself when it fits inline (no string made
 /// on the stack to be read back with wider loads), else a heap string, three words.
 fn set_str(dst: &mut Str, text: &str) {
@@ -356,9 +349,10 @@ pub fn decode_cri(line: &[u8]) -> Option<Decoded> {
     // One spare pair for the kubernetes filter's `kubernetes`; the pairs made in place (both
     // as in `docker_fast`).
     let mut body = Map::with_capacity(5);
-    for pair in CRI_PAIRS {
-        body.0.push(pair);
-    }
+    body.0.push(const { pair(TIME) });
+    body.0.push(const { pair(STREAM) });
+    body.0.push(const { pair(PARTIAL) });
+    body.0.push(const { pair(LOG) });
     if let [(_, Value::Str(t)), (_, Value::Str(st)), (_, Value::Str(pp)), (_, Value::Str(l))] =
         body.0.as_mut_slice()
     {
