@@ -248,20 +248,29 @@ pub fn mem_and_event_size(
     headers: MapHeaders,
     memo: &mut SharedSizeMemo,
 ) -> (usize, usize) {
-    let mut acc = Sizes {
-        heap: r.body.0.capacity() * std::mem::size_of::<(Str, Value)>(),
-        wire: 0,
-    };
+    // The sums stay in locals (registers) over the record's pairs; only a nested value gets an
+    // accumulator in memory. Adding into one in memory for every string chained each add to
+    // the store before it (a store-forwarding round trip per field).
+    let mut heap = r.body.0.capacity() * std::mem::size_of::<(Str, Value)>();
+    let mut wire = 0;
     for (k, v) in r.body.iter() {
-        acc.str(k);
+        wire += str_size(k);
+        heap += crate::event::str_heap(k);
         match v {
-            Value::Str(s) => acc.str(s),
-            Value::SharedMap(m) => acc.wire += shared_map_size(m, memo),
-            v => acc.value(v),
+            Value::Str(s) => {
+                wire += str_size(s);
+                heap += crate::event::str_heap(s);
+            }
+            Value::SharedMap(m) => wire += shared_map_size(m, memo),
+            v => {
+                let nested = Sizes::of(v);
+                wire += nested.wire;
+                heap += nested.heap;
+            }
         }
     }
-    let wire = event_wrapping(headers, r.body.len()) + acc.wire;
-    (std::mem::size_of::<Record>() + acc.heap, wire)
+    let wire = event_wrapping(headers, r.body.len()) + wire;
+    (std::mem::size_of::<Record>() + heap, wire)
 }
 
 /// Heap bytes ([`Value::heap_size`]) and encoded size ([`value_size`]) summed over a walk.
@@ -273,6 +282,13 @@ struct Sizes {
 }
 
 impl Sizes {
+    /// The sizes of `v` and all it holds.
+    fn of(v: &Value) -> Sizes {
+        let mut acc = Sizes { heap: 0, wire: 0 };
+        acc.value(v);
+        acc
+    }
+
     #[inline(always)]
     fn str(&mut self, s: &Str) {
         self.wire += str_size(s);
@@ -287,16 +303,23 @@ impl Sizes {
             Value::Null | Value::Bool(_) => self.wire += 1,
             Value::UInt(u) => self.wire += uint_size(*u),
             Value::Map(m) => {
-                self.heap += m.0.capacity() * std::mem::size_of::<(Str, Value)>();
-                self.wire += len_header(m.len(), 16);
+                // Locals over the pairs, as in `mem_and_event_size`.
+                let mut heap = m.0.capacity() * std::mem::size_of::<(Str, Value)>();
+                let mut wire = len_header(m.len(), 16);
                 for (k, x) in m.iter() {
-                    self.str(k);
+                    wire += str_size(k);
+                    heap += crate::event::str_heap(k);
                     // Strings, most values, without the recursive call's frame.
                     match x {
-                        Value::Str(s) => self.str(s),
+                        Value::Str(s) => {
+                            wire += str_size(s);
+                            heap += crate::event::str_heap(s);
+                        }
                         x => self.value(x),
                     }
                 }
+                self.heap += heap;
+                self.wire += wire;
             }
             Value::Array(a) => {
                 self.heap += a.capacity() * std::mem::size_of::<Value>();
