@@ -52,7 +52,7 @@ pub static PACKED_RECORDS: AtomicU64 = AtomicU64::new(0);
 
 /// Why packed bytes could not be read back. Only a bug can cause it: the bytes never leave
 /// the process.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum UnpackError {
     #[error("packed records end early at byte {0}")]
     Truncated(usize),
