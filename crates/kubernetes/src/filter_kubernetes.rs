@@ -954,8 +954,9 @@ impl Kubernetes {
                 .fetch_add((before - records.len()) as u64, Ordering::Relaxed);
         }
         // The pairs this adds, reserved exactly (with the merged ones, by `merge_log`): a
-        // Docker record has room for one, and letting `push` double a full map keeps up to
-        // seven unused pairs (56 bytes each) per record held in memory.
+        // Docker record has room for two (`kubernetes` and a `Merge_Log_Key` map), and letting
+        // `push` double a full map keeps up to seven unused pairs (56 bytes each) per record
+        // held in memory.
         let extra = usize::from(map.is_some()) + usize::from(ns.is_some());
         for rec in records.iter_mut() {
             if self.o.merge_log {

@@ -116,9 +116,11 @@ async fn memory_per_pod() {
     assert!(full < 16 * 1024, "{full} bytes per pod");
 }
 
-/// What the filter adds is reserved exactly: a Docker record (made by tail with room for one
-/// more pair) that gains `data` (`Merge_Log_Key`) and `kubernetes` holds no unused pairs. A
-/// doubling `push` would leave three (168 bytes) in every record held under `Mem_Buf_Limit`.
+/// What the filter adds fits the room tail leaves: a Docker record (made by tail with room for
+/// two more pairs) that gains `data` (`Merge_Log_Key`) and `kubernetes` holds no unused pairs
+/// and is not reallocated; with `Merge_Log Off` one pair stays unused (the price of not
+/// reallocating every record of the seed's configuration). A doubling `push` would leave three
+/// (168 bytes) in every record held under `Mem_Buf_Limit`.
 #[tokio::test(flavor = "current_thread")]
 async fn enriched_records_hold_no_spare_pairs() {
     let tmp = tempfile::tempdir().unwrap();
@@ -129,7 +131,7 @@ async fn enriched_records_hold_no_spare_pairs() {
     )
     .unwrap();
     let dir = tmp.path().display().to_string();
-    for (merge_log, added) in [("On", 2), ("Off", 1)] {
+    for (merge_log, added, spare) in [("On", 2, 0), ("Off", 1, 1)] {
         let s = section(
             SectionKind::Filter,
             &[
@@ -149,21 +151,28 @@ async fn enriched_records_hold_no_spare_pairs() {
         let tag = format!("kube.var.log.containers.{}", log_name(name, "shop", 1));
         let mut records: Vec<Record> = (0..3)
             .map(|i| {
-                let mut body = Map::with_capacity(4);
+                // As tail's Docker decoder makes it.
+                let mut body = Map::with_capacity(5);
                 body.push("log", format!("{{\"level\":\"info\",\"n\":{i}}}\n"));
                 body.push("stream", "stdout");
                 body.push("time", "2024-05-01T10:00:00.000000000Z");
                 Record::new(EventTime(1), body)
             })
             .collect();
+        let buffers: Vec<*const _> = records.iter().map(|r| r.body.0.as_ptr()).collect();
         filter.filter(&tag, &mut records).await;
-        for r in &records {
+        for (r, before) in records.iter().zip(buffers) {
             assert!(r.body.get("kubernetes").is_some(), "enriched: {r:?}");
             assert_eq!(r.body.len(), 3 + added, "Merge_Log {merge_log}: {r:?}");
             assert_eq!(
                 r.body.0.capacity(),
-                r.body.len(),
-                "Merge_Log {merge_log}: no unused pairs"
+                r.body.len() + spare,
+                "Merge_Log {merge_log}: unused pairs"
+            );
+            assert_eq!(
+                r.body.0.as_ptr(),
+                before,
+                "Merge_Log {merge_log}: the pairs were not reallocated"
             );
         }
     }

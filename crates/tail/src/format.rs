@@ -151,12 +151,15 @@ fn docker_fast(line: &[u8]) -> Option<Map> {
     }
     let line = std::str::from_utf8(line).ok()?;
     let rest = line.strip_prefix(r#"{"log":""#)?;
-    // One spare pair: the kubernetes filter appends `kubernetes` to nearly every container
-    // record, and a full 3-pair map would grow to 6 (a realloc, and 112 bytes per record held).
+    // Two spare pairs: the kubernetes filter appends `kubernetes` to nearly every container
+    // record, and under the seed's `Merge_Log_Key` the merged map too; with one spare, every
+    // such record was reallocated to 5 (8% of P3's CPU samples with the frees; a map left to
+    // grow by doubling would hold 112 bytes per record unused). Without the filter the second
+    // spare is 56 bytes per record held (P1's peak RSS did not move; docs/performance.md).
     // The pairs are pushed from constants and the strings read into them where they stay: a
     // string made on the stack and moved in was read back with wider loads than the stores
-    // that made it (a store-forwarding stall per field; docs/performance.md).
-    let mut body = Map::with_capacity(4);
+    // that made it (a store-forwarding stall per field).
+    let mut body = Map::with_capacity(5);
     // One push per constant: a loop over an array of them copied the array to the stack
     // and each pair out of it at other widths, the very stall this avoids.
     body.0.push(const { pair(LOG) });
@@ -856,7 +859,11 @@ mod tests {
             let fast = docker_fast(line.as_bytes()).unwrap_or_else(|| panic!("fast path: {line}"));
             let slow: Map = serde_json::from_str(line).unwrap();
             assert_eq!(fast, slow, "{line}");
-            assert_eq!(fast.0.capacity(), 4, "room for `kubernetes`: {line}");
+            assert_eq!(
+                fast.0.capacity(),
+                5,
+                "room for `kubernetes` and a merged map: {line}"
+            );
         }
         let general_only = [
             r#"{"log":"\u00e9\n","stream":"stdout","time":"t"}"#,
