@@ -217,7 +217,9 @@ fn json_string<'s>(s: &'s str, dst: &mut Str) -> Option<&'s str> {
     let b = s.as_bytes();
     let first = memchr::memchr2(b'"', b'\\', b)?;
     if b[first] == b'"' {
-        set_str(dst, &s[..first]);
+        // Into `dst` itself (a longer text gets a heap buffer of its length, as `Str::from`
+        // gives it).
+        dst.push_str(&s[..first]);
         return s.get(first + 1..);
     }
     // +8: a word is stored whole even where the text ends inside it.
@@ -307,16 +309,6 @@ fn finish<'s>(
     s.get(quote + 1..)
 }
 
-/// `text` into `dst` (empty): copied into `dst` itself when it fits inline (no string made
-/// on the stack to be read back with wider loads), else a heap string, three words.
-fn set_str(dst: &mut Str, text: &str) {
-    if text.len() <= INLINE {
-        dst.push_str(text);
-    } else {
-        *dst = Str::from(text);
-    }
-}
-
 /// The longest string a `Str` holds inline.
 const INLINE: usize = std::mem::size_of::<Str>();
 
@@ -359,10 +351,10 @@ pub fn decode_cri(line: &[u8]) -> Option<Decoded> {
     if let [(_, Value::Str(t)), (_, Value::Str(st)), (_, Value::Str(pp)), (_, Value::Str(l))] =
         body.0.as_mut_slice()
     {
-        set_str(t, time_s);
-        set_str(st, stream);
-        set_str(pp, p);
-        set_str(l, log);
+        t.push_str(time_s);
+        st.push_str(stream);
+        pp.push_str(p);
+        l.push_str(log);
     }
     Some(Decoded {
         record: Record::new(time, body),
