@@ -313,7 +313,7 @@ impl TimeFormat {
         };
         let days = match (month, day, p.yday) {
             (None, None, Some(yday)) => days_from_ordinal(year, yday)?,
-            (m, d, _) => days_from_civil(year, m.unwrap_or(1), d.unwrap_or(1))?,
+            (m, d, _) => civil_days(year, m.unwrap_or(1), d.unwrap_or(1))?,
         };
         let local =
             days * 86_400 + i64::from(hour) * 3600 + i64::from(p.minute) * 60 + i64::from(p.second);
@@ -357,10 +357,9 @@ fn is_leap(year: i64) -> bool {
 }
 
 /// Days from 1970-01-01 to `year-month-day` of the proleptic Gregorian calendar; `None` for a
-/// day the month does not have (Feb 30), as `NaiveDate::from_ymd_opt` gives. The count is
-/// Howard Hinnant's `days_from_civil` (years counted from March, so the leap day is last):
-/// a few multiplies instead of chrono's table walk and its `NaiveDate` on every line.
-fn days_from_civil(year: i64, month: u32, day: u32) -> Option<i64> {
+/// day the month does not have (Feb 30), as `NaiveDate::from_ymd_opt` gives: the checks, then
+/// [`days_from_civil`] instead of chrono's table walk and its `NaiveDate` on every line.
+fn civil_days(year: i64, month: u32, day: u32) -> Option<i64> {
     const DAYS: [u32; 12] = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
     if !YEARS.contains(&year) || !(1..=12).contains(&month) || day == 0 {
         return None;
@@ -369,13 +368,21 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> Option<i64> {
     if day > last {
         return None;
     }
-    let y = if month <= 2 { year - 1 } else { year };
+    Some(days_from_civil(year, i64::from(month), i64::from(day)))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date, unchecked (Howard Hinnant's
+/// `days_from_civil`: years counted from March, so the leap day is last). Tail's RFC 3339
+/// reader calls it too, on a date it has checked itself.
+#[inline]
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
-    let mp = (i64::from(month) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some(era * 146_097 + doe - 719_468)
+    era * 146_097 + doe - 719_468
 }
 
 /// Days from 1970-01-01 to day `yday` (1-based) of `year`; `None` past the year's last day.
@@ -384,7 +391,7 @@ fn days_from_ordinal(year: i64, yday: u32) -> Option<i64> {
     if yday == 0 || yday > len {
         return None;
     }
-    Some(days_from_civil(year, 1, 1)? + i64::from(yday) - 1)
+    Some(civil_days(year, 1, 1)? + i64::from(yday) - 1)
 }
 
 /// The local zone's offset (seconds east of UTC) for a local wall-clock time, as mktime(3)
@@ -677,11 +684,7 @@ mod tests {
         for y in years {
             for m in 0..=13 {
                 for d in 0..=32 {
-                    assert_eq!(
-                        days_from_civil(y, m, d),
-                        chrono_days(y, m, d),
-                        "{y}-{m}-{d}"
-                    );
+                    assert_eq!(civil_days(y, m, d), chrono_days(y, m, d), "{y}-{m}-{d}");
                     checked += 1;
                 }
             }
@@ -694,9 +697,9 @@ mod tests {
             }
         }
         assert!(checked > 700_000);
-        assert_eq!(days_from_civil(1970, 1, 1), Some(0));
-        assert_eq!(days_from_civil(2000, 2, 29), Some(11_016));
-        assert_eq!(days_from_civil(1900, 2, 29), None);
+        assert_eq!(civil_days(1970, 1, 1), Some(0));
+        assert_eq!(civil_days(2000, 2, 29), Some(11_016));
+        assert_eq!(civil_days(1900, 2, 29), None);
     }
 
     #[test]

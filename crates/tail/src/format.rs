@@ -6,6 +6,7 @@
 
 use logferry_core::json_fast::SHORT_ESCAPES;
 use logferry_core::{EventTime, Map, Record, Str, Value};
+use logferry_parsers::time::days_from_civil;
 
 /// How a line becomes a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,17 +102,6 @@ pub fn parse_rfc3339(s: &str) -> Option<EventTime> {
     // line gets the time it is read at, like any other time that does not parse.
     let ns = secs.checked_mul(1_000_000_000)?.checked_add(nanos)?;
     Some(EventTime(ns))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// Decodes a Docker json-file line. `None` if it is not a JSON object with a string `log`.
