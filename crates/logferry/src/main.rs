@@ -7,5 +7,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // First, while this is the only thread.
+    logferry::memory::tune_allocator();
     logferry::app::main()
 }
