@@ -88,8 +88,8 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// How long, in milliseconds, mimalloc keeps freed pages before giving them back to the kernel
 /// (its own default is 10). Records are made and freed at hundreds of MB/s, so pages given
 /// back after 10 ms are soon faulted in again: in P5 (the seed into CloudWatch Logs) that was
-/// 43,500–45,500 page faults per 300,000 events; at 50 ms, 20,300–21,200, for the same peak
-/// RSS within the runs' spread (docs/performance.md, eleventh session).
+/// 42,781–43,842 page faults per 300,000 events; at 50 ms, 21,142–25,293, for 2–5 MB more at
+/// P5's peak, still under its target (docs/performance.md, eleventh session).
 pub const PURGE_DELAY_MS: i64 = 50;
 
 /// The environment variables mimalloc reads the purge delay from (the second is its old name).
