@@ -40,53 +40,64 @@ fn stream_id(s: &str) -> u8 {
 
 /// Parses RFC 3339 timestamps as Docker and CRI write them (`2019-12-19T17:41:12.70630778Z`,
 /// `2024-01-02T03:04:05.123456789+02:00`), any number of fraction digits.
+///
+/// Every container line has one, so the fixed head is read without a loop or a bounds check
+/// per digit: each digit's value is its byte minus `'0'`, and a byte that is not a digit
+/// shows as a value over 9 (one check for all fourteen). Half the instructions of a digit
+/// loop per call (docs/performance.md, twelfth session); `tests::rfc3339_matches_the_digit_loop`
+/// holds it to the loop it replaced.
 pub fn parse_rfc3339(s: &str) -> Option<EventTime> {
     let b = s.as_bytes();
+    let head: &[u8; 19] = b.get(..19)?.try_into().ok()?;
     if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || (b[10] != b'T' && b[10] != b't' && b[10] != b' ')
+        || head[4] != b'-'
+        || head[7] != b'-'
+        || !matches!(head[10], b'T' | b't' | b' ')
+        || head[13] != b':'
+        || head[16] != b':'
     {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let mut v = 0i64;
-        for &c in b.get(r)? {
-            if !c.is_ascii_digit() {
-                return None;
-            }
-            v = v * 10 + i64::from(c - b'0');
-        }
-        Some(v)
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if b[13] != b':' || b[16] != b':' {
+    let d = |i: usize| head[i].wrapping_sub(b'0');
+    let worst = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
+        .into_iter()
+        .fold(0, |m, i| m.max(d(i)));
+    if worst > 9 {
         return None;
     }
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+    let two = |i: usize| i64::from(d(i)) * 10 + i64::from(d(i + 1));
+    let (y, mo, day) = (two(0) * 100 + two(2), two(5), two(8));
+    let (h, mi, sec) = (two(11), two(14), two(17));
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&day) || h > 23 || mi > 59 || sec > 60 {
         return None;
     }
     let mut i = 19;
     let mut nanos = 0i64;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
+    if b[19] == b'.' {
+        i = 20;
+        // Docker and CRI write up to nine digits (Go's RFC3339Nano drops trailing zeros):
+        // the first eight at once where they are all digits, else one at a time.
         let mut digits = 0;
-        while let Some(c) = b.get(i).filter(|c| c.is_ascii_digit()) {
+        if let Some(n) = b.get(20..28).and_then(eight_digits) {
+            (nanos, digits, i) = (n as i64, 8, 28);
+        }
+        while let Some(v) = b.get(i).map(|c| c.wrapping_sub(b'0')).filter(|v| *v <= 9) {
             if digits < 9 {
-                nanos = nanos * 10 + i64::from(c - b'0');
+                nanos = nanos * 10 + i64::from(v);
                 digits += 1;
             }
             i += 1;
         }
-        while digits < 9 {
-            nanos *= 10;
-            digits += 1;
-        }
+        nanos *= POW10[9 - digits];
     }
     let offset = match b.get(i)? {
         b'Z' | b'z' if i + 1 == b.len() => 0,
         c @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
+            let num = |r: std::ops::Range<usize>| -> Option<i64> {
+                b.get(r)?.iter().try_fold(0i64, |v, c| {
+                    c.is_ascii_digit().then(|| v * 10 + i64::from(c - b'0'))
+                })
+            };
             let off = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
             if *c == b'+' {
                 off
@@ -96,12 +107,48 @@ pub fn parse_rfc3339(s: &str) -> Option<EventTime> {
         }
         _ => return None,
     };
-    let days = days_from_civil(y, mo, d);
+    let days = days_from_civil(y, mo, day);
     let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
     // Nanoseconds in an i64 end in 2262: a later (or much earlier) time is not read, and the
     // line gets the time it is read at, like any other time that does not parse.
     let ns = secs.checked_mul(1_000_000_000)?.checked_add(nanos)?;
     Some(EventTime(ns))
+}
+
+/// 10^n for the fraction digits a time did not write.
+const POW10: [i64; 10] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+    1_000_000_000,
+];
+
+/// The number eight ASCII digits spell (the first the most significant), `None` unless all
+/// eight are digits: a check and three multiplications for the word instead of a loop.
+fn eight_digits(b: &[u8]) -> Option<u64> {
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    let w = u64::from_le_bytes(b.try_into().ok()?);
+    // Each byte is 0x30..=0x39: its high nibble is 3, and adding 6 leaves it 3 (no carry
+    // out of a low nibble of 9 or less; no byte can carry into the next).
+    if w & HIGH != ZEROS || w.wrapping_add(0x0606_0606_0606_0606) & HIGH != ZEROS {
+        return None;
+    }
+    let v = w - ZEROS;
+    // Pairs: bytes 0, 2, 4 and 6 hold d0d1, d2d3, d4d5 and d6d7 (each at most 99).
+    let v = v * 10 + (v >> 8);
+    // d0d1·10^6 + d4d5·10^2 and d2d3·10^4 + d6d7 land in the high half of the products.
+    const PAIRS: u64 = 0x0000_00FF_0000_00FF;
+    let v = (v & PAIRS)
+        .wrapping_mul(100 + (1_000_000 << 32))
+        .wrapping_add(((v >> 16) & PAIRS).wrapping_mul(1 + (10_000 << 32)));
+    Some(v >> 32)
 }
 
 /// Decodes a Docker json-file line. `None` if it is not a JSON object with a string `log`.
@@ -139,7 +186,9 @@ fn docker_fast(line: &[u8]) -> Option<Map> {
     if line.iter().fold(false, |bad, &c| bad | (c < 0x20)) {
         return None;
     }
-    let line = std::str::from_utf8(line).ok()?;
+    // simdutf8 checks 32 bytes a step where the CPU has AVX2; the standard library's check
+    // took twice the instructions of the whole line's word scan (twelfth session).
+    let line = simdutf8::basic::from_utf8(line).ok()?;
     let rest = line.strip_prefix(r#"{"log":""#)?;
     // Two spare pairs: the kubernetes filter appends `kubernetes` to nearly every container
     // record, and under the seed's `Merge_Log_Key` the merged map too; with one spare, every
@@ -162,7 +211,16 @@ fn docker_fast(line: &[u8]) -> Option<Map> {
     };
     let rest = json_string(rest, log)?;
     let rest = rest.strip_prefix(r#","stream":""#)?;
-    let rest = json_string(rest, stream)?;
+    // The two streams Docker writes are constants: no scan, no copy.
+    let rest = if let Some(r) = rest.strip_prefix("stdout\"") {
+        *stream = STDOUT;
+        r
+    } else if let Some(r) = rest.strip_prefix("stderr\"") {
+        *stream = STDERR;
+        r
+    } else {
+        json_string(rest, stream)?
+    };
     let rest = rest.strip_prefix(r#","time":""#)?;
     let rest = json_string(rest, time)?;
     if rest != "}" {
@@ -183,6 +241,8 @@ const LOG: Str = Str::const_new("log");
 const STREAM: Str = Str::const_new("stream");
 const TIME: Str = Str::const_new("time");
 const PARTIAL: Str = Str::const_new("_p");
+const STDOUT: Str = Str::const_new("stdout");
+const STDERR: Str = Str::const_new("stderr");
 
 /// JSON's own whitespace only (space, tab, CR, LF): `<[u8]>::trim_ascii_end` would also take a
 /// form feed, which serde_json rejects after the object, and the two paths must agree.
@@ -205,7 +265,7 @@ fn trim_ascii_end(mut b: &[u8]) -> &[u8] {
 /// only shrinks).
 fn json_string<'s>(s: &'s str, dst: &mut Str) -> Option<&'s str> {
     let b = s.as_bytes();
-    let first = memchr::memchr2(b'"', b'\\', b)?;
+    let first = first_special(b)?;
     if b[first] == b'"' {
         // Into `dst` itself (a longer text gets a heap buffer of its length, as `Str::from`
         // gives it).
@@ -278,6 +338,24 @@ fn json_string<'s>(s: &'s str, dst: &mut Str) -> Option<&'s str> {
     }
 }
 
+/// The index of the first quote or backslash in `b`. The first 32 bytes are read a word at a
+/// time: a Docker line's `time` (30 bytes) and `stream`, and many a short log, end there, and a
+/// call to the vectorized search cost more than the scan (twelfth session).
+fn first_special(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i < 32 {
+        let Some(chunk) = b.get(i..i + 8) else {
+            break;
+        };
+        let m = specials(u64::from_le_bytes(<[u8; 8]>::try_from(chunk).ok()?));
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    Some(i + memchr::memchr2(b'"', b'\\', b.get(i..)?)?)
+}
+
 /// `json_string`'s result: the first `len` bytes of `out` into `dst`, and the text after the
 /// quote at `quote`.
 fn finish<'s>(
@@ -316,7 +394,7 @@ const BACKSLASHES: u64 = 0x5c5c_5c5c_5c5c_5c5c;
 
 /// Decodes a CRI line (`<time> <stream> <tag> <log>`). `None` if it is not one.
 pub fn decode_cri(line: &[u8]) -> Option<Decoded> {
-    let s = std::str::from_utf8(line).ok()?;
+    let s = simdutf8::basic::from_utf8(line).ok()?;
     let mut it = s.splitn(4, ' ');
     let time_s = it.next()?;
     let stream = it.next()?;
@@ -586,6 +664,157 @@ mod tests {
             (d.record.time.0 - now.0).abs() < 60_000_000_000,
             "read time is used"
         );
+    }
+
+    /// The digit loop `parse_rfc3339` replaced (eleventh session and before), kept as the
+    /// reference the unrolled head must agree with.
+    fn rfc3339_by_loop(s: &str) -> Option<EventTime> {
+        let b = s.as_bytes();
+        if b.len() < 20
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || (b[10] != b'T' && b[10] != b't' && b[10] != b' ')
+        {
+            return None;
+        }
+        let num = |r: std::ops::Range<usize>| -> Option<i64> {
+            let mut v = 0i64;
+            for &c in b.get(r)? {
+                if !c.is_ascii_digit() {
+                    return None;
+                }
+                v = v * 10 + i64::from(c - b'0');
+            }
+            Some(v)
+        };
+        let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        if b[13] != b':' || b[16] != b':' {
+            return None;
+        }
+        let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+            return None;
+        }
+        let mut i = 19;
+        let mut nanos = 0i64;
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            let mut digits = 0;
+            while let Some(c) = b.get(i).filter(|c| c.is_ascii_digit()) {
+                if digits < 9 {
+                    nanos = nanos * 10 + i64::from(c - b'0');
+                    digits += 1;
+                }
+                i += 1;
+            }
+            while digits < 9 {
+                nanos *= 10;
+                digits += 1;
+            }
+        }
+        let offset = match b.get(i)? {
+            b'Z' | b'z' if i + 1 == b.len() => 0,
+            c @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
+                let off = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
+                if *c == b'+' {
+                    off
+                } else {
+                    -off
+                }
+            }
+            _ => return None,
+        };
+        let days = days_from_civil(y, mo, d);
+        let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
+        // Nanoseconds in an i64 end in 2262: a later (or much earlier) time is not read, and the
+        // line gets the time it is read at, like any other time that does not parse.
+        let ns = secs.checked_mul(1_000_000_000)?.checked_add(nanos)?;
+        Some(EventTime(ns))
+    }
+
+    /// The unrolled head reads every timestamp as the digit loop did, and refuses what it
+    /// refused: valid times of every form, then each byte of them replaced by each of a set
+    /// of bytes that are or border on digits and separators.
+    #[test]
+    fn rfc3339_matches_the_digit_loop() {
+        let valid = [
+            "2019-12-19T17:41:12.70630778Z",
+            "1970-01-01T00:00:00Z",
+            "2024-01-02T05:04:05.5+02:00",
+            "2024-02-29T23:59:59.123456789123-00:30",
+            "2000-02-29 00:00:60.000000001z",
+            "1999-09-09t09:09:09.9-09:59",
+            "2262-04-11T23:47:16.854775807Z",
+            "2262-04-11T23:47:16.854775808Z",
+            "2024-05-01T10:00:00.000000001Z",
+            "2024-05-01T10:00:00.Z",
+            "2024-05-01T10:00:00.1234567Z",
+            "2024-05-01T10:00:00.123456789Z",
+            "2024-05-01T10:00:00.12345678901+00:00",
+        ];
+        let bytes = b"0189/:;-+.TtZz x";
+        let mut checked = 0;
+        for t in valid {
+            assert_eq!(parse_rfc3339(t), rfc3339_by_loop(t), "{t}");
+            for at in 0..t.len() {
+                for &c in bytes {
+                    let mut m = t.as_bytes().to_vec();
+                    m[at] = c;
+                    let m = String::from_utf8(m).unwrap();
+                    assert_eq!(parse_rfc3339(&m), rfc3339_by_loop(&m), "{m}");
+                    checked += 1;
+                }
+                let cut = &t[..at];
+                assert_eq!(parse_rfc3339(cut), rfc3339_by_loop(cut), "{cut}");
+            }
+        }
+        assert!(checked > 4000, "{checked}");
+        // The mutations include times both read and refuse.
+        assert!(rfc3339_by_loop("2019-12-19T17:41:19.70630778Z").is_some());
+        assert!(rfc3339_by_loop("2019-12-19T17:41:1/.70630778Z").is_none());
+    }
+
+    #[test]
+    fn eight_digits_reads_only_eight_digits() {
+        for n in [
+            0u64, 1, 9, 10, 12_345_678, 99_999_999, 70_630_778, 10_000_000, 9_000_009,
+        ] {
+            let text = format!("{n:08}");
+            assert_eq!(eight_digits(text.as_bytes()), Some(n), "{text}");
+        }
+        // Every byte position, with every byte that is not a digit.
+        for at in 0..8 {
+            for c in 0..=255u8 {
+                let mut text = *b"12345678";
+                text[at] = c;
+                let want = c.is_ascii_digit().then(|| {
+                    std::str::from_utf8(&text)
+                        .ok()
+                        .and_then(|t| t.parse::<u64>().ok())
+                });
+                assert_eq!(eight_digits(&text), want.flatten(), "{text:?}");
+            }
+        }
+        assert_eq!(eight_digits(b"1234567"), None);
+    }
+
+    /// The word scan and the vectorized search after it find the first quote or backslash
+    /// wherever it is, before, across and after the 32-byte boundary between them.
+    #[test]
+    fn first_special_finds_the_first_quote_or_backslash() {
+        for len in 0..80 {
+            assert_eq!(first_special(&vec![b'a'; len]), None, "{len}");
+            for at in 0..len {
+                for c in [b'"', b'\\'] {
+                    let mut b = vec![b'a'; len];
+                    b[at] = c;
+                    if at + 3 < len {
+                        b[at + 3] = b'"';
+                    }
+                    assert_eq!(first_special(&b), Some(at), "{len} {at}");
+                }
+            }
+        }
     }
 
     #[test]
