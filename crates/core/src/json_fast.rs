@@ -95,9 +95,15 @@ impl<'a> Reader<'a> {
         self.s.as_bytes().get(self.i).copied()
     }
 
+    /// Called before every token, and a log object rarely has any whitespace: one compare
+    /// settles the usual case (every JSON blank is at most `' '`).
+    #[inline]
     fn skip_ws(&mut self) {
         let b = self.s.as_bytes();
         while let Some(&c) = b.get(self.i) {
+            if c > b' ' {
+                break;
+            }
             if c == b' ' || c == b'\n' || c == b'\t' || c == b'\r' {
                 self.i += 1;
             } else {

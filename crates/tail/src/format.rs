@@ -6,7 +6,7 @@
 
 use logferry_core::json_fast::SHORT_ESCAPES;
 use logferry_core::{EventTime, Map, Record, Str, Value};
-use logferry_parsers::time::days_from_civil;
+use logferry_parsers::time::{byte_mask, days_from_civil, digits_in_word, word};
 
 /// How a line becomes a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,13 +58,14 @@ pub fn parse_rfc3339(s: &str) -> Option<EventTime> {
     {
         return None;
     }
-    let d = |i: usize| head[i].wrapping_sub(b'0');
-    let worst = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
-        .into_iter()
-        .fold(0, |m, i| m.max(d(i)));
-    if worst > 9 {
+    // Digits at 0 1 2 3 5 6 8 9 11 12 14 15 17 18, by the words holding them.
+    if !(digits_in_word(word(head, 0)?, byte_mask(&[0, 1, 2, 3, 5, 6]))
+        && digits_in_word(word(head, 8)?, byte_mask(&[0, 1, 3, 4, 6, 7]))
+        && digits_in_word(word(head, 11)?, byte_mask(&[6, 7])))
+    {
         return None;
     }
+    let d = |i: usize| head[i].wrapping_sub(b'0');
     let two = |i: usize| i64::from(d(i)) * 10 + i64::from(d(i + 1));
     let (y, mo, day) = (two(0) * 100 + two(2), two(5), two(8));
     let (h, mi, sec) = (two(11), two(14), two(17));
@@ -132,15 +133,11 @@ const POW10: [i64; 10] = [
 /// The number eight ASCII digits spell (the first the most significant), `None` unless all
 /// eight are digits: a check and three multiplications for the word instead of a loop.
 fn eight_digits(b: &[u8]) -> Option<u64> {
-    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
-    const ZEROS: u64 = 0x3030_3030_3030_3030;
     let w = u64::from_le_bytes(b.try_into().ok()?);
-    // Each byte is 0x30..=0x39: its high nibble is 3, and adding 6 leaves it 3 (no carry
-    // out of a low nibble of 9 or less; no byte can carry into the next).
-    if w & HIGH != ZEROS || w.wrapping_add(0x0606_0606_0606_0606) & HIGH != ZEROS {
+    if !digits_in_word(w, !0) {
         return None;
     }
-    let v = w - ZEROS;
+    let v = w - 0x3030_3030_3030_3030;
     // Pairs: bytes 0, 2, 4 and 6 hold d0d1, d2d3, d4d5 and d6d7 (each at most 99).
     let v = v * 10 + (v >> 8);
     // d0d1·10^6 + d4d5·10^2 and d2d3·10^4 + d6d7 land in the high half of the products.
