@@ -411,6 +411,11 @@ impl Parser {
                 match g.role {
                     // Filled in place: `Str::from` builds the string on the stack and the
                     // move reads it back wider than `memcpy` wrote it.
+                    Role::Plain if value.len() > std::mem::size_of::<Str>() => {
+                        // Longer than fits inline: a heap buffer of its length in one step
+                        // rather than the empty string grown (twelfth session).
+                        pair.1.fill_null(Value::Str(Str::from(value)));
+                    }
                     Role::Plain => {
                         pair.1.fill_null(Value::Str(Str::default()));
                         if let Value::Str(s) = &mut pair.1 {
