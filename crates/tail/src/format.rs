@@ -150,21 +150,25 @@ fn eight_digits(b: &[u8]) -> Option<u64> {
 
 /// Decodes a Docker json-file line. `None` if it is not a JSON object with a string `log`.
 pub fn decode_docker(line: &[u8]) -> Option<Decoded> {
-    let body: Map = match docker_fast(line) {
-        Some(m) => m,
-        None => serde_json::from_slice(line).ok()?,
+    let (body, fast) = match docker_fast(line) {
+        Some(m) => (m, true),
+        None => (serde_json::from_slice::<Map>(line).ok()?, false),
     };
-    let log = body.get("log")?.as_str()?;
+    // The fast path's map holds `log`, `stream` and `time` in that order: read in place,
+    // not looked up by key.
+    let (log, stream, time) = match body.0.as_slice() {
+        [(_, Value::Str(l)), (_, Value::Str(s)), (_, Value::Str(t))] if fast => {
+            (l.as_str(), Some(s.as_str()), Some(t.as_str()))
+        }
+        _ => (
+            body.get("log")?.as_str()?,
+            body.get("stream").and_then(Value::as_str),
+            body.get("time").and_then(Value::as_str),
+        ),
+    };
     let partial = !log.ends_with('\n');
-    let stream = body
-        .get("stream")
-        .and_then(Value::as_str)
-        .map_or(2, stream_id);
-    let time = body
-        .get("time")
-        .and_then(Value::as_str)
-        .and_then(parse_rfc3339)
-        .unwrap_or_else(EventTime::now);
+    let stream = stream.map_or(2, stream_id);
+    let time = time.and_then(parse_rfc3339).unwrap_or_else(EventTime::now);
     Some(Decoded {
         record: Record::new(time, body),
         partial,
