@@ -6,7 +6,7 @@
 
 use logferry_core::json_fast::SHORT_ESCAPES;
 use logferry_core::{EventTime, Map, Record, Str, Value};
-use logferry_parsers::time::{byte_mask, days_from_civil, digits_in_word, word};
+use logferry_parsers::time::{byte_mask, days_of, digits_in_word, word};
 
 /// How a line becomes a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,7 +108,7 @@ pub fn parse_rfc3339(s: &str) -> Option<EventTime> {
         }
         _ => return None,
     };
-    let days = days_from_civil(y, mo, day);
+    let days = days_of(y, mo, day);
     let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
     // Nanoseconds in an i64 end in 2262: a later (or much earlier) time is not read, and the
     // line gets the time it is read at, like any other time that does not parse.
@@ -750,7 +750,7 @@ mod tests {
             }
             _ => return None,
         };
-        let days = days_from_civil(y, mo, d);
+        let days = logferry_parsers::time::days_from_civil(y, mo, d);
         let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
         // Nanoseconds in an i64 end in 2262: a later (or much earlier) time is not read, and the
         // line gets the time it is read at, like any other time that does not parse.
