@@ -604,7 +604,7 @@ const CLF_ITEMS: [Item; 13] = [
 /// (`19/Dec/2019:17:41:12 +0000`): one check for all digits, the month's three letters
 /// compared as one number. `None` for anything else, even a time the items would read, which
 /// then goes item by item: this gives the same parts or none (`tests::clf_matches_the_items`).
-/// A quarter of the instructions of the item loop on the seed's lines (twelfth session).
+/// About a third of the instructions of the item loop on the seed's lines (twelfth session).
 fn clf(s: &[u8]) -> Option<Parts> {
     let s: &[u8; 26] = s.try_into().ok()?;
     if s[2] != b'/'

@@ -41,11 +41,11 @@ fn stream_id(s: &str) -> u8 {
 /// Parses RFC 3339 timestamps as Docker and CRI write them (`2019-12-19T17:41:12.70630778Z`,
 /// `2024-01-02T03:04:05.123456789+02:00`), any number of fraction digits.
 ///
-/// Every container line has one, so the fixed head is read without a loop or a bounds check
-/// per digit: each digit's value is its byte minus `'0'`, and a byte that is not a digit
-/// shows as a value over 9 (one check for all fourteen). Half the instructions of a digit
-/// loop per call (docs/performance.md, twelfth session); `tests::rfc3339_matches_the_digit_loop`
-/// holds it to the loop it replaced.
+/// Every container line has one, so the fixed head is read without a loop: its fourteen
+/// digits are checked a word at a time ([`digits_in_word`]), eight fraction digits are read
+/// as one word, and the day number of the last date is remembered ([`days_of`])
+/// (docs/performance.md, twelfth session). `tests::rfc3339_matches_the_digit_loop` holds it
+/// to the loop it replaced.
 pub fn parse_rfc3339(s: &str) -> Option<EventTime> {
     let b = s.as_bytes();
     let head: &[u8; 19] = b.get(..19)?.try_into().ok()?;
