@@ -27,6 +27,8 @@ pub mod progress;
 pub mod retry;
 pub mod s3;
 pub mod template;
+#[cfg(test)]
+mod test_records;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -3,12 +3,16 @@
 //! dispatch, and with shared maps (the kubernetes filter's per-pod metadata) encoded once per
 //! batch and copied after that. Also writes a record with one key set or put in front without
 //! copying the record: what `time_key` (Firehose, Kinesis) and `json_date_key` (S3) need.
+//! Records in packed chunks are written straight from the packed bytes
+//! ([`PlainJson::packed_map_edited`]), the same bytes as for the records unpacked.
 //!
 //! [`JsonMap`]: crate::encode::JsonMap
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::Arc;
 
+use logferry_core::packed::{Cursor, Item, UnpackError, MAX_DEPTH};
 use logferry_core::{Map, Value};
 use logferry_filters::record_accessor::RecordAccessor;
 
@@ -20,6 +24,61 @@ use crate::encode::{escape_json_str, Skip};
 pub struct PlainJson {
     shared: HashMap<usize, Range<usize>>,
     cache: Vec<u8>,
+    /// The key lists of the packed chunk being written, by their numbers ([`Item::Map`]).
+    packed_lists: Vec<Option<KeyList>>,
+}
+
+/// One packed key list as written: what is worked out once per chunk instead of per record.
+#[derive(Default)]
+struct KeyList {
+    /// Each written pair's `"key":`, one after another.
+    text: Vec<u8>,
+    /// Per pair: its span in `text`, or `None` when a later pair has the same key (the last
+    /// duplicate wins, as [`Map::iter_last_wins`]).
+    pairs: Vec<Option<Range<usize>>>,
+    /// The key a `set` was last asked for, and the first pair with it (the one
+    /// [`Map::insert`] would give the value), if any.
+    set: Option<(String, Option<usize>)>,
+}
+
+impl KeyList {
+    fn of_keys(keys: &[&str]) -> Self {
+        let mut list = KeyList {
+            pairs: Vec::with_capacity(keys.len()),
+            ..KeyList::default()
+        };
+        // Which pair is the last of its key: by scanning for a small map, by index for a
+        // larger one (as `Map::iter_last_wins` does).
+        let last: Option<HashMap<&str, usize>> = (keys.len() > logferry_core::event::SMALL_MAP)
+            .then(|| keys.iter().enumerate().map(|(i, k)| (*k, i)).collect());
+        for (i, k) in keys.iter().enumerate() {
+            let later = match &last {
+                Some(last) => last.get(k) != Some(&i),
+                None => keys[i + 1..].contains(k),
+            };
+            if later {
+                list.pairs.push(None);
+                continue;
+            }
+            let from = list.text.len();
+            str(&mut list.text, k);
+            list.text.push(b':');
+            list.pairs.push(Some(from..list.text.len()));
+        }
+        list
+    }
+
+    /// The first pair with `key` among `keys` (this list's keys).
+    fn set_at(&mut self, key: &str, keys: &[&str]) -> Option<usize> {
+        match &self.set {
+            Some((k, at)) if k == key => *at,
+            _ => {
+                let at = keys.iter().position(|k| *k == key);
+                self.set = Some((key.to_string(), at));
+                at
+            }
+        }
+    }
 }
 
 /// A pair written as given: the key, and its value already as JSON text.
@@ -30,6 +89,11 @@ impl PlainJson {
     pub fn clear(&mut self) {
         self.shared.clear();
         self.cache.clear();
+    }
+
+    /// Starts a packed chunk: its key lists are numbered afresh.
+    pub fn start_packed(&mut self) {
+        self.packed_lists.clear();
     }
 
     /// Appends `m` as a JSON object.
@@ -106,23 +170,141 @@ impl PlainJson {
                 out.push(b']');
             }
             Value::Map(m) => self.map(out, m),
-            Value::SharedMap(m) => {
-                let key = std::sync::Arc::as_ptr(m) as usize;
-                let span = match self.shared.get(&key) {
-                    Some(span) => span.clone(),
-                    None => {
-                        let mut cache = std::mem::take(&mut self.cache);
-                        let from = cache.len();
-                        self.map(&mut cache, m);
-                        let span = from..cache.len();
-                        self.cache = cache;
-                        self.shared.insert(key, span.clone());
-                        span
+            Value::SharedMap(m) => self.shared(out, m),
+        }
+    }
+
+    /// A shared map: written once per batch, copied after that.
+    fn shared(&mut self, out: &mut Vec<u8>, m: &Arc<Map>) {
+        let key = Arc::as_ptr(m) as usize;
+        let span = match self.shared.get(&key) {
+            Some(span) => span.clone(),
+            None => {
+                let mut cache = std::mem::take(&mut self.cache);
+                let from = cache.len();
+                self.map(&mut cache, m);
+                let span = from..cache.len();
+                self.cache = cache;
+                self.shared.insert(key, span.clone());
+                span
+            }
+        };
+        out.extend_from_slice(self.cache.get(span).unwrap_or_default());
+    }
+
+    /// [`Self::map_edited`] for a packed map (key list `keys`, its values next in `c`): the
+    /// same bytes as for the map unpacked. The shared-map cache holds `Arc`s the chunk keeps
+    /// alive, so the chunk must outlive the batch ([`Self::clear`]).
+    pub fn packed_map_edited(
+        &mut self,
+        c: &mut Cursor<'_>,
+        out: &mut Vec<u8>,
+        keys: usize,
+        front: Option<RawPair<'_>>,
+        set: Option<RawPair<'_>>,
+        depth: usize,
+    ) -> Result<(), UnpackError> {
+        if depth > MAX_DEPTH {
+            return Err(UnpackError::TooDeep);
+        }
+        if self.packed_lists.len() <= keys {
+            self.packed_lists.resize_with(keys + 1, || None);
+        }
+        let mut list = match self.packed_lists[keys].take() {
+            Some(l) => l,
+            None => KeyList::of_keys(c.keys(keys)),
+        };
+        let set_at = set.and_then(|(key, _)| list.set_at(key, c.keys(keys)));
+        out.push(b'{');
+        let mut first = true;
+        if let Some((k, v)) = front {
+            first = false;
+            str(out, k);
+            out.push(b':');
+            out.extend_from_slice(v);
+        }
+        let mut result = Ok(());
+        for (i, pair) in list.pairs.iter().enumerate() {
+            // Read where `item` returned it, as `EscapedJson::packed_map` does (moving it out
+            // of the `Result` stalled on a wider load).
+            let next = c.item();
+            let item = match &next {
+                Ok(item) => item,
+                Err(e) => {
+                    result = Err(e.clone());
+                    break;
+                }
+            };
+            let written = match pair {
+                Some(span) => {
+                    if !std::mem::take(&mut first) {
+                        out.push(b',');
                     }
-                };
-                out.extend_from_slice(self.cache.get(span).unwrap_or_default());
+                    out.extend_from_slice(list.text.get(span.clone()).unwrap_or_default());
+                    match set {
+                        Some((_, raw)) if set_at == Some(i) => {
+                            out.extend_from_slice(raw);
+                            skip(c, item, depth + 1)
+                        }
+                        _ => self.packed_value(c, out, item, depth + 1),
+                    }
+                }
+                // An earlier duplicate of a key: read past, not written.
+                None => skip(c, item, depth + 1),
+            };
+            if let Err(e) = written {
+                result = Err(e);
+                break;
             }
         }
+        if let (Some((k, v)), None, Ok(())) = (set, set_at, &result) {
+            if !first {
+                out.push(b',');
+            }
+            str(out, k);
+            out.push(b':');
+            out.extend_from_slice(v);
+        }
+        out.push(b'}');
+        self.packed_lists[keys] = Some(list);
+        result
+    }
+
+    /// Appends a packed value (its contents, if any, next in `c`) as JSON.
+    fn packed_value(
+        &mut self,
+        c: &mut Cursor<'_>,
+        out: &mut Vec<u8>,
+        item: &Item<'_>,
+        depth: usize,
+    ) -> Result<(), UnpackError> {
+        match *item {
+            Item::Null => out.extend_from_slice(b"null"),
+            Item::Bool(true) => out.extend_from_slice(b"true"),
+            Item::Bool(false) => out.extend_from_slice(b"false"),
+            Item::Int(i) => out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes()),
+            Item::UInt(u) => out.extend_from_slice(itoa::Buffer::new().format(u).as_bytes()),
+            Item::Float(f) => float(out, f),
+            Item::Str(s) => str(out, s),
+            Item::Array(n) => {
+                if depth > MAX_DEPTH {
+                    return Err(UnpackError::TooDeep);
+                }
+                out.push(b'[');
+                for i in 0..n {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    let next = c.item();
+                    let item = next.as_ref().map_err(UnpackError::clone)?;
+                    self.packed_value(c, out, item, depth + 1)?;
+                }
+                out.push(b']');
+            }
+            Item::Map(keys) => self.packed_map_edited(c, out, keys, None, None, depth)?,
+            Item::Shared(m) => self.shared(out, m),
+        }
+        Ok(())
     }
 
     /// Appends the message for `body` ([`crate::encode::write_message`]'s bytes): the record
@@ -147,6 +329,23 @@ impl PlainJson {
         }
         Ok(())
     }
+}
+
+/// Reads past a packed value's contents (an array's values, a map's), writing nothing.
+fn skip(c: &mut Cursor<'_>, item: &Item<'_>, depth: usize) -> Result<(), UnpackError> {
+    let n = match *item {
+        Item::Array(n) => n,
+        Item::Map(keys) => c.keys(keys).len(),
+        _ => return Ok(()),
+    };
+    if depth > MAX_DEPTH {
+        return Err(UnpackError::TooDeep);
+    }
+    for _ in 0..n {
+        let next = c.item();
+        skip(c, next.as_ref().map_err(UnpackError::clone)?, depth + 1)?;
+    }
+    Ok(())
 }
 
 /// Appends `s` as a JSON string.

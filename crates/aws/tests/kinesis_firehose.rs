@@ -235,3 +235,72 @@ async fn a_delivery_stream_that_does_not_exist_yet_is_retried() {
     assert_eq!(all, ["r-0", "r-1", "r-2"]);
     assert_eq!(PluginMetrics::get(&m.dropped_records), 0);
 }
+
+/// Chunks packed while they waited are sent straight from their packed bytes
+/// (`Output::reads_packed`): the bucket gets the same lines as for records never packed, and a
+/// record over the per-record limit is refused and handed back as its record, read back from
+/// its packed chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packed_chunks_are_delivered_as_their_records_and_refusals_handed_back() {
+    use logferry_core::{Chunk, Tag};
+    let moto = Moto::start();
+    let (bucket, stream) = stream_to_bucket(&moto).await;
+    let (out, m) = output(&[
+        ("region", REGION),
+        ("delivery_stream", &stream),
+        ("time_key", "ts"),
+        ("endpoint", &moto.endpoint()),
+    ]);
+    assert!(out.reads_packed());
+    let t = EventTime::from_parts(1_576_777_272, 706_307_780);
+    let records: Vec<Record> = (0..300)
+        .map(|i| {
+            let mut body = Map::new();
+            // Record 150 is over Firehose's 1,000 KiB per record: refused.
+            let log = match i {
+                150 => "z".repeat(1_000 * 1024),
+                _ => format!("line {i} \"quoted\" é"),
+            };
+            body.insert("log", log);
+            body.insert("n", i as i64);
+            body.insert(
+                "k8s",
+                Value::Map(Map(vec![("pod".into(), Value::from("web-1"))])),
+            );
+            Record::new(t, body)
+        })
+        .collect();
+    let tag = Tag::from("app");
+    let chunks = records
+        .chunks(100)
+        .enumerate()
+        .map(|(i, part)| {
+            let mut c = Chunk::new(tag.clone(), part.to_vec());
+            if i != 2 {
+                c.pack();
+            }
+            Arc::new(c)
+        })
+        .collect();
+    let b = logferry_engine::Batch::new(tag, chunks).keeping_rejected();
+    assert_eq!(out.flush(&b).await, FlushResult::Ok);
+    assert_eq!(PluginMetrics::get(&m.dropped_records), 1);
+    let rejected = b.take_rejected();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].body.get("n"), Some(&Value::Int(150)));
+    let want: Vec<String> = records
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 150)
+        .map(|(_, r)| {
+            let mut body = r.body.clone();
+            body.insert("ts", "2019-12-19T17:41:12");
+            serde_json::to_string(&body).unwrap()
+        })
+        .collect();
+    let mut got = lines(&moto, &bucket);
+    // Objects may list in any order; each line is one record, and n is unique.
+    let n_of = |l: &String| serde_json::from_str::<serde_json::Value>(l).unwrap()["n"].as_i64();
+    got.sort_by_key(n_of);
+    assert_eq!(got, want);
+}

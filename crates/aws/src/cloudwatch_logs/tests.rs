@@ -410,53 +410,6 @@ fn put_body_is_the_put_log_events_json_with_messages_escaped_once() {
     assert_eq!(events[0].size, plain(&a).len());
 }
 
-/// Records of every kind the pipeline makes: nested maps, a duplicate key, shared pod
-/// metadata, numbers, escapes and non-ASCII text, one message too large for an event.
-fn varied_records() -> Vec<Record> {
-    use std::sync::Arc;
-    let mut pod = Map::new();
-    pod.insert("pod_name", "web-1");
-    pod.insert(
-        "labels",
-        Value::Map(Map(vec![("app".into(), Value::from("a\"b"))])),
-    );
-    let pod = Arc::new(pod);
-    (0..300)
-        .map(|i: i64| {
-            let mut body = Map(vec![
-                (
-                    "log".into(),
-                    Value::from(format!("line {i} \"q\" \\ \t é ✓")),
-                ),
-                ("n".into(), Value::Int(i - 150)),
-                ("u".into(), Value::UInt(u64::MAX - i as u64)),
-                ("f".into(), Value::Float(i as f64 / 7.0)),
-                ("nan".into(), Value::Float(f64::NAN)),
-                ("kubernetes".into(), Value::SharedMap(Arc::clone(&pod))),
-                (
-                    "nested".into(),
-                    Value::Map(Map(vec![
-                        (
-                            "a".into(),
-                            Value::Array(vec![Value::Null, Value::Bool(i % 2 == 0)]),
-                        ),
-                        ("a".into(), Value::from("the last a wins")),
-                    ])),
-                ),
-            ]);
-            if i % 3 == 0 {
-                body.0
-                    .push(("n".into(), Value::from("a duplicate at the top")));
-            }
-            if i == 150 {
-                body.0
-                    .push(("big".into(), Value::from("z".repeat(MAX_MESSAGE_BYTES))));
-            }
-            Record::new(EventTime(1_700_000_000_000_000_000 + i * 1_000_000), body)
-        })
-        .collect()
-}
-
 /// Packed chunks encoded straight from their bytes give the same events, byte for byte, as
 /// the same records encoded as trees: with the seed's settings (read from packed bytes) and
 /// with `log_key` (unpacked first), over a batch of packed and unpacked chunks.
@@ -464,7 +417,7 @@ fn varied_records() -> Vec<Record> {
 fn packed_chunks_encode_to_the_same_events_as_their_records() {
     use logferry_core::{Chunk, Tag};
     use std::sync::Arc;
-    let records = varied_records();
+    let records = crate::test_records::varied_records(MAX_MESSAGE_BYTES);
     let tag = Tag::from("kube.a");
     let chunks: Vec<Arc<Chunk>> = records
         .chunks(70)

@@ -11,6 +11,7 @@ use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, Utc};
 use flate2::write::{GzEncoder, ZlibEncoder};
 use flate2::Compression as Level;
+use logferry_core::packed::{Cursor, UnpackError};
 use logferry_core::Record;
 use logferry_filters::record_accessor::RecordAccessor;
 
@@ -124,6 +125,21 @@ impl Scratch {
         self.plain.clear();
     }
 
+    /// Starts the records of a packed chunk ([`RecordFormat::encode_packed`]).
+    pub fn start_packed(&mut self) {
+        self.plain.start_packed();
+    }
+
+    /// Where the JSON is written (the blob itself, or the buffer compressed into it), the
+    /// `time_key` value, and the writer.
+    fn parts(&mut self, compression: Compression) -> (&mut Vec<u8>, &Vec<u8>, &mut PlainJson) {
+        let out = match compression {
+            Compression::None => &mut self.blob,
+            _ => &mut self.json,
+        };
+        (out, &self.time, &mut self.plain)
+    }
+
     /// Bytes held by its buffers.
     pub fn capacity(&self) -> usize {
         self.blob.capacity() + self.json.capacity() + self.time.capacity()
@@ -164,29 +180,73 @@ impl RecordFormat {
     /// as [`logferry_core::Map::insert`] would, without copying the record), or the `log_key`
     /// value; a newline; then the compression.
     pub fn encode(&self, r: &Record, s: &mut Scratch) -> Result<(), Skip> {
-        let out = match self.compression {
-            Compression::None => &mut s.blob,
-            _ => &mut s.json,
-        };
-        out.clear();
-        match (&self.time_key, &self.log_key) {
-            (Some(key), None) => {
-                let dt: DateTime<Utc> = DateTime::from_timestamp_nanos(r.time.0);
-                s.time_text.clear();
-                std::fmt::Write::write_fmt(
-                    &mut s.time_text,
-                    format_args!("{}", dt.format_with_items(self.time_items.iter())),
-                )
-                .map_err(|_| Skip::Encoding)?;
-                s.time.clear();
-                crate::plain_json::str(&mut s.time, &s.time_text);
-                s.plain
-                    .map_edited(out, &r.body, None, Some((key.as_str(), s.time.as_slice())));
+        let timed = match (&self.time_key, &self.log_key) {
+            (Some(_), None) => {
+                self.time_json(r.time, s)?;
+                true
             }
-            (_, key) => s.plain.message(out, &r.body, key.as_ref())?,
+            _ => false,
+        };
+        let (out, time, plain) = s.parts(self.compression);
+        out.clear();
+        match (&self.time_key, timed) {
+            (Some(key), true) => {
+                plain.map_edited(out, &r.body, None, Some((key.as_str(), time.as_slice())))
+            }
+            _ => plain.message(out, &r.body, self.log_key.as_ref())?,
         }
+        self.finish(s)
+    }
+
+    /// Whether records can be encoded straight from packed chunks ([`Self::encode_packed`]):
+    /// all but a `log_key`'s value, which is looked up in the record.
+    pub fn reads_packed(&self) -> bool {
+        self.log_key.is_none()
+    }
+
+    /// [`Self::encode`] for a packed record: its `time`, then its body (key list `keys`, the
+    /// values next in `c`), the same blob as for the record unpacked. The outer error is a
+    /// damaged chunk (only a bug makes one: nothing more of it can be read); the inner one a
+    /// record that gives no blob, read past. Needs [`Self::reads_packed`].
+    pub fn encode_packed(
+        &self,
+        time: logferry_core::EventTime,
+        c: &mut Cursor<'_>,
+        keys: usize,
+        s: &mut Scratch,
+    ) -> Result<Result<(), Skip>, UnpackError> {
+        if self.time_key.is_some() {
+            if let Err(why) = self.time_json(time, s) {
+                s.plain
+                    .packed_map_edited(c, &mut Vec::new(), keys, None, None, 0)?;
+                return Ok(Err(why));
+            }
+        }
+        let (out, time, plain) = s.parts(self.compression);
+        out.clear();
+        let set = self.time_key.as_deref().map(|k| (k, time.as_slice()));
+        plain.packed_map_edited(c, out, keys, None, set, 0)?;
+        Ok(self.finish(s))
+    }
+
+    /// `time` as `time_key`'s JSON string, in `s.time`.
+    fn time_json(&self, time: logferry_core::EventTime, s: &mut Scratch) -> Result<(), Skip> {
+        let dt: DateTime<Utc> = DateTime::from_timestamp_nanos(time.0);
+        s.time_text.clear();
+        std::fmt::Write::write_fmt(
+            &mut s.time_text,
+            format_args!("{}", dt.format_with_items(self.time_items.iter())),
+        )
+        .map_err(|_| Skip::Encoding)?;
+        s.time.clear();
+        crate::plain_json::str(&mut s.time, &s.time_text);
+        Ok(())
+    }
+
+    /// After the JSON: the newline, then the compression into `s.blob`.
+    fn finish(&self, s: &mut Scratch) -> Result<(), Skip> {
         if self.newline {
-            out.push(b'\n');
+            s.parts(self.compression).0.push(b'\n');
         }
         if self.compression != Compression::None {
             s.blob.clear();

@@ -26,13 +26,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use logferry_core::Record;
 use logferry_engine::metrics::PluginMetrics;
+use logferry_engine::plugin::{BatchRecords, Part};
 use logferry_engine::{Batch, FlushResult, Output};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
 use super::batch::{split, Limits};
-use super::record::Scratch;
+use super::record::{RecordFormat, Scratch};
 use crate::encode::Skip;
 use crate::error::AwsError;
 use crate::progress::ProgressMemo;
@@ -98,8 +99,72 @@ pub trait RecordService: Send + Sync + 'static {
 /// Turns records into items.
 pub trait Encoder: Send + Sync + 'static {
     /// Adds the items of `records` under `tag` to `out` (empty, its buffers reused), and notes
-    /// the records that gave none.
-    fn encode(&self, tag: &str, records: &mut dyn Iterator<Item = &Record>, out: &mut Encoded);
+    /// the records that gave none. Packed chunks may be read straight from their bytes
+    /// ([`encode_view`]).
+    fn encode(&self, tag: &str, records: &BatchRecords<'_>, out: &mut Encoded);
+}
+
+/// Encodes each record of `view` with `format` into `scratch.blob` and hands the outcome to
+/// `each`: the record's number in the batch, the record itself when it was read unpacked, and
+/// whether it gave a blob. With `packed` (the encoder needs nothing of a record but its blob,
+/// and `format` [`RecordFormat::reads_packed`]) packed chunks are encoded straight from their
+/// bytes, as CloudWatch Logs' events are, instead of being unpacked into records first.
+pub fn encode_view(
+    view: &BatchRecords<'_>,
+    format: &RecordFormat,
+    packed: bool,
+    scratch: &mut Scratch,
+    mut each: impl FnMut(usize, Option<&Record>, Result<(), Skip>, &Scratch),
+) {
+    let packed = packed && format.reads_packed();
+    for (first, part) in view.parts() {
+        match part {
+            Part::Packed(p, _) if packed => {
+                let mut c = p.cursor();
+                scratch.start_packed();
+                let mut k = 0;
+                let failed = loop {
+                    let (time, keys) = match c.next_record() {
+                        Ok(Some(next)) => next,
+                        Ok(None) => break c.finish().err(),
+                        Err(e) => break Some(e),
+                    };
+                    match format.encode_packed(time, &mut c, keys, scratch) {
+                        Ok(res) => each(first + k, None, res, scratch),
+                        Err(e) => break Some(e),
+                    }
+                    k += 1;
+                };
+                if let Some(e) = failed {
+                    // Only a bug gets here: the packed bytes never leave the process. What
+                    // was read before the damage stays; the rest of the chunk is dropped,
+                    // counted and logged.
+                    tracing::error!(records = p.len() - k.min(p.len()), error = %e,
+                        "queued records cannot be read back; they are dropped");
+                    for k in k..p.len() {
+                        each(first + k, None, Err(Skip::Encoding), scratch);
+                    }
+                }
+            }
+            part => match part.records() {
+                Some(records) => {
+                    for (k, r) in records.iter().enumerate() {
+                        let res = format.encode(r, scratch);
+                        each(first + k, Some(r), res, scratch);
+                    }
+                }
+                None => {
+                    let n = match part {
+                        Part::Packed(p, _) => p.len(),
+                        Part::Records(r) => r.len(),
+                    };
+                    for k in 0..n {
+                        each(first + k, None, Err(Skip::Encoding), scratch);
+                    }
+                }
+            },
+        }
+    }
 }
 
 /// Items of one flush. Each record is encoded once, straight into the form the request body
@@ -260,11 +325,12 @@ impl<S: RecordService, E: Encoder> RecordOutput<S, E> {
 #[async_trait]
 impl<S: RecordService, E: Encoder> Output for RecordOutput<S, E> {
     async fn flush(&self, b: &Batch) -> FlushResult {
-        let records: Vec<&Record> = b.records().collect();
+        // Packed chunks stay packed: their records are encoded from the packed bytes, and
+        // unpacked only for a record that is refused.
+        let records = b.view();
         let mut enc = lock(&self.encoded).pop().unwrap_or_default();
         enc.clear();
-        self.encoder
-            .encode(&b.tag, &mut records.iter().copied(), &mut enc);
+        self.encoder.encode(&b.tag, &records, &mut enc);
         let result = self.send(b, &records, &enc).await;
         // The buffers serve the next flush at their grown size, unless a large flush made
         // them big.
@@ -275,11 +341,15 @@ impl<S: RecordService, E: Encoder> Output for RecordOutput<S, E> {
         drop(pool);
         result
     }
+
+    fn reads_packed(&self) -> bool {
+        true
+    }
 }
 
 impl<S: RecordService, E: Encoder> RecordOutput<S, E> {
     /// Sends what `enc` holds for batch `b` (see the module doc).
-    async fn send(&self, b: &Batch, records: &[&Record], enc: &Encoded) -> FlushResult {
+    async fn send(&self, b: &Batch, records: &BatchRecords<'_>, enc: &Encoded) -> FlushResult {
         let items = &enc.items;
         let limits = self.service.limits();
         let op = self.service.operation();
@@ -287,7 +357,7 @@ impl<S: RecordService, E: Encoder> RecordOutput<S, E> {
         let records_of = |idx: &[usize]| -> Vec<&Record> {
             idx.iter()
                 .flat_map(|&i| enc.records_of(i))
-                .filter_map(|&r| records.get(r).copied())
+                .filter_map(|&r| records.get(r))
                 .collect()
         };
         let mut progress = match self.memo.take(b) {
@@ -300,10 +370,7 @@ impl<S: RecordService, E: Encoder> RecordOutput<S, E> {
         if !progress.encode_counted {
             progress.encode_counted = true;
             for (why, idx) in &enc.skipped {
-                b.reject(
-                    &self.metrics,
-                    idx.iter().filter_map(|&r| records.get(r).copied()),
-                );
+                b.reject(&self.metrics, idx.iter().filter_map(|&r| records.get(r)));
                 tracing::warn!(output = %self.name, tag = %b.tag, records = idx.len(), reason = why.reason(), "records dropped");
             }
             let oversize: Vec<usize> = (0..items.len())
@@ -421,6 +488,157 @@ impl<S: RecordService, E: Encoder> RecordOutput<S, E> {
                 FlushResult::Retry(reason)
             }
             None => FlushResult::Ok,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use logferry_core::{Chunk, Record, Tag};
+    use logferry_engine::Batch;
+
+    use super::super::record::{Compression, RecordFormat, Scratch, DEFAULT_TIME_FORMAT};
+    use super::encode_view;
+    use crate::encode::Skip;
+
+    /// What [`encode_view`] gave for each record: its number, and its blob or why none.
+    fn outcomes(
+        view: &super::BatchRecords<'_>,
+        f: &RecordFormat,
+        packed: bool,
+    ) -> Vec<(usize, Result<Vec<u8>, Skip>)> {
+        let mut got = Vec::new();
+        let mut scratch = Scratch::default();
+        encode_view(view, f, packed, &mut scratch, |i, _, res, s| {
+            got.push((i, res.map(|()| s.blob.clone())));
+        });
+        got
+    }
+
+    /// Packed chunks encoded straight from their bytes give every record the same blob, byte
+    /// for byte, as the records encoded one by one (`RecordFormat::encode`, the Firehose and
+    /// Kinesis encoding): with and without `time_key` (a key the records lack, one they have,
+    /// one they have twice, one holding a map), a newline or not, gzip, and `log_key` (which
+    /// reads the records unpacked), over a batch of packed and unpacked chunks.
+    #[test]
+    fn packed_chunks_give_the_blobs_of_their_records() {
+        let records = crate::test_records::varied_records(300 * 1024);
+        let tag = Tag::from("kube.a");
+        let chunks: Vec<Arc<Chunk>> = records
+            .chunks(70)
+            .enumerate()
+            .map(|(i, part)| {
+                let mut c = Chunk::new(tag.clone(), part.to_vec());
+                if i != 1 {
+                    c.pack();
+                }
+                Arc::new(c)
+            })
+            .collect();
+        assert!(chunks[0].packed.is_some() && chunks[1].packed.is_none());
+        let b = Batch::new(tag, chunks);
+        let view = b.view();
+        // time_key, time_key_format, log_key, newline, compression.
+        type Case<'a> = (Option<&'a str>, &'a str, Option<&'a str>, bool, Compression);
+        let cases: [Case<'_>; 8] = [
+            (None, DEFAULT_TIME_FORMAT, None, true, Compression::None),
+            (None, DEFAULT_TIME_FORMAT, None, false, Compression::None),
+            (
+                Some("time"),
+                DEFAULT_TIME_FORMAT,
+                None,
+                true,
+                Compression::None,
+            ),
+            (
+                Some("u"),
+                "%Y-%m-%dT%H:%M:%S.%3N",
+                None,
+                true,
+                Compression::None,
+            ),
+            (
+                Some("n"),
+                DEFAULT_TIME_FORMAT,
+                None,
+                false,
+                Compression::None,
+            ),
+            (Some("nested"), "%s.%9N", None, true, Compression::None),
+            (
+                Some("time"),
+                DEFAULT_TIME_FORMAT,
+                None,
+                true,
+                Compression::Gzip,
+            ),
+            (
+                None,
+                DEFAULT_TIME_FORMAT,
+                Some("log"),
+                true,
+                Compression::Zlib,
+            ),
+        ];
+        for (time_key, time_format, log_key, newline, compression) in cases {
+            let case = format!("{time_key:?} {time_format} {log_key:?} {newline} {compression:?}");
+            let f =
+                RecordFormat::new(time_key, time_format, log_key, newline, compression).unwrap();
+            let mut scratch = Scratch::default();
+            let want: Vec<(usize, Result<Vec<u8>, Skip>)> = records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i, f.encode(r, &mut scratch).map(|()| scratch.blob.clone())))
+                .collect();
+            assert!(want.iter().all(|(_, r)| r.is_ok()), "{case}");
+            assert_eq!(outcomes(&view, &f, true), want, "{case}");
+            assert_eq!(outcomes(&view, &f, false), want, "{case}");
+        }
+    }
+
+    /// Which records were read as records: none of a packed chunk when the encoder asks for
+    /// packed reading, all of them otherwise (a Kinesis `partition_key`, a `log_key`).
+    #[test]
+    fn packed_chunks_are_read_as_records_only_when_needed() {
+        let records = crate::test_records::varied_records(10);
+        let mut packed = Chunk::new(Tag::from("t"), records[..100].to_vec());
+        packed.pack();
+        let plain = Chunk::new(Tag::from("t"), records[100..150].to_vec());
+        let b = Batch::new(Tag::from("t"), vec![Arc::new(packed), Arc::new(plain)]);
+        let view = b.view();
+        for (log_key, packed, want) in [
+            (None, true, 50),
+            (None, false, 150),
+            (Some("log"), true, 150),
+        ] {
+            let f = RecordFormat::new(None, DEFAULT_TIME_FORMAT, log_key, true, Compression::None)
+                .unwrap();
+            let mut seen: Vec<Option<Record>> = Vec::new();
+            encode_view(
+                &view,
+                &f,
+                packed,
+                &mut Scratch::default(),
+                |i, r, res, _| {
+                    assert_eq!(seen.len(), i);
+                    assert!(res.is_ok());
+                    seen.push(r.cloned());
+                },
+            );
+            assert_eq!(seen.len(), 150);
+            assert_eq!(
+                seen.iter().filter(|r| r.is_some()).count(),
+                want,
+                "{log_key:?} {packed}"
+            );
+            // A record read as a record is the one at its number.
+            for (i, r) in seen.iter().enumerate() {
+                if let Some(r) = r {
+                    assert_eq!(r.time, records[i].time);
+                }
+            }
         }
     }
 }

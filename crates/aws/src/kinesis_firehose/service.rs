@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use aws_sdk_firehose::Client;
 use bytes::Bytes;
-use logferry_core::Record;
+use logferry_engine::plugin::BatchRecords;
 
 use super::config::FirehoseSettings;
 use crate::client::LazyClient;
@@ -11,7 +11,7 @@ use crate::error::AwsError;
 use crate::kinesis_core::batch::Limits;
 use crate::kinesis_core::body::{self, BodyPool};
 use crate::kinesis_core::record::RecordFormat;
-use crate::kinesis_core::sink::{Encoded, Encoder, ItemResult, RecordService};
+use crate::kinesis_core::sink::{encode_view, Encoded, Encoder, ItemResult, RecordService};
 use crate::retry::{to_aws_error_with, with_auto_retry, MissingResource};
 
 /// PutRecordBatch limits (Amazon Data Firehose API reference; shared facts).
@@ -27,14 +27,18 @@ pub struct FirehoseEncoder {
 }
 
 impl Encoder for FirehoseEncoder {
-    fn encode(&self, _tag: &str, records: &mut dyn Iterator<Item = &Record>, enc: &mut Encoded) {
+    fn encode(&self, _tag: &str, records: &BatchRecords<'_>, enc: &mut Encoded) {
         let mut scratch = std::mem::take(&mut enc.scratch);
-        for (i, r) in records.enumerate() {
-            match self.format.encode(r, &mut scratch) {
-                Ok(()) => enc.push(&scratch.blob, None, &[i]),
+        encode_view(
+            records,
+            &self.format,
+            true,
+            &mut scratch,
+            |i, _, res, s| match res {
+                Ok(()) => enc.push(&s.blob, None, &[i]),
                 Err(why) => enc.skip(why, i),
-            }
-        }
+            },
+        );
         enc.scratch = scratch;
     }
 }

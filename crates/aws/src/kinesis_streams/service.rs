@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use aws_sdk_kinesis::Client;
 use bytes::Bytes;
 use logferry_core::{Record, Value};
+use logferry_engine::plugin::BatchRecords;
 use logferry_filters::record_accessor::RecordAccessor;
 use rand::distr::{Alphanumeric, Distribution};
 
@@ -15,7 +16,7 @@ use crate::error::AwsError;
 use crate::kinesis_core::batch::Limits;
 use crate::kinesis_core::body::{self, BodyPool};
 use crate::kinesis_core::record::RecordFormat;
-use crate::kinesis_core::sink::{Encoded, Encoder, ItemResult, RecordService};
+use crate::kinesis_core::sink::{encode_view, Encoded, Encoder, ItemResult, RecordService};
 use crate::retry::{to_aws_error_with, with_auto_retry, MissingResource};
 
 /// PutRecords limits (Amazon Kinesis Data Streams API reference; shared facts).
@@ -49,9 +50,12 @@ impl KinesisEncoder {
     /// Writes `r`'s partition key into `out`: the `partition_key` value (a string cut at
     /// [`MAX_PARTITION_KEY`] bytes, or an integer), else [`RANDOM_KEY_LEN`] random
     /// alphanumerics.
-    fn key(&self, r: &Record, out: &mut String, rng: &mut impl rand::Rng) {
+    fn key(&self, r: Option<&Record>, out: &mut String, rng: &mut impl rand::Rng) {
         out.clear();
-        match self.partition_key.as_ref().and_then(|k| k.get(&r.body)) {
+        match (self.partition_key.as_ref())
+            .zip(r)
+            .and_then(|(k, r)| k.get(&r.body))
+        {
             Some(Value::Str(s)) if !s.is_empty() => {
                 out.push_str(truncate_utf8(s, MAX_PARTITION_KEY))
             }
@@ -68,7 +72,7 @@ impl KinesisEncoder {
 }
 
 impl Encoder for KinesisEncoder {
-    fn encode(&self, _tag: &str, records: &mut dyn Iterator<Item = &Record>, enc: &mut Encoded) {
+    fn encode(&self, _tag: &str, records: &BatchRecords<'_>, enc: &mut Encoded) {
         let mut scratch = std::mem::take(&mut enc.scratch);
         let mut rng = rand::rng();
         let mut key = String::new();
@@ -76,25 +80,32 @@ impl Encoder for KinesisEncoder {
         let mut blob = Vec::new();
         // Batch indices of the records in `agg`.
         let mut in_agg: Vec<usize> = Vec::new();
-        for (i, r) in records.enumerate() {
-            if let Err(why) = self.format.encode(r, &mut scratch) {
-                enc.skip(why, i);
-                continue;
-            }
-            self.key(r, &mut key, &mut rng);
-            if !self.aggregation {
-                enc.push(&scratch.blob, Some(&key), &[i]);
-                continue;
-            }
-            if !agg.is_empty() && agg.size_with(&key, scratch.blob.len()) > LIMITS.max_record_bytes
-            {
-                let k = agg.finish_into(&mut blob);
-                enc.push(&blob, Some(&k), &in_agg);
-                in_agg.clear();
-            }
-            agg.add(&key, &scratch.blob);
-            in_agg.push(i);
-        }
+        // Straight from packed chunks unless the partition key is read from the record.
+        let packed = self.partition_key.is_none();
+        encode_view(
+            records,
+            &self.format,
+            packed,
+            &mut scratch,
+            |i, r, res, s| {
+                if let Err(why) = res {
+                    enc.skip(why, i);
+                    return;
+                }
+                self.key(r, &mut key, &mut rng);
+                if !self.aggregation {
+                    enc.push(&s.blob, Some(&key), &[i]);
+                    return;
+                }
+                if !agg.is_empty() && agg.size_with(&key, s.blob.len()) > LIMITS.max_record_bytes {
+                    let k = agg.finish_into(&mut blob);
+                    enc.push(&blob, Some(&k), &in_agg);
+                    in_agg.clear();
+                }
+                agg.add(&key, &s.blob);
+                in_agg.push(i);
+            },
+        );
         if !agg.is_empty() {
             let k = agg.finish_into(&mut blob);
             enc.push(&blob, Some(&k), &in_agg);

@@ -47,11 +47,13 @@ fn partition_keys_from_accessors_and_go_arrows() {
     let mut m = Map::new();
     m.insert("kubernetes", Value::Map(k));
     m.insert("log", "x");
-    let r = [Record::new(EventTime(0), m)];
+    let mut chunk = logferry_core::Chunk::new("t".into(), vec![Record::new(EventTime(0), m)]);
+    chunk.pack();
+    let b = logferry_engine::Batch::new("t".into(), vec![std::sync::Arc::new(chunk)]);
     for pk in ["$kubernetes['pod_name']", "kubernetes->pod_name"] {
         let s = settings(&[("stream", "s"), ("partition_key", pk), ("log_key", "log")]).unwrap();
         let mut enc = Encoded::default();
-        KinesisEncoder::new(&s).encode("t", &mut r.iter(), &mut enc);
+        KinesisEncoder::new(&s).encode("t", &b.view(), &mut enc);
         assert_eq!(enc.key(0), Some("web"), "{pk}");
         assert_eq!(enc.blob(0), b"x");
     }
