@@ -619,3 +619,81 @@ async fn files_a_previous_run_left_are_uploaded_without_new_records() {
         "uploaded by the timer, no flush needed"
     );
 }
+
+/// Chunks packed while they waited are written straight from their packed bytes
+/// (`Output::reads_packed`): the object holds the same lines as for records never packed,
+/// `json_date_key` in front; and with `log_key`, a packed record without it is handed back as
+/// itself, read back from its chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packed_chunks_are_uploaded_as_their_records_and_refusals_handed_back() {
+    use logferry_core::{Chunk, Tag, Value};
+    let moto = Moto::start();
+    let bucket = unique("s3-packed");
+    create_bucket(moto.port, &bucket);
+    let dir = tempfile::tempdir().unwrap();
+    let (out, _) = output(&[
+        ("region", REGION),
+        ("bucket", &bucket),
+        ("use_put_object", "on"),
+        ("store_dir", dir.path().to_str().unwrap()),
+        ("endpoint", &moto.endpoint()),
+    ]);
+    assert!(out.reads_packed());
+    let t = EventTime::from_parts(1_576_777_272, 706_307_780);
+    let records: Vec<Record> = (0..300)
+        .map(|i| {
+            let mut body = Map::new();
+            if i != 150 {
+                body.insert("log", format!("line {i} \"quoted\" é"));
+            }
+            body.insert("n", i as i64);
+            body.insert(
+                "k8s",
+                Value::Map(Map(vec![("pod".into(), Value::from("web-1"))])),
+            );
+            Record::new(t, body)
+        })
+        .collect();
+    let tag = Tag::from("app");
+    let packed = || -> logferry_engine::Batch {
+        let chunks = records
+            .chunks(100)
+            .enumerate()
+            .map(|(i, part)| {
+                let mut c = Chunk::new(tag.clone(), part.to_vec());
+                if i != 2 {
+                    c.pack();
+                }
+                Arc::new(c)
+            })
+            .collect();
+        logferry_engine::Batch::new(tag.clone(), chunks).keeping_rejected()
+    };
+    assert_eq!(out.flush(&packed()).await, FlushResult::Ok);
+    out.shutdown().await.unwrap();
+    let objects = bucket_objects(moto.port, &bucket);
+    assert_eq!(objects.len(), 1);
+    let want: Vec<String> = records
+        .iter()
+        .map(|r| {
+            let body = serde_json::to_string(&r.body).unwrap();
+            format!(r#"{{"date":"2019-12-19T17:41:12.706307Z",{}"#, &body[1..])
+        })
+        .collect();
+    assert_eq!(lines(&objects[0].1), want);
+
+    let (out, m) = output(&[
+        ("region", REGION),
+        ("bucket", "no-upload"),
+        ("log_key", "log"),
+        ("store_dir", dir.path().to_str().unwrap()),
+        // Nothing is uploaded in this part.
+        ("endpoint", "http://127.0.0.1:9"),
+    ]);
+    let b = packed();
+    assert_eq!(out.flush(&b).await, FlushResult::Ok);
+    assert_eq!(PluginMetrics::get(&m.dropped_records), 1);
+    let rejected = b.take_rejected();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].body.get("n"), Some(&Value::Int(150)));
+}

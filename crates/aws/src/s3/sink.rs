@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use logferry_core::{EventTime, Record};
+use logferry_core::EventTime;
 use logferry_engine::metrics::PluginMetrics;
+use logferry_engine::plugin::{BatchRecords, Part};
 use logferry_engine::{Batch, FlushResult, Output, PluginError};
 
 use super::config::{DateFormat, S3Settings};
@@ -168,13 +169,10 @@ impl S3Output {
     }
 
     /// The records as JSON lines into `buf.lines` (each record written once, straight into
-    /// it, the date key put in front without copying the record): (records written, records
-    /// that gave no line).
-    fn encode<'a>(
-        &self,
-        buf: &mut Buffers,
-        records: impl Iterator<Item = &'a Record>,
-    ) -> (u64, Vec<&'a Record>) {
+    /// it, the date key put in front without copying the record; packed chunks read straight
+    /// from their bytes unless a `log_key` is looked up): (records written, the numbers in
+    /// the batch of the records that gave no line).
+    fn encode(&self, buf: &mut Buffers, view: &BatchRecords<'_>) -> (u64, Vec<usize>) {
         let s = &self.inner.settings;
         let Buffers {
             lines: out,
@@ -186,28 +184,78 @@ impl S3Output {
         json.clear();
         let mut n = 0u64;
         let mut skipped = Vec::new();
-        for r in records {
-            let start = out.len();
-            let res = match (&s.log_key, &s.date_key) {
-                (Some(k), _) => json.message(out, &r.body, Some(k)).map_err(|_| ()),
-                (None, Some(dk)) if !r.body.contains_key(dk) => {
-                    date_json(date, date_text, r.time, s.date_format);
-                    json.map_edited(out, &r.body, Some((dk.as_str(), date.as_slice())), None);
-                    Ok(())
+        for (first, part) in view.parts() {
+            match part {
+                Part::Packed(p, _) if s.log_key.is_none() => {
+                    let mut c = p.cursor();
+                    json.start_packed();
+                    let mut k = 0;
+                    let failed = loop {
+                        let (time, keys) = match c.next_record() {
+                            Ok(Some(next)) => next,
+                            Ok(None) => break c.finish().err(),
+                            Err(e) => break Some(e),
+                        };
+                        let front = match &s.date_key {
+                            Some(dk) if !c.keys(keys).contains(&dk.as_str()) => {
+                                date_json(date, date_text, time, s.date_format);
+                                Some((dk.as_str(), date.as_slice()))
+                            }
+                            _ => None,
+                        };
+                        let start = out.len();
+                        if let Err(e) = json.packed_map_edited(&mut c, out, keys, front, None, 0) {
+                            out.truncate(start);
+                            break Some(e);
+                        }
+                        out.push(b'\n');
+                        n += 1;
+                        k += 1;
+                    };
+                    if let Some(e) = failed {
+                        // Only a bug gets here: the packed bytes never leave the process.
+                        // What was read before the damage stays; the rest is dropped, counted
+                        // and logged.
+                        tracing::error!(records = p.len() - k.min(p.len()), error = %e,
+                            "queued records cannot be read back; they are dropped");
+                        skipped.extend(first + k..first + p.len().max(k));
+                    }
                 }
-                (None, _) => {
-                    json.map(out, &r.body);
-                    Ok(())
-                }
-            };
-            match res {
-                Ok(()) => {
-                    out.push(b'\n');
-                    n += 1;
-                }
-                Err(()) => {
-                    out.truncate(start);
-                    skipped.push(r);
+                part => {
+                    let Some(records) = part.records() else {
+                        let len = match part {
+                            Part::Packed(p, _) => p.len(),
+                            Part::Records(r) => r.len(),
+                        };
+                        skipped.extend(first..first + len);
+                        continue;
+                    };
+                    for (k, r) in records.iter().enumerate() {
+                        let start = out.len();
+                        let res = match (&s.log_key, &s.date_key) {
+                            (Some(key), _) => json.message(out, &r.body, Some(key)).map_err(|_| ()),
+                            (None, Some(dk)) if !r.body.contains_key(dk) => {
+                                date_json(date, date_text, r.time, s.date_format);
+                                let front = Some((dk.as_str(), date.as_slice()));
+                                json.map_edited(out, &r.body, front, None);
+                                Ok(())
+                            }
+                            (None, _) => {
+                                json.map(out, &r.body);
+                                Ok(())
+                            }
+                        };
+                        match res {
+                            Ok(()) => {
+                                out.push(b'\n');
+                                n += 1;
+                            }
+                            Err(()) => {
+                                out.truncate(start);
+                                skipped.push(first + k);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -314,7 +362,9 @@ impl Output for S3Output {
     async fn flush(&self, b: &Batch) -> FlushResult {
         self.ensure_ticker();
         let mut buf = lock_any(&self.inner.buffers).pop().unwrap_or_default();
-        let (n, skipped) = self.encode(&mut buf, b.records());
+        // Packed chunks stay packed: their records are written from the packed bytes.
+        let view = b.view();
+        let (n, skipped) = self.encode(&mut buf, &view);
         let full = if buf.lines.is_empty() {
             self.inner.keep(buf);
             false
@@ -337,7 +387,10 @@ impl Output for S3Output {
         // Only in the attempt that stored the rest, so a retried batch rejects them once.
         if !skipped.is_empty() {
             let count = skipped.len();
-            b.reject(&self.inner.metrics, skipped);
+            b.reject(
+                &self.inner.metrics,
+                skipped.iter().filter_map(|&i| view.get(i)),
+            );
             tracing::warn!(output = %self.inner.name, tag = %b.tag, records = count, "records without log_key dropped");
         }
         if full {
@@ -346,11 +399,101 @@ impl Output for S3Output {
         FlushResult::Ok
     }
 
+    fn reads_packed(&self) -> bool {
+        true
+    }
+
     async fn shutdown(&self) -> Result<(), PluginError> {
         self.inner.upload_due(true).await.map(|_| ()).map_err(|e| {
             PluginError::Other(format!(
                 "s3: uploads failed at shutdown, files kept in store_dir: {e}"
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use logferry_core::config::{Section, SectionKind, Span};
+    use logferry_core::{Chunk, Tag};
+    use logferry_engine::Batch;
+
+    use super::super::config::settings_from_entries;
+    use super::super::store::Store;
+    use super::{Buffers, S3Output};
+
+    fn output(kv: &[(&str, &str)], dir: &Path) -> S3Output {
+        let mut s = Section::new(SectionKind::Output, Span::command_line());
+        for (k, v) in [("region", "us-east-1"), ("bucket", "b")].iter().chain(kv) {
+            s.push(*k, *v, Span::command_line());
+        }
+        let entries: Vec<_> = s.entries.iter().collect();
+        let settings = settings_from_entries(&s, &entries, dir).unwrap();
+        let metrics = Arc::new(logferry_engine::metrics::PluginMetrics::default());
+        S3Output::with_store(settings, metrics, "s3.0".into(), Store::open(dir).unwrap())
+    }
+
+    /// Packed chunks written straight from their bytes give the same JSON lines, byte for
+    /// byte, as the same records never packed: `json_date_key` in each format (put in front,
+    /// or not where the record has the key, once or twice), off, and `log_key` (which reads
+    /// the records unpacked; a record without it gives no line, by number).
+    #[test]
+    fn packed_chunks_give_the_lines_of_their_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut records = crate::test_records::varied_records(300 * 1024);
+        records[7].body.0.retain(|(k, _)| k != "log");
+        let tag = Tag::from("kube.a");
+        let chunks = |packed: bool| -> Batch {
+            let chunks = records
+                .chunks(70)
+                .enumerate()
+                .map(|(i, part)| {
+                    let mut c = Chunk::new(tag.clone(), part.to_vec());
+                    if packed && i != 1 {
+                        c.pack();
+                    }
+                    Arc::new(c)
+                })
+                .collect();
+            Batch::new(tag.clone(), chunks)
+        };
+        let (packed, plain) = (chunks(true), chunks(false));
+        assert!(packed
+            .view()
+            .parts()
+            .any(|(_, p)| matches!(p, super::Part::Packed(..))));
+        for kv in [
+            &[][..],
+            &[("json_date_format", "double")],
+            &[("json_date_format", "epoch")],
+            &[("json_date_format", "epoch_ms")],
+            &[("json_date_format", "java_sql_timestamp")],
+            &[("json_date_key", "n")],
+            &[("json_date_key", "nested")],
+            &[("json_date_key", "false")],
+            &[("log_key", "log")],
+        ] {
+            let out = output(kv, dir.path());
+            let mut a = Buffers::default();
+            let mut b = Buffers::default();
+            let got = out.encode(&mut a, &packed.view());
+            let want = out.encode(&mut b, &plain.view());
+            assert_eq!(got, want, "{kv:?}");
+            assert_eq!(a.lines, b.lines, "{kv:?}");
+            let lines = a.lines.split(|&c| c == b'\n').filter(|l| !l.is_empty());
+            let skipped: &[usize] = if kv == [("log_key", "log")] {
+                &[7]
+            } else {
+                &[]
+            };
+            assert_eq!(
+                got,
+                ((records.len() - skipped.len()) as u64, skipped.to_vec())
+            );
+            assert_eq!(lines.count(), records.len() - skipped.len(), "{kv:?}");
+        }
     }
 }
