@@ -155,6 +155,23 @@ mod tests {
         assert_eq!(enc.items[3].size(), 2 + "日本".len());
     }
 
+    /// Items' base64 (base64-simd, vector code for long blobs) is the `base64` crate's, for
+    /// every length from 0 to 300 bytes (each remainder of 3, and past each vector width),
+    /// one item after another in the shared buffer.
+    #[test]
+    fn items_hold_the_base64_of_their_blobs_at_every_length() {
+        let bytes: Vec<u8> = (0..300u32).map(|i| (i * 167 + 13) as u8).collect();
+        let mut enc = Encoded::default();
+        for n in 0..=bytes.len() {
+            enc.push(&bytes[..n], None, &[n]);
+        }
+        for n in 0..=bytes.len() {
+            assert_eq!(enc.data(n), STANDARD.encode(&bytes[..n]).as_bytes(), "{n}");
+            assert_eq!(enc.items[n].size(), n);
+            assert_eq!(enc.blob(n), &bytes[..n]);
+        }
+    }
+
     #[test]
     fn buffers_come_back_when_nothing_else_holds_them() {
         let pool = BodyPool::default();

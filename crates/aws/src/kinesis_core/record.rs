@@ -77,9 +77,32 @@ pub struct RecordFormat {
     pub time_format: String,
     /// `time_format` parsed once, not once per record.
     time_items: Vec<Item<'static>>,
+    /// Whether `time_items` print nothing finer than a second ([`whole_seconds`]).
+    whole_seconds: bool,
     pub log_key: Option<RecordAccessor>,
     pub newline: bool,
     pub compression: Compression,
+}
+
+/// Whether `items` print nothing finer than a second: no fraction (`%f`, `%3f`, `%.6f`,
+/// `%9f`, which Fluent Bit's `%3N`, `%9N` and `%L` become) and no RFC 3339 (`%+`, which may
+/// print one).
+fn whole_seconds(items: &[Item<'_>]) -> bool {
+    use chrono::format::{Fixed, Numeric};
+    !items.iter().any(|i| {
+        matches!(
+            i,
+            Item::Numeric(Numeric::Nanosecond, _)
+                | Item::Fixed(
+                    Fixed::Nanosecond
+                        | Fixed::Nanosecond3
+                        | Fixed::Nanosecond6
+                        | Fixed::Nanosecond9
+                        | Fixed::RFC3339
+                        | Fixed::Internal(_)
+                )
+        )
+    })
 }
 
 /// Translates Fluent Bit's time format to chrono's and checks it.
@@ -110,6 +133,9 @@ pub struct Scratch {
     /// The formatted `time_key` value, as a JSON string.
     time: Vec<u8>,
     time_text: String,
+    /// The second `time` holds, for a format that prints whole seconds, and which format
+    /// (its parsed items' address): the records of one second reuse it.
+    time_second: Option<(usize, i64)>,
     pub(crate) plain: PlainJson,
 }
 
@@ -123,6 +149,7 @@ impl Scratch {
     /// Readies the buffers for another batch (shared maps are cached per batch).
     pub fn start_batch(&mut self) {
         self.plain.clear();
+        self.time_second = None;
     }
 
     /// Starts the records of a packed chunk ([`RecordFormat::encode_packed`]).
@@ -156,14 +183,16 @@ impl RecordFormat {
         compression: Compression,
     ) -> Result<Self, AwsError> {
         let time_format = time_format(time_key_format)?;
+        let time_items = StrftimeItems::new(&time_format)
+            .parse_to_owned()
+            .map_err(|e| AwsError::setting("time_key_format", e.to_string()))?;
         Ok(RecordFormat {
             time_key: time_key
                 .map(str::trim)
                 .filter(|k| !k.is_empty())
                 .map(str::to_string),
-            time_items: StrftimeItems::new(&time_format)
-                .parse_to_owned()
-                .map_err(|e| AwsError::setting("time_key_format", e.to_string()))?,
+            whole_seconds: whole_seconds(&time_items),
+            time_items,
             time_format,
             log_key: log_key
                 .map(str::trim)
@@ -229,8 +258,18 @@ impl RecordFormat {
         Ok(self.finish(s))
     }
 
-    /// `time` as `time_key`'s JSON string, in `s.time`.
+    /// `time` as `time_key`'s JSON string, in `s.time`. With a format of whole seconds
+    /// (Fluent Bit's default), the records of one second share the text formatted for the
+    /// first of them.
     fn time_json(&self, time: logferry_core::EventTime, s: &mut Scratch) -> Result<(), Skip> {
+        let second = (
+            self.time_items.as_ptr() as usize,
+            time.0.div_euclid(1_000_000_000),
+        );
+        if self.whole_seconds && s.time_second == Some(second) {
+            return Ok(());
+        }
+        s.time_second = None;
         let dt: DateTime<Utc> = DateTime::from_timestamp_nanos(time.0);
         s.time_text.clear();
         std::fmt::Write::write_fmt(
@@ -240,6 +279,9 @@ impl RecordFormat {
         .map_err(|_| Skip::Encoding)?;
         s.time.clear();
         crate::plain_json::str(&mut s.time, &s.time_text);
+        if self.whole_seconds {
+            s.time_second = Some(second);
+        }
         Ok(())
     }
 
@@ -284,6 +326,57 @@ mod tests {
         );
         assert!(time_format("%Q").is_err());
         assert_eq!(time_format("%L").unwrap(), "%9f");
+    }
+
+    /// A time formatted once per second for the records after it gives each record the
+    /// text formatted for itself: whole-second formats (cached) and finer ones (not), across
+    /// second boundaries and before 1970, one scratch for all against a fresh one each.
+    #[test]
+    fn time_key_text_reused_within_a_second_is_each_records_own() {
+        let formats = [
+            (DEFAULT_TIME_FORMAT, true),
+            ("%s", true),
+            ("%d/%b/%Y:%H:%M:%S %z", true),
+            ("%Y-%m-%dT%H:%M:%S.%3N", false),
+            ("%L", false),
+            ("%s.%9N", false),
+            ("%Y-%m-%dT%H:%M:%S%.6f", false),
+            ("%+", false),
+        ];
+        let times: Vec<i64> = [
+            1_576_777_272_000_000_000,
+            1_576_777_272_706_307_780,
+            1_576_777_272_999_999_999,
+            1_576_777_273_000_000_000,
+            1_576_777_273_000_000_001,
+            1_576_777_272_500_000_000,
+            -1_500_000_000,
+            -1_000_000_000,
+            -1,
+            0,
+        ]
+        .to_vec();
+        for (fmt, whole) in formats {
+            let f = RecordFormat::new(Some("ts"), fmt, None, false, Compression::None).unwrap();
+            assert_eq!(f.whole_seconds, whole, "{fmt}");
+            let mut shared = Scratch::default();
+            for &t in &times {
+                let mut m = Map::new();
+                m.insert("log", "x");
+                let r = Record::new(EventTime(t), m);
+                let mut fresh = Scratch::default();
+                f.encode(&r, &mut fresh).unwrap();
+                f.encode(&r, &mut shared).unwrap();
+                assert_eq!(shared.blob, fresh.blob, "{fmt} {t}");
+            }
+            // Another format of the same second does not reuse the first one's text.
+            let other =
+                RecordFormat::new(Some("ts"), "%H", None, false, Compression::None).unwrap();
+            let r = Record::new(EventTime(times[0]), Map::new());
+            f.encode(&r, &mut shared).unwrap();
+            other.encode(&r, &mut shared).unwrap();
+            assert_eq!(shared.blob, b"{\"ts\":\"17\"}", "{fmt}");
+        }
     }
 
     #[test]
