@@ -229,16 +229,8 @@ impl KeyList {
             text: Vec::new(),
             pairs: Vec::with_capacity(keys.len()),
         };
-        // Which pair is the last of its key: by scanning for a small map, by index for a
-        // larger one (as `Map::iter_last_wins` does).
-        let last: Option<HashMap<&str, usize>> = (keys.len() > logferry_core::event::SMALL_MAP)
-            .then(|| keys.iter().enumerate().map(|(i, k)| (*k, i)).collect());
         let mut first = true;
-        for (i, k) in keys.iter().enumerate() {
-            let later = match &last {
-                Some(last) => last.get(k) != Some(&i),
-                None => keys[i + 1..].contains(k),
-            };
+        for (k, later) in keys.iter().zip(later_duplicates(keys)) {
             if later {
                 list.pairs.push(None);
                 continue;
@@ -260,6 +252,18 @@ impl KeyList {
     fn matches(&self, m: &Map) -> bool {
         self.keys.len() == m.0.len() && self.keys.iter().zip(&m.0).all(|(a, (b, _))| a == b)
     }
+}
+
+/// For each of `keys`, whether a later key is the same (so this pair is not written: the last
+/// duplicate wins). By scanning for a small map, by index for a larger one (as
+/// `Map::iter_last_wins` does).
+pub(crate) fn later_duplicates<'k>(keys: &'k [&'k str]) -> impl Iterator<Item = bool> + 'k {
+    let last: Option<HashMap<&str, usize>> = (keys.len() > logferry_core::event::SMALL_MAP)
+        .then(|| keys.iter().enumerate().map(|(i, k)| (*k, i)).collect());
+    keys.iter().enumerate().map(move |(i, k)| match &last {
+        Some(last) => last.get(k) != Some(&i),
+        None => keys[i + 1..].contains(k),
+    })
 }
 
 impl EscapedJson {

@@ -16,7 +16,7 @@ use logferry_core::packed::{Cursor, Item, UnpackError, MAX_DEPTH};
 use logferry_core::{Map, Value};
 use logferry_filters::record_accessor::RecordAccessor;
 
-use crate::encode::{escape_json_str, Skip};
+use crate::encode::{escape_json_str, later_duplicates, Skip};
 
 /// Writes JSON; see the module doc. Shared maps are cached by address, so call
 /// [`PlainJson::clear`] before the records of another batch.
@@ -47,15 +47,7 @@ impl KeyList {
             pairs: Vec::with_capacity(keys.len()),
             ..KeyList::default()
         };
-        // Which pair is the last of its key: by scanning for a small map, by index for a
-        // larger one (as `Map::iter_last_wins` does).
-        let last: Option<HashMap<&str, usize>> = (keys.len() > logferry_core::event::SMALL_MAP)
-            .then(|| keys.iter().enumerate().map(|(i, k)| (*k, i)).collect());
-        for (i, k) in keys.iter().enumerate() {
-            let later = match &last {
-                Some(last) => last.get(k) != Some(&i),
-                None => keys[i + 1..].contains(k),
-            };
+        for (k, later) in keys.iter().zip(later_duplicates(keys)) {
             if later {
                 list.pairs.push(None);
                 continue;
