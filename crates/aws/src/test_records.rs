@@ -1,11 +1,33 @@
 //! Records shared by the outputs' unit tests.
 
-use logferry_core::{EventTime, Map, Record, Value};
+use std::sync::Arc;
+
+use logferry_core::{Chunk, EventTime, Map, Record, Tag, Value};
+use logferry_engine::Batch;
+
+/// A batch of `records` under `tag` in chunks of `per_chunk`, every chunk packed (as records
+/// that waited for an output are) but the one at `plain`.
+pub fn packed_batch(tag: &str, records: &[Record], per_chunk: usize, plain: usize) -> Batch {
+    let tag = Tag::from(tag);
+    let chunks: Vec<Arc<Chunk>> = records
+        .chunks(per_chunk)
+        .enumerate()
+        .map(|(i, part)| {
+            let mut c = Chunk::new(tag.clone(), part.to_vec());
+            if i != plain {
+                c.pack();
+            }
+            Arc::new(c)
+        })
+        .collect();
+    assert!(chunks.iter().any(|c| c.packed.is_some()));
+    assert!(chunks.get(plain).is_none_or(|c| c.packed.is_none()));
+    Batch::new(tag, chunks)
+}
 
 /// Records of every kind the pipeline makes: nested maps, a duplicate key, shared pod
 /// metadata, numbers, escapes and non-ASCII text, and one (the 151st) with a `big`-byte string.
 pub fn varied_records(big: usize) -> Vec<Record> {
-    use std::sync::Arc;
     let mut pod = Map::new();
     pod.insert("pod_name", "web-1");
     pod.insert(

@@ -561,7 +561,6 @@ async fn role_arn_is_assumed_through_sts_endpoint() {
 /// handed back as its record, read back from the packed chunk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packed_chunks_are_delivered_as_their_records_and_refusals_handed_back() {
-    use logferry_core::{Chunk, Tag};
     let moto = Moto::start();
     let group = unique("packed");
     let (out, m) = output(&[
@@ -591,19 +590,7 @@ async fn packed_chunks_are_delivered_as_their_records_and_refusals_handed_back()
             Record::new(EventTime(t), body)
         })
         .collect();
-    let tag = Tag::from("app");
-    let chunks = records
-        .chunks(100)
-        .enumerate()
-        .map(|(i, part)| {
-            let mut c = Chunk::new(tag.clone(), part.to_vec());
-            if i != 2 {
-                c.pack();
-            }
-            Arc::new(c)
-        })
-        .collect();
-    let b = logferry_engine::Batch::new(tag, chunks).keeping_rejected();
+    let b = packed_batch("app", &records, 100, 2).keeping_rejected();
     assert_eq!(out.flush(&b).await, FlushResult::Ok);
     assert_eq!(PluginMetrics::get(&m.dropped_records), 1);
     let rejected = b.take_rejected();

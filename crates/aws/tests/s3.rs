@@ -626,7 +626,7 @@ async fn files_a_previous_run_left_are_uploaded_without_new_records() {
 /// itself, read back from its chunk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packed_chunks_are_uploaded_as_their_records_and_refusals_handed_back() {
-    use logferry_core::{Chunk, Tag, Value};
+    use logferry_core::Value;
     let moto = Moto::start();
     let bucket = unique("s3-packed");
     create_bucket(moto.port, &bucket);
@@ -654,21 +654,7 @@ async fn packed_chunks_are_uploaded_as_their_records_and_refusals_handed_back() 
             Record::new(t, body)
         })
         .collect();
-    let tag = Tag::from("app");
-    let packed = || -> logferry_engine::Batch {
-        let chunks = records
-            .chunks(100)
-            .enumerate()
-            .map(|(i, part)| {
-                let mut c = Chunk::new(tag.clone(), part.to_vec());
-                if i != 2 {
-                    c.pack();
-                }
-                Arc::new(c)
-            })
-            .collect();
-        logferry_engine::Batch::new(tag.clone(), chunks).keeping_rejected()
-    };
+    let packed = || packed_batch("app", &records, 100, 2).keeping_rejected();
     assert_eq!(out.flush(&packed()).await, FlushResult::Ok);
     out.shutdown().await.unwrap();
     let objects = bucket_objects(moto.port, &bucket);

@@ -415,23 +415,8 @@ fn put_body_is_the_put_log_events_json_with_messages_escaped_once() {
 /// with `log_key` (unpacked first), over a batch of packed and unpacked chunks.
 #[test]
 fn packed_chunks_encode_to_the_same_events_as_their_records() {
-    use logferry_core::{Chunk, Tag};
-    use std::sync::Arc;
     let records = crate::test_records::varied_records(MAX_MESSAGE_BYTES);
-    let tag = Tag::from("kube.a");
-    let chunks: Vec<Arc<Chunk>> = records
-        .chunks(70)
-        .enumerate()
-        .map(|(i, part)| {
-            let mut c = Chunk::new(tag.clone(), part.to_vec());
-            if i != 1 {
-                c.pack();
-            }
-            Arc::new(c)
-        })
-        .collect();
-    assert!(chunks[0].packed.is_some() && chunks[1].packed.is_none());
-    let b = logferry_engine::Batch::new(tag, chunks);
+    let b = crate::test_records::packed_batch("kube.a", &records, 70, 1);
     for kv in [
         &[("log_group_name", "g"), ("log_stream_prefix", "p-")][..],
         &[

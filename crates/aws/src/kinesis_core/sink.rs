@@ -522,20 +522,7 @@ mod tests {
     #[test]
     fn packed_chunks_give_the_blobs_of_their_records() {
         let records = crate::test_records::varied_records(300 * 1024);
-        let tag = Tag::from("kube.a");
-        let chunks: Vec<Arc<Chunk>> = records
-            .chunks(70)
-            .enumerate()
-            .map(|(i, part)| {
-                let mut c = Chunk::new(tag.clone(), part.to_vec());
-                if i != 1 {
-                    c.pack();
-                }
-                Arc::new(c)
-            })
-            .collect();
-        assert!(chunks[0].packed.is_some() && chunks[1].packed.is_none());
-        let b = Batch::new(tag, chunks);
+        let b = crate::test_records::packed_batch("kube.a", &records, 70, 1);
         let view = b.view();
         // time_key, time_key_format, log_key, newline, compression.
         type Case<'a> = (Option<&'a str>, &'a str, Option<&'a str>, bool, Compression);

@@ -351,6 +351,25 @@ pub fn batch(tag: &str, records: Vec<Record>) -> Batch {
     Batch::new(tag, vec![chunk])
 }
 
+/// A batch of `records` under `tag` in chunks of `per_chunk`, every chunk packed (as records
+/// that waited for an output are) but the one at `plain`.
+#[allow(dead_code)]
+pub fn packed_batch(tag: &str, records: &[Record], per_chunk: usize, plain: usize) -> Batch {
+    let tag: Tag = Tag::from(tag);
+    let chunks = records
+        .chunks(per_chunk)
+        .enumerate()
+        .map(|(i, part)| {
+            let mut c = Chunk::new(tag.clone(), part.to_vec());
+            if i != plain {
+                c.pack();
+            }
+            Arc::new(c)
+        })
+        .collect();
+    Batch::new(tag, chunks)
+}
+
 /// A record with `log` = `msg` at `time`.
 pub fn record(time: EventTime, msg: &str) -> Record {
     let mut m = Map::new();
