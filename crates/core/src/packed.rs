@@ -155,6 +155,15 @@ impl PackedRecords {
         self.count == 0
     }
 
+    /// A copy with its last `drop` bytes cut off: damaged records, for tests of what readers
+    /// do with them (only a bug makes such a chunk).
+    #[doc(hidden)]
+    pub fn cut_short(&self, drop: usize) -> Self {
+        let mut p = self.clone();
+        p.bytes.truncate(p.bytes.len().saturating_sub(drop));
+        p
+    }
+
     /// Bytes this form holds in memory (the shared maps are counted where they live: with the
     /// kubernetes filter's cache, as [`Record::mem_size`] counts them).
     pub fn mem_size(&self) -> usize {

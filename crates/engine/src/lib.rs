@@ -24,7 +24,7 @@ pub use pipeline::{BuildErrors, Pipeline};
 pub use plugin::{
     Batch, BatchRecords, BuildContext, Carrier, Filter, FilterPlugin, FlushResult, HeldCharge,
     Hold, Input, InputContext, InputExit, InputPlugin, Output, OutputPlugin, Part, PluginError,
-    Registry, Released,
+    ReadRecords, Registry, Released,
 };
 pub use router::PACK_AT_BYTES;
 pub use run::StopReason;

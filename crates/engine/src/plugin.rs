@@ -310,6 +310,78 @@ impl<'a> BatchRecords<'a> {
     }
 }
 
+/// What reads a batch's records one by one, each either straight from its chunk's packed
+/// bytes or as a record ([`BatchRecords::read`]).
+pub trait ReadRecords {
+    /// A packed chunk starts: what is numbered per chunk (key lists) starts afresh.
+    fn start_packed(&mut self) {}
+    /// Record `i`, read from packed bytes: its time, and its body's key list `keys`, whose
+    /// values come next in `c` and must all be read. `at` is its chunk and its place there
+    /// (to unpack it after all: [`Part::records`]). An error means damaged bytes.
+    fn packed(
+        &mut self,
+        i: usize,
+        time: logferry_core::EventTime,
+        keys: usize,
+        c: &mut logferry_core::packed::Cursor<'_>,
+        at: (&Part<'_>, usize),
+    ) -> Result<(), logferry_core::packed::UnpackError>;
+    /// Record `i`, read as a record.
+    fn record(&mut self, i: usize, r: &Record);
+    /// Record `i` cannot be read: its chunk's packed bytes are damaged (only a bug gets
+    /// here; it is logged already).
+    fn lost(&mut self, i: usize);
+}
+
+impl BatchRecords<'_> {
+    /// Hands every record to `to`, in order: packed chunks read straight from their bytes when
+    /// `packed` (the reader needs no more of a record than one pass over it), unpacked into
+    /// records otherwise. In a damaged packed chunk, the records before the damage stay read;
+    /// the rest are [`ReadRecords::lost`], counted in the error logged.
+    pub fn read(&self, packed: bool, to: &mut impl ReadRecords) {
+        for (first, part) in self.parts() {
+            match part {
+                Part::Packed(p, _) if packed => {
+                    let mut c = p.cursor();
+                    to.start_packed();
+                    let mut k = 0;
+                    let failed = loop {
+                        let (time, keys) = match c.next_record() {
+                            Ok(Some(next)) => next,
+                            Ok(None) => break c.finish().err(),
+                            Err(e) => break Some(e),
+                        };
+                        if let Err(e) = to.packed(first + k, time, keys, &mut c, (part, k)) {
+                            break Some(e);
+                        }
+                        k += 1;
+                    };
+                    if let Some(e) = failed {
+                        // Only a bug gets here: the packed bytes never leave the process.
+                        tracing::error!(records = p.len() - k.min(p.len()), error = %e,
+                            "queued records cannot be read back; they are dropped");
+                        (k..p.len()).for_each(|k| to.lost(first + k));
+                    }
+                }
+                part => match part.records() {
+                    Some(records) => {
+                        for (k, r) in records.iter().enumerate() {
+                            to.record(first + k, r);
+                        }
+                    }
+                    None => {
+                        let n = match part {
+                            Part::Packed(p, _) => p.len(),
+                            Part::Records(r) => r.len(),
+                        };
+                        (0..n).for_each(|k| to.lost(first + k));
+                    }
+                },
+            }
+        }
+    }
+}
+
 impl Part<'_> {
     /// The records of this chunk, unpacked if it is packed (see [`BatchRecords::get`]).
     pub fn records(&self) -> Option<&[Record]> {
@@ -699,4 +771,111 @@ impl Registry {
 /// delivery).
 pub fn no_ack() -> Option<DeliveryCallback> {
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logferry_core::{EventTime, Map, Value};
+
+    fn records(n: usize) -> Vec<Record> {
+        (0..n)
+            .map(|i| {
+                let mut m = Map::new();
+                m.insert("i", Value::Int(i as i64));
+                Record::new(EventTime(i as i64), m)
+            })
+            .collect()
+    }
+
+    /// What a reader saw: (number, how, the `i` it read).
+    #[derive(Default)]
+    struct Seen {
+        starts: usize,
+        got: Vec<(usize, &'static str, i64)>,
+    }
+
+    impl ReadRecords for Seen {
+        fn start_packed(&mut self) {
+            self.starts += 1;
+        }
+        fn packed(
+            &mut self,
+            i: usize,
+            time: EventTime,
+            keys: usize,
+            c: &mut logferry_core::packed::Cursor<'_>,
+            _: (&Part<'_>, usize),
+        ) -> Result<(), logferry_core::packed::UnpackError> {
+            assert_eq!(c.keys(keys), ["i"]);
+            match c.item()? {
+                logferry_core::packed::Item::Int(v) => {
+                    assert_eq!(time, EventTime(v));
+                    self.got.push((i, "packed", v));
+                }
+                other => panic!("{other:?}"),
+            }
+            Ok(())
+        }
+        fn record(&mut self, i: usize, r: &Record) {
+            let Some(Value::Int(v)) = r.body.get("i") else {
+                panic!("{r:?}")
+            };
+            self.got.push((i, "record", *v));
+        }
+        fn lost(&mut self, i: usize) {
+            self.got.push((i, "lost", -1));
+        }
+    }
+
+    /// Records are numbered across the batch; packed chunks are read packed only when asked,
+    /// and a damaged one keeps what was read before the damage and loses the rest.
+    #[test]
+    fn read_numbers_records_across_packed_plain_and_damaged_chunks() {
+        let all = records(7);
+        let mut packed = Chunk::new(Tag::from("t"), all[..3].to_vec());
+        packed.pack();
+        let plain = Chunk::new(Tag::from("t"), all[3..5].to_vec());
+        let mut damaged = Chunk::new(Tag::from("t"), all[5..].to_vec());
+        damaged.pack();
+        // One byte off the end damages only the second of its two records.
+        damaged.packed = damaged.packed.map(|p| p.cut_short(1));
+        let batch = Batch::new(
+            Tag::from("t"),
+            vec![Arc::new(packed), Arc::new(plain), Arc::new(damaged)],
+        );
+        let view = batch.view();
+        let mut seen = Seen::default();
+        view.read(true, &mut seen);
+        assert_eq!(seen.starts, 2);
+        assert_eq!(
+            seen.got,
+            [
+                (0, "packed", 0),
+                (1, "packed", 1),
+                (2, "packed", 2),
+                (3, "record", 3),
+                (4, "record", 4),
+                (5, "packed", 5),
+                (6, "lost", -1),
+            ]
+        );
+        let mut seen = Seen::default();
+        view.read(false, &mut seen);
+        assert_eq!(seen.starts, 0);
+        let how: Vec<_> = seen.got.iter().map(|g| (g.0, g.1)).collect();
+        // Unpacked, the damaged chunk is lost as a whole.
+        assert_eq!(
+            how,
+            [
+                (0, "record"),
+                (1, "record"),
+                (2, "record"),
+                (3, "record"),
+                (4, "record"),
+                (5, "lost"),
+                (6, "lost"),
+            ]
+        );
+    }
 }

@@ -13,9 +13,9 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use logferry_core::packed::PackedRecords;
-use logferry_core::{Map, Record, Value};
-use logferry_engine::{BatchRecords, Part};
+use logferry_core::packed::{Cursor, UnpackError};
+use logferry_core::{EventTime, Map, Record, Value};
+use logferry_engine::{BatchRecords, Part, ReadRecords};
 
 use super::batch::MAX_MESSAGE_BYTES;
 use super::config::{CloudWatchLogsSettings, EmfMetrics, StreamName};
@@ -266,27 +266,7 @@ pub fn build_view(
         && s.metrics.is_none()
         && s.group.template.is_none()
         && s.stream.template.is_none();
-    for (first, part) in view.parts() {
-        match part {
-            Part::Packed(p, _) if straight => b.packed(first, p, part),
-            part => match part.records() {
-                Some(records) => {
-                    for (k, r) in records.iter().enumerate() {
-                        b.record(first + k, r);
-                    }
-                }
-                None => {
-                    let n = match part {
-                        Part::Packed(p, _) => p.len(),
-                        Part::Records(r) => r.len(),
-                    };
-                    for k in 0..n {
-                        b.enc.skip(Dropped::Message(Skip::Encoding), first + k);
-                    }
-                }
-            },
-        }
-    }
+    view.read(straight, &mut b);
     b.enc
 }
 
@@ -411,60 +391,58 @@ impl<'s> Builder<'s> {
         }
         self.push(dest, record, timestamp, start, size);
     }
+}
 
-    /// The records of packed chunk `p` (the first numbered `first`), encoded from its bytes;
-    /// only with a fixed destination and the whole record as the message. A message too
-    /// large is built again from the unpacked record ([`Self::record`] truncates it).
-    fn packed(&mut self, first: usize, p: &PackedRecords, part: &Part<'_>) {
-        let mut c = p.cursor();
+impl ReadRecords for Builder<'_> {
+    fn start_packed(&mut self) {
         self.json.start_packed();
-        let mut k = 0;
-        let failed = loop {
-            let (time, keys) = match c.next_record() {
-                Ok(Some(next)) => next,
-                Ok(None) => break c.finish().err(),
-                Err(e) => break Some(e),
-            };
-            let dest = match self.destination(&Map::new()) {
-                Ok(d) => d,
-                Err(why) => {
-                    // Read past its values all the same, to reach the next record.
-                    let mut scratch = Vec::new();
-                    if let Err(e) = self.json.packed_map(&mut c, &mut scratch, keys, 0) {
-                        break Some(e);
-                    }
-                    self.enc.skip(why, first + k);
-                    k += 1;
-                    continue;
-                }
-            };
-            let start = self.enc.text.len();
-            let size = match self.json.packed_map(&mut c, &mut self.enc.text, keys, 0) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.enc.text.truncate(start);
-                    break Some(e);
-                }
-            };
-            if size > MAX_MESSAGE_BYTES {
-                self.enc.text.truncate(start);
-                match part.records().and_then(|r| r.get(k)) {
-                    Some(r) => self.record(first + k, r),
-                    None => self.enc.skip(Dropped::Message(Skip::Encoding), first + k),
-                }
-            } else {
-                self.push(dest, first + k, time.as_millis(), start, size);
+    }
+
+    /// Only with a fixed destination and the whole record as the message. A message too large
+    /// is built again from the unpacked record ([`Builder::record`] truncates it).
+    fn packed(
+        &mut self,
+        i: usize,
+        time: EventTime,
+        keys: usize,
+        c: &mut Cursor<'_>,
+        (part, k): (&Part<'_>, usize),
+    ) -> Result<(), UnpackError> {
+        let dest = match self.destination(&Map::new()) {
+            Ok(d) => d,
+            Err(why) => {
+                // Read past its values all the same, to reach the next record.
+                let mut scratch = Vec::new();
+                self.json.packed_map(c, &mut scratch, keys, 0)?;
+                self.enc.skip(why, i);
+                return Ok(());
             }
-            k += 1;
         };
-        if let Some(e) = failed {
-            // Only a bug gets here: the packed bytes never leave the process. What was read
-            // before the damage stays; the rest of the chunk is dropped, counted and logged.
-            tracing::error!(records = p.len() - k.min(p.len()), error = %e,
-                "queued records cannot be read back; they are dropped");
-            for k in k..p.len() {
-                self.enc.skip(Dropped::Message(Skip::Encoding), first + k);
+        let start = self.enc.text.len();
+        let size = match self.json.packed_map(c, &mut self.enc.text, keys, 0) {
+            Ok(n) => n,
+            Err(e) => {
+                self.enc.text.truncate(start);
+                return Err(e);
             }
+        };
+        if size > MAX_MESSAGE_BYTES {
+            self.enc.text.truncate(start);
+            match part.records().and_then(|r| r.get(k)) {
+                Some(r) => Builder::record(self, i, r),
+                None => self.enc.skip(Dropped::Message(Skip::Encoding), i),
+            }
+        } else {
+            self.push(dest, i, time.as_millis(), start, size);
         }
+        Ok(())
+    }
+
+    fn record(&mut self, i: usize, r: &Record) {
+        Builder::record(self, i, r);
+    }
+
+    fn lost(&mut self, i: usize) {
+        self.enc.skip(Dropped::Message(Skip::Encoding), i);
     }
 }

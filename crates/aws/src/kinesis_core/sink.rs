@@ -24,9 +24,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use logferry_core::Record;
+use logferry_core::packed::{Cursor, UnpackError};
+use logferry_core::{EventTime, Record};
 use logferry_engine::metrics::PluginMetrics;
-use logferry_engine::plugin::{BatchRecords, Part};
+use logferry_engine::plugin::{BatchRecords, Part, ReadRecords};
 use logferry_engine::{Batch, FlushResult, Output};
 
 use super::batch::{split, Limits};
@@ -111,57 +112,46 @@ pub fn encode_view(
     format: &RecordFormat,
     packed: bool,
     scratch: &mut Scratch,
-    mut each: impl FnMut(usize, Option<&Record>, Result<(), Skip>, &Scratch),
+    each: impl FnMut(usize, Option<&Record>, Result<(), Skip>, &Scratch),
 ) {
-    let packed = packed && format.reads_packed();
-    for (first, part) in view.parts() {
-        match part {
-            Part::Packed(p, _) if packed => {
-                let mut c = p.cursor();
-                scratch.start_packed();
-                let mut k = 0;
-                let failed = loop {
-                    let (time, keys) = match c.next_record() {
-                        Ok(Some(next)) => next,
-                        Ok(None) => break c.finish().err(),
-                        Err(e) => break Some(e),
-                    };
-                    match format.encode_packed(time, &mut c, keys, scratch) {
-                        Ok(res) => each(first + k, None, res, scratch),
-                        Err(e) => break Some(e),
-                    }
-                    k += 1;
-                };
-                if let Some(e) = failed {
-                    // Only a bug gets here: the packed bytes never leave the process. What
-                    // was read before the damage stays; the rest of the chunk is dropped,
-                    // counted and logged.
-                    tracing::error!(records = p.len() - k.min(p.len()), error = %e,
-                        "queued records cannot be read back; they are dropped");
-                    for k in k..p.len() {
-                        each(first + k, None, Err(Skip::Encoding), scratch);
-                    }
-                }
-            }
-            part => match part.records() {
-                Some(records) => {
-                    for (k, r) in records.iter().enumerate() {
-                        let res = format.encode(r, scratch);
-                        each(first + k, Some(r), res, scratch);
-                    }
-                }
-                None => {
-                    let n = match part {
-                        Part::Packed(p, _) => p.len(),
-                        Part::Records(r) => r.len(),
-                    };
-                    for k in 0..n {
-                        each(first + k, None, Err(Skip::Encoding), scratch);
-                    }
-                }
-            },
+    /// Each record encoded, then handed on.
+    struct Encode<'a, F> {
+        format: &'a RecordFormat,
+        scratch: &'a mut Scratch,
+        each: F,
+    }
+    impl<F: FnMut(usize, Option<&Record>, Result<(), Skip>, &Scratch)> ReadRecords for Encode<'_, F> {
+        fn start_packed(&mut self) {
+            self.scratch.start_packed();
+        }
+        fn packed(
+            &mut self,
+            i: usize,
+            time: EventTime,
+            keys: usize,
+            c: &mut Cursor<'_>,
+            _: (&Part<'_>, usize),
+        ) -> Result<(), UnpackError> {
+            let res = self.format.encode_packed(time, c, keys, self.scratch)?;
+            (self.each)(i, None, res, self.scratch);
+            Ok(())
+        }
+        fn record(&mut self, i: usize, r: &Record) {
+            let res = self.format.encode(r, self.scratch);
+            (self.each)(i, Some(r), res, self.scratch);
+        }
+        fn lost(&mut self, i: usize) {
+            (self.each)(i, None, Err(Skip::Encoding), self.scratch);
         }
     }
+    view.read(
+        packed && format.reads_packed(),
+        &mut Encode {
+            format,
+            scratch,
+            each,
+        },
+    );
 }
 
 /// Items of one flush. Each record is encoded once, straight into the form the request body

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use logferry_core::EventTime;
+use logferry_core::packed::{Cursor, UnpackError};
+use logferry_core::{EventTime, Record};
 use logferry_engine::metrics::PluginMetrics;
-use logferry_engine::plugin::{BatchRecords, Part};
+use logferry_engine::plugin::{BatchRecords, Part, ReadRecords};
 use logferry_engine::{Batch, FlushResult, Output, PluginError};
 
 use super::config::{DateFormat, S3Settings};
@@ -174,92 +175,100 @@ impl S3Output {
     /// the batch of the records that gave no line).
     fn encode(&self, buf: &mut Buffers, view: &BatchRecords<'_>) -> (u64, Vec<usize>) {
         let s = &self.inner.settings;
+        buf.lines.clear();
+        buf.json.clear();
+        let mut lines = Lines {
+            s,
+            buf,
+            n: 0,
+            skipped: Vec::new(),
+        };
+        view.read(s.log_key.is_none(), &mut lines);
+        (lines.n, lines.skipped)
+    }
+}
+
+/// Records written as JSON lines ([`S3Output::encode`]).
+struct Lines<'a> {
+    s: &'a S3Settings,
+    buf: &'a mut Buffers,
+    /// Lines written.
+    n: u64,
+    /// The numbers in the batch of records that gave no line.
+    skipped: Vec<usize>,
+}
+
+impl ReadRecords for Lines<'_> {
+    fn start_packed(&mut self) {
+        self.buf.json.start_packed();
+    }
+
+    fn packed(
+        &mut self,
+        _: usize,
+        time: EventTime,
+        keys: usize,
+        c: &mut Cursor<'_>,
+        _: (&Part<'_>, usize),
+    ) -> Result<(), UnpackError> {
         let Buffers {
             lines: out,
             json,
             date,
             date_text,
-        } = buf;
-        out.clear();
-        json.clear();
-        let mut n = 0u64;
-        let mut skipped = Vec::new();
-        for (first, part) in view.parts() {
-            match part {
-                Part::Packed(p, _) if s.log_key.is_none() => {
-                    let mut c = p.cursor();
-                    json.start_packed();
-                    let mut k = 0;
-                    let failed = loop {
-                        let (time, keys) = match c.next_record() {
-                            Ok(Some(next)) => next,
-                            Ok(None) => break c.finish().err(),
-                            Err(e) => break Some(e),
-                        };
-                        let front = match &s.date_key {
-                            Some(dk) if !c.keys(keys).contains(&dk.as_str()) => {
-                                date_json(date, date_text, time, s.date_format);
-                                Some((dk.as_str(), date.as_slice()))
-                            }
-                            _ => None,
-                        };
-                        let start = out.len();
-                        if let Err(e) = json.packed_map_edited(&mut c, out, keys, front, None, 0) {
-                            out.truncate(start);
-                            break Some(e);
-                        }
-                        out.push(b'\n');
-                        n += 1;
-                        k += 1;
-                    };
-                    if let Some(e) = failed {
-                        // Only a bug gets here: the packed bytes never leave the process.
-                        // What was read before the damage stays; the rest is dropped, counted
-                        // and logged.
-                        tracing::error!(records = p.len() - k.min(p.len()), error = %e,
-                            "queued records cannot be read back; they are dropped");
-                        skipped.extend(first + k..first + p.len().max(k));
-                    }
-                }
-                part => {
-                    let Some(records) = part.records() else {
-                        let len = match part {
-                            Part::Packed(p, _) => p.len(),
-                            Part::Records(r) => r.len(),
-                        };
-                        skipped.extend(first..first + len);
-                        continue;
-                    };
-                    for (k, r) in records.iter().enumerate() {
-                        let start = out.len();
-                        let res = match (&s.log_key, &s.date_key) {
-                            (Some(key), _) => json.message(out, &r.body, Some(key)).map_err(|_| ()),
-                            (None, Some(dk)) if !r.body.contains_key(dk) => {
-                                date_json(date, date_text, r.time, s.date_format);
-                                let front = Some((dk.as_str(), date.as_slice()));
-                                json.map_edited(out, &r.body, front, None);
-                                Ok(())
-                            }
-                            (None, _) => {
-                                json.map(out, &r.body);
-                                Ok(())
-                            }
-                        };
-                        match res {
-                            Ok(()) => {
-                                out.push(b'\n');
-                                n += 1;
-                            }
-                            Err(()) => {
-                                out.truncate(start);
-                                skipped.push(first + k);
-                            }
-                        }
-                    }
-                }
+        } = &mut *self.buf;
+        let front = match &self.s.date_key {
+            Some(dk) if !c.keys(keys).contains(&dk.as_str()) => {
+                date_json(date, date_text, time, self.s.date_format);
+                Some((dk.as_str(), date.as_slice()))
+            }
+            _ => None,
+        };
+        let start = out.len();
+        if let Err(e) = json.packed_map_edited(c, out, keys, front, None, 0) {
+            out.truncate(start);
+            return Err(e);
+        }
+        out.push(b'\n');
+        self.n += 1;
+        Ok(())
+    }
+
+    fn record(&mut self, i: usize, r: &Record) {
+        let Buffers {
+            lines: out,
+            json,
+            date,
+            date_text,
+        } = &mut *self.buf;
+        let start = out.len();
+        let res = match (&self.s.log_key, &self.s.date_key) {
+            (Some(key), _) => json.message(out, &r.body, Some(key)).map_err(|_| ()),
+            (None, Some(dk)) if !r.body.contains_key(dk) => {
+                date_json(date, date_text, r.time, self.s.date_format);
+                let front = Some((dk.as_str(), date.as_slice()));
+                json.map_edited(out, &r.body, front, None);
+                Ok(())
+            }
+            (None, _) => {
+                json.map(out, &r.body);
+                Ok(())
+            }
+        };
+        match res {
+            Ok(()) => {
+                out.push(b'\n');
+                self.n += 1;
+            }
+            Err(()) => {
+                out.truncate(start);
+                self.skipped.push(i);
             }
         }
-        (n, skipped)
+    }
+
+    fn lost(&mut self, i: usize) {
+        self.skipped.push(i);
     }
 }
 
