@@ -634,6 +634,27 @@ pub fn truncate_utf8(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// Whether `items` print nothing finer than a second: no fraction (`%f`, `%3f`, `%.6f`,
+/// `%9f`, which Fluent Bit's `%3N`, `%9N` and `%L` become) and no RFC 3339 (`%+`, which may
+/// print one).
+pub(crate) fn whole_seconds(items: &[chrono::format::Item<'_>]) -> bool {
+    use chrono::format::{Fixed, Item, Numeric};
+    !items.iter().any(|i| {
+        matches!(
+            i,
+            Item::Numeric(Numeric::Nanosecond, _)
+                | Item::Fixed(
+                    Fixed::Nanosecond
+                        | Fixed::Nanosecond3
+                        | Fixed::Nanosecond6
+                        | Fixed::Nanosecond9
+                        | Fixed::RFC3339
+                        | Fixed::Internal(_)
+                )
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

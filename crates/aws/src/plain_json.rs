@@ -26,6 +26,8 @@ pub struct PlainJson {
     cache: Vec<u8>,
     /// The key lists of the packed chunk being written, by their numbers ([`Item::Map`]).
     packed_lists: Vec<Option<KeyList>>,
+    /// Record keys written with `.` as `_` (the `opensearch` output's `Replace_Dots`).
+    dots: bool,
 }
 
 /// One packed key list as written: what is worked out once per chunk instead of per record.
@@ -42,7 +44,7 @@ struct KeyList {
 }
 
 impl KeyList {
-    fn of_keys(keys: &[&str]) -> Self {
+    fn of_keys(keys: &[&str], dots: bool) -> Self {
         let mut list = KeyList {
             pairs: Vec::with_capacity(keys.len()),
             ..KeyList::default()
@@ -53,7 +55,7 @@ impl KeyList {
                 continue;
             }
             let from = list.text.len();
-            str(&mut list.text, k);
+            key(&mut list.text, k, dots);
             list.text.push(b':');
             list.pairs.push(Some(from..list.text.len()));
         }
@@ -77,6 +79,16 @@ impl KeyList {
 pub type RawPair<'a> = (&'a str, &'a [u8]);
 
 impl PlainJson {
+    /// A writer that writes every key of a record with its dots as underscores (`a.b` as
+    /// `a_b`, in nested maps too), as the `opensearch` output's `Replace_Dots` asks. Keys
+    /// given as pairs (`front`, `set`) are written as they are.
+    pub fn replacing_dots() -> Self {
+        PlainJson {
+            dots: true,
+            ..PlainJson::default()
+        }
+    }
+
     /// Forgets the shared maps seen so far (their addresses may be reused by the next batch).
     pub fn clear(&mut self) {
         self.shared.clear();
@@ -90,17 +102,18 @@ impl PlainJson {
 
     /// Appends `m` as a JSON object.
     pub fn map(&mut self, out: &mut Vec<u8>, m: &Map) {
-        self.map_edited(out, m, None, None);
+        self.map_edited(out, m, &[], None);
     }
 
-    /// Appends `m` as a JSON object, with `front` written first (its key must not be in `m`)
+    /// Appends `m` as a JSON object, with the `front` pairs written first (their keys must not
+    /// be in `m`)
     /// and `set` applied as [`Map::insert`] would: the first pair with that key gets the value
     /// in place, else the pair goes last. The map itself is not touched.
     pub fn map_edited(
         &mut self,
         out: &mut Vec<u8>,
         m: &Map,
-        front: Option<RawPair<'_>>,
+        front: &[RawPair<'_>],
         set: Option<RawPair<'_>>,
     ) {
         out.push(b'{');
@@ -110,7 +123,7 @@ impl PlainJson {
                 out.push(b',');
             }
         };
-        if let Some((k, v)) = front {
+        for (k, v) in front {
             sep(out);
             str(out, k);
             out.push(b':');
@@ -125,7 +138,7 @@ impl PlainJson {
         });
         for (k, v) in m.iter_last_wins() {
             sep(out);
-            str(out, k.as_str());
+            key(out, k.as_str(), self.dots);
             out.push(b':');
             match set {
                 Some((_, raw)) if replaced == Some(v as *const Value) => out.extend_from_slice(raw),
@@ -192,7 +205,7 @@ impl PlainJson {
         c: &mut Cursor<'_>,
         out: &mut Vec<u8>,
         keys: usize,
-        front: Option<RawPair<'_>>,
+        front: &[RawPair<'_>],
         set: Option<RawPair<'_>>,
         depth: usize,
     ) -> Result<(), UnpackError> {
@@ -204,13 +217,15 @@ impl PlainJson {
         }
         let mut list = match self.packed_lists[keys].take() {
             Some(l) => l,
-            None => KeyList::of_keys(c.keys(keys)),
+            None => KeyList::of_keys(c.keys(keys), self.dots),
         };
         let set_at = set.and_then(|(key, _)| list.set_at(key, c.keys(keys)));
         out.push(b'{');
         let mut first = true;
-        if let Some((k, v)) = front {
-            first = false;
+        for (k, v) in front {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
             str(out, k);
             out.push(b':');
             out.extend_from_slice(v);
@@ -293,7 +308,7 @@ impl PlainJson {
                 }
                 out.push(b']');
             }
-            Item::Map(keys) => self.packed_map_edited(c, out, keys, None, None, depth)?,
+            Item::Map(keys) => self.packed_map_edited(c, out, keys, &[], None, depth)?,
             Item::Shared(m) => self.shared(out, m),
         }
         Ok(())
@@ -338,6 +353,21 @@ fn skip(c: &mut Cursor<'_>, item: &Item<'_>, depth: usize) -> Result<(), UnpackE
         skip(c, next.as_ref().map_err(UnpackError::clone)?, depth + 1)?;
     }
     Ok(())
+}
+
+/// Appends record key `k` as a JSON string, its dots as underscores with `dots`.
+fn key(out: &mut Vec<u8>, k: &str, dots: bool) {
+    if !dots {
+        return str(out, k);
+    }
+    out.push(b'"');
+    for (i, part) in k.split('.').enumerate() {
+        if i > 0 {
+            out.push(b'_');
+        }
+        escape_json_str(out, part.as_bytes());
+    }
+    out.push(b'"');
 }
 
 /// Appends `s` as a JSON string.
@@ -428,7 +458,7 @@ mod tests {
             let mut want = Vec::new();
             write_json(&mut want, &copy).unwrap();
             let mut out = Vec::new();
-            enc.map_edited(&mut out, &m, None, Some((key, raw)));
+            enc.map_edited(&mut out, &m, &[], Some((key, raw)));
             assert_eq!(
                 String::from_utf8(out).unwrap(),
                 String::from_utf8(want).unwrap(),
@@ -442,7 +472,7 @@ mod tests {
         let mut want = Vec::new();
         write_json(&mut want, &front).unwrap();
         let mut out = Vec::new();
-        enc.map_edited(&mut out, &m, Some(("date", b"1.5")), None);
+        enc.map_edited(&mut out, &m, &[("date", b"1.5")], None);
         assert_eq!(out, want);
     }
 

@@ -14,7 +14,7 @@ use logferry_aws::opensearch::{config, SearchOutput};
 use logferry_core::{EventTime, Map, Record, Value};
 use logferry_engine::metrics::PluginMetrics;
 use logferry_engine::{FlushResult, Output};
-use util::{batch, entries, flush_until_done, metrics, section};
+use util::{batch, entries, flush_until_done, metrics, packed_batch, section};
 
 fn output(kv: &[(&str, &str)], es: bool, m: &std::sync::Arc<PluginMetrics>) -> SearchOutput {
     let s = section(kv);
@@ -275,6 +275,72 @@ async fn merge_log_type_conflicts_are_counted_mapping_errors() {
     assert_eq!(kept.len(), 2);
     assert_eq!(srv.requests().len(), 1, "mapping errors are not retried");
     assert_eq!(m.retried_records.load(Ordering::Relaxed), 0);
+}
+
+/// Records that waited packed are written straight from their chunks: the node stores the
+/// documents the records give (dots replaced, the tag key, generated ids), and the one it
+/// refuses for its mapping is unpacked from its chunk to be kept as a dead letter.
+#[tokio::test]
+async fn packed_chunks_store_the_documents_of_their_records() {
+    let srv = BulkServer::start(&[]);
+    let m = metrics();
+    let out = output(
+        &[
+            ("port", &port(&srv)),
+            ("replace_dots", "on"),
+            ("include_tag_key", "on"),
+            ("generate_id", "on"),
+        ],
+        false,
+        &m,
+    );
+    let t = at("2026-11-29T08:00:00.250+00:00");
+    let records: Vec<Record> = (0..30i64)
+        .map(|i| {
+            let mut inner = Map::new();
+            inner.insert("app.kubernetes.io/name", s("web"));
+            let level = if i == 12 {
+                let mut obj = Map::new();
+                obj.insert("code", 3i64);
+                Value::Map(obj)
+            } else {
+                s("info")
+            };
+            rec(
+                EventTime(t.0 + i * 1_000_000),
+                &[
+                    ("log", s(&format!("line {i} \"q\" é"))),
+                    ("level", level),
+                    ("labels", Value::Map(inner)),
+                    ("n.i", Value::Int(i)),
+                ],
+            )
+        })
+        .collect();
+    let b = packed_batch("kube.a", &records, 7, 1).keeping_rejected();
+    assert!(b.chunks.iter().filter(|c| c.packed.is_some()).count() >= 3);
+    assert_eq!(out.flush(&b).await, FlushResult::Ok);
+    assert_eq!(m.dropped_records.load(Ordering::Relaxed), 1);
+    assert_eq!(b.take_rejected(), vec![records[12].clone()]);
+    let mut docs = srv.docs();
+    assert_eq!(docs.len(), 29, "{docs:?}");
+    docs.sort_by_key(|d| d["_source"]["n_i"].as_i64());
+    let mut ids = std::collections::HashSet::new();
+    for (d, i) in docs.iter().zip((0..30i64).filter(|&i| i != 12)) {
+        assert_eq!(
+            d["_source"],
+            serde_json::json!({
+                "@timestamp": format!("2026-11-29T08:00:00.{:03}Z", 250 + i),
+                "_flb-key": "kube.a",
+                "log": format!("line {i} \"q\" é"),
+                "level": "info",
+                "labels": {"app_kubernetes_io/name": "web"},
+                "n_i": i,
+            })
+        );
+        assert_eq!(d["_id"].as_str().map(str::len), Some(36));
+        assert!(ids.insert(d["_id"].to_string()), "{d}");
+    }
 }
 
 /// Every item refused for good: the flush fails (`Error`) rather than claiming delivery.

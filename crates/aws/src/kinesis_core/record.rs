@@ -15,7 +15,7 @@ use logferry_core::packed::{Cursor, UnpackError};
 use logferry_core::Record;
 use logferry_filters::record_accessor::RecordAccessor;
 
-use crate::encode::Skip;
+use crate::encode::{whole_seconds, Skip};
 use crate::error::AwsError;
 use crate::plain_json::PlainJson;
 
@@ -82,27 +82,6 @@ pub struct RecordFormat {
     pub log_key: Option<RecordAccessor>,
     pub newline: bool,
     pub compression: Compression,
-}
-
-/// Whether `items` print nothing finer than a second: no fraction (`%f`, `%3f`, `%.6f`,
-/// `%9f`, which Fluent Bit's `%3N`, `%9N` and `%L` become) and no RFC 3339 (`%+`, which may
-/// print one).
-fn whole_seconds(items: &[Item<'_>]) -> bool {
-    use chrono::format::{Fixed, Numeric};
-    !items.iter().any(|i| {
-        matches!(
-            i,
-            Item::Numeric(Numeric::Nanosecond, _)
-                | Item::Fixed(
-                    Fixed::Nanosecond
-                        | Fixed::Nanosecond3
-                        | Fixed::Nanosecond6
-                        | Fixed::Nanosecond9
-                        | Fixed::RFC3339
-                        | Fixed::Internal(_)
-                )
-        )
-    })
 }
 
 /// Translates Fluent Bit's time format to chrono's and checks it.
@@ -220,7 +199,7 @@ impl RecordFormat {
         out.clear();
         match (&self.time_key, timed) {
             (Some(key), true) => {
-                plain.map_edited(out, &r.body, None, Some((key.as_str(), time.as_slice())))
+                plain.map_edited(out, &r.body, &[], Some((key.as_str(), time.as_slice())))
             }
             _ => plain.message(out, &r.body, self.log_key.as_ref())?,
         }
@@ -247,14 +226,14 @@ impl RecordFormat {
         if self.time_key.is_some() {
             if let Err(why) = self.time_json(time, s) {
                 s.plain
-                    .packed_map_edited(c, &mut Vec::new(), keys, None, None, 0)?;
+                    .packed_map_edited(c, &mut Vec::new(), keys, &[], None, 0)?;
                 return Ok(Err(why));
             }
         }
         let (out, time, plain) = s.parts(self.compression);
         out.clear();
         let set = self.time_key.as_deref().map(|k| (k, time.as_slice()));
-        plain.packed_map_edited(c, out, keys, None, set, 0)?;
+        plain.packed_map_edited(c, out, keys, &[], set, 0)?;
         Ok(self.finish(s))
     }
 

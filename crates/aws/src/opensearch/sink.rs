@@ -23,11 +23,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use logferry_core::{EventTime, Record};
 use logferry_engine::metrics::PluginMetrics;
-use logferry_engine::{Batch, FlushResult, Output};
+use logferry_engine::{Batch, BatchRecords, FlushResult, Output};
+use std::sync::Mutex;
 
 use super::bulk::{outcomes, says_no_errors, Outcome};
 use super::config::SearchSettings;
-use super::document::{item, Item, Unsendable};
+use super::document::{ItemWriter, Items};
 use super::transport::{SendError, Transport};
 use crate::progress::ProgressMemo;
 use crate::retry::full_jitter;
@@ -58,7 +59,14 @@ pub struct SearchOutput {
     memo: ProgressMemo<Progress>,
     metrics: Arc<PluginMetrics>,
     name: String,
+    /// Item buffers of finished flushes, reused by the next ones.
+    buffers: Mutex<Vec<Vec<u8>>>,
 }
+
+/// Item buffers kept between flushes (one per concurrent flush is enough).
+const BUFFERS_KEPT: usize = 4;
+/// An item buffer larger than this is let go rather than kept.
+const BUFFER_KEPT_MAX: usize = 16 << 20;
 
 impl SearchOutput {
     /// An output for checked settings; fails when TLS files cannot be read.
@@ -74,6 +82,7 @@ impl SearchOutput {
             memo: ProgressMemo::default(),
             metrics,
             name,
+            buffers: Mutex::new(Vec::new()),
         })
     }
 
@@ -84,12 +93,12 @@ impl SearchOutput {
 }
 
 /// Consecutive runs of `pending` whose items fit `max` bytes (an item over it goes alone).
-fn requests(pending: &[usize], items: &[Option<Item>], max: usize) -> Vec<Vec<usize>> {
+fn requests(pending: &[usize], items: &Items, max: usize) -> Vec<Vec<usize>> {
     let mut out: Vec<Vec<usize>> = Vec::new();
     let mut cur: Vec<usize> = Vec::new();
     let mut size = 0usize;
     for &i in pending {
-        let s = items[i].as_ref().map_or(0, Item::size);
+        let s = items.size(i);
         if !cur.is_empty() && size + s > max {
             out.push(std::mem::take(&mut cur));
             size = 0;
@@ -183,45 +192,71 @@ impl SearchOutput {
 
 #[async_trait]
 impl Output for SearchOutput {
+    fn reads_packed(&self) -> bool {
+        true
+    }
+
     async fn flush(&self, b: &Batch) -> FlushResult {
-        let records: Vec<&Record> = b.records().collect();
+        let view = b.view();
+        let n = view.len();
         let mut progress = match self.memo.take(b) {
-            Some(p) if p.done.len() == records.len() => p,
+            Some(p) if p.done.len() == n => p,
             _ => Progress {
-                done: vec![false; records.len()],
+                done: vec![false; n],
                 ..Progress::default()
             },
         };
         let now = *progress.now.get_or_insert_with(EventTime::now);
-        let mut unsendable: Vec<(usize, String)> = Vec::new();
-        let items: Vec<Option<Item>> = records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| match item(&self.settings, &b.tag, r, now) {
-                Ok(it) => Some(it),
-                Err(Unsendable::Encoding(e)) => {
-                    unsendable.push((i, e));
-                    None
-                }
-            })
-            .collect();
+        let buffer = self
+            .buffers
+            .lock()
+            .ok()
+            .and_then(|mut v| v.pop())
+            .unwrap_or_default();
+        let mut writer = ItemWriter::new(&self.settings, &b.tag, now, buffer);
+        // Packed chunks are written straight from their bytes unless the index or the _id
+        // reads the record.
+        view.read(writer.reads_packed(), &mut writer);
+        let (items, unsendable) = writer.finish();
         if !progress.encode_counted {
             progress.encode_counted = true;
-            if let Some((_, why)) = unsendable.first() {
-                b.reject(
-                    &self.metrics,
-                    unsendable
-                        .iter()
-                        .filter_map(|(i, _)| records.get(*i).copied()),
-                );
-                tracing::warn!(output = %self.name, tag = %b.tag, records = unsendable.len(),
-                    reason = %why, "records that cannot be encoded as JSON; dropped");
+            if !unsendable.is_empty() {
+                // Logged where they were found; counted here. A record of a damaged chunk
+                // cannot be kept as a dead letter.
+                let kept: Vec<&Record> = unsendable.iter().filter_map(|&i| view.get(i)).collect();
+                b.count_dropped(&self.metrics, (unsendable.len() - kept.len()) as u64);
+                b.reject(&self.metrics, kept);
             }
         }
-        for (i, _) in &unsendable {
-            progress.done[*i] = true;
+        for &i in &unsendable {
+            progress.done[i] = true;
         }
-        let mut pending: Vec<usize> = (0..records.len()).filter(|&i| !progress.done[i]).collect();
+        let result = self.send(b, &view, &items, progress).await;
+        let mut buffer = items.into_buffer();
+        if buffer.capacity() <= BUFFER_KEPT_MAX {
+            buffer.clear();
+            if let Ok(mut v) = self.buffers.lock() {
+                if v.len() < BUFFERS_KEPT {
+                    v.push(buffer);
+                }
+            }
+        }
+        result
+    }
+}
+
+impl SearchOutput {
+    /// Sends the items not done yet, in requests of at most `bulk_max_size` bytes, re-sending
+    /// refused ones; what is left for a retry is kept in `progress`.
+    async fn send(
+        &self,
+        b: &Batch,
+        view: &BatchRecords<'_>,
+        items: &Items,
+        mut progress: Progress,
+    ) -> FlushResult {
+        let n = view.len();
+        let mut pending: Vec<usize> = (0..n).filter(|&i| !progress.done[i]).collect();
         // Items refused for good, by reason.
         let mut lost: Vec<(Vec<usize>, String)> = Vec::new();
         let mut attempt = 0u32;
@@ -232,18 +267,14 @@ impl Output for SearchOutput {
             let mut refused: Vec<usize> = Vec::new();
             let mut reason = String::new();
             let mut call_failed: Option<String> = None;
-            for idx in requests(&pending, &items, self.settings.bulk_max_size) {
+            let mut copy = Vec::new();
+            for idx in requests(&pending, items, self.settings.bulk_max_size) {
                 if call_failed.is_some() {
                     refused.extend_from_slice(&idx);
                     continue;
                 }
-                let mut body = Vec::new();
-                for &i in &idx {
-                    if let Some(it) = &items[i] {
-                        it.write(&mut body);
-                    }
-                }
-                match self.call(&body, idx.len()).await {
+                let body = items.body(&idx, &mut copy);
+                match self.call(body, idx.len()).await {
                     Call::Items(o) => {
                         let mut exists = 0usize;
                         for (&i, outcome) in idx.iter().zip(&o) {
@@ -316,19 +347,12 @@ impl Output for SearchOutput {
             // Every record refused for good in one go: the batch failed, say so (the engine
             // counts and logs it, and keeps it as a dead letter when asked).
             let refused: usize = lost.iter().map(|(v, _)| v.len()).sum();
-            if progress.delivered == 0
-                && retry_reason.is_none()
-                && unsendable.is_empty()
-                && refused == records.len()
-            {
+            if progress.delivered == 0 && retry_reason.is_none() && refused == n {
                 let reasons: Vec<String> = lost.into_iter().map(|(_, r)| r).collect();
                 return FlushResult::Error(reasons.join("; "));
             }
             for (idx, reason) in lost {
-                let refused: Vec<&Record> = idx
-                    .iter()
-                    .filter_map(|&i| records.get(i).copied())
-                    .collect();
+                let refused: Vec<&Record> = idx.iter().filter_map(|&i| view.get(i)).collect();
                 b.reject(&self.metrics, refused.iter().copied());
                 tracing::error!(output = %self.name, tag = %b.tag, records = refused.len(), %reason,
                     "the node refused documents; dropped");
@@ -348,17 +372,9 @@ impl Output for SearchOutput {
 mod tests {
     use super::*;
 
-    fn it(n: usize) -> Option<Item> {
-        Some(Item {
-            action: vec![b'a'; n],
-            source: Vec::new(),
-        })
-    }
-
     #[test]
     fn requests_are_cut_at_the_size_limit_and_big_items_go_alone() {
-        // Sizes 10+2 each.
-        let items = vec![it(10), it(10), it(10), it(100), it(10)];
+        let items = Items::of_sizes(&[12, 12, 12, 102, 12]);
         let all: Vec<usize> = (0..5).collect();
         assert_eq!(
             requests(&all, &items, 24),

@@ -225,7 +225,7 @@ impl ReadRecords for Lines<'_> {
             _ => None,
         };
         let start = out.len();
-        if let Err(e) = json.packed_map_edited(c, out, keys, front, None, 0) {
+        if let Err(e) = json.packed_map_edited(c, out, keys, front.as_slice(), None, 0) {
             out.truncate(start);
             return Err(e);
         }
@@ -246,8 +246,7 @@ impl ReadRecords for Lines<'_> {
             (Some(key), _) => json.message(out, &r.body, Some(key)).map_err(|_| ()),
             (None, Some(dk)) if !r.body.contains_key(dk) => {
                 date_json(date, date_text, r.time, self.s.date_format);
-                let front = Some((dk.as_str(), date.as_slice()));
-                json.map_edited(out, &r.body, front, None);
+                json.map_edited(out, &r.body, &[(dk.as_str(), date.as_slice())], None);
                 Ok(())
             }
             (None, _) => {
