@@ -5,9 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod api;
+pub mod bulk;
 pub mod proxy;
 
 pub use api::{bucket_objects, create_bucket, dechunk, find, log_messages, logs_call, raw_http};
+pub use bulk::BulkServer;
 pub use proxy::{FaultProxy, Mode};
 
 use std::io::{Read, Write};

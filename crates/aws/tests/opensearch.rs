@@ -4,13 +4,12 @@
 //! botocore's signer). Credentials from a web identity token are in `opensearch_irsa.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod bulk_server;
 mod util;
 
 use std::sync::atomic::Ordering;
 
-use bulk_server::BulkServer;
 use logferry_aws::opensearch::{config, SearchOutput};
+use logferry_aws::testing::BulkServer;
 use logferry_core::{EventTime, Map, Record, Value};
 use logferry_engine::metrics::PluginMetrics;
 use logferry_engine::{FlushResult, Output};
@@ -64,6 +63,8 @@ async fn defaults_store_each_record_with_its_timestamp() {
     }
     let reqs = srv.requests();
     assert_eq!(reqs.len(), 1);
+    assert_eq!(srv.totals(), (2, 1, reqs[0]["bytes"].as_u64().unwrap()));
+    assert!(reqs[0]["bytes"].as_u64().unwrap() > 100);
     assert_eq!(reqs[0]["content_type"], "application/x-ndjson");
     assert_eq!(reqs[0]["path"], "/_bulk");
     assert_eq!(m.dropped_records.load(Ordering::Relaxed), 0);

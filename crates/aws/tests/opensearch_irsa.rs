@@ -4,11 +4,10 @@
 //! own test binary, because it sets process-wide environment variables.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod bulk_server;
 mod util;
 
-use bulk_server::BulkServer;
 use logferry_aws::opensearch::{config, SearchOutput};
+use logferry_aws::testing::BulkServer;
 use logferry_core::{EventTime, Map, Record};
 use logferry_engine::{FlushResult, Output};
 use util::{batch, entries, metrics, section};

@@ -1,12 +1,15 @@
 //! P5FH, P5KS and P5S3: the seed pipeline of P5 (docker nginx → kubernetes + nginx parser)
 //! into `kinesis_firehose`, `kinesis_streams` and `s3` on moto, through the counting proxy,
 //! so that the CPU an output spends building request bodies can be compared before and after a
-//! change. Each pipeline creates its delivery stream, stream or bucket in moto first.
+//! change. Each pipeline creates its delivery stream, stream or bucket in moto first. P5OS is
+//! the same into `opensearch` on the project's `_bulk` test server (`Logstash_Format` and
+//! `Replace_Dots` on, as Elasticsearch users often run it), which counts what it stored.
 //!
 //! What each checks besides logferry's own delivered count (`output totals`): every put call
 //! answered 200; for Firehose and S3, the lines in the bucket (moto's Firehose writes one object
 //! per PutRecordBatch into its S3 destination) equal the records sent. Kinesis records are not
-//! read back (GetRecords of the whole stream from moto takes longer than the run).
+//! read back (GetRecords of the whole stream from moto takes longer than the run). For P5OS,
+//! the documents the server stored equal the records sent.
 //!
 //! P5FH sets `time_key` (the record gains a time field, Fluent Bit's `time_key_format`), P5KS
 //! uses the default random partition keys, P5S3 the defaults (`json_date_key date`, multipart
@@ -15,15 +18,20 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use logferry_aws::testing::proxy::{FaultProxy, Seen};
-use logferry_aws::testing::{find, raw_http, Moto};
+use logferry_aws::testing::{find, raw_http, BulkServer, Moto};
 
 use super::{config, pod_json, write_docker_nginx, Kube, Pipeline, TailOpts};
 
 /// The pipeline names, as given to `--pipelines`.
-pub(crate) const NAMES: [&str; 3] = ["p5fh", "p5ks", "p5s3"];
+pub(crate) const NAMES: [&str; 4] = ["p5fh", "p5ks", "p5s3", "p5os"];
+
+/// P5OS's `_bulk` server, started with the pipeline and left to end with the bench (the
+/// script stops when its stdin closes).
+static BULK: OnceLock<BulkServer> = OnceLock::new();
 
 const REGION: &str = "us-east-1";
 const FH_BUCKET: &str = "bench-p5fh";
@@ -227,7 +235,39 @@ pub(crate) fn pipelines(
             ),
         ));
     }
+    if want("p5os") {
+        let srv = BULK.get_or_init(|| BulkServer::start(&["--discard"]));
+        v.push(pipeline(
+            "P5OS",
+            "seed → opensearch (_bulk test server)",
+            format!(
+                "[OUTPUT]\n    Name opensearch\n    Match *\n    Host 127.0.0.1\n    Port {}\n    Logstash_Format On\n    Replace_Dots On\n",
+                srv.port
+            ),
+        ));
+    }
     Ok(v)
+}
+
+/// P5OS's note: CPU per million events, what the `_bulk` server stored and was sent.
+fn search_note(p: &Pipeline, runs: usize, cpu: f64) -> Result<String, String> {
+    let srv = BULK.get().ok_or("P5OS: the bulk server is not running")?;
+    let (docs, requests, bytes) = srv.totals();
+    let runs = runs.max(1);
+    if docs != (p.lines * runs) as u64 {
+        return Err(format!(
+            "P5OS: {docs} documents stored, expected {}",
+            p.lines * runs
+        ));
+    }
+    Ok(format!(
+        "{}: {:.2} CPU s per million events delivered, {:.1} MB of _bulk bodies per run ({} requests, {:.0} bytes per event)",
+        p.name,
+        cpu / p.lines.max(1) as f64 * 1e6,
+        bytes as f64 / runs as f64 / 1e6,
+        requests / runs as u64,
+        bytes as f64 / (p.lines * runs).max(1) as f64,
+    ))
 }
 
 /// After pipeline `p`'s runs (`calls`: the requests the proxy saw during them): the note with
@@ -243,6 +283,7 @@ pub(crate) fn note(
         "P5FH" => ("PutRecordBatch", Some(FH_BUCKET)),
         "P5KS" => ("PutRecords", None),
         "P5S3" => ("PUT", Some(S3_BUCKET)),
+        "P5OS" => return Some(search_note(p, runs, cpu)),
         _ => return None,
     };
     let puts: Vec<&Seen> = calls

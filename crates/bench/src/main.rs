@@ -39,6 +39,7 @@ struct Args {
     /// (docker nginx → kubernetes + nginx annotation parser → null), p4 CRI → null, p5 the
     /// seed into cloudwatch_logs (moto, through a proxy that counts the bytes sent),
     /// p5fh/p5ks/p5s3 the same into kinesis_firehose, kinesis_streams and s3 (aws_outputs.rs),
+    /// p5os the same into opensearch (the project's `_bulk` test server),
     /// cw docker nginx → cloudwatch (moto). p2/p2t/p3/p5 start the test Kubernetes API server;
     /// cw and p5 need moto in the workspace's Python. idle: the seed's configuration (tail with
     /// a DB on an empty directory, kubernetes, cloudwatch_logs, HTTP server) with no traffic,
@@ -637,7 +638,7 @@ fn main() -> ExitCode {
             && !aws_outputs::NAMES.contains(&w.as_str())
     }) {
         eprintln!(
-            "unknown pipeline {w:?}: use p1, p2, p2t, p3, p4, p5, p5fh, p5ks, p5s3, p6, cw, idle or churn"
+            "unknown pipeline {w:?}: use p1, p2, p2t, p3, p4, p5, p5fh, p5ks, p5s3, p5os, p6, cw, idle or churn"
         );
         return ExitCode::FAILURE;
     }

@@ -1,13 +1,13 @@
 //! The `_bulk` test server (`tests/fixtures/bulk_server.py`, see its docs) run from the
-//! workspace's Python, and helpers to read back what it stored. Every wait is bounded.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! workspace's Python, and helpers to read back what it stored. Every wait is bounded. Used by
+//! the `opensearch` tests and by `logferry-bench`'s P5OS.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use logferry_aws::testing::{python, raw_http};
+use super::{python, raw_http};
 
 /// How long the server may take to start (moto's import is slow).
 const START: Duration = Duration::from_secs(60);
@@ -102,6 +102,13 @@ impl BulkServer {
             .as_array()
             .unwrap()
             .clone()
+    }
+
+    /// (documents stored, `_bulk` requests seen, their body bytes in all).
+    pub fn totals(&self) -> (u64, u64, u64) {
+        let t = self.get("/_test/totals");
+        let n = |k: &str| t[k].as_u64().unwrap_or_default();
+        (n("docs"), n("requests"), n("bytes"))
     }
 
     /// Queues faults (see the script's docs).
